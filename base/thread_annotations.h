@@ -1,0 +1,86 @@
+// Clang thread-safety annotations (checked with -Wthread-safety when built by
+// clang; empty under GCC), and annotated mutex wrappers that use them.
+#pragma once
+
+#include <mutex>
+#include <shared_mutex>
+
+#if defined(__clang__)
+#define LFS_TSA(x) __attribute__((x))
+#else
+#define LFS_TSA(x)
+#endif
+
+#define CAPABILITY(x) LFS_TSA(capability(x))
+#define SCOPED_CAPABILITY LFS_TSA(scoped_lockable)
+#define GUARDED_BY(x) LFS_TSA(guarded_by(x))
+#define PT_GUARDED_BY(x) LFS_TSA(pt_guarded_by(x))
+#define REQUIRES(...) LFS_TSA(requires_capability(__VA_ARGS__))
+#define REQUIRES_SHARED(...) LFS_TSA(requires_shared_capability(__VA_ARGS__))
+#define ACQUIRE(...) LFS_TSA(acquire_capability(__VA_ARGS__))
+#define ACQUIRE_SHARED(...) LFS_TSA(acquire_shared_capability(__VA_ARGS__))
+#define RELEASE(...) LFS_TSA(release_capability(__VA_ARGS__))
+#define RELEASE_SHARED(...) LFS_TSA(release_shared_capability(__VA_ARGS__))
+#define RELEASE_GENERIC(...) LFS_TSA(release_generic_capability(__VA_ARGS__))
+#define EXCLUDES(...) LFS_TSA(locks_excluded(__VA_ARGS__))
+#define NO_THREAD_SAFETY_ANALYSIS LFS_TSA(no_thread_safety_analysis)
+
+namespace leasefs {
+
+class CAPABILITY("mutex") Mutex {
+ public:
+  void Lock() ACQUIRE() { mu_.lock(); }
+  void Unlock() RELEASE() { mu_.unlock(); }
+  std::mutex& native() { return mu_; }
+
+ private:
+  std::mutex mu_;
+};
+
+class SCOPED_CAPABILITY MutexLock {
+ public:
+  explicit MutexLock(Mutex* mu) ACQUIRE(mu) : mu_(mu) { mu_->Lock(); }
+  ~MutexLock() RELEASE() { mu_->Unlock(); }
+  MutexLock(const MutexLock&) = delete;
+  MutexLock& operator=(const MutexLock&) = delete;
+
+ private:
+  Mutex* const mu_;
+};
+
+class CAPABILITY("mutex") SharedMutex {
+ public:
+  void Lock() ACQUIRE() { mu_.lock(); }
+  void Unlock() RELEASE() { mu_.unlock(); }
+  void LockShared() ACQUIRE_SHARED() { mu_.lock_shared(); }
+  void UnlockShared() RELEASE_SHARED() { mu_.unlock_shared(); }
+
+ private:
+  std::shared_mutex mu_;
+};
+
+class SCOPED_CAPABILITY WriterLock {
+ public:
+  explicit WriterLock(SharedMutex* mu) ACQUIRE(mu) : mu_(mu) { mu_->Lock(); }
+  ~WriterLock() RELEASE() { mu_->Unlock(); }
+  WriterLock(const WriterLock&) = delete;
+  WriterLock& operator=(const WriterLock&) = delete;
+
+ private:
+  SharedMutex* const mu_;
+};
+
+class SCOPED_CAPABILITY ReaderLock {
+ public:
+  explicit ReaderLock(SharedMutex* mu) ACQUIRE_SHARED(mu) : mu_(mu) {
+    mu_->LockShared();
+  }
+  ~ReaderLock() RELEASE() { mu_->UnlockShared(); }
+  ReaderLock(const ReaderLock&) = delete;
+  ReaderLock& operator=(const ReaderLock&) = delete;
+
+ private:
+  SharedMutex* const mu_;
+};
+
+}  // namespace leasefs

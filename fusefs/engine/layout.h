@@ -1,0 +1,327 @@
+// The on-media format of a leasefs pool. See ../../docs/pool_format.md, which
+// this header mirrors field for field; change both together.
+//
+// Every multi-byte field is little-endian (the only byte order leasefs runs
+// on; see the static_assert below). Every struct has a fixed size pinned by
+// static_assert, and every field's offset is pinned too, so that a compiler or
+// an edit cannot move a byte without failing the build.
+#pragma once
+
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+
+namespace leasefs::layout {
+
+static_assert(std::endian::native == std::endian::little,
+              "leasefs pools are little-endian and are accessed in place");
+
+// ---------------------------------------------------------------------------
+// Geometry
+
+inline constexpr uint32_t kBlockSize = 4096;
+inline constexpr uint32_t kBlockShift = 12;
+static_assert(1u << kBlockShift == kBlockSize);
+
+inline constexpr uint32_t kFormatVersion = 1;
+
+// "\x89LEASEFS": the high-bit first byte marks the file as binary and catches
+// 7-bit channels (the trick PNG's signature uses); the rest names the format.
+inline constexpr uint8_t kSuperMagic[8] = {0x89, 'L', 'E', 'A', 'S', 'E', 'F', 'S'};
+inline constexpr uint8_t kJournalMagic[8] = {'L', 'E', 'A', 'S', 'E', 'J', 'N', 'L'};
+inline constexpr uint8_t kExtentBlockMagic[8] = {'L', 'E', 'A', 'S', 'E', 'E', 'X', 'T'};
+inline constexpr uint8_t kDirBlockMagic[8] = {'L', 'E', 'A', 'S', 'E', 'D', 'I', 'R'};
+inline constexpr uint8_t kXattrBlockMagic[8] = {'L', 'E', 'A', 'S', 'E', 'X', 'A', 'T'};
+
+inline constexpr uint64_t kSuperBlock = 0;        // primary superblock
+inline constexpr uint64_t kBackupSuperBlock = 1;  // identical copy, written by mkfs
+inline constexpr uint64_t kRootIno = 1;           // inode 0 is never used
+
+inline constexpr uint64_t kMinPoolBytes = 4ull << 20;
+
+// Limits a user meets.
+inline constexpr uint64_t kMaxFileSize = uint64_t{1} << 60;  // EFBIG beyond
+inline constexpr uint32_t kMaxLinks = 65000;                 // EMLINK beyond
+inline constexpr uint32_t kMaxSymlink = 4095;                // ENAMETOOLONG beyond
+
+// ---------------------------------------------------------------------------
+// Superblock (block 0, copy in block 1). Bytes [0, 248) are immutable after
+// mkfs and covered by `checksum`; the mutable area at 256 is updated in place
+// with single 8-byte stores and is only a hint.
+
+enum SuperState : uint32_t {
+  kStateClean = 1,    // cleanly unmounted (or never mounted)
+  kStateMounted = 2,  // a daemon has it mounted, or died with it mounted
+};
+
+struct Superblock {
+  uint8_t magic[8];            // kSuperMagic
+  uint32_t version;            // kFormatVersion
+  uint32_t block_size;         // kBlockSize
+  uint64_t feature_compat;     // unknown bits: ignore
+  uint64_t feature_incompat;   // unknown bits: refuse to mount
+  uint64_t feature_ro_compat;  // unknown bits: mount read-only only
+  uint8_t uuid[16];
+  uint64_t pool_bytes;    // bytes of the pool the filesystem spans
+  uint64_t total_blocks;  // pool_bytes / kBlockSize
+  uint64_t journal_start;  // block numbers and counts of each region ...
+  uint64_t journal_blocks;
+  uint64_t inode_start;
+  uint64_t inode_count;  // inode slots, including the unused slot 0
+  uint64_t refcount_start;
+  uint64_t refcount_blocks;
+  uint64_t quarantine_start;
+  uint64_t quarantine_blocks;
+  uint64_t data_start;
+  uint64_t data_blocks;
+  uint64_t root_ino;    // kRootIno
+  int64_t mkfs_time_ns;
+  uint32_t inode_size;  // sizeof(Inode)
+  uint32_t max_name;    // kMaxName
+  char label[64];       // NUL-padded
+  uint64_t reserved0;
+  uint64_t checksum;  // XXH64 (seed 0) of bytes [0, 248)
+
+  // --- mutable area, offset 256 ---
+  uint32_t state;  // SuperState
+  uint32_t reserved1;
+  uint64_t mount_count;
+  int64_t last_mount_ns;
+  int64_t last_unmount_ns;
+  uint8_t reserved2[224];
+};
+static_assert(sizeof(Superblock) == 512);
+static_assert(offsetof(Superblock, version) == 8);
+static_assert(offsetof(Superblock, uuid) == 40);
+static_assert(offsetof(Superblock, pool_bytes) == 56);
+static_assert(offsetof(Superblock, journal_start) == 72);
+static_assert(offsetof(Superblock, inode_start) == 88);
+static_assert(offsetof(Superblock, refcount_start) == 104);
+static_assert(offsetof(Superblock, quarantine_start) == 120);
+static_assert(offsetof(Superblock, data_start) == 136);
+static_assert(offsetof(Superblock, root_ino) == 152);
+static_assert(offsetof(Superblock, mkfs_time_ns) == 160);
+static_assert(offsetof(Superblock, inode_size) == 168);
+static_assert(offsetof(Superblock, label) == 176);
+static_assert(offsetof(Superblock, checksum) == 248);
+static_assert(offsetof(Superblock, state) == 256);
+static_assert(offsetof(Superblock, mount_count) == 264);
+static_assert(offsetof(Superblock, last_unmount_ns) == 280);
+inline constexpr size_t kSuperChecksummedBytes = offsetof(Superblock, checksum);
+
+// ---------------------------------------------------------------------------
+// Journal: one header (first 64 bytes of block journal_start) and a body of
+// records in the blocks after it. One transaction at a time; see
+// docs/pool_format.md "Journal" for the commit protocol.
+
+struct JournalHeader {
+  uint8_t magic[8];  // kJournalMagic when a committed transaction is present;
+                     // zeroed (one 8-byte store) once it has been applied
+  uint64_t seq;      // transaction number, +1 per transaction
+  uint64_t body_bytes;
+  uint64_t body_xxh64;  // XXH64 (seed = seq) of the body's first body_bytes
+  uint32_t record_count;
+  uint32_t reserved0;
+  uint64_t reserved1;
+  uint64_t reserved2;
+  uint64_t header_xxh64;  // XXH64 (seed 0) of bytes [0, 56)
+};
+static_assert(sizeof(JournalHeader) == 64);
+static_assert(offsetof(JournalHeader, seq) == 8);
+static_assert(offsetof(JournalHeader, body_xxh64) == 24);
+static_assert(offsetof(JournalHeader, record_count) == 32);
+static_assert(offsetof(JournalHeader, header_xxh64) == 56);
+
+enum JournalRecordType : uint16_t {
+  kRecCopy = 1,    // payload: `length` bytes, copied to `dest`
+  kRecFill32 = 2,  // payload: one uint32 (+4 pad); `length` words at `dest`
+                   // are set to it
+};
+
+struct JournalRecord {
+  uint16_t type;  // JournalRecordType
+  uint16_t reserved;
+  uint32_t length;  // kRecCopy: bytes; kRecFill32: uint32 words
+  uint64_t dest;    // byte offset in the pool
+  // payload follows, padded to a multiple of 8 bytes
+};
+static_assert(sizeof(JournalRecord) == 16);
+static_assert(offsetof(JournalRecord, length) == 4);
+static_assert(offsetof(JournalRecord, dest) == 8);
+
+// ---------------------------------------------------------------------------
+// Inodes: inode_count slots of 256 bytes from block inode_start. Slot N holds
+// inode number N; slot 0 is never used. A slot with mode == 0 is free.
+
+inline constexpr uint32_t kInodeInlineBytes = 144;
+inline constexpr uint32_t kInlineExtents = 6;
+
+enum InodeFlags : uint32_t {
+  kInodeInlineData = 1u << 0,  // symlink target stored in Inode::inline_area
+};
+
+// One run of file blocks mapped to pool blocks.
+struct Extent {
+  uint64_t file_block;  // first file block (file offset / kBlockSize)
+  uint64_t pool_block;  // first pool block (pool offset / kBlockSize)
+  uint32_t length;      // blocks; 0 marks a free slot
+  uint32_t flags;       // ExtentFlags
+};
+static_assert(sizeof(Extent) == 24);
+static_assert(offsetof(Extent, pool_block) == 8);
+static_assert(offsetof(Extent, length) == 16);
+static_assert(offsetof(Extent, flags) == 20);
+
+enum ExtentFlags : uint32_t {
+  kExtentUnwritten = 1u << 0,  // allocated (fallocate) but reads as zeros
+};
+inline constexpr uint32_t kKnownExtentFlags = kExtentUnwritten;
+
+struct Inode {
+  uint32_t mode;  // S_IFMT | permission bits; 0 = free slot
+  uint32_t nlink;
+  uint32_t uid;
+  uint32_t gid;
+  uint64_t size;    // bytes
+  uint64_t blocks;  // pool blocks mapped by this inode's extents
+  int64_t atime_ns;
+  int64_t mtime_ns;
+  int64_t ctime_ns;
+  int64_t btime_ns;  // creation time
+  uint64_t parent;   // directories: parent directory (root: itself); else 0
+  uint64_t rdev;     // device number of character/block special files
+  uint32_t generation;  // +1 each time the slot is reused
+  uint32_t flags;       // InodeFlags
+  uint64_t xattr_block;   // pool block of the xattr block, 0 = none
+  uint64_t extent_block;  // first extent block of the chain, 0 = none
+  uint64_t reserved;
+  // Extent[kInlineExtents], or the symlink target when kInodeInlineData.
+  uint8_t inline_area[kInodeInlineBytes];
+};
+static_assert(sizeof(Inode) == 256);
+static_assert(offsetof(Inode, size) == 16);
+static_assert(offsetof(Inode, blocks) == 24);
+static_assert(offsetof(Inode, atime_ns) == 32);
+static_assert(offsetof(Inode, mtime_ns) == 40);
+static_assert(offsetof(Inode, ctime_ns) == 48);
+static_assert(offsetof(Inode, btime_ns) == 56);
+static_assert(offsetof(Inode, parent) == 64);
+static_assert(offsetof(Inode, rdev) == 72);
+static_assert(offsetof(Inode, generation) == 80);
+static_assert(offsetof(Inode, flags) == 84);
+static_assert(offsetof(Inode, xattr_block) == 88);
+static_assert(offsetof(Inode, extent_block) == 96);
+static_assert(offsetof(Inode, inline_area) == 112);
+static_assert(kInlineExtents * sizeof(Extent) == kInodeInlineBytes);
+inline constexpr uint32_t kInodesPerBlock = kBlockSize / sizeof(Inode);
+
+// ---------------------------------------------------------------------------
+// Extent blocks: a singly linked chain per inode holding the extents that do
+// not fit inline. Slots are unordered; a slot with length == 0 is free.
+
+struct ExtentBlockHeader {
+  uint8_t magic[8];  // kExtentBlockMagic
+  uint64_t owner_ino;
+  uint64_t next_block;  // next extent block of the chain, 0 = last
+  uint64_t reserved;
+};
+static_assert(sizeof(ExtentBlockHeader) == 32);
+inline constexpr uint32_t kExtentsPerBlock =
+    (kBlockSize - sizeof(ExtentBlockHeader)) / sizeof(Extent);
+static_assert(kExtentsPerBlock == 169);
+
+struct ExtentBlock {
+  ExtentBlockHeader header;
+  Extent slots[kExtentsPerBlock];
+  uint8_t pad[kBlockSize - sizeof(ExtentBlockHeader) -
+              kExtentsPerBlock * sizeof(Extent)];
+};
+static_assert(sizeof(ExtentBlock) == kBlockSize);
+
+// ---------------------------------------------------------------------------
+// Directory blocks: the data blocks of a directory inode. 64 slots of 64
+// bytes; slot 0 is the block header; an entry takes 1-5 consecutive slots of
+// one block. "." and ".." are not stored.
+
+inline constexpr uint32_t kDirSlotSize = 64;
+inline constexpr uint32_t kDirSlotsPerBlock = kBlockSize / kDirSlotSize;
+inline constexpr uint32_t kMaxName = 255;
+
+struct DirBlockHeader {
+  uint8_t magic[8];  // kDirBlockMagic
+  uint64_t owner_ino;
+  uint64_t block_index;  // which block of the directory this is
+  uint8_t reserved[40];
+};
+static_assert(sizeof(DirBlockHeader) == kDirSlotSize);
+
+struct DirEntryHeader {
+  uint64_t ino;         // 0 = free slot
+  uint8_t slot_count;   // slots this entry spans, 1..5; 0 in a free slot
+  uint8_t type;         // Linux d_type (DT_REG, DT_DIR, ...)
+  uint8_t name_len;     // 1..kMaxName
+  uint8_t reserved[5];
+  // name bytes follow (no NUL), running on into the entry's next slots
+};
+static_assert(sizeof(DirEntryHeader) == 16);
+static_assert(offsetof(DirEntryHeader, slot_count) == 8);
+static_assert(offsetof(DirEntryHeader, name_len) == 10);
+
+// Slots needed for an entry whose name is `name_len` bytes long.
+constexpr uint32_t DirEntrySlots(uint32_t name_len) {
+  return (static_cast<uint32_t>(sizeof(DirEntryHeader)) + name_len + kDirSlotSize - 1) /
+         kDirSlotSize;
+}
+static_assert(DirEntrySlots(48) == 1 && DirEntrySlots(49) == 2);
+static_assert(DirEntrySlots(kMaxName) == 5);
+
+// ---------------------------------------------------------------------------
+// Xattr block: one per inode at most, entries packed after the header.
+
+struct XattrBlockHeader {
+  uint8_t magic[8];  // kXattrBlockMagic
+  uint64_t owner_ino;
+  uint32_t used_bytes;  // bytes of entries after the header
+  uint32_t entry_count;
+  uint64_t reserved;
+};
+static_assert(sizeof(XattrBlockHeader) == 32);
+
+struct XattrEntryHeader {
+  uint8_t name_len;  // full name including its namespace prefix, 1..255
+  uint8_t reserved;
+  uint16_t value_len;
+  // name bytes, then value bytes; the entry is padded to a multiple of 4
+};
+static_assert(sizeof(XattrEntryHeader) == 4);
+inline constexpr uint32_t kXattrSpace = kBlockSize - sizeof(XattrBlockHeader);
+
+// ---------------------------------------------------------------------------
+// Block reference counts: one uint32 per data block, from block
+// refcount_start; entry i is data block data_start + i. 0 = free. Otherwise
+// the number of references: extents of files (a block shared by reflink is
+// counted once per extent that maps it), the inode fields that name extent
+// and xattr blocks, and quarantine entries.
+
+inline constexpr uint32_t kRefcountsPerBlock = kBlockSize / sizeof(uint32_t);
+
+// ---------------------------------------------------------------------------
+// Quarantine: blocks that no file owns but that a revoked lease or a live pin
+// could still reach. Each entry holds one reference on each of its blocks.
+
+enum QuarantineReason : uint32_t {
+  kQuarantineRevokedLease = 1,
+  kQuarantinePinned = 2,
+};
+
+struct QuarantineEntry {
+  uint64_t pool_block;
+  uint32_t length;  // blocks; 0 = free entry
+  uint32_t reason;  // QuarantineReason
+  uint64_t tag;     // the lease or pin that put the blocks here
+  int64_t since_ns;
+};
+static_assert(sizeof(QuarantineEntry) == 32);
+inline constexpr uint32_t kQuarantinePerBlock = kBlockSize / sizeof(QuarantineEntry);
+
+}  // namespace leasefs::layout

@@ -1,0 +1,102 @@
+// Media: the pool's bytes mapped into memory, and the one layer every persist
+// goes through.
+//
+// The engine stores with plain CPU stores (or Copy/Set below) and makes them
+// durable with Flush + Drain. Correct code never relies on a store staying
+// volatile until it is flushed: on real pmem a cache line can be written back
+// at any moment (pmem2_get_persist_fn(3)).
+//
+// Implementations: Pmem2Media maps a real pool file or device with libpmem2;
+// SimMedia (sim_media.h) keeps a separate "durable" image and can crash at any
+// persist point, for tests.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "base/result.h"
+#include "base/unique_fd.h"
+
+struct pmem2_map;
+struct pmem2_source;
+
+namespace leasefs::engine {
+
+class Media {
+ public:
+  virtual ~Media() = default;
+  Media(const Media&) = delete;
+  Media& operator=(const Media&) = delete;
+
+  char* base() const noexcept { return base_; }
+  size_t size() const noexcept { return size_; }
+
+  // Starts writing back [p, p+n) to the persistence domain.
+  virtual void Flush(const void* p, size_t n) = 0;
+  // Waits until every earlier Flush is durable.
+  virtual void Drain() = 0;
+  void Persist(const void* p, size_t n) {
+    Flush(p, n);
+    Drain();
+  }
+  // memcpy into the pool followed by Flush of the destination (no Drain).
+  virtual void CopyFlush(void* dst, const void* src, size_t n);
+  // memset into the pool followed by Flush of the destination (no Drain).
+  virtual void SetFlush(void* dst, int c, size_t n);
+
+  // Bytes a single Flush covers at least (4096 for msync-based media, 64 for
+  // cache-line flushing). Callers merge ranges to this granularity.
+  virtual size_t flush_unit() const noexcept = 0;
+  // Short name of the persistence mechanism, for logs and benchmark reports.
+  virtual std::string describe() const = 0;
+
+ protected:
+  Media(char* base, size_t size) : base_(base), size_(size) {}
+
+ private:
+  char* base_;
+  size_t size_;
+};
+
+struct MapOptions {
+  bool read_only = false;  // map privately: stores stay in this process
+  bool create = false;     // create the file if it does not exist
+  uint64_t create_size = 0;  // with create (or to grow a regular file): its size
+};
+
+// A pool file or DAX device mapped with libpmem2.
+class Pmem2Media final : public Media {
+ public:
+  // Opens and maps `path`.
+  // Errors: ENOENT (no such pool), EACCES, EINVAL (not a regular file or a
+  // DAX/pmem device, or too small), and errors from libpmem2 with its message.
+  static Result<std::unique_ptr<Pmem2Media>> Open(const std::string& path,
+                                                  const MapOptions& opts);
+  ~Pmem2Media() override;
+
+  void Flush(const void* p, size_t n) override;
+  void Drain() override;
+  void CopyFlush(void* dst, const void* src, size_t n) override;
+  void SetFlush(void* dst, int c, size_t n) override;
+  size_t flush_unit() const noexcept override { return flush_unit_; }
+  std::string describe() const override;
+
+  // The open pool file (for flock and, later, for handing to DAX clients).
+  int fd() const noexcept { return fd_.get(); }
+
+ private:
+  Pmem2Media(UniqueFd fd, pmem2_map* map, bool read_only);
+
+  UniqueFd fd_;
+  pmem2_map* map_;
+  bool read_only_;
+  size_t flush_unit_;
+  void (*flush_)(const void*, size_t);
+  void (*drain_)();
+  void* (*memcpy_)(void*, const void*, size_t, unsigned);
+  void* (*memset_)(void*, int, size_t, unsigned);
+};
+
+}  // namespace leasefs::engine
