@@ -1,0 +1,260 @@
+// Filesystem: the POSIX namespace and file data of one leasefs pool.
+//
+// This is the storage engine's public face. It knows nothing of FUSE: the
+// daemon (fusefs/daemon) turns FUSE requests into these calls and their
+// results into exactly one reply each. Inode numbers are the pool's own
+// (root = 1), so they can be handed to the kernel unchanged.
+//
+// Errors are errno values in the returned Status, chosen as a local Linux
+// filesystem (ext4, tmpfs) would choose them; each method lists its own.
+// Every method also returns EROFS when a modifying call reaches a read-only
+// mount, and ENOSPC when the pool (blocks, inodes or journal) is full.
+//
+// Permissions: every call that takes a Cred checks POSIX permissions for it
+// (owner/group/other bits, root's overrides, sticky directories, setgid
+// inheritance, the chown/chmod rules, suid/sgid clearing), so a mount is
+// correct with or without the kernel's default_permissions.
+//
+// Thread safety: all methods may be called from any thread concurrently.
+// Calls that only read take a shared lock; calls that change anything take
+// the writer lock.
+//
+// Lifetime of inodes: besides directory entries (nlink), an inode is kept by
+// "references" the caller holds (the kernel's lookup count, for FUSE). Every
+// method documented as "+1 reference" adds one on success; Forget drops them.
+// An inode with no links and no references is freed.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "fusefs/engine/media.h"
+
+namespace leasefs::engine {
+
+using Ino = uint64_t;
+
+// Who is asking. Supplementary groups are fetched only when a permission
+// check needs them (for FUSE that means reading /proc), then cached.
+class Cred {
+ public:
+  Cred(uid_t uid, gid_t gid, pid_t pid = 0,
+       std::function<std::vector<gid_t>()> fetch_groups = nullptr)
+      : uid_(uid), gid_(gid), pid_(pid), fetch_groups_(std::move(fetch_groups)) {}
+  static Cred Root() { return Cred(0, 0); }
+
+  uid_t uid() const noexcept { return uid_; }
+  gid_t gid() const noexcept { return gid_; }
+  pid_t pid() const noexcept { return pid_; }
+  bool is_root() const noexcept { return uid_ == 0; }
+  // True if `g` is the primary group or one of the supplementary groups.
+  bool InGroup(gid_t g) const;
+
+ private:
+  uid_t uid_;
+  gid_t gid_;
+  pid_t pid_;
+  std::function<std::vector<gid_t>()> fetch_groups_;
+  mutable std::optional<std::vector<gid_t>> groups_;
+};
+
+// An inode's attributes as handed to the caller.
+struct Entry {
+  struct stat attr {};
+  uint64_t generation = 0;
+};
+
+// What SetAttr changes: a mask of these bits, and the values.
+struct SetAttrArgs {
+  enum : unsigned {
+    kMode = 1u << 0,
+    kUid = 1u << 1,
+    kGid = 1u << 2,
+    kSize = 1u << 3,
+    kAtime = 1u << 4,     // set atime to atime_ns
+    kMtime = 1u << 5,     // set mtime to mtime_ns
+    kAtimeNow = 1u << 6,  // set atime to the current time
+    kMtimeNow = 1u << 7,  // set mtime to the current time
+    kCtime = 1u << 8,     // set ctime to ctime_ns
+  };
+  unsigned valid = 0;
+  mode_t mode = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  uint64_t size = 0;
+  int64_t atime_ns = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  // The size change comes through a file descriptor open for writing
+  // (ftruncate): no write-permission check, as the open already did it.
+  bool via_open_file = false;
+};
+
+// One directory entry for ReadDir.
+struct DirEntry {
+  std::string_view name;
+  Ino ino = 0;
+  unsigned type = 0;        // DT_*
+  uint64_t next_cookie = 0;  // pass to ReadDir to continue after this entry
+  const Entry* entry = nullptr;  // attributes, when ReadDir was asked for them
+};
+
+struct MountOptions {
+  bool read_only = false;
+};
+
+// What Mount found and did, for the daemon's log line.
+struct MountReport {
+  bool journal_replayed = false;
+  bool was_clean = true;       // the previous unmount was clean
+  uint64_t orphans_reclaimed = 0;
+  uint64_t inodes_in_use = 0;
+  double seconds = 0;          // time the mount took
+};
+
+class Filesystem {
+ public:
+  // Mounts the pool on `media`: validates the superblock, replays the
+  // journal, loads the in-memory indexes, reclaims orphans and marks the pool
+  // mounted.
+  // Errors: EUCLEAN (corrupt pool; the message is one line naming the
+  // problem), EOPNOTSUPP (newer format).
+  static Result<std::unique_ptr<Filesystem>> Mount(std::unique_ptr<Media> media,
+                                                   const MountOptions& opts,
+                                                   MountReport* report = nullptr);
+  // Marks the pool cleanly unmounted. The object must not be used after.
+  void Unmount();
+  ~Filesystem();
+  Filesystem(const Filesystem&) = delete;
+  Filesystem& operator=(const Filesystem&) = delete;
+
+  // --- References -------------------------------------------------------
+
+  // Adds `n` references to `ino` (e.g. an entry handed out by READDIRPLUS).
+  void Ref(Ino ino, uint64_t n = 1);
+  // Drops `n` references; frees the inode if it has neither links nor refs.
+  void Forget(Ino ino, uint64_t n);
+
+  // --- Namespace ----------------------------------------------------------
+
+  // +1 reference. Errors: ENOENT, ENOTDIR (parent), EACCES (search),
+  // ENAMETOOLONG.
+  Result<Entry> Lookup(const Cred& c, Ino parent, std::string_view name);
+  // Errors: ENOENT (stale inode number).
+  Result<Entry> GetAttr(Ino ino);
+  // Errors: ENOENT, EPERM (not owner; chown by non-root), EACCES (utimes
+  // "now" or truncate without write permission), EISDIR (size of a
+  // directory), EINVAL (size of a special file), EFBIG.
+  Result<Entry> SetAttr(const Cred& c, Ino ino, const SetAttrArgs& args);
+  // Creates a regular file, device, FIFO or socket (type in `mode`). +1
+  // reference. Errors: EEXIST, ENOENT (parent gone), ENOTDIR, EACCES,
+  // ENAMETOOLONG, EINVAL (unknown type), EPERM (device node by non-root).
+  Result<Entry> Mknod(const Cred& c, Ino parent, std::string_view name, mode_t mode,
+                      dev_t rdev);
+  // +1 reference. Errors: as Mknod, and EMLINK (parent has too many links).
+  Result<Entry> Mkdir(const Cred& c, Ino parent, std::string_view name, mode_t mode);
+  // +1 reference. Errors: as Mknod, and ENAMETOOLONG (target > 4095 bytes),
+  // ENOENT (empty target).
+  Result<Entry> Symlink(const Cred& c, Ino parent, std::string_view name,
+                        std::string_view target);
+  // +1 reference. Errors: EPERM (directory), EMLINK, EEXIST, ENOENT, EACCES.
+  Result<Entry> Link(const Cred& c, Ino ino, Ino new_parent, std::string_view new_name);
+  // Errors: ENOENT, EISDIR, EACCES, EPERM (sticky directory).
+  Status Unlink(const Cred& c, Ino parent, std::string_view name);
+  // Errors: ENOENT, ENOTDIR, ENOTEMPTY, EACCES, EPERM (sticky), EBUSY (root).
+  Status Rmdir(const Cred& c, Ino parent, std::string_view name);
+  // flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE.
+  // Errors: ENOENT, EEXIST (NOREPLACE), ENOTDIR, EISDIR, ENOTEMPTY, EINVAL
+  // (a directory into its own subtree; unknown flags), EACCES, EPERM
+  // (sticky), EMLINK.
+  Status Rename(const Cred& c, Ino parent, std::string_view name, Ino new_parent,
+                std::string_view new_name, unsigned flags);
+  // Errors: ENOENT, EINVAL (not a symlink).
+  Result<std::string> Readlink(Ino ino);
+
+  // --- Files --------------------------------------------------------------
+
+  // Checks that `flags` (O_ACCMODE, O_TRUNC) are allowed and truncates on
+  // O_TRUNC. Errors: ENOENT, EACCES, EISDIR (write access to a directory).
+  Result<Entry> Open(const Cred& c, Ino ino, int flags);
+  // Creates and opens a regular file. +1 reference. Errors: as Mknod; EEXIST
+  // only with O_EXCL (otherwise an existing file is opened).
+  Result<Entry> Create(const Cred& c, Ino parent, std::string_view name, mode_t mode,
+                       int flags);
+  // Reads up to `len` bytes at `off` (fewer at end of file). Calls `sink`
+  // once with segments that point into the pool (or at zeros for holes),
+  // valid only during the call: reply from inside it. Errors: ENOENT, EISDIR.
+  Status Read(Ino ino, uint64_t off, size_t len,
+              const std::function<void(const struct iovec* iov, int count)>& sink);
+  // Writes the concatenated segments at `off`. Returns the byte count, which
+  // is short only when the pool filled up part way. The data, and the size
+  // and block map changes it causes, are durable when this returns.
+  // Errors: ENOENT, EISDIR, EFBIG, ENOSPC (nothing could be written).
+  Result<size_t> Write(const Cred& c, Ino ino, uint64_t off, const struct iovec* src,
+                       int count);
+  // Makes earlier writes to `ino` durable (they already are; this only
+  // drains). Errors: ENOENT.
+  Status Fsync(Ino ino, bool datasync);
+  // mode: 0 or FALLOC_FL_KEEP_SIZE (preallocation). Other modes: EOPNOTSUPP.
+  // Errors: ENOENT, EISDIR, ENODEV (not a regular file), EINVAL (len 0),
+  // EFBIG, ENOSPC (nothing is allocated then).
+  Status Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uint64_t len);
+  // whence: SEEK_DATA or SEEK_HOLE (others: EINVAL). Unwritten extents count
+  // as holes. Errors: ENXIO (off at or past end of file), EINVAL.
+  Result<uint64_t> Lseek(Ino ino, uint64_t off, int whence);
+
+  // --- Directories ---------------------------------------------------------
+
+  // Errors: ENOENT, ENOTDIR, EACCES (no read permission).
+  Status OpenDir(const Cred& c, Ino ino);
+  // Emits entries from `cookie` (0 = start; includes "." and "..") until
+  // `emit` returns false or the directory ends. With `with_attrs`, each
+  // entry's attributes come along (for READDIRPLUS; emitting one does not add
+  // a reference: call Ref for the entries the kernel accepted, except "."
+  // and ".."). Entries present for the whole listing are emitted exactly
+  // once. Errors: ENOENT, ENOTDIR.
+  Status ReadDir(Ino ino, uint64_t cookie, bool with_attrs,
+                 const std::function<bool(const DirEntry&)>& emit);
+
+  // --- Extended attributes -----------------------------------------------
+
+  // flags: 0, XATTR_CREATE, XATTR_REPLACE. Namespaces: user. (regular files
+  // and directories, needs write permission), trusted. (root only),
+  // security.; others EOPNOTSUPP. Errors: EEXIST, ENODATA, ERANGE (name
+  // longer than 255), E2BIG (value > 64 KiB), ENOSPC (does not fit the
+  // inode's xattr block), EPERM, EACCES.
+  Status SetXattr(const Cred& c, Ino ino, std::string_view name, std::string_view value,
+                  int flags);
+  // Errors: ENODATA, EOPNOTSUPP, EACCES, EPERM.
+  Result<std::string> GetXattr(const Cred& c, Ino ino, std::string_view name);
+  // Names, each followed by a NUL (trusted.* only for root).
+  Result<std::string> ListXattr(const Cred& c, Ino ino);
+  // Errors: as GetXattr.
+  Status RemoveXattr(const Cred& c, Ino ino, std::string_view name);
+
+  // --- Misc ----------------------------------------------------------------
+
+  // access(2) for the caller. mask: F_OK or R_OK|W_OK|X_OK. Errors: EACCES.
+  Status Access(const Cred& c, Ino ino, int mask);
+  struct statvfs StatFs();
+
+  const Media& media() const;
+  class Impl;
+
+ private:
+  explicit Filesystem(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace leasefs::engine

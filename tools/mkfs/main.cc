@@ -1,0 +1,108 @@
+// mkfs.leasefs: format a leasefs pool.
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <string>
+
+#include "fusefs/engine/format.h"
+#include "fusefs/engine/layout.h"
+#include "fusefs/engine/media.h"
+#include "tools/common/size_arg.h"
+
+namespace {
+
+using namespace leasefs;
+using namespace leasefs::engine;
+
+constexpr const char* kDescription = R"(mkfs.leasefs - format a leasefs pool
+
+SYNOPSIS
+  mkfs.leasefs [-s SIZE] [-N INODES] [-J SIZE] [-L LABEL] [-f] [-q] POOL
+
+DESCRIPTION
+  Writes an empty leasefs filesystem onto POOL: a regular file (created or
+  resized to SIZE), or a /dev/dax* or /dev/pmem* device (SIZE is the device's).
+  Everything on POOL is lost. A pool that already holds leasefs is only
+  overwritten with --force.
+
+  SIZE takes K, M, G and T suffixes (powers of 1024).
+
+EXIT STATUS
+  0 formatted; 1 bad arguments or POOL cannot be formatted.)";
+
+int Fail(const std::string& msg) {
+  std::fprintf(stderr, "mkfs.leasefs: %s\n", msg.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app(kDescription, "mkfs.leasefs");
+  std::string pool, size_arg, journal_arg, label;
+  uint64_t inodes = 0;
+  bool force = false, quiet = false;
+  app.add_option("POOL", pool, "pool file or pmem/DAX device")->required();
+  app.add_option("-s,--size", size_arg, "pool size; creates or resizes a regular file");
+  app.add_option("-N,--inodes", inodes, "number of inodes (default: one per 16 KiB)");
+  app.add_option("-J,--journal-size", journal_arg,
+                 "journal size (default: 1/256 of the pool, 256 KiB to 64 MiB)");
+  app.add_option("-L,--label", label, "volume label (up to 63 bytes)");
+  app.add_flag("-f,--force", force, "overwrite an existing leasefs pool");
+  app.add_flag("-q,--quiet", quiet, "print nothing on success");
+  CLI11_PARSE(app, argc, argv);
+
+  MapOptions mo;
+  if (!size_arg.empty()) {
+    auto size = tools::ParseSize(size_arg);
+    if (!size) return Fail("cannot parse size '" + size_arg + "'");
+    if (*size < layout::kMinPoolBytes) return Fail("a pool needs at least 4 MiB");
+    mo.create = true;
+    mo.create_size = *size / layout::kBlockSize * layout::kBlockSize;
+  }
+  FormatOptions fo;
+  fo.label = label;
+  fo.geometry.inode_count = inodes;
+  if (!journal_arg.empty()) {
+    auto j = tools::ParseSize(journal_arg);
+    if (!j) return Fail("cannot parse journal size '" + journal_arg + "'");
+    fo.geometry.journal_bytes = *j;
+  }
+  fo.root_uid = getuid();
+  fo.root_gid = getgid();
+
+  struct stat st {};
+  const bool exists = stat(pool.c_str(), &st) == 0;
+  if (!exists && size_arg.empty()) return Fail(pool + " does not exist; give --size to create it");
+  if (exists && S_ISREG(st.st_mode) && size_arg.empty()) mo.create_size = 0;
+
+  // Check for an existing pool before resizing anything.
+  if (exists && !force) {
+    MapOptions probe;
+    probe.read_only = true;
+    auto m = Pmem2Media::Open(pool, probe);
+    if (m.ok() && LooksLikePool(**m))
+      return Fail(pool + " already holds a leasefs pool; use --force to overwrite it");
+  }
+  auto media = Pmem2Media::Open(pool, mo);
+  if (!media.ok()) return Fail(media.status().ToString());
+  if (flock((*media)->fd(), LOCK_EX | LOCK_NB) != 0)
+    return Fail(pool + " is in use (mounted?)");
+  if (Status s = Format(**media, fo); !s.ok()) return Fail(s.ToString());
+
+  if (!quiet) {
+    const auto* sb = reinterpret_cast<const layout::Superblock*>((*media)->base());
+    std::printf("leasefs pool %s: %llu MiB, %llu data blocks of 4 KiB, %llu inodes, "
+                "journal %llu KiB (%s)\n",
+                pool.c_str(), static_cast<unsigned long long>(sb->pool_bytes >> 20),
+                static_cast<unsigned long long>(sb->data_blocks),
+                static_cast<unsigned long long>(sb->inode_count - 1),
+                static_cast<unsigned long long>(sb->journal_blocks * 4),
+                (*media)->describe().c_str());
+  }
+  return 0;
+}
