@@ -1,0 +1,182 @@
+// Internal: the engine's state and the helpers its operations share. Only the
+// engine's own .cc files include this.
+//
+// How an operation is written (every modifying one follows it):
+//   1. Plan, under the writer lock: look everything up, check permissions,
+//      and reserve whatever the change needs (inode number, blocks, extent
+//      slots). Every failure happens here, before anything changes.
+//   2. Stage: write the new metadata into the Op's transaction and update the
+//      in-memory indexes. Nothing here can fail.
+//   3. Commit: the journal makes the staged writes durable at once. Blocks
+//      freed by the operation return to the allocator only now.
+// An Op destroyed without Commit gives back what it reserved, so a failed
+// plan leaves no trace.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <set>
+#include <string_view>
+#include <vector>
+
+#include "base/thread_annotations.h"
+#include "fusefs/engine/allocator.h"
+#include "fusefs/engine/directory.h"
+#include "fusefs/engine/extent_map.h"
+#include "fusefs/engine/filesystem.h"
+#include "fusefs/engine/journal.h"
+#include "fusefs/engine/layout.h"
+#include "fusefs/engine/pool.h"
+
+namespace leasefs::engine {
+
+class Op;
+
+// In-memory state of one allocated inode.
+struct Node {
+  std::atomic<uint64_t> refs{0};  // references held by the caller (kernel lookups)
+  ExtentMap extents;
+  std::unique_ptr<Directory> dir;  // directories only
+};
+
+class Filesystem::Impl {
+ public:
+  Impl(std::unique_ptr<Media> media, const MountOptions& opts);
+
+  Status Load(MountReport* report);
+  // Checks every data block's refcount against the references to it.
+  Status CheckRefcounts();
+  void MarkClean();
+
+  // --- lookups (any lock) ---------------------------------------------------
+  layout::Inode* I(Ino ino) const { return pool_.inode(ino); }
+  // The node of an allocated inode, or nullptr.
+  Node* N(Ino ino) const {
+    return ino > 0 && ino < nodes_.size() ? nodes_[ino].get() : nullptr;
+  }
+  // ENOENT for numbers that name no inode.
+  Result<Node*> Get(Ino ino) const;
+  // ENOENT / ENOTDIR unless `ino` is a live directory.
+  Result<Node*> GetDir(Ino ino) const;
+  Entry MakeEntry(Ino ino) const;
+  void FillStat(Ino ino, struct stat* st) const;
+
+  // --- permission checks ------------------------------------------------------
+  // mask: R_OK | W_OK | X_OK.
+  bool MayAccess(const Cred& c, const layout::Inode& in, int mask) const;
+  Status Require(const Cred& c, Ino ino, int mask) const;
+  bool OwnerOrRoot(const Cred& c, const layout::Inode& in) const {
+    return c.is_root() || c.uid() == in.uid;
+  }
+  // EPERM if `victim` may not be removed from or renamed out of `dir` because
+  // the directory is sticky.
+  Status CheckSticky(const Cred& c, Ino dir, Ino victim) const;
+  // Write + search permission on a directory that is still linked.
+  Status MayModifyDir(const Cred& c, Ino dir) const;
+
+  // --- staging helpers ----------------------------------------------------------
+  // Stages the attribute part (bytes [0, 88): mode .. flags) of `img` as inode
+  // `ino`'s; the inline area and block pointers are staged by their owners.
+  void StageAttrs(Op& op, Ino ino, const layout::Inode& img);
+  // Reserves what inserting `name` into `dir` needs (a directory block and
+  // the slot to map it). Returns the spot to pass to InsertEntry.
+  Result<Directory::Spot> PlanInsert(Op& op, Ino dir, std::string_view name);
+  // Stages the insert planned by PlanInsert, including directory growth
+  // (updates *dir_img's size and blocks).
+  void InsertEntry(Op& op, Ino dir, layout::Inode* dir_img, const Directory::Spot& spot,
+                   std::string_view name, Ino ino, unsigned type);
+  // Reserves room for `slots` more extents in `ino`'s map. Errors: ENOSPC.
+  Status PlanSlots(Op& op, Ino ino, size_t slots);
+  // Stages adding the chain blocks PlanSlots reserved for `ino`.
+  void AddPlannedSlots(Op& op, Ino ino);
+
+  // --- inode lifetime -----------------------------------------------------------
+  // Takes a free inode number. Errors: ENOSPC.
+  Result<Ino> AllocInode();
+  // Registers a newly staged inode in memory (its image is staged, not yet
+  // in the pool).
+  Node* AddNode(Ino ino, uint32_t mode, bool inline_data);
+  // Creates inode `name` in `parent` (the common part of mknod, mkdir,
+  // symlink and create). +1 reference. Errors: see Filesystem::Mknod.
+  Result<Entry> CreateNode(const Cred& c, Ino parent, std::string_view name, uint32_t mode,
+                           dev_t rdev, std::string_view target) REQUIRES(mu_);
+  // Checks a name for use in a directory. Errors: ENAMETOOLONG, EEXIST ("."
+  // and ".."), EINVAL ('/' or NUL).
+  Status CheckNewName(std::string_view name) const;
+  // Truncates or extends regular file `ino` to `size` with `img` (already
+  // carrying the other attribute changes) staged in the first transaction.
+  Status Resize(Ino ino, uint64_t size, layout::Inode img) REQUIRES(mu_);
+  // Frees inode `ino` (extents, chain, xattr block, slot) in as many
+  // transactions as its size needs. REQUIRES: nlink == 0, no references.
+  void FreeInode(Ino ino) REQUIRES(mu_);
+  // Frees `ino` if nothing keeps it any more.
+  void MaybeFree(Ino ino) REQUIRES(mu_);
+  // Removes file blocks [from, end) of `ino`, committing along the way when
+  // the journal would overflow. `stage_first` (may be null) runs inside the
+  // first transaction (e.g. to set the new size).
+  void TruncateBlocks(Ino ino, uint64_t from, const std::function<void(Op&)>& stage_first);
+
+  // --- data helpers ---------------------------------------------------------------
+  // Zeroes bytes [from, to) of `ino` in place where they are mapped and
+  // written (used before a size increase exposes them).
+  void ZeroRange(Ino ino, uint64_t from, uint64_t to);
+
+  PoolView pool_;
+  std::unique_ptr<Media> media_;
+  std::unique_ptr<Journal> journal_;
+  const bool read_only_;
+  const char* zeros_ = nullptr;  // kZeroBytes of zeros, for holes
+
+  SharedMutex mu_;  // the engine lock: shared to read, exclusive to change
+  BlockAllocator alloc_ GUARDED_BY(mu_);
+  std::set<Ino> free_inodes_ GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Node>> nodes_;  // by inode number; changed under mu_ only
+
+  static constexpr size_t kZeroBytes = 1 << 20;
+};
+
+// One transaction in the making, with the blocks it has reserved.
+class Op {
+ public:
+  explicit Op(Filesystem::Impl& fs) : fs_(fs), tx(fs.journal_->Begin()) {}
+  ~Op();
+  Op(const Op&) = delete;
+  Op& operator=(const Op&) = delete;
+
+  // Reserves exactly `count` blocks, preferring to start at `goal`.
+  // Errors: ENOSPC (nothing is reserved then).
+  Status Reserve(uint64_t count, uint64_t goal, std::vector<BlockRange>* out);
+  // Reserves up to `count` blocks; returns how many.
+  uint64_t ReserveUpTo(uint64_t count, uint64_t goal, std::vector<BlockRange>* out);
+  // Stages refcount 1 for reserved blocks that are now referenced.
+  void Claim(const BlockRange& r);
+  // Stages dropping one reference from each block of `r`; blocks that reach
+  // zero go back to the allocator after the commit.
+  void Unref(const BlockRange& r);
+  // Journal bytes still free for this transaction.
+  size_t room() const;
+  void Commit();
+
+  Filesystem::Impl& fs() { return fs_; }
+
+ private:
+  Filesystem::Impl& fs_;
+
+ public:
+  Tx tx;
+  // Extent-chain blocks PlanSlots reserved, per inode, until AddPlannedSlots.
+  std::vector<std::pair<Ino, uint64_t>> chain_blocks;
+  // Directory blocks PlanInsert reserved, per directory, until InsertEntry.
+  std::vector<std::pair<Ino, uint64_t>> dir_blocks;
+
+ private:
+  std::vector<BlockRange> reserved_;  // given back unless committed
+  uint64_t claimed_ = 0;
+  std::vector<BlockRange> freed_;  // to the allocator after the commit
+  bool committed_ = false;
+};
+
+// d_type of a mode.
+unsigned ModeToDtype(uint32_t mode);
+
+}  // namespace leasefs::engine
