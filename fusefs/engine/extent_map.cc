@@ -181,14 +181,21 @@ void ExtentMap::AddChainBlock(Tx& tx, uint64_t block) {
   for (uint32_t s = 0; s < kExtentsPerBlock; ++s) free_slots_.insert(base + s);
 }
 
-void ExtentMap::DropChain(Tx& tx, std::vector<uint64_t>* blocks) {
-  assert(index_.empty());
-  if (chain_.empty()) return;
-  tx.Put(&inode_->extent_block, uint64_t{0});
-  blocks->insert(blocks->end(), chain_.begin(), chain_.end());
-  const uint32_t first = kInlineExtents;
-  free_slots_.erase(free_slots_.lower_bound(first), free_slots_.end());
-  chain_.clear();
+void ExtentMap::TrimChain(Tx& tx, std::vector<uint64_t>* blocks) {
+  while (!chain_.empty()) {
+    const uint32_t first = kInlineExtents + static_cast<uint32_t>(chain_.size() - 1) * kExtentsPerBlock;
+    auto it = free_slots_.lower_bound(first);
+    if (static_cast<size_t>(std::distance(it, free_slots_.end())) != kExtentsPerBlock) return;
+    free_slots_.erase(it, free_slots_.end());
+    blocks->push_back(chain_.back());
+    chain_.pop_back();
+    if (chain_.empty()) {
+      tx.Put(&inode_->extent_block, uint64_t{0});
+    } else {
+      auto* last = reinterpret_cast<ExtentBlock*>(pool_.BlockPtr(chain_.back()));
+      tx.Put(&last->header.next_block, uint64_t{0});
+    }
+  }
 }
 
 uint32_t ExtentMap::TakeSlot() {

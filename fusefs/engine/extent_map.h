@@ -77,9 +77,9 @@ class ExtentMap {
   // chain: initialises it in place (flushed, not drained: the commit's drain
   // covers it) and stages the link.
   void AddChainBlock(Tx& tx, uint64_t block);
-  // Unlinks every chain block (staged) and appends them to *blocks.
-  // REQUIRES: empty().
-  void DropChain(Tx& tx, std::vector<uint64_t>* blocks);
+  // Unlinks the chain blocks at the end of the chain that hold no extents
+  // (staged) and appends them to *blocks.
+  void TrimChain(Tx& tx, std::vector<uint64_t>* blocks);
 
   // --- mutation -------------------------------------------------------------
   // Maps m. Merges with a neighbour that continues it on both sides.

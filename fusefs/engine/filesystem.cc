@@ -297,9 +297,9 @@ void Filesystem::Impl::TruncateBlocks(Ino ino, uint64_t from,
       }
       op.tx.Put(&I(ino)->blocks, blocks);
     }
-    if (last_round && n->extents.empty() && !n->extents.chain().empty()) {
+    if (last_round) {
       std::vector<uint64_t> chain;
-      n->extents.DropChain(op.tx, &chain);
+      n->extents.TrimChain(op.tx, &chain);
       for (uint64_t b : chain) op.Unref({b, 1});
     }
     op.Commit();

@@ -35,8 +35,8 @@ class SimMedia final : public Media {
 
   // Persist points (Drains) seen so far.
   uint64_t persist_points() const noexcept { return drains_; }
-  // Crash at the `point`-th Drain (1-based); 0 disarms.
-  void ArmCrash(uint64_t point) noexcept { crash_at_ = point; }
+  // Crash at the n-th Drain from now (n >= 1); 0 disarms.
+  void ArmCrash(uint64_t n) noexcept { crash_at_ = n ? drains_ + n : 0; }
   bool crashed() const noexcept { return crashed_; }
 
   // The pool a crash (or, if none happened, a crash now) leaves behind. With

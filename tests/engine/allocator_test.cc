@@ -1,0 +1,82 @@
+#include "fusefs/engine/allocator.h"
+
+#include <doctest/doctest.h>
+
+#include <vector>
+
+namespace leasefs::engine {
+namespace {
+
+// Refcounts for 100 blocks starting at 1000 where `used` blocks are taken.
+BlockAllocator WithUsed(std::initializer_list<std::pair<uint64_t, uint64_t>> used) {
+  std::vector<uint32_t> rc(100, 0);
+  for (auto [b, n] : used)
+    for (uint64_t i = b; i < b + n; ++i) rc[i - 1000] = 1;
+  BlockAllocator a;
+  a.Init(1000, 100, rc.data());
+  return a;
+}
+
+TEST_SUITE("allocator") {
+  TEST_CASE("BlockAllocator: builds free runs from refcounts") {
+    BlockAllocator a = WithUsed({{1000, 10}, {1050, 5}});
+    CHECK(a.free_blocks() == 85);
+    CHECK(a.free_runs() == 2);
+    CHECK(a.IsFree({1010, 40}));
+    CHECK_FALSE(a.IsFree({1049, 2}));
+  }
+
+  TEST_CASE("BlockAllocator: continues at the goal so files stay contiguous") {
+    BlockAllocator a = WithUsed({});
+    std::vector<BlockRange> out;
+    CHECK(a.Allocate(10, 1040, &out) == 10);
+    REQUIRE(out.size() == 1);
+    CHECK(out[0] == BlockRange{1040, 10});
+    out.clear();
+    CHECK(a.Allocate(5, 1050, &out) == 5);
+    CHECK(out[0] == BlockRange{1050, 5});
+  }
+
+  TEST_CASE("BlockAllocator: picks the smallest run that holds the request") {
+    BlockAllocator a = WithUsed({{1000, 10}, {1013, 20}, {1040, 60}});  // free: 1010+3, 1033+7
+    std::vector<BlockRange> out;
+    CHECK(a.Allocate(5, 0, &out) == 5);
+    CHECK(out == std::vector<BlockRange>{{1033, 5}});
+    out.clear();
+    CHECK(a.Allocate(3, 0, &out) == 3);
+    CHECK(out == std::vector<BlockRange>{{1010, 3}});
+  }
+
+  TEST_CASE("BlockAllocator: gathers pieces when no run is big enough, and runs dry") {
+    BlockAllocator a = WithUsed({{1002, 3}, {1010, 90}});  // free: 1000+2, 1005+5
+    std::vector<BlockRange> out;
+    CHECK(a.Allocate(10, 0, &out) == 7);
+    CHECK(out == std::vector<BlockRange>{{1005, 5}, {1000, 2}});
+    CHECK(a.free_blocks() == 0);
+    out.clear();
+    CHECK(a.Allocate(1, 0, &out) == 0);
+    CHECK(out.empty());
+  }
+
+  TEST_CASE("BlockAllocator: freeing coalesces with both neighbours") {
+    BlockAllocator a = WithUsed({{1010, 10}});
+    CHECK(a.free_runs() == 2);
+    a.Free({1010, 4});
+    a.Free({1016, 4});
+    CHECK(a.free_runs() == 2);
+    a.Free({1014, 2});
+    CHECK(a.free_runs() == 1);
+    CHECK(a.free_blocks() == 100);
+    CHECK(a.IsFree({1000, 100}));
+  }
+
+  TEST_CASE("BlockAllocator: a goal inside a used run is ignored") {
+    BlockAllocator a = WithUsed({{1000, 50}});
+    std::vector<BlockRange> out;
+    CHECK(a.Allocate(4, 1020, &out) == 4);
+    CHECK(out == std::vector<BlockRange>{{1050, 4}});
+  }
+}
+
+}  // namespace
+}  // namespace leasefs::engine
