@@ -20,6 +20,46 @@ Status Bad(uint64_t ino, const std::string& what) {
 
 }  // namespace
 
+void ExtentMap::FreeSlots::Clear() {
+  words_.clear();
+  count_ = 0;
+  first_ = 0;
+}
+
+void ExtentMap::FreeSlots::Add(uint32_t slot) {
+  const size_t w = slot / 64;
+  if (w >= words_.size()) words_.resize(w + 1, 0);
+  assert(!(words_[w] & (uint64_t{1} << (slot % 64))));
+  words_[w] |= uint64_t{1} << (slot % 64);
+  ++count_;
+  first_ = std::min(first_, w);
+}
+
+uint32_t ExtentMap::FreeSlots::Take() {
+  assert(count_ > 0);
+  while (words_[first_] == 0) ++first_;
+  const uint32_t bit = static_cast<uint32_t>(__builtin_ctzll(words_[first_]));
+  words_[first_] &= words_[first_] - 1;
+  --count_;
+  return static_cast<uint32_t>(first_ * 64) + bit;
+}
+
+size_t ExtentMap::FreeSlots::CountRange(uint32_t begin, uint32_t end) const {
+  size_t n = 0;
+  for (uint32_t s = begin; s < end && s / 64 < words_.size(); ++s)
+    n += (words_[s / 64] >> (s % 64)) & 1;
+  return n;
+}
+
+void ExtentMap::FreeSlots::Truncate(uint32_t begin) {
+  count_ -= CountRange(begin, static_cast<uint32_t>(words_.size() * 64));
+  if (begin / 64 < words_.size()) {
+    words_[begin / 64] &= (uint64_t{1} << (begin % 64)) - 1;
+    words_.resize(begin / 64 + 1);
+  }
+  first_ = std::min(first_, words_.empty() ? 0 : words_.size() - 1);
+}
+
 Extent* ExtentMap::SlotPtr(uint32_t slot) const {
   if (slot < kInlineExtents) return reinterpret_cast<Extent*>(inode_->inline_area) + slot;
   const uint32_t i = slot - kInlineExtents;
@@ -29,7 +69,7 @@ Extent* ExtentMap::SlotPtr(uint32_t slot) const {
 
 Status ExtentMap::LoadSlot(uint32_t slot, const Extent& e) {
   if (e.length == 0) {
-    free_slots_.insert(slot);
+    free_.Add(slot);
     return Status::Ok();
   }
   if ((e.flags & ~kKnownExtentFlags) != 0) return Bad(ino_, "extent with unknown flags");
@@ -56,7 +96,7 @@ Status ExtentMap::Load(const PoolView& pool, uint64_t ino) {
   inode_ = pool.inode(ino);
   index_.clear();
   chain_.clear();
-  free_slots_.clear();
+  free_.Clear();
   mapped_ = 0;
   if (!(inode_->flags & kInodeInlineData)) {
     for (uint32_t s = 0; s < kInlineExtents; ++s) {
@@ -92,10 +132,10 @@ void ExtentMap::InitEmpty(const PoolView& pool, uint64_t ino, bool inline_slots)
   inode_ = pool.inode(ino);
   index_.clear();
   chain_.clear();
-  free_slots_.clear();
+  free_.Clear();
   mapped_ = 0;
   if (inline_slots)
-    for (uint32_t s = 0; s < kInlineExtents; ++s) free_slots_.insert(s);
+    for (uint32_t s = 0; s < kInlineExtents; ++s) free_.Add(s);
 }
 
 Mapping ExtentMap::ToMapping(Index::const_iterator it) {
@@ -157,8 +197,8 @@ size_t ExtentMap::CountUnwritten(uint64_t file_block, uint64_t count) const {
 }
 
 uint64_t ExtentMap::ChainBlocksFor(size_t slots) const {
-  if (free_slots_.size() >= slots) return 0;
-  const size_t missing = slots - free_slots_.size();
+  if (free_.count() >= slots) return 0;
+  const size_t missing = slots - free_.count();
   return (missing + kExtentsPerBlock - 1) / kExtentsPerBlock;
 }
 
@@ -178,15 +218,14 @@ void ExtentMap::AddChainBlock(Tx& tx, uint64_t block) {
   }
   const uint32_t base = kInlineExtents + static_cast<uint32_t>(chain_.size()) * kExtentsPerBlock;
   chain_.push_back(block);
-  for (uint32_t s = 0; s < kExtentsPerBlock; ++s) free_slots_.insert(base + s);
+  for (uint32_t s = 0; s < kExtentsPerBlock; ++s) free_.Add(base + s);
 }
 
 void ExtentMap::TrimChain(Tx& tx, std::vector<uint64_t>* blocks) {
   while (!chain_.empty()) {
     const uint32_t first = kInlineExtents + static_cast<uint32_t>(chain_.size() - 1) * kExtentsPerBlock;
-    auto it = free_slots_.lower_bound(first);
-    if (static_cast<size_t>(std::distance(it, free_slots_.end())) != kExtentsPerBlock) return;
-    free_slots_.erase(it, free_slots_.end());
+    if (free_.CountRange(first, first + kExtentsPerBlock) != kExtentsPerBlock) return;
+    free_.Truncate(first);
     blocks->push_back(chain_.back());
     chain_.pop_back();
     if (chain_.empty()) {
@@ -199,10 +238,7 @@ void ExtentMap::TrimChain(Tx& tx, std::vector<uint64_t>* blocks) {
 }
 
 uint32_t ExtentMap::TakeSlot() {
-  assert(!free_slots_.empty());
-  const uint32_t s = *free_slots_.begin();
-  free_slots_.erase(free_slots_.begin());
-  return s;
+  return free_.Take();
 }
 
 void ExtentMap::StageSlot(Tx& tx, uint32_t slot, uint64_t file_block, const Rec& r) {
@@ -212,7 +248,7 @@ void ExtentMap::StageSlot(Tx& tx, uint32_t slot, uint64_t file_block, const Rec&
 
 void ExtentMap::StageFree(Tx& tx, uint32_t slot) {
   tx.Put(SlotPtr(slot), Extent{});
-  free_slots_.insert(slot);
+  free_.Add(slot);
 }
 
 ExtentMap::Index::iterator ExtentMap::Put(Tx& tx, uint64_t file_block, Rec r) {

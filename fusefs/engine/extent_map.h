@@ -16,7 +16,6 @@
 #include <cstdint>
 #include <map>
 #include <optional>
-#include <set>
 #include <vector>
 
 #include "base/status.h"
@@ -70,7 +69,7 @@ class ExtentMap {
   const std::vector<uint64_t>& chain() const noexcept { return chain_; }
 
   // --- capacity -------------------------------------------------------------
-  size_t free_slots() const noexcept { return free_slots_.size(); }
+  size_t free_slots() const noexcept { return free_.count(); }
   // Extent blocks to add so that `slots` slots are free.
   uint64_t ChainBlocksFor(size_t slots) const;
   // Appends the fresh (reserved, unreferenced) pool block `block` to the
@@ -114,12 +113,31 @@ class ExtentMap {
   void Drop(Tx& tx, Index::iterator it);
   static Mapping ToMapping(Index::const_iterator it);
 
+  // Free slots as a bitmap (slot s is bit s): a few bytes per file where a
+  // set would cost hundreds. Take() hands out the lowest free slot.
+  class FreeSlots {
+   public:
+    void Clear();
+    void Add(uint32_t slot);
+    uint32_t Take();  // REQUIRES: count() > 0
+    size_t count() const noexcept { return count_; }
+    // Free slots in [begin, end).
+    size_t CountRange(uint32_t begin, uint32_t end) const;
+    // Forgets slots [begin, end) (all free) and everything after them.
+    void Truncate(uint32_t begin);
+
+   private:
+    std::vector<uint64_t> words_;
+    size_t count_ = 0;
+    size_t first_ = 0;  // no free slot below word first_
+  };
+
   PoolView pool_;
   uint64_t ino_ = 0;
   layout::Inode* inode_ = nullptr;
   Index index_;
   std::vector<uint64_t> chain_;  // extent blocks in chain order
-  std::set<uint32_t> free_slots_;
+  FreeSlots free_;
   uint64_t mapped_ = 0;
 };
 
