@@ -15,8 +15,7 @@ Status Status::FromErrno(std::string_view what) {
 }
 
 Status::Status(const Status& other)
-    : err_(other.err_),
-      msg_(other.msg_ ? std::make_unique<std::string>(*other.msg_) : nullptr) {}
+    : err_(other.err_), msg_(other.msg_ ? std::make_unique<std::string>(*other.msg_) : nullptr) {}
 
 Status& Status::operator=(const Status& other) {
   if (this != &other) {

@@ -46,8 +46,7 @@ class [[nodiscard]] Status {
   Status Annotate(std::string_view context) const;
 
  private:
-  Status(int err, std::unique_ptr<std::string> msg) noexcept
-      : err_(err), msg_(std::move(msg)) {}
+  Status(int err, std::unique_ptr<std::string> msg) noexcept : err_(err), msg_(std::move(msg)) {}
 
   int err_ = 0;
   std::unique_ptr<std::string> msg_;
@@ -57,8 +56,8 @@ class [[nodiscard]] Status {
 
 // Evaluates `expr` (a Status); returns it from the enclosing function if it
 // is not OK.
-#define LFS_RETURN_IF_ERROR(expr)                 \
-  do {                                            \
-    ::leasefs::Status lfs_status_ = (expr);       \
-    if (!lfs_status_.ok()) return lfs_status_;    \
+#define LFS_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::leasefs::Status lfs_status_ = (expr);    \
+    if (!lfs_status_.ok()) return lfs_status_; \
   } while (0)

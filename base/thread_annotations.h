@@ -72,9 +72,7 @@ class SCOPED_CAPABILITY WriterLock {
 
 class SCOPED_CAPABILITY ReaderLock {
  public:
-  explicit ReaderLock(SharedMutex* mu) ACQUIRE_SHARED(mu) : mu_(mu) {
-    mu_->LockShared();
-  }
+  explicit ReaderLock(SharedMutex* mu) ACQUIRE_SHARED(mu) : mu_(mu) { mu_->LockShared(); }
   ~ReaderLock() RELEASE() { mu_->UnlockShared(); }
   ReaderLock(const ReaderLock&) = delete;
   ReaderLock& operator=(const ReaderLock&) = delete;

@@ -35,8 +35,7 @@ void BlockAllocator::Erase(std::map<uint64_t, uint64_t>::iterator it) {
   by_start_.erase(it);
 }
 
-void BlockAllocator::Carve(std::map<uint64_t, uint64_t>::iterator it, uint64_t start,
-                           uint64_t n) {
+void BlockAllocator::Carve(std::map<uint64_t, uint64_t>::iterator it, uint64_t start, uint64_t n) {
   const uint64_t run_start = it->first, run_end = it->first + it->second;
   assert(start >= run_start && start + n <= run_end);
   Erase(it);

@@ -58,7 +58,7 @@ class BlockAllocator {
   uint64_t first_ = 0;
   uint64_t count_ = 0;
   uint64_t free_ = 0;
-  std::map<uint64_t, uint64_t> by_start_;           // start -> length
+  std::map<uint64_t, uint64_t> by_start_;            // start -> length
   std::set<std::pair<uint64_t, uint64_t>> by_size_;  // (length, start)
 };
 

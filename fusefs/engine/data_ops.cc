@@ -10,12 +10,13 @@
 // timestamps that reads and overwrites set in place are durable at the next
 // fsync of the file or at unmount.
 #include <fcntl.h>
-#include <linux/falloc.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cassert>
 #include <cstring>
+
+#include <linux/falloc.h>
 
 #include "base/clock.h"
 #include "fusefs/engine/filesystem_impl.h"
@@ -73,8 +74,8 @@ std::vector<Run> Survey(const ExtentMap& em, uint64_t first, uint64_t count) {
   uint64_t at = first;
   for (const Mapping& m : em.Overlapping(first, count)) {
     if (m.file_block > at) runs.push_back({at, m.file_block - at, Run::kHole, 0});
-    runs.push_back({m.file_block, m.length, m.unwritten() ? Run::kUnwritten : Run::kWritten,
-                    m.pool_block});
+    runs.push_back(
+        {m.file_block, m.length, m.unwritten() ? Run::kUnwritten : Run::kWritten, m.pool_block});
     at = m.file_end();
   }
   if (at < first + count) runs.push_back({at, first + count - at, Run::kHole, 0});
@@ -139,7 +140,8 @@ Status Filesystem::Read(Ino ino, uint64_t off, size_t len,
   uint64_t at = off;
   const uint64_t fb = off / kBlock;
   for (const Mapping& m : n->extents.Overlapping(fb, (end - 1) / kBlock - fb + 1)) {
-    const uint64_t mb = std::max(at, m.file_block * kBlock), me = std::min(end, m.file_end() * kBlock);
+    const uint64_t mb = std::max(at, m.file_block * kBlock),
+                   me = std::min(end, m.file_end() * kBlock);
     if (mb > at) zeros(mb - at);
     if (m.unwritten()) {
       zeros(me - mb);
@@ -208,8 +210,8 @@ Result<size_t> Filesystem::Write(const Cred& c, Ino ino, uint64_t off, const str
   // New mappings: at most one per reserved piece plus one per hole it is
   // split across; converting an unwritten run may split it in three.
   if (hole_blocks || unwritten)
-    LFS_RETURN_IF_ERROR(fs.PlanSlots(
-        op, ino, got.size() + holes + ExtentMap::kSlotsPerMarkWritten * unwritten));
+    LFS_RETURN_IF_ERROR(
+        fs.PlanSlots(op, ino, got.size() + holes + ExtentMap::kSlotsPerMarkWritten * unwritten));
 
   // Data: fill every byte of every new (or unwritten) block and write the
   // caller's bytes in place; make all of it durable before any metadata.
@@ -369,9 +371,15 @@ namespace {
 int AccessMask(int flags) {
   int mask = 0;
   switch (flags & O_ACCMODE) {
-    case O_RDONLY: mask = R_OK; break;
-    case O_WRONLY: mask = W_OK; break;
-    default: mask = R_OK | W_OK; break;
+    case O_RDONLY:
+      mask = R_OK;
+      break;
+    case O_WRONLY:
+      mask = W_OK;
+      break;
+    default:
+      mask = R_OK | W_OK;
+      break;
   }
   if (flags & O_TRUNC) mask |= W_OK;
   return mask;

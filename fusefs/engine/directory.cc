@@ -18,7 +18,13 @@ Status Bad(uint64_t ino, const std::string& what) {
 
 bool KnownType(unsigned t) {
   switch (t) {
-    case DT_REG: case DT_DIR: case DT_LNK: case DT_CHR: case DT_BLK: case DT_FIFO: case DT_SOCK:
+    case DT_REG:
+    case DT_DIR:
+    case DT_LNK:
+    case DT_CHR:
+    case DT_BLK:
+    case DT_FIFO:
+    case DT_SOCK:
       return true;
     default:
       return false;
@@ -83,8 +89,7 @@ Status Directory::LoadBlock(uint32_t index) {
   std::memcpy(&h, block, sizeof(h));
   const std::string where = "block " + std::to_string(index);
   if (std::memcmp(h.magic, kDirBlockMagic, 8) != 0) return Bad(ino_, where + " has a bad magic");
-  if (h.owner_ino != ino_ || h.block_index != index)
-    return Bad(ino_, where + " belongs elsewhere");
+  if (h.owner_ino != ino_ || h.block_index != index) return Bad(ino_, where + " belongs elsewhere");
   for (uint32_t s = 1; s < kDirSlotsPerBlock;) {
     DirEntryHeader e;
     std::memcpy(&e, block + s * kDirSlotSize, sizeof(e));

@@ -115,7 +115,8 @@ Status ExtentMap::Load(const PoolView& pool, uint64_t ino) {
     if (blk->header.owner_ino != ino)
       return Bad(ino, "extent block " + std::to_string(b) + " belongs to another inode");
     chain_.push_back(b);
-    const uint32_t base = kInlineExtents + (static_cast<uint32_t>(chain_.size()) - 1) * kExtentsPerBlock;
+    const uint32_t base =
+        kInlineExtents + (static_cast<uint32_t>(chain_.size()) - 1) * kExtentsPerBlock;
     for (uint32_t s = 0; s < kExtentsPerBlock; ++s) {
       Extent e;
       std::memcpy(&e, &blk->slots[s], sizeof(e));
@@ -223,7 +224,8 @@ void ExtentMap::AddChainBlock(Tx& tx, uint64_t block) {
 
 void ExtentMap::TrimChain(Tx& tx, std::vector<uint64_t>* blocks) {
   while (!chain_.empty()) {
-    const uint32_t first = kInlineExtents + static_cast<uint32_t>(chain_.size() - 1) * kExtentsPerBlock;
+    const uint32_t first =
+        kInlineExtents + static_cast<uint32_t>(chain_.size() - 1) * kExtentsPerBlock;
     if (free_.CountRange(first, first + kExtentsPerBlock) != kExtentsPerBlock) return;
     free_.Truncate(first);
     blocks->push_back(chain_.back());
@@ -237,9 +239,7 @@ void ExtentMap::TrimChain(Tx& tx, std::vector<uint64_t>* blocks) {
   }
 }
 
-uint32_t ExtentMap::TakeSlot() {
-  return free_.Take();
-}
+uint32_t ExtentMap::TakeSlot() { return free_.Take(); }
 
 void ExtentMap::StageSlot(Tx& tx, uint32_t slot, uint64_t file_block, const Rec& r) {
   const Extent e{file_block, r.pool_block, static_cast<uint32_t>(r.length), r.flags};
@@ -305,8 +305,7 @@ void ExtentMap::Insert(Tx& tx, const Mapping& m) {
   Put(tx, m.file_block, Rec{m.pool_block, m.length, m.flags, 0});
 }
 
-void ExtentMap::Remove(Tx& tx, uint64_t file_block, uint64_t count,
-                       std::vector<Mapping>* removed) {
+void ExtentMap::Remove(Tx& tx, uint64_t file_block, uint64_t count, std::vector<Mapping>* removed) {
   const uint64_t end = file_block + count;
   auto it = index_.upper_bound(file_block);
   if (it != index_.begin() && std::prev(it)->first + std::prev(it)->second.length > file_block)
@@ -333,7 +332,7 @@ void ExtentMap::Remove(Tx& tx, uint64_t file_block, uint64_t count,
     }
     it->second.length = cut_b - f;  // the head stays
     StageSlot(tx, r.slot, f, it->second);
-    if (cut_e < rend) {  // a cut in the middle: the tail needs a slot of its own
+    if (cut_e < rend) {        // a cut in the middle: the tail needs a slot of its own
       mapped_ -= tail.length;  // Put counts it again
       Put(tx, cut_e, tail);
       return;

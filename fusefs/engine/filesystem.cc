@@ -2,13 +2,14 @@
 // transaction helper, permission checks, inode allocation and freeing.
 #include <dirent.h>
 #include <fcntl.h>
-#include <sys/mman.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cassert>
 #include <chrono>
 #include <cstring>
+
+#include <sys/mman.h>
 
 #include "base/clock.h"
 #include "fusefs/engine/filesystem_impl.h"
@@ -345,7 +346,12 @@ namespace {
 
 bool KnownFileType(uint32_t mode) {
   switch (mode & S_IFMT) {
-    case S_IFREG: case S_IFDIR: case S_IFLNK: case S_IFCHR: case S_IFBLK: case S_IFIFO:
+    case S_IFREG:
+    case S_IFDIR:
+    case S_IFLNK:
+    case S_IFCHR:
+    case S_IFBLK:
+    case S_IFIFO:
     case S_IFSOCK:
       return true;
     default:
@@ -414,7 +420,7 @@ Status Filesystem::Impl::Load(MountReport* report) {
     return Status::Corruption("root inode is not a directory");
 
   // Directories, and the link counts they imply.
-  std::vector<uint32_t> names(sb.inode_count, 0);   // entries naming each inode
+  std::vector<uint32_t> names(sb.inode_count, 0);    // entries naming each inode
   std::vector<uint32_t> subdirs(sb.inode_count, 0);  // subdirectories of each dir
   for (Ino ino = 1; ino < sb.inode_count; ++ino) {
     Node* n = N(ino);
@@ -470,8 +476,7 @@ Status Filesystem::Impl::Load(MountReport* report) {
     msb->last_mount_ns = NowNs();
     media_->Persist(&msb->state, 32);
   }
-  report->seconds =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  report->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return Status::Ok();
 }
 

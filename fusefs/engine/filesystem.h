@@ -25,11 +25,6 @@
 // An inode with no links and no references is freed.
 #pragma once
 
-#include <sys/stat.h>
-#include <sys/statvfs.h>
-#include <sys/types.h>
-#include <sys/uio.h>
-
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -37,6 +32,11 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #include "base/result.h"
 #include "fusefs/engine/media.h"
@@ -105,8 +105,8 @@ struct SetAttrArgs {
 struct DirEntry {
   std::string_view name;
   Ino ino = 0;
-  unsigned type = 0;        // DT_*
-  uint64_t next_cookie = 0;  // pass to ReadDir to continue after this entry
+  unsigned type = 0;             // DT_*
+  uint64_t next_cookie = 0;      // pass to ReadDir to continue after this entry
   const Entry* entry = nullptr;  // attributes, when ReadDir was asked for them
 };
 
@@ -117,10 +117,10 @@ struct MountOptions {
 // What Mount found and did, for the daemon's log line.
 struct MountReport {
   bool journal_replayed = false;
-  bool was_clean = true;       // the previous unmount was clean
+  bool was_clean = true;  // the previous unmount was clean
   uint64_t orphans_reclaimed = 0;
   uint64_t inodes_in_use = 0;
-  double seconds = 0;          // time the mount took
+  double seconds = 0;  // time the mount took
 };
 
 class Filesystem {
@@ -160,14 +160,12 @@ class Filesystem {
   // Creates a regular file, device, FIFO or socket (type in `mode`). +1
   // reference. Errors: EEXIST, ENOENT (parent gone), ENOTDIR, EACCES,
   // ENAMETOOLONG, EINVAL (unknown type), EPERM (device node by non-root).
-  Result<Entry> Mknod(const Cred& c, Ino parent, std::string_view name, mode_t mode,
-                      dev_t rdev);
+  Result<Entry> Mknod(const Cred& c, Ino parent, std::string_view name, mode_t mode, dev_t rdev);
   // +1 reference. Errors: as Mknod, and EMLINK (parent has too many links).
   Result<Entry> Mkdir(const Cred& c, Ino parent, std::string_view name, mode_t mode);
   // +1 reference. Errors: as Mknod, and ENAMETOOLONG (target > 4095 bytes),
   // ENOENT (empty target).
-  Result<Entry> Symlink(const Cred& c, Ino parent, std::string_view name,
-                        std::string_view target);
+  Result<Entry> Symlink(const Cred& c, Ino parent, std::string_view name, std::string_view target);
   // +1 reference. Errors: EPERM (directory), EMLINK, EEXIST, ENOENT, EACCES.
   Result<Entry> Link(const Cred& c, Ino ino, Ino new_parent, std::string_view new_name);
   // Errors: ENOENT, EISDIR, EACCES, EPERM (sticky directory).
@@ -190,8 +188,7 @@ class Filesystem {
   Result<Entry> Open(const Cred& c, Ino ino, int flags);
   // Creates and opens a regular file. +1 reference. Errors: as Mknod; EEXIST
   // only with O_EXCL (otherwise an existing file is opened).
-  Result<Entry> Create(const Cred& c, Ino parent, std::string_view name, mode_t mode,
-                       int flags);
+  Result<Entry> Create(const Cred& c, Ino parent, std::string_view name, mode_t mode, int flags);
   // Reads up to `len` bytes at `off` (fewer at end of file). Calls `sink`
   // once with segments that point into the pool (or at zeros for holes),
   // valid only during the call: reply from inside it. Errors: ENOENT, EISDIR.
@@ -201,8 +198,7 @@ class Filesystem {
   // is short only when the pool filled up part way. The data, and the size
   // and block map changes it causes, are durable when this returns.
   // Errors: ENOENT, EISDIR, EFBIG, ENOSPC (nothing could be written).
-  Result<size_t> Write(const Cred& c, Ino ino, uint64_t off, const struct iovec* src,
-                       int count);
+  Result<size_t> Write(const Cred& c, Ino ino, uint64_t off, const struct iovec* src, int count);
   // Makes earlier writes to `ino` durable (they already are; this only
   // drains). Errors: ENOENT.
   Status Fsync(Ino ino, bool datasync);
@@ -234,8 +230,7 @@ class Filesystem {
   // security.; others EOPNOTSUPP. Errors: EEXIST, ENODATA, ERANGE (name
   // longer than 255), E2BIG (value > 64 KiB), ENOSPC (does not fit the
   // inode's xattr block), EPERM, EACCES.
-  Status SetXattr(const Cred& c, Ino ino, std::string_view name, std::string_view value,
-                  int flags);
+  Status SetXattr(const Cred& c, Ino ino, std::string_view name, std::string_view value, int flags);
   // Errors: ENODATA, EOPNOTSUPP, EACCES, EPERM.
   Result<std::string> GetXattr(const Cred& c, Ino ino, std::string_view name);
   // Names, each followed by a NUL (trusted.* only for root).

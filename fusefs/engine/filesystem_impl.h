@@ -51,9 +51,7 @@ class Filesystem::Impl {
   // --- lookups (any lock) ---------------------------------------------------
   layout::Inode* I(Ino ino) const { return pool_.inode(ino); }
   // The node of an allocated inode, or nullptr.
-  Node* N(Ino ino) const {
-    return ino > 0 && ino < nodes_.size() ? nodes_[ino].get() : nullptr;
-  }
+  Node* N(Ino ino) const { return ino > 0 && ino < nodes_.size() ? nodes_[ino].get() : nullptr; }
   // ENOENT for numbers that name no inode.
   Result<Node*> Get(Ino ino) const;
   // ENOENT / ENOTDIR unless `ino` is a live directory.

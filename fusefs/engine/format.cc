@@ -1,9 +1,9 @@
 #include "fusefs/engine/format.h"
 
-#include <sys/stat.h>
-
 #include <cstring>
 #include <random>
+
+#include <sys/stat.h>
 
 #include "base/clock.h"
 #include "fusefs/engine/layout.h"

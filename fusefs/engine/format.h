@@ -2,10 +2,10 @@
 // does).
 #pragma once
 
-#include <sys/types.h>
-
 #include <cstdint>
 #include <string>
+
+#include <sys/types.h>
 
 #include "base/status.h"
 #include "fusefs/engine/media.h"
@@ -15,8 +15,8 @@ namespace leasefs::engine {
 
 struct FormatOptions {
   GeometryOptions geometry;
-  std::string label;      // up to 63 bytes
-  uid_t root_uid = 0;     // owner of the root directory
+  std::string label;   // up to 63 bytes
+  uid_t root_uid = 0;  // owner of the root directory
   gid_t root_gid = 0;
   mode_t root_mode = 0755;
 };

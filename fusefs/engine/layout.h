@@ -62,8 +62,8 @@ struct Superblock {
   uint64_t feature_incompat;   // unknown bits: refuse to mount
   uint64_t feature_ro_compat;  // unknown bits: mount read-only only
   uint8_t uuid[16];
-  uint64_t pool_bytes;    // bytes of the pool the filesystem spans
-  uint64_t total_blocks;  // pool_bytes / kBlockSize
+  uint64_t pool_bytes;     // bytes of the pool the filesystem spans
+  uint64_t total_blocks;   // pool_bytes / kBlockSize
   uint64_t journal_start;  // block numbers and counts of each region ...
   uint64_t journal_blocks;
   uint64_t inode_start;
@@ -74,7 +74,7 @@ struct Superblock {
   uint64_t quarantine_blocks;
   uint64_t data_start;
   uint64_t data_blocks;
-  uint64_t root_ino;    // kRootIno
+  uint64_t root_ino;  // kRootIno
   int64_t mkfs_time_ns;
   uint32_t inode_size;  // sizeof(Inode)
   uint32_t max_name;    // kMaxName
@@ -187,11 +187,11 @@ struct Inode {
   int64_t atime_ns;
   int64_t mtime_ns;
   int64_t ctime_ns;
-  int64_t btime_ns;  // creation time
-  uint64_t parent;   // directories: parent directory (root: itself); else 0
-  uint64_t rdev;     // device number of character/block special files
-  uint32_t generation;  // +1 each time the slot is reused
-  uint32_t flags;       // InodeFlags
+  int64_t btime_ns;       // creation time
+  uint64_t parent;        // directories: parent directory (root: itself); else 0
+  uint64_t rdev;          // device number of character/block special files
+  uint32_t generation;    // +1 each time the slot is reused
+  uint32_t flags;         // InodeFlags
   uint64_t xattr_block;   // pool block of the xattr block, 0 = none
   uint64_t extent_block;  // first extent block of the chain, 0 = none
   uint64_t reserved;
@@ -233,8 +233,7 @@ static_assert(kExtentsPerBlock == 169);
 struct ExtentBlock {
   ExtentBlockHeader header;
   Extent slots[kExtentsPerBlock];
-  uint8_t pad[kBlockSize - sizeof(ExtentBlockHeader) -
-              kExtentsPerBlock * sizeof(Extent)];
+  uint8_t pad[kBlockSize - sizeof(ExtentBlockHeader) - kExtentsPerBlock * sizeof(Extent)];
 };
 static_assert(sizeof(ExtentBlock) == kBlockSize);
 
@@ -256,10 +255,10 @@ struct DirBlockHeader {
 static_assert(sizeof(DirBlockHeader) == kDirSlotSize);
 
 struct DirEntryHeader {
-  uint64_t ino;         // 0 = free slot
-  uint8_t slot_count;   // slots this entry spans, 1..5; 0 in a free slot
-  uint8_t type;         // Linux d_type (DT_REG, DT_DIR, ...)
-  uint8_t name_len;     // 1..kMaxName
+  uint64_t ino;        // 0 = free slot
+  uint8_t slot_count;  // slots this entry spans, 1..5; 0 in a free slot
+  uint8_t type;        // Linux d_type (DT_REG, DT_DIR, ...)
+  uint8_t name_len;    // 1..kMaxName
   uint8_t reserved[5];
   // name bytes follow (no NUL), running on into the entry's next slots
 };

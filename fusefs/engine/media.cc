@@ -1,11 +1,12 @@
 #include "fusefs/engine/media.h"
 
 #include <fcntl.h>
-#include <libpmem2.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
+
+#include <libpmem2.h>
+#include <sys/stat.h>
 
 #include "fusefs/engine/layout.h"
 
@@ -71,8 +72,8 @@ Result<std::unique_ptr<Pmem2Media>> Pmem2Media::Open(const std::string& path,
   if (int rc = pmem2_source_size(src.get(), &size); rc != 0)
     return Pmem2Error("pmem2_source_size", rc);
   if (size < layout::kMinPoolBytes)
-    return Status::Error(EINVAL, path + " is too small to hold a pool (" +
-                                     std::to_string(size) + " bytes)");
+    return Status::Error(
+        EINVAL, path + " is too small to hold a pool (" + std::to_string(size) + " bytes)");
 
   pmem2_config* raw_cfg = nullptr;
   if (int rc = pmem2_config_new(&raw_cfg); rc != 0) return Pmem2Error("pmem2_config_new", rc);

@@ -61,8 +61,8 @@ class Media {
 };
 
 struct MapOptions {
-  bool read_only = false;  // map privately: stores stay in this process
-  bool create = false;     // create the file if it does not exist
+  bool read_only = false;    // map privately: stores stay in this process
+  bool create = false;       // create the file if it does not exist
   uint64_t create_size = 0;  // with create (or to grow a regular file): its size
 };
 
@@ -72,8 +72,7 @@ class Pmem2Media final : public Media {
   // Opens and maps `path`.
   // Errors: ENOENT (no such pool), EACCES, EINVAL (not a regular file or a
   // DAX/pmem device, or too small), and errors from libpmem2 with its message.
-  static Result<std::unique_ptr<Pmem2Media>> Open(const std::string& path,
-                                                  const MapOptions& opts);
+  static Result<std::unique_ptr<Pmem2Media>> Open(const std::string& path, const MapOptions& opts);
   ~Pmem2Media() override;
 
   void Flush(const void* p, size_t n) override;

@@ -7,12 +7,13 @@
 // permission, then the sticky bit, then type.
 #include <dirent.h>
 #include <fcntl.h>
-#include <linux/fs.h>
 #include <unistd.h>
 
 #include <cassert>
 #include <cstring>
 #include <map>
+
+#include <linux/fs.h>
 
 #include "base/clock.h"
 #include "fusefs/engine/filesystem_impl.h"
@@ -161,7 +162,11 @@ Result<Entry> Filesystem::Lookup(const Cred& c, Ino parent, std::string_view nam
 Result<Entry> Filesystem::Mknod(const Cred& c, Ino parent, std::string_view name, mode_t mode,
                                 dev_t rdev) {
   switch (mode & S_IFMT) {
-    case S_IFREG: case S_IFCHR: case S_IFBLK: case S_IFIFO: case S_IFSOCK:
+    case S_IFREG:
+    case S_IFCHR:
+    case S_IFBLK:
+    case S_IFIFO:
+    case S_IFSOCK:
       break;
     case 0:
       mode |= S_IFREG;  // mknod(2): a zero type means a regular file
@@ -184,8 +189,7 @@ Result<Entry> Filesystem::Symlink(const Cred& c, Ino parent, std::string_view na
   return impl_->CreateNode(c, parent, name, S_IFLNK | 0777, 0, target);
 }
 
-Result<Entry> Filesystem::Link(const Cred& c, Ino ino, Ino new_parent,
-                               std::string_view new_name) {
+Result<Entry> Filesystem::Link(const Cred& c, Ino ino, Ino new_parent, std::string_view new_name) {
   WriterLock l(&impl_->mu_);
   Impl& fs = *impl_;
   LFS_RETURN_IF_ERROR(RequireWritable(fs));
@@ -290,15 +294,16 @@ struct RenameSides {
 
 // Every check rename makes before it changes anything.
 Result<RenameSides> CheckRename(const Filesystem::Impl& fs, const Cred& c, Ino parent,
-                                std::string_view name, Ino new_parent,
-                                std::string_view new_name, unsigned flags) {
+                                std::string_view name, Ino new_parent, std::string_view new_name,
+                                unsigned flags) {
   const bool exchange = flags & RENAME_EXCHANGE;
   LFS_ASSIGN_OR_RETURN(Node * p, fs.GetDir(parent));
   LFS_ASSIGN_OR_RETURN(Node * np, fs.GetDir(new_parent));
   if (name.size() > kMaxName || new_name.size() > kMaxName) return Status::Error(ENAMETOOLONG);
   LFS_RETURN_IF_ERROR(fs.Require(c, parent, X_OK));
   LFS_RETURN_IF_ERROR(fs.Require(c, new_parent, X_OK));
-  if (!ValidName(name) || !ValidName(new_name)) return Status::Error(EBUSY, "cannot rename . or ..");
+  if (!ValidName(name) || !ValidName(new_name))
+    return Status::Error(EBUSY, "cannot rename . or ..");
   RenameSides s;
   auto src = p->dir->Find(name);
   if (!src) return Status::Error(ENOENT);
@@ -330,9 +335,9 @@ Result<RenameSides> CheckRename(const Filesystem::Impl& fs, const Cred& c, Ino p
     if (src_dir) LFS_RETURN_IF_ERROR(fs.Require(c, s.src.ino, W_OK));
     if (exchange && dst_dir) LFS_RETURN_IF_ERROR(fs.Require(c, s.dst->ino, W_OK));
   }
-  if (!exchange && dst_dir && !fs.N(s.dst->ino)->dir->empty())
-    return Status::Error(ENOTEMPTY);
-  const int64_t links_in = (src_dir ? 1 : 0) - ((exchange && dst_dir) || (!exchange && dst_dir) ? 1 : 0);
+  if (!exchange && dst_dir && !fs.N(s.dst->ino)->dir->empty()) return Status::Error(ENOTEMPTY);
+  const int64_t links_in =
+      (src_dir ? 1 : 0) - ((exchange && dst_dir) || (!exchange && dst_dir) ? 1 : 0);
   if (parent != new_parent && links_in > 0 && fs.I(new_parent)->nlink >= kMaxLinks)
     return Status::Error(EMLINK);
   if (exchange && parent != new_parent && dst_dir && !src_dir && fs.I(parent)->nlink >= kMaxLinks)

@@ -14,9 +14,7 @@ struct PoolView {
   const layout::Superblock* sb = nullptr;
 
   char* base() const { return media->base(); }
-  char* BlockPtr(uint64_t block) const {
-    return media->base() + block * layout::kBlockSize;
-  }
+  char* BlockPtr(uint64_t block) const { return media->base() + block * layout::kBlockSize; }
   layout::Inode* inode(uint64_t ino) const {
     return reinterpret_cast<layout::Inode*>(BlockPtr(sb->inode_start)) + ino;
   }
@@ -26,9 +24,7 @@ struct PoolView {
   layout::QuarantineEntry* quarantine() const {
     return reinterpret_cast<layout::QuarantineEntry*>(BlockPtr(sb->quarantine_start));
   }
-  uint64_t quarantine_count() const {
-    return sb->quarantine_blocks * layout::kQuarantinePerBlock;
-  }
+  uint64_t quarantine_count() const { return sb->quarantine_blocks * layout::kQuarantinePerBlock; }
   // True if [block, block + count) lies inside the data area.
   bool InData(uint64_t block, uint64_t count) const {
     const uint64_t first = sb->data_start, end = first + sb->data_blocks;

@@ -49,9 +49,7 @@ void SimMedia::Drain() {
   flushed_.clear();
 }
 
-std::vector<char> SimMedia::Snapshot() const {
-  return std::vector<char>(base(), base() + size());
-}
+std::vector<char> SimMedia::Snapshot() const { return std::vector<char>(base(), base() + size()); }
 
 std::vector<char> SimMedia::CrashImage(uint64_t seed, bool torn) const {
   std::vector<char> image = durable_;

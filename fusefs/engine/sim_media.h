@@ -50,7 +50,7 @@ class SimMedia final : public Media {
   SimMedia(char* base, size_t size);
 
   std::vector<char> durable_;
-  std::vector<char> at_crash_;  // volatile contents when the crash happened
+  std::vector<char> at_crash_;                      // volatile contents when the crash happened
   std::vector<std::pair<size_t, size_t>> flushed_;  // [begin, end) not yet drained
   uint64_t drains_ = 0;
   uint64_t crash_at_ = 0;

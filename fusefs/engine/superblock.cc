@@ -17,15 +17,15 @@ constexpr uint64_t DivRoundUp(uint64_t a, uint64_t b) { return (a + b - 1) / b; 
 
 Status ComputeGeometry(uint64_t pool_bytes, const GeometryOptions& opts, Superblock* sb) {
   if (pool_bytes < kMinPoolBytes)
-    return Status::Error(EINVAL, "a pool needs at least " + std::to_string(kMinPoolBytes >> 20) +
-                                     " MiB");
+    return Status::Error(EINVAL,
+                         "a pool needs at least " + std::to_string(kMinPoolBytes >> 20) + " MiB");
   const uint64_t total = pool_bytes / kBlockSize;
   uint64_t journal = opts.journal_bytes ? DivRoundUp(opts.journal_bytes, kBlockSize)
                                         : std::clamp<uint64_t>(total / 256, 64, 16384);
   if (journal < 16 || journal > (1u << 20))
     return Status::Error(EINVAL, "journal size must be between 64 KiB and 4 GiB");
-  uint64_t inodes = opts.inode_count ? opts.inode_count + 1
-                                     : std::max<uint64_t>(pool_bytes / 16384, 64);
+  uint64_t inodes =
+      opts.inode_count ? opts.inode_count + 1 : std::max<uint64_t>(pool_bytes / 16384, 64);
   if (inodes < 16 || inodes > (uint64_t{1} << 32))
     return Status::Error(EINVAL, "inode count must be between 15 and 2^32-1");
   inodes = DivRoundUp(inodes, kInodesPerBlock) * kInodesPerBlock;
@@ -54,9 +54,7 @@ Status ComputeGeometry(uint64_t pool_bytes, const GeometryOptions& opts, Superbl
   return Status::Ok();
 }
 
-uint64_t SuperblockChecksum(const Superblock& sb) {
-  return XXH64(&sb, kSuperChecksummedBytes, 0);
-}
+uint64_t SuperblockChecksum(const Superblock& sb) { return XXH64(&sb, kSuperChecksummedBytes, 0); }
 
 namespace {
 

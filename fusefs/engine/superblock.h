@@ -19,8 +19,7 @@ struct GeometryOptions {
 // fields only).
 // Errors: EINVAL when the pool is too small for the requested regions, or the
 // requested inode count or journal size is out of range.
-Status ComputeGeometry(uint64_t pool_bytes, const GeometryOptions& opts,
-                       layout::Superblock* sb);
+Status ComputeGeometry(uint64_t pool_bytes, const GeometryOptions& opts, layout::Superblock* sb);
 
 uint64_t SuperblockChecksum(const layout::Superblock& sb);
 

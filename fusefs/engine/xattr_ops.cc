@@ -6,12 +6,13 @@
 // sticky directories); trusted.* for root only (others neither see nor set
 // them); security.* readable by all, settable by root; system.* (ACLs) is not
 // supported.
-#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <string>
 #include <vector>
+
+#include <sys/xattr.h>
 
 #include "base/clock.h"
 #include "fusefs/engine/filesystem_impl.h"
@@ -93,8 +94,7 @@ Status CheckAccess(const Filesystem::Impl& fs, const Cred& c, Ino ino, std::stri
     if (!c.is_root()) return Status::Error(write ? EPERM : ENODATA);
     return Status::Ok();
   }
-  if (!HasPrefix(name, "user."))
-    return Status::Error(EOPNOTSUPP, "unsupported xattr namespace");
+  if (!HasPrefix(name, "user.")) return Status::Error(EOPNOTSUPP, "unsupported xattr namespace");
   if (!S_ISREG(in.mode) && !S_ISDIR(in.mode)) return Status::Error(write ? EPERM : ENODATA);
   if (write && S_ISDIR(in.mode) && (in.mode & S_ISVTX) && !fs.OwnerOrRoot(c, in))
     return Status::Error(EPERM);
@@ -156,7 +156,8 @@ Status Filesystem::SetXattr(const Cred& c, Ino ino, std::string_view name, std::
   LFS_RETURN_IF_ERROR(CheckAccess(fs, c, ino, name, true));
   if (fs.read_only_) return Status::Error(EROFS);
   std::vector<Xattr> attrs = Load(fs, ino);
-  auto it = std::find_if(attrs.begin(), attrs.end(), [&](const Xattr& a) { return a.name == name; });
+  auto it =
+      std::find_if(attrs.begin(), attrs.end(), [&](const Xattr& a) { return a.name == name; });
   if (it != attrs.end()) {
     if (flags & XATTR_CREATE) return Status::Error(EEXIST);
     it->value = std::string(value);
@@ -199,7 +200,8 @@ Status Filesystem::RemoveXattr(const Cred& c, Ino ino, std::string_view name) {
   LFS_RETURN_IF_ERROR(CheckAccess(fs, c, ino, name, true));
   if (fs.read_only_) return Status::Error(EROFS);
   std::vector<Xattr> attrs = Load(fs, ino);
-  auto it = std::find_if(attrs.begin(), attrs.end(), [&](const Xattr& a) { return a.name == name; });
+  auto it =
+      std::find_if(attrs.begin(), attrs.end(), [&](const Xattr& a) { return a.name == name; });
   if (it == attrs.end()) return Status::Error(ENODATA);
   attrs.erase(it);
   return Store(fs, ino, attrs);

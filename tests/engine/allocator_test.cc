@@ -1,8 +1,8 @@
 #include "fusefs/engine/allocator.h"
 
-#include <doctest/doctest.h>
-
 #include <vector>
+
+#include <doctest/doctest.h>
 
 namespace leasefs::engine {
 namespace {

@@ -4,13 +4,14 @@
 // that (1) the pool mounts (mount cross-checks link counts and refcounts),
 // (2) the offline checker finds no error, and (3) what a user can see is
 // exactly the state before the operation or exactly the state after it.
-#include <doctest/doctest.h>
 #include <fcntl.h>
-#include <linux/falloc.h>
-#include <linux/fs.h>
 
 #include <functional>
 #include <string>
+
+#include <doctest/doctest.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
 
 #include "fusefs/check/check.h"
 #include "fusefs/engine/layout.h"
@@ -71,15 +72,13 @@ std::vector<Scenario> Scenarios() {
                },
                [](Filesystem& fs) { MustCreate(fs, At(fs, "/e"), "overflow"); }});
   s.push_back({"mkdir", BaseTree, [](Filesystem& fs) { MustMkdir(fs, At(fs, "/d/sub"), "deep"); }});
-  s.push_back({"long symlink", BaseTree, [](Filesystem& fs) {
-                 REQUIRE(fs.Symlink(kRoot, 1, "l", Bytes(500, 't')).ok());
-               }});
+  s.push_back({"long symlink", BaseTree,
+               [](Filesystem& fs) { REQUIRE(fs.Symlink(kRoot, 1, "l", Bytes(500, 't')).ok()); }});
   s.push_back({"hard link", BaseTree, [](Filesystem& fs) {
                  REQUIRE(fs.Link(kRoot, At(fs, "/d/f"), At(fs, "/e"), "f2").ok());
                }});
-  s.push_back({"write into a hole", BaseTree, [](Filesystem& fs) {
-                 MustWrite(fs, At(fs, "/d/f"), 100000, Bytes(20000, 'w'));
-               }});
+  s.push_back({"write into a hole", BaseTree,
+               [](Filesystem& fs) { MustWrite(fs, At(fs, "/d/f"), 100000, Bytes(20000, 'w')); }});
   s.push_back({"append in place", BaseTree, [](Filesystem& fs) {
                  MustWrite(fs, At(fs, "/d/f"), 10000, Bytes(100, 'a'));  // same block, size grows
                }});
@@ -90,9 +89,8 @@ std::vector<Scenario> Scenarios() {
                },
                [](Filesystem& fs) { MustWrite(fs, At(fs, "/d/f"), 9000, "z"); }});
   s.push_back({"truncate down", BaseTree, [](Filesystem& fs) { Truncate(fs, At(fs, "/d/f"), 3); }});
-  s.push_back({"truncate up", BaseTree, [](Filesystem& fs) {
-                 Truncate(fs, At(fs, "/d/f"), 1 << 20);
-               }});
+  s.push_back(
+      {"truncate up", BaseTree, [](Filesystem& fs) { Truncate(fs, At(fs, "/d/f"), 1 << 20); }});
   s.push_back({"truncate of many extents with a small journal",
                [](Filesystem& fs) {
                  BaseTree(fs);
@@ -108,20 +106,16 @@ std::vector<Scenario> Scenarios() {
                  fo.geometry.journal_bytes = 64 << 10;
                  return fo;
                }()});
-  s.push_back({"unlink", BaseTree, [](Filesystem& fs) {
-                 REQUIRE(fs.Unlink(kRoot, 1, "g").ok());
-               }});
+  s.push_back({"unlink", BaseTree, [](Filesystem& fs) { REQUIRE(fs.Unlink(kRoot, 1, "g").ok()); }});
   s.push_back({"unlink and free a file's blocks", BaseTree, [](Filesystem& fs) {
                  const Ino f = At(fs, "/d/f");  // one more reference
                  REQUIRE(fs.Unlink(kRoot, At(fs, "/d"), "f").ok());
                  fs.Forget(f, 1000);  // drop every reference: the inode is freed now
                }});
-  s.push_back({"rmdir", BaseTree, [](Filesystem& fs) {
-                 REQUIRE(fs.Rmdir(kRoot, At(fs, "/d"), "sub").ok());
-               }});
-  s.push_back({"rename in a directory", BaseTree, [](Filesystem& fs) {
-                 REQUIRE(fs.Rename(kRoot, 1, "g", 1, "h", 0).ok());
-               }});
+  s.push_back({"rmdir", BaseTree,
+               [](Filesystem& fs) { REQUIRE(fs.Rmdir(kRoot, At(fs, "/d"), "sub").ok()); }});
+  s.push_back({"rename in a directory", BaseTree,
+               [](Filesystem& fs) { REQUIRE(fs.Rename(kRoot, 1, "g", 1, "h", 0).ok()); }});
   s.push_back({"rename over a file", BaseTree, [](Filesystem& fs) {
                  REQUIRE(fs.Rename(kRoot, 1, "g", At(fs, "/d"), "f", 0).ok());
                }});

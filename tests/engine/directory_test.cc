@@ -1,11 +1,12 @@
 #include "fusefs/engine/directory.h"
 
 #include <dirent.h>
-#include <doctest/doctest.h>
-#include <sys/stat.h>
 
 #include <cstring>
 #include <set>
+
+#include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include "fusefs/engine/journal.h"
 #include "tests/engine/test_pool.h"
@@ -121,8 +122,8 @@ TEST_SUITE("directory") {
       seen.insert(std::string(e->name));
       pos = DirPos::FromCookie(e->pos.cookie() + 1);
     }
-    f.Del("e10");   // already listed
-    f.Del("e90");   // not yet listed
+    f.Del("e10");  // already listed
+    f.Del("e90");  // not yet listed
     f.Add("new", 999);
     for (auto e = f.dir.Next(pos); e; e = f.dir.Next(DirPos::FromCookie(e->pos.cookie() + 1))) {
       CHECK(seen.insert(std::string(e->name)).second);  // never twice

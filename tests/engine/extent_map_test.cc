@@ -113,11 +113,11 @@ TEST_SUITE("extent_map") {
     });
     std::vector<Mapping> cut;
     f.Change([&](Tx& tx) { f.map.Remove(tx, 12, 21, &cut); });  // [12, 33)
-    CHECK(cut == std::vector<Mapping>{{12, f.d + 22, 3, 0}, {20, f.d + 40, 5, 0}, {30, f.d + 60, 3, 0}});
-    CHECK(f.map.All() == std::vector<Mapping>{{0, f.d, 5, 0},
-                                              {10, f.d + 20, 2, 0},
-                                              {33, f.d + 63, 2, 0},
-                                              {40, f.d + 80, 5, 0}});
+    CHECK(cut ==
+          std::vector<Mapping>{{12, f.d + 22, 3, 0}, {20, f.d + 40, 5, 0}, {30, f.d + 60, 3, 0}});
+    CHECK(f.map.All() ==
+          std::vector<Mapping>{
+              {0, f.d, 5, 0}, {10, f.d + 20, 2, 0}, {33, f.d + 63, 2, 0}, {40, f.d + 80, 5, 0}});
     CHECK(f.Reloaded() == f.map.All());
   }
 

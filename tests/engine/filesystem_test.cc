@@ -2,14 +2,15 @@
 #include "fusefs/engine/filesystem.h"
 
 #include <dirent.h>
-#include <doctest/doctest.h>
 #include <fcntl.h>
-#include <linux/falloc.h>
-#include <linux/fs.h>
-#include <sys/xattr.h>
 
 #include <cstring>
 #include <set>
+
+#include <doctest/doctest.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/xattr.h>
 
 #include "fusefs/engine/layout.h"
 #include "tests/engine/test_pool.h"

@@ -1,9 +1,10 @@
 #include "fusefs/engine/journal.h"
 
-#include <doctest/doctest.h>
 #include <xxhash.h>
 
 #include <cstring>
+
+#include <doctest/doctest.h>
 
 #include "fusefs/engine/format.h"
 #include "fusefs/engine/sim_media.h"

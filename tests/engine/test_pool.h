@@ -2,12 +2,12 @@
 // a canonical dump of a filesystem's visible state for comparisons.
 #pragma once
 
-#include <doctest/doctest.h>
-
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <doctest/doctest.h>
 
 #include "fusefs/engine/filesystem.h"
 #include "fusefs/engine/format.h"

@@ -3,8 +3,6 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -16,6 +14,9 @@
 #include <set>
 #include <stdexcept>
 #include <thread>
+
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 namespace leasefs::testing {
 
@@ -189,7 +190,8 @@ bool TestMount::Mount(std::string* output, const std::string& extra_options) {
     int status = 0;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      if (output) *output = ReadFd(log_fd_) + " (exit " + std::to_string(WaitStatusCode(status)) + ")";
+      if (output)
+        *output = ReadFd(log_fd_) + " (exit " + std::to_string(WaitStatusCode(status)) + ")";
       close(log_fd_);
       log_fd_ = -1;
       return false;
@@ -258,8 +260,7 @@ void TestMount::Cleanup() noexcept {
   log_fd_ = -1;
 }
 
-int RunAs(uid_t uid, gid_t gid, const std::vector<gid_t>& groups,
-          const std::function<int()>& fn) {
+int RunAs(uid_t uid, gid_t gid, const std::vector<gid_t>& groups, const std::function<int()>& fn) {
   pid_t pid = fork();
   if (pid == 0) {
     if (setgroups(groups.size(), groups.data()) != 0 || setgid(gid) != 0 || setuid(uid) != 0)

@@ -6,11 +6,11 @@
 //   LEASEFS_BIN, MKFS_LEASEFS_BIN, FSCK_LEASEFS_BIN.
 #pragma once
 
-#include <sys/types.h>
-
 #include <functional>
 #include <string>
 #include <vector>
+
+#include <sys/types.h>
 
 namespace leasefs::testing {
 
@@ -36,7 +36,7 @@ std::string MkfsBin();
 std::string FsckBin();
 
 struct MountOptions {
-  std::string pool_size = "256M";  // as mkfs.leasefs --size takes it
+  std::string pool_size = "256M";      // as mkfs.leasefs --size takes it
   std::vector<std::string> mkfs_args;  // extra mkfs.leasefs arguments
   // -o options for the daemon. allow_other lets tests run as other users.
   std::string options = "allow_other";
@@ -87,7 +87,6 @@ class TestMount {
 // Runs `fn` in a forked child with the given credentials (setgroups, setgid,
 // setuid) and returns the child's exit code; 128 + signal if it died. Use it
 // for permission tests: the child reports failures via its exit code.
-int RunAs(uid_t uid, gid_t gid, const std::vector<gid_t>& groups,
-          const std::function<int()>& fn);
+int RunAs(uid_t uid, gid_t gid, const std::vector<gid_t>& groups, const std::function<int()>& fn);
 
 }  // namespace leasefs::testing

@@ -1,12 +1,13 @@
 // mkfs.leasefs: format a leasefs pool.
 #include <fcntl.h>
-#include <sys/file.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
+
+#include <CLI/CLI.hpp>
+#include <sys/file.h>
+#include <sys/stat.h>
 
 #include "fusefs/engine/format.h"
 #include "fusefs/engine/layout.h"
@@ -90,19 +91,18 @@ int main(int argc, char** argv) {
   }
   auto media = Pmem2Media::Open(pool, mo);
   if (!media.ok()) return Fail(media.status().ToString());
-  if (flock((*media)->fd(), LOCK_EX | LOCK_NB) != 0)
-    return Fail(pool + " is in use (mounted?)");
+  if (flock((*media)->fd(), LOCK_EX | LOCK_NB) != 0) return Fail(pool + " is in use (mounted?)");
   if (Status s = Format(**media, fo); !s.ok()) return Fail(s.ToString());
 
   if (!quiet) {
     const auto* sb = reinterpret_cast<const layout::Superblock*>((*media)->base());
-    std::printf("leasefs pool %s: %llu MiB, %llu data blocks of 4 KiB, %llu inodes, "
-                "journal %llu KiB (%s)\n",
-                pool.c_str(), static_cast<unsigned long long>(sb->pool_bytes >> 20),
-                static_cast<unsigned long long>(sb->data_blocks),
-                static_cast<unsigned long long>(sb->inode_count - 1),
-                static_cast<unsigned long long>(sb->journal_blocks * 4),
-                (*media)->describe().c_str());
+    std::printf(
+        "leasefs pool %s: %llu MiB, %llu data blocks of 4 KiB, %llu inodes, "
+        "journal %llu KiB (%s)\n",
+        pool.c_str(), static_cast<unsigned long long>(sb->pool_bytes >> 20),
+        static_cast<unsigned long long>(sb->data_blocks),
+        static_cast<unsigned long long>(sb->inode_count - 1),
+        static_cast<unsigned long long>(sb->journal_blocks * 4), (*media)->describe().c_str());
   }
   return 0;
 }
