@@ -82,6 +82,18 @@ std::vector<Run> Survey(const ExtentMap& em, uint64_t first, uint64_t count) {
   return runs;
 }
 
+// Stretches the first and last runs, when unwritten, to their whole extents
+// (Survey clips them to the write).
+void WidenUnwritten(const ExtentMap& em, std::vector<Run>* runs) {
+  for (Run* r : {&runs->front(), &runs->back()}) {
+    if (r->kind != Run::kUnwritten) continue;
+    const auto m = em.Find(r->file_block);
+    r->file_block = m->file_block;
+    r->pool_block = m->pool_block;
+    r->length = m->length;
+  }
+}
+
 // Pool block right after the mapping that precedes `file_block`: where an
 // allocation for it should start so that the file stays contiguous.
 uint64_t GoalFor(const ExtentMap& em, uint64_t file_block) {
@@ -90,12 +102,20 @@ uint64_t GoalFor(const ExtentMap& em, uint64_t file_block) {
   return 0;
 }
 
-// Clears setuid, and setgid when group-executable, as a write or truncate by
-// an unprivileged user must (Linux's file_remove_privs).
+// Whether a change of the file by `c` drops setgid (Linux >= 6.2,
+// setattr_should_drop_sgid): always when the group may execute, otherwise
+// when the caller is neither in the file's group nor root.
+bool DropsSetgid(const Cred& c, const Inode& in) {
+  if (!(in.mode & S_ISGID)) return false;
+  return (in.mode & S_IXGRP) || !(c.is_root() || c.InGroup(in.gid));
+}
+
+// Clears setuid and (see DropsSetgid) setgid, as a write or truncate by a
+// caller without CAP_FSETID must (Linux's file_remove_privs).
 bool KillPriv(const Cred& c, Inode* img) {
   if (c.is_root() || !S_ISREG(img->mode)) return false;
   uint32_t kill = img->mode & S_ISUID;
-  if ((img->mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP)) kill |= S_ISGID;
+  if (DropsSetgid(c, *img)) kill |= S_ISGID;
   img->mode &= ~kill;
   return kill != 0;
 }
@@ -209,9 +229,19 @@ Result<size_t> Filesystem::Write(const Cred& c, Ino ino, uint64_t off, const str
   }
   // New mappings: at most one per reserved piece plus one per hole it is
   // split across; converting an unwritten run may split it in three.
-  if (hole_blocks || unwritten)
-    LFS_RETURN_IF_ERROR(
-        fs.PlanSlots(op, ino, got.size() + holes + ExtentMap::kSlotsPerMarkWritten * unwritten));
+  if (hole_blocks || unwritten) {
+    const size_t hole_slots = got.size() + holes;
+    Status s = fs.PlanSlots(op, ino, hole_slots + ExtentMap::kSlotsPerMarkWritten * unwritten);
+    if (!s.ok() && unwritten) {
+      // No room to split preallocated extents: convert the ones this write
+      // touches whole, zeroing them, which needs no new slot (ext4's
+      // "zeroout"). Slow for a huge extent, but a write into preallocated
+      // space must not fail for lack of space.
+      WidenUnwritten(n->extents, &runs);
+      s = fs.PlanSlots(op, ino, hole_slots);
+    }
+    LFS_RETURN_IF_ERROR(s);
+  }
 
   // Data: fill every byte of every new (or unwritten) block and write the
   // caller's bytes in place; make all of it durable before any metadata.
@@ -270,7 +300,10 @@ Result<size_t> Filesystem::Write(const Cred& c, Ino ino, uint64_t off, const str
     op.Claim({m.pool_block, m.length});
     img.blocks += m.length;
   }
-  if (unwritten) n->extents.MarkWritten(op.tx, fb, (end - 1) / kBlock - fb + 1);
+  if (unwritten) {
+    const uint64_t first = runs.front().file_block;
+    n->extents.MarkWritten(op.tx, first, runs.back().file_block + runs.back().length - first);
+  }
   img.size = std::max(img.size, end);
   img.mtime_ns = img.ctime_ns = now;
   fs.StageAttrs(op, ino, img);
@@ -336,9 +369,10 @@ Result<Entry> Filesystem::SetAttr(const Cred& c, Ino ino, const SetAttrArgs& a) 
   if (v & (A::kUid | A::kGid)) {
     if (v & A::kUid) img.uid = a.uid;
     if (v & A::kGid) img.gid = a.gid;
-    if (!n->dir) {  // chown clears setuid, and setgid when group-executable
+    if (!n->dir) {  // chown clears setuid, even for root, and setgid as above
+      const bool drop_sgid = DropsSetgid(c, *fs.I(ino));
       img.mode &= ~S_ISUID;
-      if (img.mode & S_IXGRP) img.mode &= ~S_ISGID;
+      if (drop_sgid) img.mode &= ~S_ISGID;
     }
   }
   if (v & A::kMode) {
@@ -445,7 +479,7 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
   uint64_t hole_blocks = 0;
   for (const Run& r : Survey(n->extents, fb, lb - fb + 1))
     hole_blocks += r.kind == Run::kHole ? r.length : 0;
-  if (hole_blocks > fs.alloc_.free_blocks()) return Status::Error(ENOSPC, "pool is full");
+  if (hole_blocks > fs.AvailableBlocks()) return Status::Error(ENOSPC, "pool is full");
 
   // Map the holes a chunk at a time, so a huge preallocation over fragmented
   // space never needs more journal than one transaction holds. A crash part

@@ -40,9 +40,11 @@ Op::~Op() {
   for (const BlockRange& r : reserved_) fs_.alloc_.Free(r);
 }
 
-Status Op::Reserve(uint64_t count, uint64_t goal, std::vector<BlockRange>* out) {
+Status Op::Reserve(uint64_t count, uint64_t goal, std::vector<BlockRange>* out, Use use) {
   std::vector<BlockRange> got;
-  if (fs_.alloc_.free_blocks() < count) return Status::Error(ENOSPC, "pool is full");
+  const uint64_t avail =
+      use == Use::kExtentChain ? fs_.alloc_.free_blocks() : fs_.AvailableBlocks();
+  if (avail < count) return Status::Error(ENOSPC, "pool is full");
   const uint64_t n = fs_.alloc_.Allocate(count, goal, &got);
   reserved_.insert(reserved_.end(), got.begin(), got.end());
   if (n < count) return Status::Error(ENOSPC, "pool is full");
@@ -52,7 +54,7 @@ Status Op::Reserve(uint64_t count, uint64_t goal, std::vector<BlockRange>* out) 
 
 uint64_t Op::ReserveUpTo(uint64_t count, uint64_t goal, std::vector<BlockRange>* out) {
   std::vector<BlockRange> got;
-  const uint64_t n = fs_.alloc_.Allocate(count, goal, &got);
+  const uint64_t n = fs_.alloc_.Allocate(std::min(count, fs_.AvailableBlocks()), goal, &got);
   reserved_.insert(reserved_.end(), got.begin(), got.end());
   out->insert(out->end(), got.begin(), got.end());
   return n;
@@ -97,12 +99,17 @@ void Op::Commit() {
 // Impl: lookups and permissions
 
 Filesystem::Impl::Impl(std::unique_ptr<Media> media, const MountOptions& opts)
-    : media_(std::move(media)), read_only_(opts.read_only) {
+    : media_(std::move(media)), read_only_(opts.read_only), options_(opts) {
   pool_.media = media_.get();
   pool_.sb = reinterpret_cast<const Superblock*>(media_->base());
   void* z = mmap(nullptr, kZeroBytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   zeros_ = z == MAP_FAILED ? static_cast<const char*>(calloc(1, kZeroBytes))
                            : static_cast<const char*>(z);
+}
+
+uint64_t Filesystem::Impl::AvailableBlocks() const {
+  const uint64_t free = alloc_.free_blocks();
+  return free > reserve_blocks_ ? free - reserve_blocks_ : 0;
 }
 
 Result<Node*> Filesystem::Impl::Get(Ino ino) const {
@@ -191,7 +198,7 @@ Status Filesystem::Impl::PlanSlots(Op& op, Ino ino, size_t slots) {
   const uint64_t need = em.ChainBlocksFor(slots - planned);
   std::vector<BlockRange> got;
   const uint64_t goal = em.chain().empty() ? 0 : em.chain().back() + 1;
-  LFS_RETURN_IF_ERROR(op.Reserve(need, goal, &got));
+  LFS_RETURN_IF_ERROR(op.Reserve(need, goal, &got, Op::Use::kExtentChain));
   for (const BlockRange& r : got)
     for (uint64_t b = r.start; b < r.end(); ++b) op.chain_blocks.emplace_back(ino, b);
   return Status::Ok();
@@ -453,6 +460,10 @@ Status Filesystem::Impl::Load(MountReport* report) {
 
   LFS_RETURN_IF_ERROR(CheckRefcounts());
   alloc_.Init(sb.data_start, sb.data_blocks, pool_.refcount(sb.data_start));
+  // About 0.2% of the data area, as ext4 keeps reserved clusters for the
+  // metadata that converting preallocated space needs.
+  reserve_blocks_ =
+      options_.reserve_blocks.value_or(std::clamp<uint64_t>(sb.data_blocks / 512, 16, 4096));
 
   // Orphans: unlinked while open when the last daemon stopped.
   if (!read_only_) {
@@ -589,7 +600,7 @@ struct statvfs Filesystem::StatFs() {
   s.f_frsize = kBlockSize;
   s.f_blocks = sb.data_blocks;
   s.f_bfree = impl_->alloc_.free_blocks();
-  s.f_bavail = s.f_bfree;
+  s.f_bavail = impl_->AvailableBlocks();
   s.f_files = sb.inode_count - 1;
   s.f_ffree = impl_->free_inodes_.size();
   s.f_favail = s.f_ffree;

@@ -123,7 +123,13 @@ class Filesystem::Impl {
   std::unique_ptr<Media> media_;
   std::unique_ptr<Journal> journal_;
   const bool read_only_;
+  const MountOptions options_;
   const char* zeros_ = nullptr;  // kZeroBytes of zeros, for holes
+
+  // Free blocks kept back for extent-chain growth (see Op::Use).
+  uint64_t reserve_blocks_ = 0;
+  // Free blocks ordinary allocations may take.
+  uint64_t AvailableBlocks() const;
 
   SharedMutex mu_;  // the engine lock: shared to read, exclusive to change
   BlockAllocator alloc_ GUARDED_BY(mu_);
@@ -141,10 +147,16 @@ class Op {
   Op(const Op&) = delete;
   Op& operator=(const Op&) = delete;
 
+  // Who may take the pool's last free blocks (Impl::reserve_blocks_ of
+  // them): only extent-chain growth, which operations that must not fail for
+  // lack of space (writes into preallocated space) depend on.
+  enum class Use { kOrdinary, kExtentChain };
+
   // Reserves exactly `count` blocks, preferring to start at `goal`.
   // Errors: ENOSPC (nothing is reserved then).
-  Status Reserve(uint64_t count, uint64_t goal, std::vector<BlockRange>* out);
-  // Reserves up to `count` blocks; returns how many.
+  Status Reserve(uint64_t count, uint64_t goal, std::vector<BlockRange>* out,
+                 Use use = Use::kOrdinary);
+  // Reserves up to `count` ordinary blocks; returns how many.
   uint64_t ReserveUpTo(uint64_t count, uint64_t goal, std::vector<BlockRange>* out);
   // Stages refcount 1 for reserved blocks that are now referenced.
   void Claim(const BlockRange& r);

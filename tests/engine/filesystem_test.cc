@@ -119,7 +119,8 @@ TEST_SUITE("filesystem") {
       off += *w;
       if (*w < chunk.size()) CHECK(*w % kBlockSize == 0);  // a short write before ENOSPC
     }
-    CHECK(fs->StatFs().f_bfree == 0);
+    CHECK(fs->StatFs().f_bavail == 0);
+    CHECK(fs->StatFs().f_bfree > 0);  // the reserve for extent-chain growth
     CHECK(Err(fs->Create(kRoot, full, "one-more", 0644, O_RDWR)) == ENOSPC);  // needs a block
     CHECK(Err(fs->SetXattr(kRoot, keep, "user.x", "1", 0)) == ENOSPC);
     CHECK(fs->Mkdir(kRoot, 1, "still-works", 0755).ok());  // needs no block
@@ -234,6 +235,64 @@ TEST_SUITE("filesystem") {
     CHECK(Err(fs->Fallocate(kRoot, f, 0, 0, 0)) == EINVAL);
     CHECK(Err(fs->Fallocate(kRoot, f, 0, 0, 100ull << 30)) == ENOSPC);
     CHECK(Err(fs->Fallocate(kRoot, 1, 0, 0, 10)) == EISDIR);
+  }
+
+  TEST_CASE("Filesystem: writes into preallocated space succeed on a full pool") {
+    auto fs = MustMount(FormattedPool(8 << 20));
+    const Ino pre = MustCreate(*fs, 1, "pre");
+    REQUIRE(fs->Fallocate(kRoot, pre, 0, 0, 128 * kBlockSize).ok());
+    const Ino fill = MustCreate(*fs, 1, "fill");
+    const std::string chunk(1 << 20, 'f');
+    for (uint64_t off = 0;;) {
+      iovec iov{const_cast<char*>(chunk.data()), chunk.size()};
+      auto w = fs->Write(kRoot, fill, off, &iov, 1);
+      if (!w.ok()) break;
+      off += *w;
+    }
+    CHECK(fs->StatFs().f_bavail == 0);
+    // Every other block splits the preallocated extent: hundreds of extents.
+    std::string expect(128 * kBlockSize, '\0');
+    for (int pass = 0; pass < 2; ++pass) {
+      for (uint64_t b = pass; b < 128; b += 2) {
+        const std::string data(kBlockSize, static_cast<char>('a' + b % 26));
+        MustWrite(*fs, pre, b * kBlockSize, data);
+        expect.replace(b * kBlockSize, kBlockSize, data);
+      }
+    }
+    CHECK(ReadAll(*fs, pre) == expect);
+  }
+
+  TEST_CASE("Filesystem: with no extent slot to spare, a write converts a whole unwritten extent") {
+    MountOptions mo;
+    mo.reserve_blocks = 0;  // so that nothing is kept back for chain growth
+    auto mounted = Filesystem::Mount(FormattedPool(8 << 20), mo);
+    REQUIRE(mounted.ok());
+    auto fs = std::move(mounted).value();
+    const Ino pre = MustCreate(*fs, 1, "pre");
+    // 173 separate 3-block unwritten extents: the six inline slots and all
+    // but two slots of the first chain block. Then fill the pool.
+    constexpr uint64_t kExtents = 173;
+    for (uint64_t i = 0; i < kExtents; ++i)
+      REQUIRE(fs->Fallocate(kRoot, pre, 0, i * 4 * kBlockSize, 3 * kBlockSize).ok());
+    const Ino fill = MustCreate(*fs, 1, "fill");
+    const std::string chunk(1 << 20, 'f');
+    for (uint64_t off = 0;;) {
+      iovec iov{const_cast<char*>(chunk.data()), chunk.size()};
+      auto w = fs->Write(kRoot, fill, off, &iov, 1);
+      if (!w.ok()) break;
+      off += *w;
+    }
+    CHECK(fs->StatFs().f_bfree == 0);
+    // A write into the middle block of an extent splits it in three (two
+    // new slots). The first write takes the last two free slots; the others
+    // find none and no block for a chain, so each converts its whole extent.
+    for (uint64_t i = 0; i < 10; ++i) MustWrite(*fs, pre, (i * 4 + 1) * kBlockSize + 5, "mid");
+    for (uint64_t i = 0; i < 10; ++i) {
+      std::string want(3 * kBlockSize, '\0');
+      want.replace(kBlockSize + 5, 3, "mid");
+      CHECK(ReadAll(*fs, pre, i * 4 * kBlockSize, 3 * kBlockSize) == want);
+    }
+    CHECK(fs->GetAttr(pre)->attr.st_blocks == static_cast<blkcnt_t>(kExtents * 3 * 8));
   }
 
   TEST_CASE("Filesystem: rename corner cases") {
