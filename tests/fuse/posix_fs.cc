@@ -1,0 +1,364 @@
+#include "tests/fuse/posix_fs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+
+#include <linux/magic.h>
+#include <sys/mount.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+
+// This file holds the doctest runner (and main) of every posix_* binary.
+#define DOCTEST_CONFIG_IMPLEMENT
+#include <doctest/doctest.h>
+
+namespace leasefs::testing {
+
+// --- Syscall results as text -------------------------------------------------
+
+std::string ErrnoName(int e) {
+  const char* n = strerrorname_np(e);
+  return n ? n : "errno " + std::to_string(e);
+}
+
+std::string Err(long rc) {
+  const int e = errno;  // before anything else can change it
+  return rc == -1 ? ErrnoName(e) : "OK";
+}
+
+// --- Where the tests run -------------------------------------------------------
+
+namespace {
+
+std::string Env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+std::string MakeTempDir(const std::string& parent, const char* prefix) {
+  std::string t = parent + "/" + prefix + "XXXXXX";
+  std::vector<char> buf(t.begin(), t.end());
+  buf.push_back('\0');
+  if (!mkdtemp(buf.data()))
+    throw std::runtime_error("mkdtemp in " + parent + ": " + std::strerror(errno));
+  return buf.data();
+}
+
+void RemoveTree(const std::string& dir) {
+  if (!dir.empty()) Run({"/bin/rm", "-rf", "--one-file-system", dir});
+}
+
+}  // namespace
+
+bool ReferenceMode() { return !Env("LEASEFS_TEST_REFERENCE_DIR").empty(); }
+
+std::string TestMountOptions() {
+  std::string extra = Env("LEASEFS_TEST_MOUNT_OPTIONS");
+  return extra.empty() ? "allow_other" : "allow_other," + extra;
+}
+
+TestFs::TestFs(FsOptions opts) {
+  if (!ReferenceMode()) {
+    MountOptions mo;
+    mo.pool_size = opts.pool_size;
+    mo.mkfs_args = opts.mkfs_args;
+    mo.options = TestMountOptions();
+    mount_ = std::make_unique<TestMount>(mo);
+    root_ = mount_->mnt();
+    return;
+  }
+  if (opts.ref_tmpfs_bytes != 0) {
+    tmpfs_mnt_ = MakeTempDir("/tmp", "leasefs-ref-tmpfs-");
+    std::string data = "size=" + std::to_string(opts.ref_tmpfs_bytes) + ",mode=0755";
+    if (opts.ref_tmpfs_inodes != 0) data += ",nr_inodes=" + std::to_string(opts.ref_tmpfs_inodes);
+    if (::mount("tmpfs", tmpfs_mnt_.c_str(), "tmpfs", 0, data.c_str()) != 0) {
+      std::string e = std::strerror(errno);
+      rmdir(tmpfs_mnt_.c_str());
+      throw std::runtime_error("mount tmpfs: " + e);
+    }
+    root_ = tmpfs_mnt_;
+    return;
+  }
+  ref_dir_ = MakeTempDir(Env("LEASEFS_TEST_REFERENCE_DIR"), "posix-");
+  chmod(ref_dir_.c_str(), 0755);
+  root_ = ref_dir_;
+}
+
+TestFs::~TestFs() {
+  if (!tmpfs_mnt_.empty()) {
+    if (umount(tmpfs_mnt_.c_str()) != 0) umount2(tmpfs_mnt_.c_str(), MNT_DETACH);
+    rmdir(tmpfs_mnt_.c_str());
+  }
+  RemoveTree(ref_dir_);
+  // mount_'s destructor unmounts and deletes the pool.
+}
+
+std::string TestFs::path(const std::string& rel) const { return root_ + "/" + rel; }
+
+std::string TestFs::Remount() {
+  if (!mount_) return "";
+  const int rc = mount_->Unmount();
+  std::string log = mount_->DaemonLog();
+  if (rc != 0) return "daemon exited " + std::to_string(rc) + " at unmount: " + log;
+  std::string out;
+  if (!mount_->Mount(&out)) return "remount failed: " + out;
+  return "";
+}
+
+std::string TestFs::UnmountFsckRemount() {
+  if (!mount_) return "";
+  const int rc = mount_->Unmount();
+  if (rc != 0) return "daemon exited " + std::to_string(rc) + " at unmount: " + mount_->DaemonLog();
+  ProcessResult r = mount_->Fsck();
+  std::string err;
+  if (r.signaled() || r.exit_code != 0)
+    err = "fsck.leasefs exited " +
+          (r.signaled() ? "on signal " + std::to_string(r.term_signal)
+                        : std::to_string(r.exit_code)) +
+          ": " + r.output;
+  std::string out;
+  if (!mount_->Mount(&out))
+    err += (err.empty() ? "" : "; ") + std::string("remount failed: ") + out;
+  return err;
+}
+
+std::string FsType(const TestFs& fs) {
+  if (!fs.reference()) return "leasefs";
+  struct statfs sf {};
+  if (statfs(fs.root().c_str(), &sf) != 0) return "?";
+  switch (static_cast<unsigned long>(sf.f_type)) {
+    case TMPFS_MAGIC:
+      return "tmpfs";
+    case EXT4_SUPER_MAGIC:
+      return "ext4";
+    case XFS_SUPER_MAGIC:
+      return "xfs";
+    case BTRFS_SUPER_MAGIC:
+      return "btrfs";
+    default:
+      return std::to_string(static_cast<unsigned long>(sf.f_type));
+  }
+}
+
+bool FsTypeIn(const TestFs& fs, const std::string& types) {
+  return ("," + types + ",").find("," + FsType(fs) + ",") != std::string::npos;
+}
+
+// --- Files ----------------------------------------------------------------------
+
+std::string PwriteAll(int fd, const std::string& data, off_t off) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = pwrite(fd, data.data() + done, data.size() - done, off + static_cast<off_t>(done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return "pwrite at " + std::to_string(off + static_cast<off_t>(done)) + ": " +
+             ErrnoName(errno);
+    }
+    if (n == 0) return "pwrite returned 0";
+    done += static_cast<size_t>(n);
+  }
+  return "";
+}
+
+std::string PreadAll(int fd, size_t len, off_t off) {
+  std::string out(len, '\0');
+  size_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd, out.data() + done, len - done, off + static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  out.resize(done);
+  return out;
+}
+
+std::string WriteFile(const std::string& path, const std::string& data, mode_t mode) {
+  Fd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, mode));
+  if (!fd.ok()) return "open " + path + ": " + ErrnoName(errno);
+  std::string e = PwriteAll(fd.get(), data, 0);
+  if (!e.empty()) return e;
+  std::string c = fd.Close();
+  return c == "OK" ? "" : "close: " + c;
+}
+
+std::string ReadFile(const std::string& path, bool* ok) {
+  Fd fd(open(path.c_str(), O_RDONLY));
+  if (ok) *ok = fd.ok();
+  if (!fd.ok()) return "";
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && ok) *ok = false;
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  return out;
+}
+
+struct stat Lstat(const std::string& path) {
+  struct stat st {};
+  if (lstat(path.c_str(), &st) != 0) st = {};
+  return st;
+}
+
+struct stat Stat(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) st = {};
+  return st;
+}
+
+std::vector<std::string> ListDir(const std::string& path) {
+  std::vector<std::string> names;
+  DIR* d = opendir(path.c_str());
+  if (!d) return names;
+  while (struct dirent* e = readdir(d)) {
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+      names.emplace_back(e->d_name);
+  }
+  closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+std::string Diff(const std::string& got, const std::string& want) {
+  if (got == want) return "";
+  size_t i = 0;
+  while (i < got.size() && i < want.size() && got[i] == want[i]) ++i;
+  char at[96];
+  if (i < got.size() && i < want.size())
+    std::snprintf(at, sizeof at, "; first difference at byte %zu: 0x%02x, expected 0x%02x", i,
+                  static_cast<unsigned char>(got[i]), static_cast<unsigned char>(want[i]));
+  else
+    std::snprintf(at, sizeof at, "; equal up to byte %zu", i);
+  return std::to_string(got.size()) + " bytes, expected " + std::to_string(want.size()) + at;
+}
+
+std::string Pattern(size_t n, uint64_t seed) {
+  std::string out(n, '\0');
+  uint64_t x = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (size_t i = 0; i < n; ++i) {
+    // xorshift64*
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    out[i] = static_cast<char>((x * 0x2545F4914F6CDD1Dull) >> 56);
+  }
+  return out;
+}
+
+uint64_t Fnv1a(const std::string& data, uint64_t h) {
+  for (unsigned char c : data) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+
+int64_t Nanos(const struct timespec& ts) {
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+void TickClock() { std::this_thread::sleep_for(std::chrono::milliseconds(25)); }
+
+Fd::~Fd() {
+  if (fd_ >= 0) close(fd_);
+}
+
+Fd& Fd::operator=(Fd&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) close(fd_);
+    fd_ = o.fd_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+std::string Fd::Close() {
+  int fd = fd_;
+  fd_ = -1;
+  return SYS(close(fd));
+}
+
+// --- Running as another user ---------------------------------------------------
+
+void ChildChecks::Eq(const std::string& actual, const std::string& expected, const char* what,
+                     int line) {
+  if (actual != expected)
+    failures_ += "line " + std::to_string(line) + ": " + what + " gave " + actual + ", expected " +
+                 expected + "\n";
+}
+
+void ChildChecks::True(bool ok, const char* what, int line) {
+  if (!ok) failures_ += "line " + std::to_string(line) + ": " + what + " is false\n";
+}
+
+std::string AsUser(uid_t uid, gid_t gid, const std::vector<gid_t>& groups,
+                   const std::function<void(ChildChecks&)>& fn) {
+  int p[2];
+  if (pipe(p) != 0) return "pipe failed";
+  const int rc = RunAs(uid, gid, groups, [&]() {
+    close(p[0]);
+    umask(022);
+    ChildChecks k;
+    fn(k);
+    // Keep well under the pipe's capacity: the parent reads only after we exit.
+    std::string f = k.failures().substr(0, 16384);
+    size_t done = 0;
+    while (done < f.size()) {
+      ssize_t n = write(p[1], f.data() + done, f.size() - done);
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+    return f.empty() ? 0 : 1;
+  });
+  close(p[1]);
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = read(p[0], buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  close(p[0]);
+  const std::string who = "as uid " + std::to_string(uid) + " gid " + std::to_string(gid) + ": ";
+  if (rc == 126) return who + "could not switch credentials\n";
+  if (rc != 0 && out.empty()) return who + "child exited " + std::to_string(rc) + "\n";
+  return out.empty() ? "" : who + "\n" + out;
+}
+
+// --- main ------------------------------------------------------------------------
+
+int RunPosixSuite(int argc, char** argv) {
+  umask(022);
+  if (ReferenceMode()) {
+    if (geteuid() != 0) {
+      std::fprintf(stderr, "skipped: reference mode needs root (tests switch users)\n");
+      return 77;
+    }
+    std::fprintf(stderr, "reference mode: %s\n", std::getenv("LEASEFS_TEST_REFERENCE_DIR"));
+  } else if (!CanMountFuse()) {
+    std::fprintf(stderr, "skipped: cannot mount FUSE for other users (need root and /dev/fuse)\n");
+    return 77;
+  }
+  doctest::Context ctx;
+  ctx.applyCommandLine(argc, argv);
+  return ctx.run();
+}
+
+}  // namespace leasefs::testing
+
+int main(int argc, char** argv) { return leasefs::testing::RunPosixSuite(argc, argv); }
