@@ -277,21 +277,24 @@ void Filesystem::Impl::MaybeFree(Ino ino) {
 }
 
 void Filesystem::Impl::TruncateBlocks(Ino ino, uint64_t from,
-                                      const std::function<void(Op&)>& stage_first) {
+                                      const std::function<void(Op&)>& stage_first,
+                                      const std::function<void(Op&)>& stage_last) {
   // Journal bytes one removed extent may cost: a slot record and a refcount
   // record, with their headers, and slack for a split.
   constexpr size_t kCostPerExtent = 128;
   Node* n = N(ino);
+  const bool dir = S_ISDIR(I(ino)->mode);
   bool first = true;
   // Each round removes extents from the end while the journal has room, so
-  // a file of any size is freed; every intermediate state is consistent (the
-  // remaining blocks just lie past the end of the file).
+  // a file of any size is freed. Every intermediate state is consistent: a
+  // file's remaining blocks just lie past its end; a directory's size
+  // shrinks with its blocks.
   for (;;) {
     Op op(*this);
     if (first && stage_first) stage_first(op);
     first = false;
     const std::vector<Mapping> all = n->extents.Overlapping(from, UINT64_MAX - from);
-    const size_t budget = op.room() > 4096 ? op.room() - 4096 : 0;
+    const size_t budget = op.room() > 8192 ? op.room() - 8192 : 0;
     const size_t fit = std::min(all.size(), std::max<size_t>(1, budget / kCostPerExtent));
     const bool last_round = fit == all.size();
     if (!all.empty()) {
@@ -304,11 +307,13 @@ void Filesystem::Impl::TruncateBlocks(Ino ino, uint64_t from,
         blocks -= m.length;
       }
       op.tx.Put(&I(ino)->blocks, blocks);
+      if (dir) op.tx.Put(&I(ino)->size, uint64_t{cut} * kBlockSize);
     }
     if (last_round) {
       std::vector<uint64_t> chain;
       n->extents.TrimChain(op.tx, &chain);
       for (uint64_t b : chain) op.Unref({b, 1});
+      if (stage_last) stage_last(op);
     }
     op.Commit();
     if (last_round) return;
@@ -316,16 +321,16 @@ void Filesystem::Impl::TruncateBlocks(Ino ino, uint64_t from,
 }
 
 void Filesystem::Impl::FreeInode(Ino ino) {
-  Node* n = N(ino);
-  TruncateBlocks(ino, 0, nullptr);
-  Op op(*this);
-  if (const uint64_t xb = I(ino)->xattr_block) op.Unref({xb, 1});
-  // Zero the slot except its generation, which the next owner increments.
-  Inode img{};
-  img.generation = I(ino)->generation;
-  op.tx.Put(I(ino), img);
-  op.Commit();
-  (void)n;
+  // The inode goes in the same transaction as its last blocks, so nobody
+  // (fsck after a crash included) sees an inode missing blocks its type
+  // needs, such as a symlink without its target.
+  TruncateBlocks(ino, 0, nullptr, [&](Op& op) {
+    if (const uint64_t xb = I(ino)->xattr_block) op.Unref({xb, 1});
+    // Zero the slot except its generation, which the next owner increments.
+    Inode img{};
+    img.generation = I(ino)->generation;
+    op.tx.Put(I(ino), img);
+  });
   nodes_[ino].reset();
   free_inodes_.insert(ino);
 }
@@ -567,6 +572,7 @@ void Filesystem::Unmount() {
 const Media& Filesystem::media() const { return *impl_->media_; }
 
 void Filesystem::Ref(Ino ino, uint64_t n) {
+  ReaderLock l(&impl_->mu_);  // the node may be freed under the writer lock
   if (Node* node = impl_->N(ino)) node->refs.fetch_add(n);
 }
 

@@ -12,8 +12,9 @@
 //
 // Permissions: every call that takes a Cred checks POSIX permissions for it
 // (owner/group/other bits, root's overrides, sticky directories, setgid
-// inheritance, the chown/chmod rules, suid/sgid clearing), so a mount is
-// correct with or without the kernel's default_permissions.
+// inheritance, the chown/chmod rules, suid/sgid clearing). The kernel may
+// still walk cached names without asking (FUSE), so the daemon either lets
+// the kernel check too (default_permissions) or turns that caching off.
 //
 // Thread safety: all methods may be called from any thread concurrently.
 // Calls that only read take a shared lock; calls that change anything take
@@ -220,10 +221,10 @@ class Filesystem {
   Status OpenDir(const Cred& c, Ino ino);
   // Emits entries from `cookie` (0 = start; includes "." and "..") until
   // `emit` returns false or the directory ends. With `with_attrs`, each
-  // entry's attributes come along (for READDIRPLUS; emitting one does not add
-  // a reference: call Ref for the entries the kernel accepted, except "."
-  // and ".."). Entries present for the whole listing are emitted exactly
-  // once. Errors: ENOENT, ENOTDIR.
+  // entry's attributes come along (for READDIRPLUS), and every entry `emit`
+  // accepts (returns true for), except "." and "..", gets one reference, as
+  // a lookup would. Entries present for the whole listing are emitted
+  // exactly once. Errors: ENOENT, ENOTDIR.
   Status ReadDir(Ino ino, uint64_t cookie, bool with_attrs,
                  const std::function<bool(const DirEntry&)>& emit);
 

@@ -110,9 +110,11 @@ class Filesystem::Impl {
   // Frees `ino` if nothing keeps it any more.
   void MaybeFree(Ino ino) REQUIRES(mu_);
   // Removes file blocks [from, end) of `ino`, committing along the way when
-  // the journal would overflow. `stage_first` (may be null) runs inside the
-  // first transaction (e.g. to set the new size).
-  void TruncateBlocks(Ino ino, uint64_t from, const std::function<void(Op&)>& stage_first);
+  // the journal would overflow. `stage_first` runs inside the first
+  // transaction (e.g. to set the new size), `stage_last` inside the last
+  // (e.g. to free the inode); either may be null.
+  void TruncateBlocks(Ino ino, uint64_t from, const std::function<void(Op&)>& stage_first,
+                      const std::function<void(Op&)>& stage_last = nullptr);
 
   // --- data helpers ---------------------------------------------------------------
   // Zeroes bytes [from, to) of `ino` in place where they are mapped and

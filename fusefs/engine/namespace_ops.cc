@@ -444,7 +444,11 @@ Status Filesystem::ReadDir(Ino ino, uint64_t cookie, bool with_attrs,
       attrs = fs.MakeEntry(target);
       d.entry = &attrs;
     }
-    return emit(d);
+    if (!emit(d)) return false;
+    // READDIRPLUS hands the kernel an inode: it counts as a lookup. Taken
+    // here, under the lock, so the inode cannot be freed in between.
+    if (with_attrs && name != "." && name != "..") fs.N(target)->refs.fetch_add(1);
+    return true;
   };
   if (cookie == 0 && !send(".", ino, DT_DIR, 1)) return Status::Ok();
   if (cookie <= 1 && !send("..", fs.I(ino)->parent, DT_DIR, 2)) return Status::Ok();

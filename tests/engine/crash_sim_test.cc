@@ -28,6 +28,7 @@ struct Scenario {
   std::function<void(Filesystem&)> setup;
   std::function<void(Filesystem&)> op;
   FormatOptions format{};
+  size_t pool_bytes = 8 << 20;
 };
 
 std::string Bytes(size_t n, char c) { return std::string(n, c); }
@@ -62,6 +63,25 @@ void BaseTree(Filesystem& fs) {
   REQUIRE(fs.SetXattr(kRoot, f, "user.one", "1", 0).ok());
 }
 
+// A format with the smallest journal (64 KiB), so that freeing a file of
+// 1000 extents takes several transactions.
+FormatOptions SmallJournal() {
+  FormatOptions fo;
+  fo.geometry.journal_bytes = 64 << 10;
+  return fo;
+}
+
+// Two files of 1000 one-block extents each (interleaved, so none merge).
+void Fragmented(Filesystem& fs) {
+  BaseTree(fs);
+  const Ino a = MustCreate(fs, 1, "a"), b = MustCreate(fs, 1, "b");
+  REQUIRE(fs.SetXattr(kRoot, a, "user.x", "y", 0).ok());
+  for (uint64_t i = 0; i < 1000; ++i) {
+    MustWrite(fs, a, i * kBlockSize, Bytes(kBlockSize, 'a'));
+    MustWrite(fs, b, i * kBlockSize, Bytes(kBlockSize, 'b'));
+  }
+}
+
 std::vector<Scenario> Scenarios() {
   std::vector<Scenario> s;
   s.push_back({"create", BaseTree, [](Filesystem& fs) { MustCreate(fs, At(fs, "/d"), "new"); }});
@@ -91,26 +111,43 @@ std::vector<Scenario> Scenarios() {
   s.push_back({"truncate down", BaseTree, [](Filesystem& fs) { Truncate(fs, At(fs, "/d/f"), 3); }});
   s.push_back(
       {"truncate up", BaseTree, [](Filesystem& fs) { Truncate(fs, At(fs, "/d/f"), 1 << 20); }});
-  s.push_back({"truncate of many extents with a small journal",
-               [](Filesystem& fs) {
-                 BaseTree(fs);
-                 const Ino a = MustCreate(fs, 1, "a"), b = MustCreate(fs, 1, "b");
-                 for (uint64_t i = 0; i < 400; ++i) {
-                   MustWrite(fs, a, i * kBlockSize, Bytes(kBlockSize, 'a'));
-                   MustWrite(fs, b, i * kBlockSize, Bytes(kBlockSize, 'b'));
-                 }
-               },
-               [](Filesystem& fs) { Truncate(fs, At(fs, "/a"), 100); },
-               [] {
-                 FormatOptions fo;
-                 fo.geometry.journal_bytes = 64 << 10;
-                 return fo;
-               }()});
+  s.push_back({"truncate of many extents with a small journal", Fragmented,
+               [](Filesystem& fs) { Truncate(fs, At(fs, "/a"), 100); }, SmallJournal(), 16 << 20});
   s.push_back({"unlink", BaseTree, [](Filesystem& fs) { REQUIRE(fs.Unlink(kRoot, 1, "g").ok()); }});
   s.push_back({"unlink and free a file's blocks", BaseTree, [](Filesystem& fs) {
                  const Ino f = At(fs, "/d/f");  // one more reference
                  REQUIRE(fs.Unlink(kRoot, At(fs, "/d"), "f").ok());
                  fs.Forget(f, 1000);  // drop every reference: the inode is freed now
+               }});
+  s.push_back({"unlink and free a large fragmented file with a small journal", Fragmented,
+               [](Filesystem& fs) {
+                 const Ino a = At(fs, "/a");
+                 REQUIRE(fs.Unlink(kRoot, 1, "a").ok());
+                 fs.Forget(a, 1000);
+               },
+               SmallJournal(), 16 << 20});
+  s.push_back({"rmdir and free a directory with blocks",
+               [](Filesystem& fs) {
+                 BaseTree(fs);
+                 const Ino big = MustMkdir(fs, 1, "big");
+                 for (int i = 0; i < 200; ++i) MustCreate(fs, big, "n" + std::to_string(i));
+                 for (int i = 0; i < 200; ++i)
+                   REQUIRE(fs.Unlink(kRoot, big, "n" + std::to_string(i)).ok());
+               },
+               [](Filesystem& fs) {
+                 const Ino big = At(fs, "/big");
+                 REQUIRE(fs.Rmdir(kRoot, 1, "big").ok());
+                 fs.Forget(big, 1000);
+               }});
+  s.push_back({"unlink and free a long symlink",
+               [](Filesystem& fs) {
+                 BaseTree(fs);
+                 REQUIRE(fs.Symlink(kRoot, 1, "l", Bytes(500, 't')).ok());
+               },
+               [](Filesystem& fs) {
+                 const Ino l = At(fs, "/l");
+                 REQUIRE(fs.Unlink(kRoot, 1, "l").ok());
+                 fs.Forget(l, 1000);
                }});
   s.push_back({"rmdir", BaseTree,
                [](Filesystem& fs) { REQUIRE(fs.Rmdir(kRoot, At(fs, "/d"), "sub").ok()); }});
@@ -184,7 +221,7 @@ TEST_SUITE("crash") {
     for (const Scenario& sc : Scenarios()) {
       CAPTURE(std::string(sc.name));
       SimMedia* raw;
-      auto fs = MustMount(FormattedPool(8 << 20, sc.format), &raw);
+      auto fs = MustMount(FormattedPool(sc.pool_bytes, sc.format), &raw);
       sc.setup(*fs);
       fs->Unmount();
       const std::vector<char> start = raw->Snapshot();
