@@ -1,0 +1,131 @@
+#include "fusefs/daemon/options.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <optional>
+
+namespace leasefs::daemon {
+
+namespace {
+
+// The most loop threads -o threads= accepts; more only adds contention.
+constexpr unsigned long kMaxThreads = 256;
+
+std::optional<double> ParseSeconds(const std::string& s) {
+  if (s.empty()) return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(s.c_str(), &end);
+  if (errno != 0 || *end != '\0' || !std::isfinite(v) || v < 0) return std::nullopt;
+  return v;
+}
+
+std::optional<unsigned> ParseThreads(const std::string& s) {
+  if (s.empty() || s[0] < '0' || s[0] > '9') return std::nullopt;
+  char* end = nullptr;
+  errno = 0;
+  unsigned long v = std::strtoul(s.c_str(), &end, 10);
+  if (errno != 0 || *end != '\0' || v < 1 || v > kMaxThreads) return std::nullopt;
+  return static_cast<unsigned>(v);
+}
+
+Status BadValue(std::string_view item) {
+  return Status::Error(EINVAL, "bad option value '" + std::string(item) + "'");
+}
+
+// Parses the value of one of leasefs's own options into *opts. Returns false
+// if `key` is not one of them.
+bool ApplyOwnOption(std::string_view key, const std::string& value, DaemonOptions* opts, bool* ok) {
+  std::optional<double> secs;
+  double* target = nullptr;
+  if (key == "threads") {
+    auto n = ParseThreads(value);
+    *ok = n.has_value();
+    if (n) opts->threads = *n;
+    return true;
+  }
+  if (key == "attr_timeout") target = &opts->timeouts.attr;
+  if (key == "entry_timeout") {
+    target = &opts->timeouts.entry;
+    opts->has_entry_timeout = true;
+  }
+  if (key == "negative_timeout") {
+    target = &opts->timeouts.negative;
+    opts->has_negative_timeout = true;
+  }
+  if (target == nullptr) return false;
+  secs = ParseSeconds(value);
+  *ok = secs.has_value();
+  if (secs) *target = *secs;
+  return true;
+}
+
+}  // namespace
+
+std::vector<std::string> SplitOptionList(std::string_view list) {
+  std::vector<std::string> items;
+  std::string cur;
+  for (size_t i = 0; i < list.size(); ++i) {
+    char c = list[i];
+    if (c == '\\' && i + 1 < list.size()) {
+      cur += c;
+      cur += list[++i];
+    } else if (c == ',') {
+      if (!cur.empty()) items.push_back(std::move(cur));
+      cur.clear();
+    } else {
+      cur += c;
+    }
+  }
+  if (!cur.empty()) items.push_back(std::move(cur));
+  return items;
+}
+
+Status ApplyOption(std::string_view item, DaemonOptions* opts) {
+  const size_t eq = item.find('=');
+  const std::string_view key = item.substr(0, eq);
+  const std::string value = eq == std::string_view::npos ? "" : std::string(item.substr(eq + 1));
+  bool ok = true;
+  if (ApplyOwnOption(key, value, opts, &ok)) return ok ? Status::Ok() : BadValue(item);
+  if (item == "default_permissions" || item == "no_default_permissions") {
+    opts->default_permissions = item == "default_permissions";
+    return Status::Ok();
+  }
+  if (item == "ro") opts->read_only = true;
+  if (item == "rw") opts->read_only = false;
+  if (key == "fsname") opts->has_fsname = true;
+  if (key == "subtype") opts->has_subtype = true;
+  opts->fuse_options.emplace_back(item);
+  return Status::Ok();
+}
+
+void FinishOptions(DaemonOptions* opts) {
+  if (opts->default_permissions) return;
+  if (!opts->has_entry_timeout) opts->timeouts.entry = 0;
+  if (!opts->has_negative_timeout) opts->timeouts.negative = 0;
+}
+
+std::string EscapeOptionValue(std::string_view value) {
+  std::string out;
+  for (char c : value) {
+    if (c == ',' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+std::vector<std::string> FuseArgs(const DaemonOptions& opts, std::string_view fsname) {
+  std::vector<std::string> args = {"leasefs"};
+  std::string list;
+  for (const auto& o : opts.fuse_options) list += (list.empty() ? "" : ",") + o;
+  if (!opts.has_fsname) list += (list.empty() ? "" : ",") + ("fsname=" + EscapeOptionValue(fsname));
+  if (!opts.has_subtype) list += (list.empty() ? "" : ",") + std::string("subtype=leasefs");
+  if (opts.default_permissions) list += ",default_permissions";
+  args.push_back("-o");
+  args.push_back(list);
+  if (opts.debug) args.push_back("-d");
+  return args;
+}
+
+}  // namespace leasefs::daemon

@@ -1,0 +1,68 @@
+// The leasefs daemon's settings: what the command line asked for, and the
+// -o option list split into leasefs's own options and those for libfuse.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+
+namespace leasefs::daemon {
+
+// How long the kernel may trust what a reply told it, in seconds.
+struct Timeouts {
+  double attr = 1.0;      // attributes (getattr, entries)
+  double entry = 1.0;     // a name -> inode binding
+  double negative = 1.0;  // "no such name" (0: not cached)
+};
+
+struct DaemonOptions {
+  std::string pool;        // as given on the command line
+  std::string mountpoint;  // as given on the command line
+  bool foreground = false;
+  bool debug = false;      // libfuse request log; implies foreground
+  unsigned threads = 1;    // loop threads; 1 = fuse_session_loop
+  bool read_only = false;  // -o ro: the engine refuses changes too
+  // The kernel checks permissions too (see ApplyOption). On by default.
+  bool default_permissions = true;
+  Timeouts timeouts;
+  // Options for libfuse, each already escaped as fuse_opt expects ("\,").
+  std::vector<std::string> fuse_options;
+  bool has_fsname = false;            // the user chose fsname=, keep it
+  bool has_subtype = false;           // the user chose subtype=, keep it
+  bool has_entry_timeout = false;     // the user chose entry_timeout=
+  bool has_negative_timeout = false;  // the user chose negative_timeout=
+};
+
+// Splits one -o argument at the commas that are not escaped by a backslash.
+// Items keep their escapes; empty items are dropped.
+std::vector<std::string> SplitOptionList(std::string_view list);
+
+// Applies one -o item to *opts: threads=, attr_timeout=, entry_timeout=,
+// negative_timeout=, default_permissions and no_default_permissions are
+// leasefs's; "ro"/"rw" set read_only and also go to libfuse; everything else
+// goes to libfuse unchanged (libfuse rejects what it does not know).
+// Errors: EINVAL (bad value of one of leasefs's options).
+//
+// default_permissions is on unless turned off: the kernel walks cached names
+// (entry_timeout) without asking the daemon, so only the kernel can enforce
+// search permission on them. Its checks are exact, as every attribute change
+// goes through this daemon; the engine checks everything again.
+Status ApplyOption(std::string_view item, DaemonOptions* opts);
+
+// Settles what depends on several options, once all are applied: with
+// no_default_permissions, names are not cached (entry_timeout and
+// negative_timeout 0 unless given), so that every path walk reaches the
+// engine's search-permission check.
+void FinishOptions(DaemonOptions* opts);
+
+// Escapes ',' and '\' so that `value` survives fuse_opt's option splitting.
+std::string EscapeOptionValue(std::string_view value);
+
+// The argument vector for fuse_session_new: program name, "-o" with the
+// libfuse options plus fsname=`fsname` and subtype=leasefs unless the user
+// chose them and default_permissions unless turned off, and "-d" for debug.
+std::vector<std::string> FuseArgs(const DaemonOptions& opts, std::string_view fsname);
+
+}  // namespace leasefs::daemon

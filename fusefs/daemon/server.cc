@@ -1,0 +1,470 @@
+#include "fusefs/daemon/server.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+
+#include <cerrno>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fusefs/daemon/reply.h"
+
+namespace leasefs::daemon {
+
+namespace {
+
+using engine::Ino;
+using engine::SetAttrArgs;
+
+// Largest READ/WRITE payload: 1 MiB I/O is one request (libfuse's receive
+// buffer holds 1 MiB + a header page; the kernel's max_pages follows).
+constexpr unsigned kMaxIo = 1u << 20;
+
+// Smallest READDIRPLUS record: fuse_entry_out (128 bytes) + fuse_dirent
+// (24 bytes + name, padded to 8).
+constexpr size_t kMinDirentPlusBytes = 160;
+
+int64_t ToNs(const timespec& ts) { return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec; }
+
+// utimensat's UTIME_NOW arrives as FATTR_*_NOW (with the kernel's time in
+// the value, which we ignore): the engine then asks only for write
+// permission, as utimensat(2) does.
+SetAttrArgs ToSetAttrArgs(const struct stat& attr, int to_set, bool via_open_file) {
+  SetAttrArgs a;
+  auto set = [&a, to_set](int fuse_bit, unsigned bit) {
+    if (to_set & fuse_bit) a.valid |= bit;
+    return (to_set & fuse_bit) != 0;
+  };
+  if (set(FUSE_SET_ATTR_MODE, SetAttrArgs::kMode)) a.mode = attr.st_mode & 07777;
+  if (set(FUSE_SET_ATTR_UID, SetAttrArgs::kUid)) a.uid = attr.st_uid;
+  if (set(FUSE_SET_ATTR_GID, SetAttrArgs::kGid)) a.gid = attr.st_gid;
+  if (set(FUSE_SET_ATTR_SIZE, SetAttrArgs::kSize)) a.size = static_cast<uint64_t>(attr.st_size);
+  if (!set(FUSE_SET_ATTR_ATIME_NOW, SetAttrArgs::kAtimeNow) &&
+      set(FUSE_SET_ATTR_ATIME, SetAttrArgs::kAtime))
+    a.atime_ns = ToNs(attr.st_atim);
+  if (!set(FUSE_SET_ATTR_MTIME_NOW, SetAttrArgs::kMtimeNow) &&
+      set(FUSE_SET_ATTR_MTIME, SetAttrArgs::kMtime))
+    a.mtime_ns = ToNs(attr.st_mtim);
+  if (set(FUSE_SET_ATTR_CTIME, SetAttrArgs::kCtime)) a.ctime_ns = ToNs(attr.st_ctim);
+  a.via_open_file = via_open_file;
+  return a;
+}
+
+bool IsDotOrDotDot(std::string_view name) { return name == "." || name == ".."; }
+
+std::vector<gid_t> SupplementaryGroups(fuse_req_t req) {
+  std::vector<gid_t> groups(32);
+  for (;;) {
+    const int n = fuse_req_getgroups(req, static_cast<int>(groups.size()), groups.data());
+    if (n < 0) return {};  // process gone, or /proc unreadable: primary group only
+    if (static_cast<size_t>(n) <= groups.size()) {
+      groups.resize(static_cast<size_t>(n));
+      return groups;
+    }
+    groups.resize(static_cast<size_t>(n));
+  }
+}
+
+int ReplyOk(fuse_req_t req) {
+  fuse_reply_err(req, 0);
+  return 0;
+}
+
+int ReplyStatus(fuse_req_t req, const Status& s) { return s.ok() ? ReplyOk(req) : ErrnoOf(s); }
+
+// Replies an xattr value or name list the way getxattr(2) sizes it.
+int ReplyXattr(fuse_req_t req, const std::string& value, size_t size) {
+  if (size == 0) {
+    fuse_reply_xattr(req, value.size());
+  } else if (value.size() > size) {
+    return ERANGE;
+  } else {
+    fuse_reply_buf(req, value.data(), value.size());
+  }
+  return 0;
+}
+
+// Points `iov` at the memory buffers of `bufv` from its current position.
+// Returns false if a buffer is a file descriptor (spliced data) or there are
+// more than `max` buffers.
+bool MemorySegments(const fuse_bufvec& bufv, iovec* iov, int max, int* count) {
+  int n = 0;
+  for (size_t i = bufv.idx; i < bufv.count; ++i) {
+    const fuse_buf& b = bufv.buf[i];
+    const size_t skip = i == bufv.idx ? bufv.off : 0;
+    if ((b.flags & FUSE_BUF_IS_FD) || n == max) return false;
+    if (b.size <= skip) continue;
+    iov[n++] = {static_cast<char*>(b.mem) + skip, b.size - skip};
+  }
+  *count = n;
+  return true;
+}
+
+// Copies what is left of `bufv` into `*out`. Returns 0 or an errno.
+int CopyToMemory(fuse_bufvec* bufv, std::vector<char>* out) {
+  size_t total = 0;
+  for (size_t i = bufv->idx; i < bufv->count; ++i) total += bufv->buf[i].size;
+  total -= bufv->off;
+  out->resize(total);
+  fuse_bufvec dst{};
+  dst.count = 1;
+  dst.buf[0].size = total;
+  dst.buf[0].mem = out->data();
+  dst.buf[0].fd = -1;
+  const ssize_t n = fuse_buf_copy(&dst, bufv, static_cast<fuse_buf_copy_flags>(0));
+  if (n < 0) return static_cast<int>(-n);
+  out->resize(static_cast<size_t>(n));
+  return 0;
+}
+
+// Fills one READDIR or READDIRPLUS reply buffer from the engine's entries.
+class DirFiller {
+ public:
+  DirFiller(fuse_req_t req, bool plus, size_t size, const Timeouts& t)
+      : req_(req), plus_(plus), size_(size), timeouts_(t) {
+    buf_.resize(size);
+    name_.reserve(256);
+    if (plus) counted_.reserve(size / kMinDirentPlusBytes + 1);
+  }
+
+  // The engine's emit callback: false once the buffer is full. Never throws
+  // into the engine; a failure stops the listing and is kept in err().
+  bool Add(const engine::DirEntry& de) noexcept {
+    try {
+      return AddEntry(de);
+    } catch (const std::bad_alloc&) {
+      err_ = ENOMEM;
+    } catch (...) {
+      err_ = EIO;
+    }
+    return false;
+  }
+
+  [[nodiscard]] int err() const { return err_; }
+  [[nodiscard]] const char* data() const { return buf_.data(); }
+  [[nodiscard]] size_t used() const { return used_; }
+  // The inodes handed to the kernel with a reference (READDIRPLUS).
+  [[nodiscard]] const std::vector<Ino>& counted() const { return counted_; }
+
+ private:
+  bool AddEntry(const engine::DirEntry& de) {
+    name_.assign(de.name);  // fuse_add_direntry* need a NUL-terminated name
+    fuse_entry_param p{};
+    p.attr.st_ino = de.ino;
+    p.attr.st_mode = DTTOIF(de.type);
+    // "." and ".." never get a reference (the kernel skips them); neither
+    // does an entry without attributes: node id 0 tells the kernel so.
+    const bool counts = plus_ && de.entry != nullptr && !IsDotOrDotDot(de.name);
+    if (counts) {
+      p.ino = de.ino;
+      p.generation = de.entry->generation;
+      p.attr = de.entry->attr;
+      p.attr_timeout = timeouts_.attr;
+      p.entry_timeout = timeouts_.entry;
+    }
+    char* at = buf_.data() + used_;
+    const size_t room = size_ - used_;
+    const off_t next = static_cast<off_t>(de.next_cookie);
+    const size_t n = plus_ ? fuse_add_direntry_plus(req_, at, room, name_.c_str(), &p, next)
+                           : fuse_add_direntry(req_, at, room, name_.c_str(), &p.attr, next);
+    if (n > room) return false;  // did not fit: the next call resumes here
+    used_ += n;
+    if (counts) counted_.push_back(de.ino);
+    return true;
+  }
+
+  fuse_req_t req_;
+  bool plus_;
+  size_t size_;
+  const Timeouts& timeouts_;
+  std::vector<char> buf_;
+  std::string name_;
+  std::vector<Ino> counted_;
+  size_t used_ = 0;
+  int err_ = 0;
+};
+
+}  // namespace
+
+engine::Cred CredOf(fuse_req_t req) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  return engine::Cred(c->uid, c->gid, c->pid, [req] { return SupplementaryGroups(req); });
+}
+
+void Server::DoInit(fuse_conn_info* conn) noexcept {
+  auto want = [conn](unsigned cap) {
+    if (conn->capable & cap) conn->want |= cap;
+  };
+  want(FUSE_CAP_ATOMIC_O_TRUNC);    // O_TRUNC inside OPEN, not a SETATTR after it
+  want(FUSE_CAP_READDIRPLUS);       // ls -l: attributes come with the names
+  want(FUSE_CAP_READDIRPLUS_AUTO);  // ...but plain READDIR when nobody stats
+  // The engine clears suid/sgid itself. libfuse 3.14 never copies this bit
+  // into its INIT reply, so the kernel still does it on chown and truncate
+  // (see DoSetAttr). Direct-I/O writes send no GETXATTR of
+  // security.capability either way (checked with -d).
+  want(FUSE_CAP_HANDLE_KILLPRIV);
+  want(FUSE_CAP_CACHE_SYMLINKS);  // a symlink's target never changes
+  // No kernel caching of file data (DAX clients must see the bytes FUSE
+  // writes), and no splice: a spliced write would need an extra copy.
+  conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
+                  FUSE_CAP_SPLICE_MOVE);
+  conn->max_write = kMaxIo;
+  conn->time_gran = 1;
+}
+
+fuse_entry_param Server::EntryParam(const engine::Entry& e) const noexcept {
+  fuse_entry_param p{};
+  p.ino = e.attr.st_ino;
+  p.generation = e.generation;
+  p.attr = e.attr;
+  p.attr_timeout = timeouts_.attr;
+  p.entry_timeout = timeouts_.entry;
+  return p;
+}
+
+int Server::ReplyEntry(fuse_req_t req, const engine::Entry& e) {
+  const fuse_entry_param p = EntryParam(e);
+  // A reply the kernel never received carried no reference.
+  if (fuse_reply_entry(req, &p) != 0) fs_->Forget(p.ino, 1);
+  return 0;
+}
+
+void Server::SetFileOpenFlags(fuse_file_info* fi) noexcept {
+  // Every read and write goes to the daemon, never to the page cache: DAX
+  // clients (lease holders) store straight into the pool, and FUSE readers
+  // must see exactly their bytes.
+  fi->direct_io = 1;
+  fi->keep_cache = 0;
+  // close(2) need not send a FLUSH round trip: writes are durable on reply
+  // and there is nothing to flush.
+  fi->noflush = 1;
+}
+
+int Server::DoLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  auto e = fs_->Lookup(CredOf(req), parent, name);
+  if (e.ok()) return ReplyEntry(req, *e);
+  if (e.status().err() != ENOENT || timeouts_.negative <= 0) return ErrnoOf(e.status());
+  // Node id 0: the kernel caches "no such name" for negative_timeout. Only
+  // this daemon changes the namespace, and it tells the kernel of its own
+  // changes through the replies, so the cache cannot go stale.
+  fuse_entry_param p{};
+  p.entry_timeout = timeouts_.negative;
+  fuse_reply_entry(req, &p);
+  return 0;
+}
+
+void Server::DoForget(fuse_ino_t ino, uint64_t nlookup) { fs_->Forget(ino, nlookup); }
+
+int Server::DoGetAttr(fuse_req_t req, fuse_ino_t ino) {
+  auto e = fs_->GetAttr(ino);
+  if (!e.ok()) return ErrnoOf(e.status());
+  fuse_reply_attr(req, &e->attr, timeouts_.attr);
+  return 0;
+}
+
+bool Server::HasSetIdBits(fuse_ino_t ino) {
+  auto e = fs_->GetAttr(ino);
+  return e.ok() && (e->attr.st_mode & (S_ISUID | S_ISGID)) != 0;
+}
+
+bool Server::IsKernelKillPriv(fuse_ino_t ino, const struct stat& attr, int to_set) {
+  constexpr int kSizeOrOwner = FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID;
+  if (!(to_set & FUSE_SET_ATTR_MODE) || !(to_set & kSizeOrOwner)) return false;
+  auto e = fs_->GetAttr(ino);
+  if (!e.ok()) return false;
+  constexpr mode_t kSetId = S_ISUID | S_ISGID;
+  const mode_t now = e->attr.st_mode & 07777, asked = attr.st_mode & 07777;
+  return (asked & ~now) == 0 && (asked | kSetId) == (now | kSetId);
+}
+
+int Server::DoSetAttr(fuse_req_t req, fuse_ino_t ino, const struct stat& attr, int to_set,
+                      const fuse_file_info* fi) {
+  // libfuse 3.14 never grants FUSE_CAP_HANDLE_KILLPRIV, so the kernel kills
+  // setuid/setgid on truncate and chown itself, by adding a MODE that clears
+  // them (fs/fuse/dir.c, fuse_setattr). No system call changes the mode
+  // together with size or owner, so such a MODE is always that one. The
+  // engine clears those bits itself on these changes, by the same rules, and
+  // would refuse the MODE from a writer who does not own the file: drop it.
+  if (IsKernelKillPriv(ino, attr, to_set)) to_set &= ~FUSE_SET_ATTR_MODE;
+  // The kernel passes the open file (FATTR_FH) for ftruncate(2), whose fd
+  // was already checked for writing.
+  const SetAttrArgs a = ToSetAttrArgs(attr, to_set, fi != nullptr);
+  auto e = fs_->SetAttr(CredOf(req), ino, a);
+  if (!e.ok()) return ErrnoOf(e.status());
+  fuse_reply_attr(req, &e->attr, timeouts_.attr);
+  return 0;
+}
+
+int Server::DoReadlink(fuse_req_t req, fuse_ino_t ino) {
+  auto target = fs_->Readlink(ino);
+  if (!target.ok()) return ErrnoOf(target.status());
+  fuse_reply_readlink(req, target->c_str());
+  return 0;
+}
+
+int Server::DoMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  auto e = fs_->Mknod(CredOf(req), parent, name, mode, rdev);
+  return e.ok() ? ReplyEntry(req, *e) : ErrnoOf(e.status());
+}
+
+int Server::DoMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  auto e = fs_->Mkdir(CredOf(req), parent, name, mode);
+  return e.ok() ? ReplyEntry(req, *e) : ErrnoOf(e.status());
+}
+
+int Server::DoUnlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  return ReplyStatus(req, fs_->Unlink(CredOf(req), parent, name));
+}
+
+int Server::DoRmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  return ReplyStatus(req, fs_->Rmdir(CredOf(req), parent, name));
+}
+
+int Server::DoSymlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  auto e = fs_->Symlink(CredOf(req), parent, name, target);
+  return e.ok() ? ReplyEntry(req, *e) : ErrnoOf(e.status());
+}
+
+int Server::DoRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
+                     const char* new_name, unsigned flags) {
+  return ReplyStatus(req, fs_->Rename(CredOf(req), parent, name, new_parent, new_name, flags));
+}
+
+int Server::DoLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
+  auto e = fs_->Link(CredOf(req), ino, new_parent, new_name);
+  return e.ok() ? ReplyEntry(req, *e) : ErrnoOf(e.status());
+}
+
+int Server::DoOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  const engine::Cred cred = CredOf(req);
+  // O_TRUNC may clear setuid/setgid, as a write does (see DoWriteBuf).
+  const bool may_kill_priv = (fi->flags & O_TRUNC) && !cred.is_root() && HasSetIdBits(ino);
+  auto e = fs_->Open(cred, ino, fi->flags);
+  if (!e.ok()) return ErrnoOf(e.status());
+  if (may_kill_priv) fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
+  SetFileOpenFlags(fi);
+  fuse_reply_open(req, fi);
+  return 0;
+}
+
+int Server::DoCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+                     fuse_file_info* fi) {
+  auto e = fs_->Create(CredOf(req), parent, name, mode, fi->flags);
+  if (!e.ok()) return ErrnoOf(e.status());
+  SetFileOpenFlags(fi);
+  const fuse_entry_param p = EntryParam(*e);
+  if (fuse_reply_create(req, &p, fi) != 0) fs_->Forget(p.ino, 1);
+  return 0;
+}
+
+int Server::DoRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
+  // The sink replies straight from the pool mapping: the only copy is the
+  // kernel's, into the reader's buffer.
+  bool replied = false;
+  const Status s = fs_->Read(ino, static_cast<uint64_t>(off), size,
+                             [&replied, req](const iovec* iov, int count) {
+                               if (replied) return;
+                               replied = true;
+                               fuse_reply_iov(req, iov, count);
+                             });
+  if (replied) return 0;
+  if (!s.ok()) return ErrnoOf(s);
+  fuse_reply_buf(req, nullptr, 0);  // nothing to read
+  return 0;
+}
+
+int Server::DoWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t off) {
+  constexpr int kMaxSegments = 8;
+  iovec iov[kMaxSegments];
+  int count = 0;
+  std::vector<char> copy;
+  if (!MemorySegments(*bufv, iov, kMaxSegments, &count)) {
+    // Spliced data (a pipe) must be read into memory before the engine can
+    // copy it into the pool.
+    if (int err = CopyToMemory(bufv, &copy); err != 0) return err;
+    iov[0] = {copy.data(), copy.size()};
+    count = 1;
+  }
+  const engine::Cred cred = CredOf(req);
+  const bool may_kill_priv = !cred.is_root() && HasSetIdBits(ino);
+  auto n = fs_->Write(cred, ino, static_cast<uint64_t>(off), iov, count);
+  if (!n.ok()) return ErrnoOf(n.status());
+  // The engine cleared setuid/setgid, which the kernel cannot learn from a
+  // WRITE reply; `stat -c %A` would show the cached mode until attr_timeout.
+  // Invalidating attributes never blocks without writeback caching.
+  if (may_kill_priv) fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
+  fuse_reply_write(req, *n);
+  return 0;
+}
+
+int Server::DoFsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
+  return ReplyStatus(req, fs_->Fsync(ino, datasync != 0));
+}
+
+int Server::DoOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  if (Status s = fs_->OpenDir(CredOf(req), ino); !s.ok()) return ErrnoOf(s);
+  fi->fh = 0;  // the engine lists by cookie: no per-handle state
+  fuse_reply_open(req, fi);
+  return 0;
+}
+
+int Server::DoReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+  DirFiller fill(req, plus, size, timeouts_);
+  const Status s = fs_->ReadDir(ino, static_cast<uint64_t>(off), plus,
+                                [&fill](const engine::DirEntry& de) { return fill.Add(de); });
+  if (!s.ok()) return ErrnoOf(s);
+  if (fill.err() != 0) return fill.err();
+  // The engine took a reference for every entry the filler accepted, before
+  // the reply: once the kernel has them it may FORGET them at once.
+  if (fuse_reply_buf(req, fill.data(), fill.used()) != 0) {
+    for (Ino ino_added : fill.counted()) fs_->Forget(ino_added, 1);
+  }
+  return 0;
+}
+
+int Server::DoStatFs(fuse_req_t req) {
+  const struct statvfs st = fs_->StatFs();
+  fuse_reply_statfs(req, &st);
+  return 0;
+}
+
+int Server::DoSetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
+                       size_t size, int flags) {
+  return ReplyStatus(req,
+                     fs_->SetXattr(CredOf(req), ino, name, std::string_view(value, size), flags));
+}
+
+int Server::DoGetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto value = fs_->GetXattr(CredOf(req), ino, name);
+  return value.ok() ? ReplyXattr(req, *value, size) : ErrnoOf(value.status());
+}
+
+int Server::DoListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  auto names = fs_->ListXattr(CredOf(req), ino);
+  return names.ok() ? ReplyXattr(req, *names, size) : ErrnoOf(names.status());
+}
+
+int Server::DoRemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  return ReplyStatus(req, fs_->RemoveXattr(CredOf(req), ino, name));
+}
+
+int Server::DoAccess(fuse_req_t req, fuse_ino_t ino, int mask) {
+  return ReplyStatus(req, fs_->Access(CredOf(req), ino, mask));
+}
+
+int Server::DoFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len) {
+  return ReplyStatus(req, fs_->Fallocate(CredOf(req), ino, mode, static_cast<uint64_t>(off),
+                                         static_cast<uint64_t>(len)));
+}
+
+int Server::DoLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence) {
+  // The kernel answers SEEK_SET/CUR/END itself and sends only these two.
+  if (whence != SEEK_DATA && whence != SEEK_HOLE) return EINVAL;
+  auto pos = fs_->Lseek(ino, static_cast<uint64_t>(off), whence);
+  if (!pos.ok()) return ErrnoOf(pos.status());
+  fuse_reply_lseek(req, static_cast<off_t>(*pos));
+  return 0;
+}
+
+}  // namespace leasefs::daemon

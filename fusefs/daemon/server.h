@@ -1,0 +1,123 @@
+// Server: the FUSE low-level operations of one mount, served by an
+// engine::Filesystem.
+//
+// Ops() is the table handed to fuse_session_new. Each entry is a thin
+// noexcept adapter (fuse_ops.cc) that calls one Do* method below through
+// ReplyOnce (reply.h): a Do* method either sends exactly one reply and
+// returns 0, or sends none and returns the errno the adapter replies with.
+// Inode numbers are the engine's own, handed to the kernel unchanged.
+//
+// References: every reply that hands the kernel an inode (entry, create,
+// readdirplus) comes with one engine reference, taken before the reply goes
+// out (the kernel may FORGET it at once) and dropped again if the reply could
+// not be sent. FORGETs drop them.
+//
+// Threading: every Do* method may run on any thread, concurrently with the
+// others (the engine is thread-safe and the Server's own state is fixed after
+// Attach). A request that may wait must not block its loop thread: hand it
+// to Defer() (docs/threading.md).
+#pragma once
+
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+
+#include <cstddef>
+
+#include "fusefs/daemon/options.h"
+#include "fusefs/daemon/wait_pool.h"
+#include "fusefs/engine/filesystem.h"
+
+namespace leasefs::daemon {
+
+class Server {
+ public:
+  // The most threads Defer() runs at once.
+  static constexpr size_t kMaxWaitThreads = 64;
+
+  explicit Server(const Timeouts& timeouts) : timeouts_(timeouts) {}
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // The operations table; the session's userdata must be this Server.
+  static const fuse_lowlevel_ops& Ops();
+  // The Server a request belongs to.
+  static Server& Of(fuse_req_t req) noexcept {
+    return *static_cast<Server*>(fuse_req_userdata(req));
+  }
+
+  // Sets the filesystem to serve and the session serving it (for cache
+  // invalidations). REQUIRES: before the session loop starts.
+  void Attach(engine::Filesystem* fs, fuse_session* se) noexcept {
+    fs_ = fs;
+    se_ = se;
+  }
+
+  // Answers `req` from a worker thread: task(req) follows the Do* contract.
+  // Returns at once; the loop thread goes on with other requests.
+  void Defer(fuse_req_t req, WaitPool::Task task) noexcept {
+    waiters_.Submit(req, std::move(task));
+  }
+  // Finishes every deferred request and stops the workers. Call after the
+  // session loop returned and before the session is destroyed.
+  void Shutdown() noexcept { waiters_.Shutdown(); }
+
+  // --- Operations (see fuse_lowlevel.h for each request's meaning) -----
+  void DoInit(fuse_conn_info* conn) noexcept;
+  int DoLookup(fuse_req_t req, fuse_ino_t parent, const char* name);
+  void DoForget(fuse_ino_t ino, uint64_t nlookup);
+  int DoGetAttr(fuse_req_t req, fuse_ino_t ino);
+  int DoSetAttr(fuse_req_t req, fuse_ino_t ino, const struct stat& attr, int to_set,
+                const fuse_file_info* fi);
+  int DoReadlink(fuse_req_t req, fuse_ino_t ino);
+  int DoMknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev);
+  int DoMkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);
+  int DoUnlink(fuse_req_t req, fuse_ino_t parent, const char* name);
+  int DoRmdir(fuse_req_t req, fuse_ino_t parent, const char* name);
+  int DoSymlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name);
+  int DoRename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
+               const char* new_name, unsigned flags);
+  int DoLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name);
+  int DoOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  int DoCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi);
+  int DoRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
+  int DoWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t off);
+  int DoFsync(fuse_req_t req, fuse_ino_t ino, int datasync);
+  int DoOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  // READDIR (plus = false) and READDIRPLUS (plus = true).
+  int DoReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus);
+  int DoStatFs(fuse_req_t req);
+  int DoSetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                 int flags);
+  int DoGetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size);
+  int DoListXattr(fuse_req_t req, fuse_ino_t ino, size_t size);
+  int DoRemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name);
+  int DoAccess(fuse_req_t req, fuse_ino_t ino, int mask);
+  int DoFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len);
+  int DoLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence);
+
+ private:
+  // Replies an entry with one reference (taken by the engine call that
+  // produced `e`); drops the reference if the reply cannot be sent.
+  int ReplyEntry(fuse_req_t req, const engine::Entry& e);
+  fuse_entry_param EntryParam(const engine::Entry& e) const noexcept;
+  // Sets the open flags every file gets (direct I/O, see DoOpen).
+  static void SetFileOpenFlags(fuse_file_info* fi) noexcept;
+  // True if `ino` has its setuid or setgid bit set.
+  bool HasSetIdBits(fuse_ino_t ino);
+  // True if the MODE in a SETATTR that also changes size or owner only
+  // clears setuid/setgid: the kernel's own suid killing (see DoSetAttr).
+  bool IsKernelKillPriv(fuse_ino_t ino, const struct stat& attr, int to_set);
+
+  const Timeouts timeouts_;
+  engine::Filesystem* fs_ = nullptr;
+  fuse_session* se_ = nullptr;
+  WaitPool waiters_{kMaxWaitThreads};
+};
+
+// The credentials of the process that sent `req`. Its supplementary groups
+// are read (from /proc, by libfuse) only if a permission check needs them.
+// REQUIRES: used only before `req` is replied to.
+engine::Cred CredOf(fuse_req_t req);
+
+}  // namespace leasefs::daemon
