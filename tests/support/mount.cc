@@ -16,11 +16,14 @@
 #include <thread>
 
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 
 namespace leasefs::testing {
 
 namespace {
+
+constexpr decltype(statfs::f_type) kFuseSuperMagic = 0x65735546;
 
 // Mountpoints of this process that are live, for the emergency cleanup.
 std::mutex g_mu;
@@ -196,10 +199,12 @@ bool TestMount::Mount(std::string* output, const std::string& extra_options) {
       log_fd_ = -1;
       return false;
     }
-    if (IsMountpoint(mnt_)) {
-      struct stat st {};
-      if (stat(mnt_.c_str(), &st) == 0) return true;  // INIT answered
-    }
+    // statfs always reaches the daemon (stat may be answered from the
+    // attribute cache of a dead mount still stacked there), and a FUSE
+    // magic means the new daemon answered INIT.
+    struct statfs sf {};
+    if (IsMountpoint(mnt_) && statfs(mnt_.c_str(), &sf) == 0 && sf.f_type == kFuseSuperMagic)
+      return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   if (output) *output = "timed out waiting for the mount: " + ReadFd(log_fd_);

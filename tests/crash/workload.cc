@@ -1,0 +1,1106 @@
+#include "tests/crash/workload.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <functional>
+#include <set>
+
+#include <sys/stat.h>
+#include <sys/xattr.h>
+
+namespace leasefs::crashtest {
+
+// ---------------------------------------------------------------------------
+// Randomness and data
+
+uint64_t Rng::Next() {
+  uint64_t z = (s_ += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+uint64_t MixSeed(uint64_t a, uint64_t b, uint64_t c) {
+  Rng r(a ^ 0x5eed5eed5eed5eedull);
+  uint64_t x = r.Next() ^ b;
+  Rng r2(x);
+  uint64_t y = r2.Next() ^ c;
+  return Rng(y).Next();
+}
+
+std::string PatternBytes(uint64_t seed, size_t len) {
+  std::string s(len, '\0');
+  Rng r(seed);
+  for (size_t i = 0; i < len; i += 8) {
+    uint64_t v = r.Next();
+    std::memcpy(&s[i], &v, std::min<size_t>(8, len - i));
+  }
+  return s;
+}
+
+namespace {
+
+constexpr int kShortWrite = 100000;  // pseudo errno: write() returned a short count
+
+std::string Join(const std::string& dir, const std::string& name) {
+  return dir.empty() ? name : dir + "/" + name;
+}
+
+std::string Printable(const std::string& s, size_t max = 40) {
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < max; ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 32 && c < 127) {
+      out += static_cast<char>(c);
+    } else {
+      char b[8];
+      std::snprintf(b, sizeof b, "\\x%02x", c);
+      out += b;
+    }
+  }
+  if (s.size() > max) out += "...(" + std::to_string(s.size()) + " bytes)";
+  return out;
+}
+
+const char* OpName(OpType t) {
+  switch (t) {
+    case OpType::kMkdir:
+      return "mkdir";
+    case OpType::kCreate:
+      return "create";
+    case OpType::kWrite:
+      return "write";
+    case OpType::kAppend:
+      return "append";
+    case OpType::kTruncate:
+      return "truncate";
+    case OpType::kFallocate:
+      return "fallocate";
+    case OpType::kRename:
+      return "rename";
+    case OpType::kLink:
+      return "link";
+    case OpType::kUnlink:
+      return "unlink";
+    case OpType::kRmdir:
+      return "rmdir";
+    case OpType::kSymlink:
+      return "symlink";
+    case OpType::kChmod:
+      return "chmod";
+    case OpType::kSetXattr:
+      return "setxattr";
+    case OpType::kRemoveXattr:
+      return "removexattr";
+    case OpType::kFsync:
+      return "fsync";
+    case OpType::kFdatasync:
+      return "fdatasync";
+  }
+  return "?";
+}
+
+}  // namespace
+
+const char* ErrnoName(int err) {
+  switch (err) {
+    case 0:
+      return "OK";
+    case ENOENT:
+      return "ENOENT";
+    case EEXIST:
+      return "EEXIST";
+    case ENOTDIR:
+      return "ENOTDIR";
+    case EISDIR:
+      return "EISDIR";
+    case ENOTEMPTY:
+      return "ENOTEMPTY";
+    case EINVAL:
+      return "EINVAL";
+    case EPERM:
+      return "EPERM";
+    case EACCES:
+      return "EACCES";
+    case ENODATA:
+      return "ENODATA";
+    case ENOSPC:
+      return "ENOSPC";
+    case EIO:
+      return "EIO";
+    case EUCLEAN:
+      return "EUCLEAN";
+    case ENOTCONN:
+      return "ENOTCONN";
+    case ECONNABORTED:
+      return "ECONNABORTED";
+    case EMLINK:
+      return "EMLINK";
+    case EFBIG:
+      return "EFBIG";
+    case EOPNOTSUPP:
+      return "EOPNOTSUPP";
+    case ENAMETOOLONG:
+      return "ENAMETOOLONG";
+    case ERANGE:
+      return "ERANGE";
+    case E2BIG:
+      return "E2BIG";
+    case EBUSY:
+      return "EBUSY";
+    case kShortWrite:
+      return "short write";
+    default:
+      return strerrorname_np(err) ? strerrorname_np(err) : "E?";
+  }
+}
+
+std::string Describe(const Op& op) {
+  std::string s = OpName(op.type);
+  s += " '" + Printable(op.path) + "'";
+  char buf[160];
+  switch (op.type) {
+    case OpType::kMkdir:
+    case OpType::kCreate:
+    case OpType::kChmod:
+      std::snprintf(buf, sizeof buf, " mode %04o", op.mode);
+      s += buf;
+      break;
+    case OpType::kWrite:
+    case OpType::kAppend:
+    case OpType::kFallocate:
+      std::snprintf(buf, sizeof buf, " off %llu len %llu", static_cast<unsigned long long>(op.off),
+                    static_cast<unsigned long long>(op.len));
+      s += buf;
+      break;
+    case OpType::kTruncate:
+      s += " to " + std::to_string(op.off);
+      break;
+    case OpType::kRename:
+      s += " -> '" + Printable(op.path2) + "'";
+      if (op.flags & RENAME_NOREPLACE) s += " NOREPLACE";
+      if (op.flags & RENAME_EXCHANGE) s += " EXCHANGE";
+      break;
+    case OpType::kLink:
+      s += " -> '" + Printable(op.path2) + "'";
+      break;
+    case OpType::kSymlink:
+      s += " target '" + Printable(op.text) + "'";
+      break;
+    case OpType::kSetXattr:
+      s += " " + op.text + " = " + std::to_string(op.value.size()) + " bytes";
+      if (op.flags == XATTR_CREATE) s += " CREATE";
+      if (op.flags == XATTR_REPLACE) s += " REPLACE";
+      break;
+    case OpType::kRemoveXattr:
+      s += " " + op.text;
+      break;
+    default:
+      break;
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------------------
+// Model
+
+Model::Model(mode_t root_perm) {
+  Node root;
+  root.kind = Kind::kDir;
+  root.perm = root_perm & 07777;
+  nodes_[kRoot] = root;
+  parent_of_dir_[kRoot] = kRoot;
+}
+
+unsigned Model::Nlink(int id) const {
+  const Node& n = nodes_.at(id);
+  if (n.kind != Kind::kDir) return links_.at(id);
+  unsigned subdirs = 0;
+  for (const auto& [name, child] : n.children)
+    if (nodes_.at(child).kind == Kind::kDir) ++subdirs;
+  return 2 + subdirs;
+}
+
+std::vector<std::string> Model::Paths() const {
+  std::vector<std::string> out;
+  std::function<void(int, const std::string&)> walk = [&](int id, const std::string& path) {
+    for (const auto& [name, child] : nodes_.at(id).children) {
+      std::string p = Join(path, name);
+      out.push_back(p);
+      if (nodes_.at(child).kind == Kind::kDir) walk(child, p);
+    }
+  };
+  walk(kRoot, "");
+  return out;
+}
+
+Model::Where Model::Locate(const std::string& path) const {
+  Where w;
+  if (path.empty()) {
+    w.id = kRoot;
+    return w;
+  }
+  int dir = kRoot;
+  size_t pos = 0;
+  for (;;) {
+    size_t slash = path.find('/', pos);
+    std::string comp =
+        path.substr(pos, slash == std::string::npos ? std::string::npos : slash - pos);
+    const Node& d = nodes_.at(dir);
+    auto it = d.children.find(comp);
+    if (slash == std::string::npos) {
+      w.parent = dir;
+      w.name = comp;
+      w.id = it == d.children.end() ? -1 : it->second;
+      return w;
+    }
+    if (it == d.children.end() || nodes_.at(it->second).kind != Kind::kDir) return w;
+    dir = it->second;
+    pos = slash + 1;
+  }
+}
+
+int Model::Resolve(const std::string& path) const { return Locate(path).id; }
+
+bool Model::IsAncestor(int dir, int of) const {
+  for (int cur = of;; cur = parent_of_dir_.at(cur)) {
+    if (cur == dir) return true;
+    if (cur == kRoot) return false;
+  }
+}
+
+int Model::NewNode(Kind kind, mode_t perm) {
+  int id = next_id_++;
+  Node n;
+  n.kind = kind;
+  n.perm = perm;
+  nodes_[id] = n;
+  if (kind != Kind::kDir) links_[id] = 1;
+  return id;
+}
+
+void Model::DropLink(int id) {
+  if (nodes_.at(id).kind == Kind::kDir) {
+    nodes_.erase(id);
+    parent_of_dir_.erase(id);
+    return;
+  }
+  if (--links_.at(id) == 0) {
+    links_.erase(id);
+    nodes_.erase(id);
+  }
+}
+
+void Model::ReplaceData(int id, std::string data) { nodes_.at(id).data = std::move(data); }
+
+int Model::Rename(const Op& op) {
+  Where src = Locate(op.path);
+  if (src.parent < 0 && src.id != kRoot) return ENOENT;
+  if (src.id < 0) return ENOENT;
+  if (src.id == kRoot) return EBUSY;
+  Where dst = Locate(op.path2);
+  if (dst.parent < 0) return dst.id == kRoot ? EBUSY : ENOENT;
+  const bool exchange = op.flags & RENAME_EXCHANGE;
+  if ((op.flags & RENAME_NOREPLACE) && dst.id >= 0) return EEXIST;
+  if (exchange && dst.id < 0) return ENOENT;
+  const bool src_dir = nodes_.at(src.id).kind == Kind::kDir;
+  const bool dst_dir = dst.id >= 0 && nodes_.at(dst.id).kind == Kind::kDir;
+  // The VFS's ancestry checks ("trap" of lock_rename) come before the rest.
+  if (src.parent != dst.parent) {
+    if (src_dir && IsAncestor(src.id, dst.parent)) return EINVAL;
+    if (dst_dir && IsAncestor(dst.id, src.parent)) return exchange ? EINVAL : ENOTEMPTY;
+  }
+  if (src.id == dst.id) return 0;  // the same inode: nothing to do
+  if (exchange) {
+    nodes_.at(src.parent).children[src.name] = dst.id;
+    nodes_.at(dst.parent).children[dst.name] = src.id;
+    if (src_dir) parent_of_dir_[src.id] = dst.parent;
+    if (dst_dir) parent_of_dir_[dst.id] = src.parent;
+    return 0;
+  }
+  if (dst.id >= 0) {
+    if (src_dir && !dst_dir) return ENOTDIR;
+    if (!src_dir && dst_dir) return EISDIR;
+    if (dst_dir && !nodes_.at(dst.id).children.empty()) return ENOTEMPTY;
+  }
+  if (dst.id >= 0) DropLink(dst.id);
+  nodes_.at(src.parent).children.erase(src.name);
+  nodes_.at(dst.parent).children[dst.name] = src.id;
+  if (src_dir) parent_of_dir_[src.id] = dst.parent;
+  return 0;
+}
+
+int Model::SetXattr(const Op& op) {
+  Where w = Locate(op.path);
+  if (w.id < 0) return ENOENT;
+  Node& n = nodes_.at(w.id);
+  if (n.kind == Kind::kSymlink) return EPERM;
+  const bool exists = n.xattrs.count(op.text) != 0;
+  if (op.flags == XATTR_CREATE && exists) return EEXIST;
+  if (op.flags == XATTR_REPLACE && !exists) return ENODATA;
+  n.xattrs[op.text] = op.value;
+  return 0;
+}
+
+int Model::Apply(const Op& op) {
+  if (op.type == OpType::kRename) return Rename(op);
+  if (op.type == OpType::kSetXattr) return SetXattr(op);
+  Where w = Locate(op.path);
+  if (w.parent < 0 && w.id != kRoot) return ENOENT;  // a parent is missing
+  switch (op.type) {
+    case OpType::kMkdir:
+    case OpType::kCreate:
+    case OpType::kSymlink: {
+      if (w.id >= 0) return EEXIST;
+      int id = op.type == OpType::kMkdir    ? NewNode(Kind::kDir, op.mode & 01777)
+               : op.type == OpType::kCreate ? NewNode(Kind::kFile, op.mode & 07777)
+                                            : NewNode(Kind::kSymlink, 0777);
+      if (op.type == OpType::kSymlink) nodes_.at(id).data = op.text;
+      if (op.type == OpType::kMkdir) parent_of_dir_[id] = w.parent;
+      nodes_.at(w.parent).children[w.name] = id;
+      return 0;
+    }
+    case OpType::kLink: {
+      if (w.id < 0) return ENOENT;
+      Where dst = Locate(op.path2);
+      if (dst.parent < 0) return dst.id == kRoot ? EEXIST : ENOENT;
+      if (dst.id >= 0) return EEXIST;
+      if (nodes_.at(w.id).kind == Kind::kDir) return EPERM;
+      nodes_.at(dst.parent).children[dst.name] = w.id;
+      ++links_.at(w.id);
+      return 0;
+    }
+    default:
+      break;
+  }
+  if (w.id < 0) return ENOENT;
+  Node& n = nodes_.at(w.id);
+  switch (op.type) {
+    case OpType::kWrite:
+    case OpType::kAppend: {
+      if (n.kind == Kind::kDir) return EISDIR;
+      const uint64_t off = op.type == OpType::kAppend ? n.data.size() : op.off;
+      std::string bytes = PatternBytes(op.data_seed, op.len);
+      if (n.data.size() < off + op.len) n.data.resize(off + op.len, '\0');
+      n.data.replace(off, op.len, bytes);
+      return 0;
+    }
+    case OpType::kTruncate:
+      if (n.kind == Kind::kDir) return EISDIR;
+      n.data.resize(op.off, '\0');
+      return 0;
+    case OpType::kFallocate:
+      if (n.kind == Kind::kDir) return EISDIR;
+      if (n.data.size() < op.off + op.len) n.data.resize(op.off + op.len, '\0');
+      return 0;
+    case OpType::kUnlink:
+      if (n.kind == Kind::kDir) return EISDIR;
+      nodes_.at(w.parent).children.erase(w.name);
+      DropLink(w.id);
+      return 0;
+    case OpType::kRmdir:
+      if (w.id == kRoot) return EBUSY;
+      if (n.kind != Kind::kDir) return ENOTDIR;
+      if (!n.children.empty()) return ENOTEMPTY;
+      nodes_.at(w.parent).children.erase(w.name);
+      DropLink(w.id);
+      return 0;
+    case OpType::kChmod:
+      n.perm = op.mode & 07777;
+      return 0;
+    case OpType::kRemoveXattr:
+      if (n.kind == Kind::kSymlink) return EPERM;
+      return n.xattrs.erase(op.text) ? 0 : ENODATA;
+    case OpType::kFsync:
+    case OpType::kFdatasync:
+      return 0;
+    default:
+      return EINVAL;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Generator
+
+namespace {
+
+constexpr size_t kMaxNodes = 48;
+constexpr int kMaxDepth = 4;
+constexpr const char* kNames[] = {"a", "b", "c", "d", "e", "f", "g", "h"};
+
+int Depth(const std::string& path) {
+  if (path.empty()) return 0;
+  int d = 1;
+  for (char c : path) d += c == '/';
+  return d;
+}
+
+struct Census {
+  std::vector<std::string> all, files, dirs, symlinks, nondirs;  // dirs includes ""
+};
+
+Census Take(const Model& m) {
+  Census c;
+  c.dirs.push_back("");
+  for (const auto& p : m.Paths()) {
+    c.all.push_back(p);
+    switch (m.node(m.Resolve(p)).kind) {
+      case Kind::kFile:
+        c.files.push_back(p);
+        c.nondirs.push_back(p);
+        break;
+      case Kind::kDir:
+        c.dirs.push_back(p);
+        break;
+      case Kind::kSymlink:
+        c.symlinks.push_back(p);
+        c.nondirs.push_back(p);
+        break;
+    }
+  }
+  return c;
+}
+
+const std::string& Pick(Rng& r, const std::vector<std::string>& v) { return v[r.Below(v.size())]; }
+
+std::string NewName(Rng& r) {
+  uint64_t x = r.Below(100);
+  if (x < 6) return "long-" + std::string(55, static_cast<char>('m' + r.Below(4)));  // 2 slots
+  if (x < 8) return std::string(255, static_cast<char>('p' + r.Below(3)));           // 5 slots
+  return kNames[r.Below(std::size(kNames))];
+}
+
+// A name in a directory shallow enough to hold `kind`.
+std::string NewPath(Rng& r, const Census& c, bool for_dir) {
+  for (int tries = 0; tries < 8; ++tries) {
+    const std::string& d = Pick(r, c.dirs);
+    if (Depth(d) < (for_dir ? kMaxDepth - 1 : kMaxDepth)) return Join(d, NewName(r));
+  }
+  return NewName(r);
+}
+
+mode_t FileMode(Rng& r) { return 0600 | static_cast<mode_t>(r.Below(0200)); }
+mode_t DirMode(Rng& r) {
+  return 0700 | static_cast<mode_t>(r.Below(0100)) | (r.Chance(10) ? 01000 : 0);
+}
+
+uint64_t WriteLen(Rng& r) {
+  switch (r.Below(5)) {
+    case 0:
+      return r.Range(1, 100);
+    case 1:
+      return kBlock * r.Range(1, 3);
+    case 2:
+      return r.Range(1, 3 * kBlock);
+    case 3:
+      return r.Range(3 * kBlock, kMaxWrite);
+    default:
+      return r.Range(1, 2 * kBlock);
+  }
+}
+
+uint64_t WriteOff(Rng& r, uint64_t size) {
+  switch (r.Below(5)) {
+    case 0:
+      return r.Below(size + 1);  // overwrite / extend
+    case 1:
+      return size;  // right at the end
+    case 2:
+      return size + r.Range(1, 3 * kBlock);  // leaves a hole
+    case 3:
+      return kBlock * r.Below(size / kBlock + 3);  // block aligned
+    default:
+      return r.Below(kMaxFileSize);  // anywhere
+  }
+}
+
+std::string SymlinkTarget(Rng& r, uint64_t seed) {
+  uint64_t len;
+  switch (r.Below(10)) {
+    case 0:
+      len = 144;
+      break;  // the largest inline target
+    case 1:
+      len = 145;
+      break;
+    case 2:
+      len = r.Range(146, 1500);
+      break;
+    case 3:
+      len = r.Chance(30) ? 4095 : r.Range(1500, 4095);
+      break;
+    default:
+      len = r.Range(1, 143);
+      break;
+  }
+  std::string t = PatternBytes(seed, len);
+  for (auto& ch : t)
+    ch = static_cast<char>(
+        "abcdefghijklmnopqrstuvwxyz0123456789._-/"[static_cast<unsigned char>(ch) % 40]);
+  return t;
+}
+
+std::string XattrName(Rng& r) { return "user.x" + std::to_string(r.Below(5)); }
+
+OpType PickType(Rng& r, bool crowded) {
+  // A crowded tree leans towards removing things.
+  const struct {
+    OpType t;
+    unsigned w;
+  } weights[] = {
+      {OpType::kMkdir, crowded ? 1u : 7u},
+      {OpType::kCreate, crowded ? 1u : 10u},
+      {OpType::kWrite, 16},
+      {OpType::kAppend, 6},
+      {OpType::kTruncate, 6},
+      {OpType::kFallocate, 4},
+      {OpType::kRename, 10},
+      {OpType::kLink, crowded ? 1u : 4u},
+      {OpType::kUnlink, crowded ? 20u : 7u},
+      {OpType::kRmdir, crowded ? 10u : 4u},
+      {OpType::kSymlink, crowded ? 1u : 5u},
+      {OpType::kChmod, 4},
+      {OpType::kSetXattr, 6},
+      {OpType::kRemoveXattr, 3},
+      {OpType::kFsync, 3},
+      {OpType::kFdatasync, 2},
+  };
+  unsigned total = 0;
+  for (const auto& w : weights) total += w.w;
+  uint64_t x = r.Below(total);
+  for (const auto& w : weights) {
+    if (x < w.w) return w.t;
+    x -= w.w;
+  }
+  return OpType::kFsync;
+}
+
+// Fills in one op's arguments for the tree `m_`.
+class Generator {
+ public:
+  Generator(const Model& m, uint64_t seed, uint64_t k)
+      : m_(m), c_(Take(m)), r_(MixSeed(seed, k)), seed_(seed), k_(k) {}
+
+  Op Next() {
+    Op op;
+    op.data_seed = MixSeed(seed_, k_, 0xda7a);
+    op.type = PickType(r_, m_.node_count() > kMaxNodes);
+    switch (op.type) {
+      case OpType::kWrite:
+      case OpType::kAppend:
+      case OpType::kTruncate:
+      case OpType::kFallocate:
+        if (c_.files.empty()) {
+          op.type = OpType::kCreate;
+          Create(op);
+        } else {
+          Data(op);
+        }
+        break;
+      case OpType::kMkdir:
+      case OpType::kCreate:
+      case OpType::kSymlink:
+        Create(op);
+        break;
+      case OpType::kRename:
+      case OpType::kLink:
+        TwoNames(op);
+        break;
+      case OpType::kUnlink:
+      case OpType::kRmdir:
+        Remove(op);
+        break;
+      default:
+        Attributes(op);
+        break;
+    }
+    return op;
+  }
+
+ private:
+  // A name that exists, or (sometimes) one that does not.
+  std::string ExistingOrNew(unsigned new_percent) {
+    if (c_.all.empty() || r_.Chance(new_percent)) return NewPath(r_, c_, false);
+    return Pick(r_, c_.all);
+  }
+  uint64_t SizeOf(const std::string& path) const { return m_.node(m_.Resolve(path)).data.size(); }
+  const Node& NodeAt(const std::string& path) const { return m_.node(m_.Resolve(path)); }
+  std::vector<std::string> FilesAndDirs(bool with_root) const {
+    std::vector<std::string> v = c_.files;
+    v.insert(v.end(), c_.dirs.begin() + (with_root ? 0 : 1), c_.dirs.end());
+    return v;
+  }
+
+  // mkdir, create, symlink: mostly new names, sometimes taken ones (EEXIST).
+  void Create(Op& op) {
+    const bool taken = r_.Chance(5) && !c_.all.empty();
+    op.path = taken ? Pick(r_, c_.all) : NewPath(r_, c_, op.type == OpType::kMkdir);
+    if (op.type == OpType::kMkdir) op.mode = DirMode(r_);
+    if (op.type == OpType::kCreate) op.mode = FileMode(r_);
+    if (op.type == OpType::kSymlink) op.text = SymlinkTarget(r_, MixSeed(seed_, k_, 0x5711));
+  }
+
+  void Data(Op& op) {
+    op.path = Pick(r_, c_.files);
+    const uint64_t size = SizeOf(op.path);
+    switch (op.type) {
+      case OpType::kWrite:
+      case OpType::kAppend:
+        op.len = WriteLen(r_);
+        op.off = op.type == OpType::kAppend ? size : WriteOff(r_, size);
+        if (op.off + op.len > kMaxFileSize) {
+          op.type = OpType::kWrite;
+          op.off = r_.Below(kMaxFileSize - op.len);
+        }
+        break;
+      case OpType::kTruncate:
+        switch (r_.Below(4)) {
+          case 0:
+            op.off = 0;
+            break;
+          case 1:
+            op.off = r_.Below(size + 1);
+            break;
+          case 2:
+            op.off = size + r_.Range(1, 4 * kBlock);
+            break;
+          default:
+            op.off = kBlock * r_.Below(size / kBlock + 2);
+            break;
+        }
+        op.off = std::min<uint64_t>(op.off, kMaxFileSize);
+        break;
+      default:  // fallocate
+        op.off = r_.Below(size + 2 * kBlock);
+        op.len = r_.Chance(50) ? r_.Range(1, 3 * kBlock) : r_.Range(1, 16 * kBlock);
+        if (op.off + op.len > kMaxFileSize) op.off = r_.Below(kMaxFileSize - op.len);
+        break;
+    }
+  }
+
+  void TwoNames(Op& op) {
+    if (op.type == OpType::kLink) {
+      op.path = c_.nondirs.empty() || r_.Chance(5) ? Pick(r_, c_.dirs) : Pick(r_, c_.nondirs);
+      op.path2 = ExistingOrNew(90);
+      return;
+    }
+    op.path = c_.all.empty() || r_.Chance(3) ? NewPath(r_, c_, false) : Pick(r_, c_.all);
+    const uint64_t f = r_.Below(100);
+    op.flags = f < 70 ? 0u : f < 85 ? unsigned{RENAME_NOREPLACE} : unsigned{RENAME_EXCHANGE};
+    op.path2 = ExistingOrNew(op.flags == RENAME_EXCHANGE ? 10 : 55);
+    // Keep the tree shallow.
+    if (Depth(op.path2) > kMaxDepth - 1 && m_.Resolve(op.path) >= 0 &&
+        NodeAt(op.path).kind == Kind::kDir)
+      op.path2 = NewName(r_);
+  }
+
+  void Remove(Op& op) {
+    if (op.type == OpType::kUnlink) {
+      op.path = c_.nondirs.empty() || r_.Chance(8) ? ExistingOrNew(50) : Pick(r_, c_.nondirs);
+      return;
+    }
+    if (c_.dirs.size() <= 1 || r_.Chance(8)) {
+      op.path = ExistingOrNew(50);
+      return;
+    }
+    // Prefer empty directories, so that rmdir mostly succeeds.
+    std::vector<std::string> empty;
+    for (size_t i = 1; i < c_.dirs.size(); ++i)
+      if (NodeAt(c_.dirs[i]).children.empty()) empty.push_back(c_.dirs[i]);
+    op.path = !empty.empty() && r_.Chance(75) ? Pick(r_, empty)
+                                              : c_.dirs[1 + r_.Below(c_.dirs.size() - 1)];
+  }
+
+  // chmod, xattrs, fsync, fdatasync.
+  void Attributes(Op& op) {
+    if (op.type == OpType::kChmod) {
+      const std::vector<std::string> v = FilesAndDirs(false);
+      if (v.empty()) {
+        op.type = OpType::kFsync;  // an empty tree: nothing to chmod
+        return;
+      }
+      op.path = Pick(r_, v);
+      op.mode = NodeAt(op.path).kind == Kind::kDir ? DirMode(r_) : FileMode(r_);
+      return;
+    }
+    op.path = Pick(r_, FilesAndDirs(true));
+    if (op.type == OpType::kSetXattr) {
+      op.text = XattrName(r_);
+      op.value = PatternBytes(op.data_seed, r_.Chance(10) ? 0 : r_.Range(1, 300));
+      const uint64_t f = r_.Below(100);
+      op.flags = f < 70 ? 0 : f < 85 ? XATTR_CREATE : XATTR_REPLACE;
+    } else if (op.type == OpType::kRemoveXattr) {
+      const Node& n = NodeAt(op.path);
+      if (!n.xattrs.empty() && r_.Chance(85)) {
+        auto it = n.xattrs.begin();
+        std::advance(it, static_cast<long>(r_.Below(n.xattrs.size())));
+        op.text = it->first;
+      } else {
+        op.text = XattrName(r_);
+      }
+    }
+  }
+
+  const Model& m_;
+  const Census c_;
+  Rng r_;
+  const uint64_t seed_;
+  const uint64_t k_;
+};
+
+}  // namespace
+
+Op Generate(const Model& m, uint64_t seed, uint64_t k) { return Generator(m, seed, k).Next(); }
+
+// ---------------------------------------------------------------------------
+// Running an op on a real directory
+
+namespace {
+
+int Err(int rc) { return rc == 0 ? 0 : errno; }
+
+// Closes fd; the first error of op and close wins.
+int Finish(int fd, int err) {
+  if (close(fd) != 0 && err == 0) return errno;
+  return err;
+}
+
+int WriteOp(const std::string& p, const Op& op) {
+  const bool append = op.type == OpType::kAppend;
+  int fd = open(p.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC | (append ? O_APPEND : 0));
+  if (fd < 0) return errno;
+  std::string data = PatternBytes(op.data_seed, op.len);
+  ssize_t n = append ? write(fd, data.data(), data.size())
+                     : pwrite(fd, data.data(), data.size(), static_cast<off_t>(op.off));
+  int err = n < 0 ? errno : static_cast<size_t>(n) != data.size() ? kShortWrite : 0;
+  return Finish(fd, err);
+}
+
+int FdOp(const std::string& p, const Op& op) {
+  int flags = op.type == OpType::kFallocate ? O_WRONLY : O_RDONLY;
+  int fd = open(p.c_str(), flags | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno;
+  int rc;
+  if (op.type == OpType::kFallocate)
+    rc = fallocate(fd, 0, static_cast<off_t>(op.off), static_cast<off_t>(op.len));
+  else if (op.type == OpType::kFsync)
+    rc = fsync(fd);
+  else
+    rc = fdatasync(fd);
+  return Finish(fd, Err(rc));
+}
+
+}  // namespace
+
+int ApplyToDir(const std::string& root, const Op& op) {
+  const std::string p = op.path.empty() ? root : root + "/" + op.path;
+  const std::string p2 = root + "/" + op.path2;
+  switch (op.type) {
+    case OpType::kMkdir:
+      return Err(mkdir(p.c_str(), op.mode));
+    case OpType::kCreate: {
+      int fd = open(p.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, op.mode);
+      if (fd < 0) return errno;
+      return Finish(fd, 0);
+    }
+    case OpType::kWrite:
+    case OpType::kAppend:
+      return WriteOp(p, op);
+    case OpType::kTruncate:
+      return Err(truncate(p.c_str(), static_cast<off_t>(op.off)));
+    case OpType::kFallocate:
+    case OpType::kFsync:
+    case OpType::kFdatasync:
+      return FdOp(p, op);
+    case OpType::kRename:
+      return Err(renameat2(AT_FDCWD, p.c_str(), AT_FDCWD, p2.c_str(), op.flags));
+    case OpType::kLink:
+      return Err(link(p.c_str(), p2.c_str()));
+    case OpType::kUnlink:
+      return Err(unlink(p.c_str()));
+    case OpType::kRmdir:
+      return Err(rmdir(p.c_str()));
+    case OpType::kSymlink:
+      return Err(symlink(op.text.c_str(), p.c_str()));
+    case OpType::kChmod:
+      return Err(chmod(p.c_str(), op.mode));
+    case OpType::kSetXattr:
+      return Err(lsetxattr(p.c_str(), op.text.c_str(), op.value.data(), op.value.size(),
+                           static_cast<int>(op.flags)));
+    case OpType::kRemoveXattr:
+      return Err(lremovexattr(p.c_str(), op.text.c_str()));
+  }
+  return EINVAL;
+}
+
+// ---------------------------------------------------------------------------
+// Snapshot
+
+namespace {
+
+void ReadXattrs(const std::string& p, RealNode* n, std::vector<std::string>* errors) {
+  ssize_t len = llistxattr(p.c_str(), nullptr, 0);
+  if (len < 0) {
+    errors->push_back(p + ": llistxattr: " + ErrnoName(errno));
+    return;
+  }
+  std::string names(static_cast<size_t>(len), '\0');
+  len = llistxattr(p.c_str(), names.data(), names.size());
+  if (len < 0) {
+    errors->push_back(p + ": llistxattr: " + ErrnoName(errno));
+    return;
+  }
+  names.resize(static_cast<size_t>(len));
+  for (size_t pos = 0; pos < names.size();) {
+    std::string name = names.c_str() + pos;
+    pos += name.size() + 1;
+    if (name.rfind("user.", 0) != 0) continue;
+    std::string value(65536, '\0');
+    ssize_t v = lgetxattr(p.c_str(), name.c_str(), value.data(), value.size());
+    if (v < 0) {
+      errors->push_back(p + ": lgetxattr " + name + ": " + ErrnoName(errno));
+      continue;
+    }
+    value.resize(static_cast<size_t>(v));
+    n->xattrs[name] = value;
+  }
+}
+
+void ReadContents(const std::string& p, RealNode* n, std::vector<std::string>* errors) {
+  if (S_ISLNK(n->mode)) {
+    std::string buf(8192, '\0');
+    ssize_t len = readlink(p.c_str(), buf.data(), buf.size());
+    if (len < 0) {
+      errors->push_back(p + ": readlink: " + ErrnoName(errno));
+      return;
+    }
+    n->data.assign(buf.data(), static_cast<size_t>(len));
+    return;
+  }
+  int fd = open(p.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    errors->push_back(p + ": open: " + ErrnoName(errno));
+    return;
+  }
+  char buf[65536];
+  for (;;) {
+    ssize_t len = read(fd, buf, sizeof buf);
+    if (len < 0) {
+      errors->push_back(p + ": read at " + std::to_string(n->data.size()) + ": " +
+                        ErrnoName(errno));
+      break;
+    }
+    if (len == 0) break;
+    n->data.append(buf, static_cast<size_t>(len));
+  }
+  close(fd);
+}
+
+void Walk(const std::string& p, const struct stat& st, Snapshot* snap) {
+  if (snap->nodes.count(st.st_ino)) return;  // another link of a file read already
+  RealNode& n = snap->nodes[st.st_ino];
+  n.mode = st.st_mode;
+  n.nlink = st.st_nlink;
+  n.size = static_cast<uint64_t>(st.st_size);
+  if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) ReadContents(p, &n, &snap->errors);
+  if (!S_ISLNK(st.st_mode)) ReadXattrs(p, &n, &snap->errors);
+  if (!S_ISDIR(st.st_mode)) return;
+  DIR* d = opendir(p.c_str());
+  if (!d) {
+    snap->errors.push_back(p + ": opendir: " + ErrnoName(errno));
+    return;
+  }
+  std::vector<std::pair<std::string, struct stat>> kids;
+  errno = 0;
+  while (struct dirent* e = readdir(d)) {
+    std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    struct stat cst {};
+    if (fstatat(dirfd(d), e->d_name, &cst, AT_SYMLINK_NOFOLLOW) != 0) {
+      snap->errors.push_back(p + "/" + name + ": lstat: " + ErrnoName(errno));
+      continue;
+    }
+    if (n.children.count(name)) snap->errors.push_back(p + ": readdir returned " + name + " twice");
+    n.children[name] = cst.st_ino;
+    kids.emplace_back(name, cst);
+    errno = 0;
+  }
+  if (errno != 0) snap->errors.push_back(p + ": readdir: " + ErrnoName(errno));
+  closedir(d);
+  // `n` may move as the map grows: read the children after we are done with it.
+  for (const auto& [name, cst] : kids) Walk(p + "/" + name, cst, snap);
+}
+
+}  // namespace
+
+Snapshot TakeSnapshot(const std::string& root) {
+  Snapshot snap;
+  struct stat st {};
+  if (lstat(root.c_str(), &st) != 0) {
+    snap.errors.push_back(root + ": lstat: " + ErrnoName(errno));
+    return snap;
+  }
+  snap.root = st.st_ino;
+  Walk(root, st, &snap);
+  return snap;
+}
+
+// ---------------------------------------------------------------------------
+// Compare
+
+namespace {
+
+const char* KindName(Kind k) {
+  return k == Kind::kFile ? "file" : k == Kind::kDir ? "directory" : "symlink";
+}
+
+const char* TypeName(mode_t mode) {
+  if (S_ISREG(mode)) return "file";
+  if (S_ISDIR(mode)) return "directory";
+  if (S_ISLNK(mode)) return "symlink";
+  return "special file";
+}
+
+bool KindMatches(Kind k, mode_t mode) {
+  return (k == Kind::kFile && S_ISREG(mode)) || (k == Kind::kDir && S_ISDIR(mode)) ||
+         (k == Kind::kSymlink && S_ISLNK(mode));
+}
+
+class Comparer {
+ public:
+  Comparer(const Snapshot& s, const Model& m, const Tolerance& t, size_t limit)
+      : s_(s), m_(m), t_(t), limit_(limit) {}
+
+  std::vector<std::string> Run() {
+    for (const auto& e : s_.errors) Diff(e);
+    if (s_.nodes.count(s_.root)) Visit(Model::kRoot, s_.root, "/");
+    return std::move(diffs_);
+  }
+
+ private:
+  void Diff(const std::string& d) {
+    if (diffs_.size() < limit_) diffs_.push_back(d);
+  }
+
+  void Visit(int id, ino_t ino, const std::string& path) {
+    auto mi = m2r_.find(id);
+    auto ri = r2m_.find(ino);
+    if (mi != m2r_.end() || ri != r2m_.end()) {
+      if (mi == m2r_.end() || ri == r2m_.end() || mi->second != ino)
+        Diff(path + ": hard links differ (" + (mi == m2r_.end() ? "unexpectedly" : "should be") +
+             " the same inode as another path)");
+      return;
+    }
+    m2r_[id] = ino;
+    r2m_[ino] = id;
+    const Node& mn = m_.node(id);
+    const RealNode& rn = s_.nodes.at(ino);
+    if (!KindMatches(mn.kind, rn.mode)) {
+      Diff(path + ": is a " + TypeName(rn.mode) + ", expected a " + KindName(mn.kind));
+      return;
+    }
+    char buf[128];
+    const mode_t want_perm = mn.kind == Kind::kSymlink ? 0777 : mn.perm;
+    if ((rn.mode & 07777) != want_perm) {
+      std::snprintf(buf, sizeof buf, ": mode %04o, expected %04o", rn.mode & 07777, want_perm);
+      Diff(path + buf);
+    }
+    if (rn.nlink != m_.Nlink(id))
+      Diff(path + ": nlink " + std::to_string(rn.nlink) + ", expected " +
+           std::to_string(m_.Nlink(id)));
+    if (mn.xattrs != rn.xattrs) DiffXattrs(path, mn.xattrs, rn.xattrs);
+    if (mn.kind == Kind::kFile) CompareData(id, path, mn.data, rn);
+    if (mn.kind == Kind::kSymlink) {
+      if (rn.data != mn.data) Diff(path + ": symlink target differs");
+      if (rn.size != mn.data.size())
+        Diff(path + ": symlink size " + std::to_string(rn.size) + ", expected " +
+             std::to_string(mn.data.size()));
+    }
+    if (mn.kind == Kind::kDir) VisitChildren(mn, rn, path);
+  }
+
+  void VisitChildren(const Node& mn, const RealNode& rn, const std::string& path) {
+    const std::string base = path == "/" ? "/" : path + "/";
+    for (const auto& [name, cid] : mn.children)
+      if (!rn.children.count(name))
+        Diff(base + name + ": missing (a " + KindName(m_.node(cid).kind) + ")");
+    for (const auto& [name, cino] : rn.children)
+      if (!mn.children.count(name))
+        Diff(base + name + ": unexpected " +
+             TypeName(s_.nodes.count(cino) ? s_.nodes.at(cino).mode : 0));
+    for (const auto& [name, cid] : mn.children) {
+      auto it = rn.children.find(name);
+      if (it != rn.children.end() && s_.nodes.count(it->second))
+        Visit(cid, it->second, base + name);
+    }
+  }
+
+  void DiffXattrs(const std::string& path, const std::map<std::string, std::string>& want,
+                  const std::map<std::string, std::string>& got) {
+    std::string d = path + ": xattrs differ:";
+    for (const auto& [k, v] : want) {
+      auto it = got.find(k);
+      if (it == got.end())
+        d += " " + k + " missing;";
+      else if (it->second != v)
+        d += " " + k + " has " + std::to_string(it->second.size()) + " bytes, expected " +
+             std::to_string(v.size()) +
+             (it->second.size() == v.size() ? " (contents differ)" : "") + ";";
+    }
+    for (const auto& [k, v] : got)
+      if (!want.count(k)) d += " unexpected " + k + ";";
+    Diff(d);
+  }
+
+  void CompareData(int id, const std::string& path, const std::string& want, const RealNode& rn) {
+    const std::string& got = rn.data;
+    if (rn.size != got.size())
+      Diff(path + ": stat size " + std::to_string(rn.size) + " but read " +
+           std::to_string(got.size()) + " bytes");
+    const std::string* alt = t_.node == id ? t_.alt : nullptr;
+    const bool between = alt && t_.short_write &&
+                         got.size() >= std::min(want.size(), alt->size()) &&
+                         got.size() <= std::max(want.size(), alt->size());
+    if (got.size() != want.size() && !(alt && got.size() == alt->size()) && !between) {
+      Diff(path + ": size " + std::to_string(got.size()) + ", expected " +
+           std::to_string(want.size()) + (alt ? " or " + std::to_string(alt->size()) : ""));
+      return;
+    }
+    auto at = [](const std::string& s, size_t i) { return i < s.size() ? s[i] : '\0'; };
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      if (got[i] == at(want, i) || (alt && got[i] == at(*alt, i))) continue;
+      if (bad++ == 0) first = i;
+    }
+    if (bad) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf,
+                    ": %zu bytes differ, the first at offset %zu (0x%02x, expected 0x%02x)", bad,
+                    first, static_cast<unsigned char>(got[first]),
+                    static_cast<unsigned char>(at(want, first)));
+      Diff(path + buf);
+    }
+  }
+
+  const Snapshot& s_;
+  const Model& m_;
+  const Tolerance& t_;
+  size_t limit_;
+  std::vector<std::string> diffs_;
+  std::map<int, ino_t> m2r_;
+  std::map<ino_t, int> r2m_;
+};
+
+}  // namespace
+
+std::vector<std::string> Compare(const Snapshot& snap, const Model& m, const Tolerance& tol,
+                                 size_t limit) {
+  return Comparer(snap, m, tol, limit).Run();
+}
+
+}  // namespace leasefs::crashtest
