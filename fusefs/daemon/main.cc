@@ -46,14 +46,18 @@ DESCRIPTION
   recovered (journal replay) at the next mount.
 
   Files are served without the kernel page cache (direct I/O), so readers see
-  exactly what writers and DAX clients stored. The daemon answers requests
-  from one thread by default, which keeps it beside the calling process: a
-  small request then costs microseconds (see docs/threading.md).
+  exactly what writers and DAX clients stored. Small requests cost what the
+  kernel's FUSE round trip costs, which depends mostly on whether daemon and
+  client share a CPU; see threads= below and docs/threading.md.
 
 OPTIONS
   -o takes a comma-separated list and may be repeated. leasefs's own:
     threads=N            serve with N threads (fuse_session_loop_mt with
-                         clone_fd) instead of one; default 1
+                         clone_fd); 1 serves from a single thread, the
+                         fastest when daemon and client are pinned to one
+                         CPU (taskset). Default: one per CPU the daemon may
+                         run on (at most 8), which halves small-request
+                         latency when the scheduler places them freely
     attr_timeout=S       seconds the kernel may cache attributes; default 1
     entry_timeout=S      seconds the kernel may cache names; default 1
                          (0 with no_default_permissions)
@@ -263,7 +267,7 @@ std::optional<int> ParseCommandLine(int argc, char** argv, DaemonOptions* opts) 
   app.add_option("MOUNTPOINT", opts->mountpoint, "directory to mount on")->required();
   app.add_flag("-f,--foreground", opts->foreground, "stay in the foreground");
   app.add_flag("-d,--debug", opts->debug, "log every FUSE request (implies -f)");
-  app.add_flag("-s,--single-thread", single, "serve with one thread (the default)");
+  app.add_flag("-s,--single-thread", single, "serve with one thread (threads=1)");
   app.add_option("-o", option_lists, "options, see OPTIONS above")->allow_extra_args(false);
   app.set_version_flag("-V,--version", VersionString());
   try {

@@ -1,5 +1,8 @@
 #include "fusefs/daemon/options.h"
 
+#include <sched.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
@@ -101,6 +104,11 @@ Status ApplyOption(std::string_view item, DaemonOptions* opts) {
 }
 
 void FinishOptions(DaemonOptions* opts) {
+  if (opts->threads == 0) {
+    cpu_set_t cpus;
+    const int n = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 1;
+    opts->threads = static_cast<unsigned>(std::clamp(n, 1, 8));
+  }
   if (opts->default_permissions) return;
   if (!opts->has_entry_timeout) opts->timeouts.entry = 0;
   if (!opts->has_negative_timeout) opts->timeouts.negative = 0;

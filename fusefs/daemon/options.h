@@ -22,7 +22,9 @@ struct DaemonOptions {
   std::string mountpoint;  // as given on the command line
   bool foreground = false;
   bool debug = false;      // libfuse request log; implies foreground
-  unsigned threads = 1;    // loop threads; 1 = fuse_session_loop
+  // Loop threads; 1 = fuse_session_loop. 0 until FinishOptions: one per CPU
+  // the daemon may run on (docs/threading.md).
+  unsigned threads = 0;
   bool read_only = false;  // -o ro: the engine refuses changes too
   // The kernel checks permissions too (see ApplyOption). On by default.
   bool default_permissions = true;
@@ -51,8 +53,9 @@ std::vector<std::string> SplitOptionList(std::string_view list);
 // goes through this daemon; the engine checks everything again.
 Status ApplyOption(std::string_view item, DaemonOptions* opts);
 
-// Settles what depends on several options, once all are applied: with
-// no_default_permissions, names are not cached (entry_timeout and
+// Settles what depends on several options, once all are applied: the
+// thread count unless given (one per CPU the daemon may run on, at most 8);
+// with no_default_permissions, names are not cached (entry_timeout and
 // negative_timeout 0 unless given), so that every path walk reaches the
 // engine's search-permission check.
 void FinishOptions(DaemonOptions* opts);
