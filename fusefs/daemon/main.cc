@@ -163,11 +163,11 @@ SessionPtr NewSession(const DaemonOptions& opts, const std::string& fsname, Serv
 }
 
 // Maps the pool and takes its lock, or prints why not and returns null.
-std::unique_ptr<engine::Pmem2Media> OpenLockedPool(const DaemonOptions& opts,
+std::unique_ptr<engine::PoolMedia> OpenLockedPool(const DaemonOptions& opts,
                                                    const std::string& pool_path) {
   engine::MapOptions mo;
   mo.read_only = opts.read_only;  // a private mapping: nothing reaches the pool
-  auto media = engine::Pmem2Media::Open(pool_path, mo);
+  auto media = engine::OpenPool(pool_path, mo);
   if (!media.ok()) {
     Fail("cannot mount " + opts.pool + ": " + media.status().ToString());
     return nullptr;
@@ -183,7 +183,7 @@ std::unique_ptr<engine::Pmem2Media> OpenLockedPool(const DaemonOptions& opts,
 }
 
 std::unique_ptr<Filesystem> MountEngine(const DaemonOptions& opts,
-                                        std::unique_ptr<engine::Pmem2Media> media,
+                                        std::unique_ptr<engine::PoolMedia> media,
                                         engine::MountReport* report) {
   engine::MountOptions mo;
   mo.read_only = opts.read_only;

@@ -6,6 +6,9 @@
 #include <cstring>
 
 #include <libpmem2.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "fusefs/engine/layout.h"
@@ -58,12 +61,27 @@ Result<UniqueFd> OpenPoolFile(const std::string& path, const MapOptions& opts) {
   return fd;
 }
 
+Status TooSmall(const std::string& path, uint64_t size) {
+  return Status::Error(EINVAL,
+                       path + " is too small to hold a pool (" + std::to_string(size) + " bytes)");
+}
+
 }  // namespace
 
-Result<std::unique_ptr<Pmem2Media>> Pmem2Media::Open(const std::string& path,
-                                                     const MapOptions& opts) {
+Result<std::unique_ptr<PoolMedia>> OpenPool(const std::string& path, const MapOptions& opts) {
   LFS_ASSIGN_OR_RETURN(UniqueFd fd, OpenPoolFile(path, opts));
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0) return Status::FromErrno("fstat " + path);
+  if (S_ISBLK(st.st_mode)) {
+    LFS_ASSIGN_OR_RETURN(auto m, BlockDeviceMedia::Open(std::move(fd), path, opts));
+    return std::unique_ptr<PoolMedia>(std::move(m));
+  }
+  LFS_ASSIGN_OR_RETURN(auto m, Pmem2Media::Open(std::move(fd), path, opts));
+  return std::unique_ptr<PoolMedia>(std::move(m));
+}
 
+Result<std::unique_ptr<Pmem2Media>> Pmem2Media::Open(UniqueFd fd, const std::string& path,
+                                                     const MapOptions& opts) {
   pmem2_source* raw_src = nullptr;
   if (int rc = pmem2_source_from_fd(&raw_src, fd.get()); rc != 0)
     return Pmem2Error("pmem2_source_from_fd", rc);
@@ -71,9 +89,7 @@ Result<std::unique_ptr<Pmem2Media>> Pmem2Media::Open(const std::string& path,
   size_t size = 0;
   if (int rc = pmem2_source_size(src.get(), &size); rc != 0)
     return Pmem2Error("pmem2_source_size", rc);
-  if (size < layout::kMinPoolBytes)
-    return Status::Error(
-        EINVAL, path + " is too small to hold a pool (" + std::to_string(size) + " bytes)");
+  if (size < layout::kMinPoolBytes) return TooSmall(path, size);
 
   pmem2_config* raw_cfg = nullptr;
   if (int rc = pmem2_config_new(&raw_cfg); rc != 0) return Pmem2Error("pmem2_config_new", rc);
@@ -93,8 +109,8 @@ Result<std::unique_ptr<Pmem2Media>> Pmem2Media::Open(const std::string& path,
 }
 
 Pmem2Media::Pmem2Media(UniqueFd fd, pmem2_map* map, bool read_only)
-    : Media(static_cast<char*>(pmem2_map_get_address(map)), pmem2_map_get_size(map)),
-      fd_(std::move(fd)),
+    : PoolMedia(static_cast<char*>(pmem2_map_get_address(map)), pmem2_map_get_size(map),
+                std::move(fd)),
       map_(map),
       read_only_(read_only),
       flush_(pmem2_get_flush_fn(map)),
@@ -144,6 +160,41 @@ std::string Pmem2Media::describe() const {
   if (read_only_) return "private mapping (no persistence)";
   return flush_unit_ == layout::kBlockSize ? "libpmem2, page granularity (msync)"
                                            : "libpmem2, cache-line granularity";
+}
+
+}  // namespace leasefs::engine
+
+namespace leasefs::engine {
+
+Result<std::unique_ptr<BlockDeviceMedia>> BlockDeviceMedia::Open(UniqueFd fd,
+                                                                 const std::string& path,
+                                                                 const MapOptions& opts) {
+  uint64_t size = 0;
+  if (ioctl(fd.get(), BLKGETSIZE64, &size) != 0) return Status::FromErrno("BLKGETSIZE64 " + path);
+  if (size < layout::kMinPoolBytes) return TooSmall(path, size);
+  // Private when read-only, as with libpmem2: replays stay in memory.
+  const int prot = PROT_READ | PROT_WRITE;
+  void* p = mmap(nullptr, size, prot, opts.read_only ? MAP_PRIVATE : MAP_SHARED, fd.get(), 0);
+  if (p == MAP_FAILED) return Status::FromErrno("mmap " + path);
+  return std::unique_ptr<BlockDeviceMedia>(
+      new BlockDeviceMedia(static_cast<char*>(p), size, std::move(fd), opts.read_only));
+}
+
+BlockDeviceMedia::~BlockDeviceMedia() { munmap(base(), size()); }
+
+void BlockDeviceMedia::Flush(const void* p, size_t n) {
+  if (read_only_ || n == 0) return;
+  const uintptr_t page = 4096;
+  const uintptr_t b = reinterpret_cast<uintptr_t>(p) & ~(page - 1);
+  const uintptr_t e = (reinterpret_cast<uintptr_t>(p) + n + page - 1) & ~(page - 1);
+  // msync cannot fail on a valid range of our own mapping; a device that
+  // fails its writes shows up as EIO there, which the engine cannot mend
+  // either way, so it is not reported.
+  msync(reinterpret_cast<void*>(b), e - b, MS_SYNC);
+}
+
+std::string BlockDeviceMedia::describe() const {
+  return read_only_ ? "private mapping (no persistence)" : "block device mapping (msync)";
 }
 
 }  // namespace leasefs::engine

@@ -66,13 +66,32 @@ struct MapOptions {
   uint64_t create_size = 0;  // with create (or to grow a regular file): its size
 };
 
-// A pool file or DAX device mapped with libpmem2.
-class Pmem2Media final : public Media {
+// A pool opened by path, which keeps the open file (for flock and, later,
+// for handing to DAX clients).
+class PoolMedia : public Media {
  public:
-  // Opens and maps `path`.
-  // Errors: ENOENT (no such pool), EACCES, EINVAL (not a regular file or a
-  // DAX/pmem device, or too small), and errors from libpmem2 with its message.
-  static Result<std::unique_ptr<Pmem2Media>> Open(const std::string& path, const MapOptions& opts);
+  int fd() const noexcept { return fd_.get(); }
+
+ protected:
+  PoolMedia(char* base, size_t size, UniqueFd fd) : Media(base, size), fd_(std::move(fd)) {}
+
+ private:
+  UniqueFd fd_;
+};
+
+// Opens and maps the pool at `path`: a regular file or a device-DAX
+// character device through libpmem2 (Pmem2Media), or a block device such as
+// /dev/pmem0, which libpmem2 does not map, through BlockDeviceMedia.
+// Errors: ENOENT (no such pool), EACCES, EINVAL (another kind of file, or too
+// small), and errors from libpmem2 with its message.
+Result<std::unique_ptr<PoolMedia>> OpenPool(const std::string& path, const MapOptions& opts);
+
+// A pool file or DAX device mapped with libpmem2.
+class Pmem2Media final : public PoolMedia {
+ public:
+  // Maps the open pool `fd` (see OpenPool).
+  static Result<std::unique_ptr<Pmem2Media>> Open(UniqueFd fd, const std::string& path,
+                                                  const MapOptions& opts);
   ~Pmem2Media() override;
 
   void Flush(const void* p, size_t n) override;
@@ -82,13 +101,9 @@ class Pmem2Media final : public Media {
   size_t flush_unit() const noexcept override { return flush_unit_; }
   std::string describe() const override;
 
-  // The open pool file (for flock and, later, for handing to DAX clients).
-  int fd() const noexcept { return fd_.get(); }
-
  private:
   Pmem2Media(UniqueFd fd, pmem2_map* map, bool read_only);
 
-  UniqueFd fd_;
   pmem2_map* map_;
   bool read_only_;
   size_t flush_unit_;
@@ -96,6 +111,29 @@ class Pmem2Media final : public Media {
   void (*drain_)();
   void* (*memcpy_)(void*, const void*, size_t, unsigned);
   void* (*memset_)(void*, int, size_t, unsigned);
+};
+
+// A block device (a /dev/pmem* namespace in fsdax mode, or any other) mapped
+// with mmap: stores go through the device's page cache and msync makes them
+// durable. Not direct access; for DAX use the device-DAX form (/dev/dax*).
+class BlockDeviceMedia final : public PoolMedia {
+ public:
+  // Maps the open block device `fd`. Errors: EINVAL (too small), errno from
+  // ioctl(BLKGETSIZE64) or mmap.
+  static Result<std::unique_ptr<BlockDeviceMedia>> Open(UniqueFd fd, const std::string& path,
+                                                        const MapOptions& opts);
+  ~BlockDeviceMedia() override;
+
+  void Flush(const void* p, size_t n) override;
+  void Drain() override {}
+  size_t flush_unit() const noexcept override { return 4096; }
+  std::string describe() const override;
+
+ private:
+  BlockDeviceMedia(char* base, size_t size, UniqueFd fd, bool read_only)
+      : PoolMedia(base, size, std::move(fd)), read_only_(read_only) {}
+
+  bool read_only_;
 };
 
 }  // namespace leasefs::engine

@@ -139,13 +139,17 @@ std::string FsckBin() { return ToolPath("FSCK_LEASEFS_BIN", "build/tools/fsck.le
 
 TestMount::TestMount(MountOptions opts) : opts_(std::move(opts)) {
   InstallCleanupOnce();
-  std::string base = opts_.pool_dir + "/leasefs-test-XXXXXX";
-  std::vector<char> t(base.begin(), base.end());
-  t.push_back('\0');
-  int fd = mkstemp(t.data());
-  if (fd < 0) throw std::runtime_error("mkstemp: " + std::string(strerror(errno)));
-  close(fd);
-  pool_ = t.data();
+  if (!opts_.pool_path.empty()) {
+    pool_ = opts_.pool_path;
+  } else {
+    std::string base = opts_.pool_dir + "/leasefs-test-XXXXXX";
+    std::vector<char> t(base.begin(), base.end());
+    t.push_back('\0');
+    int fd = mkstemp(t.data());
+    if (fd < 0) throw std::runtime_error("mkstemp: " + std::string(strerror(errno)));
+    close(fd);
+    pool_ = t.data();
+  }
   char mt[] = "/tmp/leasefs-mnt-XXXXXX";
   if (!mkdtemp(mt)) throw std::runtime_error("mkdtemp failed");
   mnt_ = mt;
@@ -260,7 +264,7 @@ void TestMount::Cleanup() noexcept {
     g_live->erase(mnt_);
   }
   if (!mnt_.empty()) rmdir(mnt_.c_str());
-  if (!pool_.empty()) unlink(pool_.c_str());
+  if (!pool_.empty() && opts_.pool_path.empty()) unlink(pool_.c_str());
   if (log_fd_ >= 0) close(log_fd_);
   log_fd_ = -1;
 }

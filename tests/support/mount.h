@@ -41,6 +41,9 @@ struct MountOptions {
   // -o options for the daemon. allow_other lets tests run as other users.
   std::string options = "allow_other";
   std::string pool_dir = "/dev/shm";
+  // An existing pool to format and use (a block device, say) instead of a
+  // new file in pool_dir; the fixture does not delete it.
+  std::string pool_path;
 };
 
 // One pool and (while mounted) one daemon serving it.

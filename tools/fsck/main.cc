@@ -136,7 +136,7 @@ int main(int argc, char** argv) {
   opts.verbose = verbose;
   engine::MapOptions mo;
   mo.read_only = !opts.repair;  // private mapping: a replay stays in memory
-  auto media = engine::Pmem2Media::Open(pool, mo);
+  auto media = engine::OpenPool(pool, mo);
   if (!media.ok()) return Fail(media.status().ToString());
   // The daemon holds this lock while the pool is mounted.
   if (flock((*media)->fd(), LOCK_EX | LOCK_NB) != 0) {

@@ -85,11 +85,11 @@ int main(int argc, char** argv) {
   if (exists && !force) {
     MapOptions probe;
     probe.read_only = true;
-    auto m = Pmem2Media::Open(pool, probe);
+    auto m = OpenPool(pool, probe);
     if (m.ok() && LooksLikePool(**m))
       return Fail(pool + " already holds a leasefs pool; use --force to overwrite it");
   }
-  auto media = Pmem2Media::Open(pool, mo);
+  auto media = OpenPool(pool, mo);
   if (!media.ok()) return Fail(media.status().ToString());
   if (flock((*media)->fd(), LOCK_EX | LOCK_NB) != 0) return Fail(pool + " is in use (mounted?)");
   if (Status s = Format(**media, fo); !s.ok()) return Fail(s.ToString());
