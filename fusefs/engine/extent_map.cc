@@ -90,7 +90,7 @@ Status ExtentMap::LoadSlot(uint32_t slot, const Extent& e) {
   return Status::Ok();
 }
 
-Status ExtentMap::Load(const PoolView& pool, uint64_t ino) {
+void ExtentMap::Reset(const PoolView& pool, uint64_t ino) {
   pool_ = pool;
   ino_ = ino;
   inode_ = pool.inode(ino);
@@ -98,6 +98,10 @@ Status ExtentMap::Load(const PoolView& pool, uint64_t ino) {
   chain_.clear();
   free_.Clear();
   mapped_ = 0;
+}
+
+Status ExtentMap::Load(const PoolView& pool, uint64_t ino) {
+  Reset(pool, ino);
   if (!(inode_->flags & kInodeInlineData)) {
     for (uint32_t s = 0; s < kInlineExtents; ++s) {
       Extent e;
@@ -128,13 +132,7 @@ Status ExtentMap::Load(const PoolView& pool, uint64_t ino) {
 }
 
 void ExtentMap::InitEmpty(const PoolView& pool, uint64_t ino, bool inline_slots) {
-  pool_ = pool;
-  ino_ = ino;
-  inode_ = pool.inode(ino);
-  index_.clear();
-  chain_.clear();
-  free_.Clear();
-  mapped_ = 0;
+  Reset(pool, ino);
   if (inline_slots)
     for (uint32_t s = 0; s < kInlineExtents; ++s) free_.Add(s);
 }

@@ -104,6 +104,8 @@ class ExtentMap {
   };
   using Index = std::map<uint64_t, Rec>;
 
+  // Forgets everything and attaches to inode `ino` of `pool`.
+  void Reset(const PoolView& pool, uint64_t ino);
   layout::Extent* SlotPtr(uint32_t slot) const;
   void StageSlot(Tx& tx, uint32_t slot, uint64_t file_block, const Rec& r);
   void StageFree(Tx& tx, uint32_t slot);

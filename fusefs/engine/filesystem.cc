@@ -30,7 +30,7 @@ bool Cred::InGroup(gid_t g) const {
   return false;
 }
 
-unsigned ModeToDtype(uint32_t mode) { return (mode & S_IFMT) >> 12; }
+unsigned ModeToDtype(uint32_t mode) { return IFTODT(mode); }
 
 // ---------------------------------------------------------------------------
 // Op

@@ -17,25 +17,6 @@ using namespace layout;
 
 namespace {
 
-uint8_t DtypeOf(uint32_t mode) {
-  switch (mode & S_IFMT) {
-    case S_IFDIR:
-      return DT_DIR;
-    case S_IFLNK:
-      return DT_LNK;
-    case S_IFCHR:
-      return DT_CHR;
-    case S_IFBLK:
-      return DT_BLK;
-    case S_IFIFO:
-      return DT_FIFO;
-    case S_IFSOCK:
-      return DT_SOCK;
-    default:
-      return DT_REG;
-  }
-}
-
 void Require(bool ok, const char* what) {
   if (!ok) throw std::runtime_error(what);
 }
@@ -140,7 +121,7 @@ uint64_t Image::Mknod(uint64_t parent, const std::string& name, uint32_t mode) {
 }
 
 void Image::Link(uint64_t dir, const std::string& name, uint64_t ino) {
-  AddEntry(dir, name, ino, DtypeOf(inode(ino)->mode));
+  AddEntry(dir, name, ino, static_cast<uint8_t>(IFTODT(inode(ino)->mode)));
   ++inode(ino)->nlink;
 }
 

@@ -33,6 +33,20 @@ int Err(const Result<T>& r) {
   return r.status().err();
 }
 
+// Writes 1 MiB chunks to a new file `name` until the pool refuses; returns
+// the bytes written.
+uint64_t FillPool(Filesystem& fs, const std::string& name) {
+  const Ino fill = MustCreate(fs, 1, name);
+  const std::string chunk(1 << 20, 'f');
+  uint64_t off = 0;
+  for (;;) {
+    iovec iov{const_cast<char*>(chunk.data()), chunk.size()};
+    auto w = fs.Write(kRoot, fill, off, &iov, 1);
+    if (!w.ok()) return off;
+    off += *w;
+  }
+}
+
 std::vector<char> Unmounted(std::unique_ptr<Filesystem>& fs, SimMedia* raw) {
   fs->Unmount();
   std::vector<char> img = raw->Snapshot();
@@ -241,14 +255,7 @@ TEST_SUITE("filesystem") {
     auto fs = MustMount(FormattedPool(8 << 20));
     const Ino pre = MustCreate(*fs, 1, "pre");
     REQUIRE(fs->Fallocate(kRoot, pre, 0, 0, 128 * kBlockSize).ok());
-    const Ino fill = MustCreate(*fs, 1, "fill");
-    const std::string chunk(1 << 20, 'f');
-    for (uint64_t off = 0;;) {
-      iovec iov{const_cast<char*>(chunk.data()), chunk.size()};
-      auto w = fs->Write(kRoot, fill, off, &iov, 1);
-      if (!w.ok()) break;
-      off += *w;
-    }
+    FillPool(*fs, "fill");
     CHECK(fs->StatFs().f_bavail == 0);
     // Every other block splits the preallocated extent: hundreds of extents.
     std::string expect(128 * kBlockSize, '\0');
@@ -274,14 +281,7 @@ TEST_SUITE("filesystem") {
     constexpr uint64_t kExtents = 173;
     for (uint64_t i = 0; i < kExtents; ++i)
       REQUIRE(fs->Fallocate(kRoot, pre, 0, i * 4 * kBlockSize, 3 * kBlockSize).ok());
-    const Ino fill = MustCreate(*fs, 1, "fill");
-    const std::string chunk(1 << 20, 'f');
-    for (uint64_t off = 0;;) {
-      iovec iov{const_cast<char*>(chunk.data()), chunk.size()};
-      auto w = fs->Write(kRoot, fill, off, &iov, 1);
-      if (!w.ok()) break;
-      off += *w;
-    }
+    FillPool(*fs, "fill");
     CHECK(fs->StatFs().f_bfree == 0);
     // A write into the middle block of an extent splits it in three (two
     // new slots). The first write takes the last two free slots; the others
