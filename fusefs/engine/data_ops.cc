@@ -65,8 +65,10 @@ class IovReader {
 struct Run {
   uint64_t file_block;
   uint64_t length;
-  enum Kind { kHole, kUnwritten, kWritten } kind;
-  uint64_t pool_block;  // for kUnwritten and kWritten
+  // kShared: written blocks shared by reflink, which a write must copy.
+  enum Kind { kHole, kUnwritten, kWritten, kShared } kind;
+  uint64_t pool_block;  // for every kind but kHole
+  bool NeedsBlocks() const { return kind == kHole || kind == kShared; }
 };
 
 std::vector<Run> Survey(const ExtentMap& em, uint64_t first, uint64_t count) {
@@ -80,6 +82,29 @@ std::vector<Run> Survey(const ExtentMap& em, uint64_t first, uint64_t count) {
   }
   if (at < first + count) runs.push_back({at, first + count - at, Run::kHole, 0});
   return runs;
+}
+
+// Splits written runs into the parts whose blocks are shared (refcount > 1)
+// and the parts that are not.
+std::vector<Run> SplitShared(const Filesystem::Impl& fs, std::vector<Run> runs) {
+  std::vector<Run> out;
+  out.reserve(runs.size());
+  for (const Run& r : runs) {
+    if (r.kind != Run::kWritten) {
+      out.push_back(r);
+      continue;
+    }
+    const uint32_t* rc = fs.pool_.refcount(r.pool_block);
+    for (uint64_t i = 0; i < r.length;) {
+      const bool shared = rc[i] > 1;
+      uint64_t j = i + 1;
+      while (j < r.length && (rc[j] > 1) == shared) ++j;
+      out.push_back({r.file_block + i, j - i, shared ? Run::kShared : Run::kWritten,
+                     r.pool_block + i});
+      i = j;
+    }
+  }
+  return out;
 }
 
 // Stretches the first and last runs, when unwritten, to their whole extents
@@ -140,37 +165,7 @@ Status Filesystem::Read(Ino ino, uint64_t off, size_t len,
     sink(nullptr, 0);
     return Status::Ok();
   }
-  const uint64_t end = off + std::min<uint64_t>(len, size - off);
-  std::vector<struct iovec> iov;
-  iov.reserve(8);
-  auto add = [&iov](const char* p, size_t k) {
-    if (!iov.empty() && static_cast<char*>(iov.back().iov_base) + iov.back().iov_len == p) {
-      iov.back().iov_len += k;
-    } else {
-      iov.push_back({const_cast<char*>(p), k});
-    }
-  };
-  auto zeros = [&](uint64_t k) {
-    for (; k > 0;) {
-      const uint64_t z = std::min<uint64_t>(k, Impl::kZeroBytes);
-      iov.push_back({const_cast<char*>(fs.zeros_), z});
-      k -= z;
-    }
-  };
-  uint64_t at = off;
-  const uint64_t fb = off / kBlock;
-  for (const Mapping& m : n->extents.Overlapping(fb, (end - 1) / kBlock - fb + 1)) {
-    const uint64_t mb = std::max(at, m.file_block * kBlock),
-                   me = std::min(end, m.file_end() * kBlock);
-    if (mb > at) zeros(mb - at);
-    if (m.unwritten()) {
-      zeros(me - mb);
-    } else {
-      add(fs.pool_.BlockPtr(m.pool_block) + (mb - m.file_block * kBlock), me - mb);
-    }
-    at = me;
-  }
-  if (end > at) zeros(end - at);
+  std::vector<struct iovec> iov = fs.Segments(ino, off, std::min<uint64_t>(len, size - off));
 
   // relatime: update atime when it is older than mtime or ctime, or a day old.
   const int64_t now = NowNs();
@@ -187,7 +182,12 @@ Status Filesystem::Read(Ino ino, uint64_t off, size_t len,
 Result<size_t> Filesystem::Write(const Cred& c, Ino ino, uint64_t off, const struct iovec* src,
                                  int count) {
   WriterLock l(&impl_->mu_);
-  Impl& fs = *impl_;
+  return impl_->WriteLocked(c, ino, off, src, count);
+}
+
+Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t off,
+                                             const struct iovec* src, int count) {
+  Impl& fs = *this;
   if (fs.read_only_) return Status::Error(EROFS);
   LFS_ASSIGN_OR_RETURN(Node * n, fs.Get(ino));
   if (n->dir) return Status::Error(EISDIR);
@@ -198,25 +198,31 @@ Result<size_t> Filesystem::Write(const Cred& c, Ino ino, uint64_t off, const str
   if (off >= kMaxFileSize) return Status::Error(EFBIG);
   len = std::min(len, kMaxFileSize - off);
 
-  // Plan: find the holes, reserve blocks for them (as many as there are),
-  // and extent slots for the new mappings.
+  // Bytes between the old end of file and the write read as zeros.
+  const uint64_t old_size = fs.I(ino)->size;
+  if (off > old_size)
+    LFS_RETURN_IF_ERROR(fs.ZeroRange(ino, old_size, std::min(RoundUp(old_size), off)));
+
+  // Plan: find the blocks that need new pool blocks (holes, and blocks
+  // shared by reflink, which are copied first), reserve as many as there
+  // are, and extent slots for the new mappings.
   uint64_t fb = off / kBlock;
-  std::vector<Run> runs = Survey(n->extents, fb, (off + len - 1) / kBlock - fb + 1);
-  uint64_t hole_blocks = 0;
-  size_t holes = 0, unwritten = 0;
+  std::vector<Run> runs = SplitShared(fs, Survey(n->extents, fb, (off + len - 1) / kBlock - fb + 1));
+  uint64_t new_blocks = 0;
+  size_t fresh = 0, unwritten = 0;
   for (const Run& r : runs) {
-    hole_blocks += r.kind == Run::kHole ? r.length : 0;
-    holes += r.kind == Run::kHole ? 1 : 0;
+    new_blocks += r.NeedsBlocks() ? r.length : 0;
+    fresh += r.NeedsBlocks() ? 1 : 0;
     unwritten += r.kind == Run::kUnwritten ? 1 : 0;
   }
   Op op(fs);
   std::vector<BlockRange> got;
-  const uint64_t reserved = op.ReserveUpTo(hole_blocks, GoalFor(n->extents, fb), &got);
-  if (reserved < hole_blocks) {
-    // Short write: stop at the first hole block left without a block.
+  const uint64_t reserved = op.ReserveUpTo(new_blocks, GoalFor(n->extents, fb), &got);
+  if (reserved < new_blocks) {
+    // Short write: stop at the first block left without a pool block.
     uint64_t left = reserved, stop = 0;
     for (const Run& r : runs) {
-      if (r.kind != Run::kHole) continue;
+      if (!r.NeedsBlocks()) continue;
       if (left < r.length) {
         stop = r.file_block + left;
         break;
@@ -225,39 +231,41 @@ Result<size_t> Filesystem::Write(const Cred& c, Ino ino, uint64_t off, const str
     }
     if (stop * kBlock <= off) return Status::Error(ENOSPC, "pool is full");
     len = stop * kBlock - off;
-    runs = Survey(n->extents, fb, stop - fb);
+    runs = SplitShared(fs, Survey(n->extents, fb, stop - fb));
   }
-  // New mappings: at most one per reserved piece plus one per hole it is
-  // split across; converting an unwritten run may split it in three.
-  if (hole_blocks || unwritten) {
-    const size_t hole_slots = got.size() + holes;
-    Status s = fs.PlanSlots(op, ino, hole_slots + ExtentMap::kSlotsPerMarkWritten * unwritten);
+  // New mappings: at most one per reserved piece plus one per run it is
+  // split across; replacing a shared run may split its extent (one slot);
+  // converting an unwritten run may split it in three.
+  if (new_blocks || unwritten) {
+    const size_t new_slots = got.size() + 2 * fresh;
+    Status s = fs.PlanSlots(op, ino, new_slots + ExtentMap::kSlotsPerMarkWritten * unwritten);
     if (!s.ok() && unwritten) {
       // No room to split preallocated extents: convert the ones this write
       // touches whole, zeroing them, which needs no new slot (ext4's
       // "zeroout"). Slow for a huge extent, but a write into preallocated
       // space must not fail for lack of space.
       WidenUnwritten(n->extents, &runs);
-      s = fs.PlanSlots(op, ino, hole_slots);
+      s = fs.PlanSlots(op, ino, new_slots);
     }
     LFS_RETURN_IF_ERROR(s);
   }
 
-  // Data: fill every byte of every new (or unwritten) block and write the
-  // caller's bytes in place; make all of it durable before any metadata.
+  // Data: fill every byte of every new (or unwritten) block, from the old
+  // block where it was shared, with zeros otherwise; write the caller's
+  // bytes in place; make all of it durable before any metadata.
   const uint64_t end = off + len;
-  const uint64_t old_size = fs.I(ino)->size;
-  if (off > old_size) fs.ZeroRange(ino, old_size, std::min(RoundUp(old_size), off));
   IovReader reader(src, count);
   std::vector<Mapping> new_maps;
+  std::vector<Mapping> replaced;  // shared runs that new blocks replace
   size_t piece = 0;
   uint64_t piece_used = 0;
   for (const Run& r : runs) {
+    if (r.kind == Run::kShared) replaced.push_back({r.file_block, r.pool_block, r.length, 0});
     uint64_t fblk = r.file_block;
     uint64_t left = r.length;
     while (left > 0) {
       uint64_t pblk, k;
-      if (r.kind == Run::kHole) {
+      if (r.NeedsBlocks()) {
         const BlockRange& g = got[piece];
         pblk = g.start + piece_used;
         k = std::min(left, g.count - piece_used);
@@ -273,7 +281,11 @@ Result<size_t> Filesystem::Write(const Cred& c, Ino ino, uint64_t off, const str
       char* base = fs.pool_.BlockPtr(pblk);
       const uint64_t rb = fblk * kBlock, re = (fblk + k) * kBlock;
       const uint64_t wb = std::max(rb, off), we = std::min(re, end);
-      if (r.kind != Run::kWritten) {  // bytes around the write read as zeros
+      if (r.kind == Run::kShared) {  // bytes around the write keep the old contents
+        const char* old = fs.pool_.BlockPtr(r.pool_block + (fblk - r.file_block));
+        if (wb > rb) fs.media_->CopyFlush(base, old, wb - rb);
+        if (re > we) fs.media_->CopyFlush(base + (we - rb), old + (we - rb), re - we);
+      } else if (r.kind != Run::kWritten) {  // bytes around the write read as zeros
         if (wb > rb) fs.media_->SetFlush(base, 0, wb - rb);
         if (re > we) fs.media_->SetFlush(base + (we - rb), 0, re - we);
       }
@@ -295,6 +307,12 @@ Result<size_t> Filesystem::Write(const Cred& c, Ino ino, uint64_t off, const str
     return static_cast<size_t>(len);
   }
   fs.AddPlannedSlots(op, ino);
+  for (const Mapping& m : replaced) {
+    std::vector<Mapping> out;
+    n->extents.Remove(op.tx, m.file_block, m.length, &out);
+    op.AddRefs({m.pool_block, m.length}, -1);
+    img.blocks -= m.length;
+  }
   for (const Mapping& m : new_maps) {
     n->extents.Insert(op.tx, m);
     op.Claim({m.pool_block, m.length});
@@ -331,7 +349,7 @@ Status Filesystem::Impl::Resize(Ino ino, uint64_t size, Inode img) {
     return Status::Ok();
   }
   // Growing exposes the rest of the old last block: clear it first.
-  if (size > old) ZeroRange(ino, old, std::min(RoundUp(old), size));
+  if (size > old) LFS_RETURN_IF_ERROR(ZeroRange(ino, old, std::min(RoundUp(old), size)));
   Op op(*this);
   StageAttrs(op, ino, img);
   op.Commit();
@@ -463,23 +481,19 @@ Result<Entry> Filesystem::Create(const Cred& c, Ino parent, std::string_view nam
 // ---------------------------------------------------------------------------
 // Preallocation
 
-Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uint64_t len) {
-  WriterLock l(&impl_->mu_);
-  Impl& fs = *impl_;
-  LFS_ASSIGN_OR_RETURN(Node * n, fs.Get(ino));
-  if (fs.read_only_) return Status::Error(EROFS);
-  if (n->dir) return Status::Error(EISDIR);
-  if (!S_ISREG(fs.I(ino)->mode)) return Status::Error(ENODEV);
-  if (mode & ~FALLOC_FL_KEEP_SIZE)
-    return Status::Error(EOPNOTSUPP, "only plain preallocation is supported");
-  if (len == 0) return Status::Error(EINVAL);
-  if (off > kMaxFileSize || len > kMaxFileSize - off) return Status::Error(EFBIG);
+Status Filesystem::Impl::Preallocate(const Cred& c, Ino ino, int mode, uint64_t off,
+                                     uint64_t len) {
+  Impl& fs = *this;
+  Node* n = fs.N(ino);
   const uint64_t end = off + len, fb = off / kBlock, lb = (end - 1) / kBlock;
 
   uint64_t hole_blocks = 0;
   for (const Run& r : Survey(n->extents, fb, lb - fb + 1))
     hole_blocks += r.kind == Run::kHole ? r.length : 0;
   if (hole_blocks > fs.AvailableBlocks()) return Status::Error(ENOSPC, "pool is full");
+  const uint64_t old_size = fs.I(ino)->size;
+  if (!(mode & FALLOC_FL_KEEP_SIZE) && end > old_size)
+    LFS_RETURN_IF_ERROR(fs.ZeroRange(ino, old_size, std::min(RoundUp(old_size), end)));
 
   // Map the holes a chunk at a time, so a huge preallocation over fragmented
   // space never needs more journal than one transaction holds. A crash part
@@ -511,10 +525,7 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
     }
     if (at + cnt > lb) {  // the last chunk carries the size and times
       const int64_t now = NowNs();
-      if (!(mode & FALLOC_FL_KEEP_SIZE) && end > img.size) {
-        fs.ZeroRange(ino, img.size, std::min(RoundUp(img.size), end));
-        img.size = end;
-      }
+      if (!(mode & FALLOC_FL_KEEP_SIZE) && end > img.size) img.size = end;
       img.mtime_ns = img.ctime_ns = now;
       KillPriv(c, &img);
     }

@@ -85,7 +85,39 @@ size_t Op::room() const {
   return used >= fs_.journal_->capacity() ? 0 : fs_.journal_->capacity() - used;
 }
 
+void Op::StageDeltas() {
+  // Sweep the deltas' boundaries in block order; between two boundaries
+  // every block has the same net delta.
+  std::vector<std::pair<uint64_t, int>> edges;
+  edges.reserve(deltas_.size() * 2);
+  for (const auto& [r, d] : deltas_) {
+    edges.emplace_back(r.start, d);
+    edges.emplace_back(r.end(), -d);
+  }
+  std::sort(edges.begin(), edges.end());
+  int net = 0;
+  for (size_t i = 0; i < edges.size();) {
+    const uint64_t at = edges[i].first;
+    while (i < edges.size() && edges[i].first == at) net += edges[i++].second;
+    if (net == 0 || i == edges.size()) continue;
+    const uint64_t end = edges[i].first;
+    uint32_t* rc = fs_.pool_.refcount(at);
+    for (uint64_t j = 0; j < end - at;) {
+      const uint32_t v = rc[j];
+      uint64_t k = j + 1;
+      while (k < end - at && rc[k] == v) ++k;
+      assert(static_cast<int64_t>(v) + net >= 0);
+      const uint32_t nv = static_cast<uint32_t>(static_cast<int64_t>(v) + net);
+      tx.Fill32(rc + j, nv, k - j);
+      if (nv == 0) freed_.push_back({at + j, k - j});
+      j = k;
+    }
+  }
+  deltas_.clear();
+}
+
 void Op::Commit() {
+  if (!deltas_.empty()) StageDeltas();
   uint64_t reserved = 0;
   for (const BlockRange& r : reserved_) reserved += r.count;
   assert(reserved == claimed_ && "every reserved block must be used by the commit");
@@ -338,9 +370,13 @@ void Filesystem::Impl::FreeInode(Ino ino) {
 // ---------------------------------------------------------------------------
 // Impl: data helper
 
-void Filesystem::Impl::ZeroRange(Ino ino, uint64_t from, uint64_t to) {
-  if (from >= to) return;
+Status Filesystem::Impl::ZeroRange(Ino ino, uint64_t from, uint64_t to) {
+  if (from >= to) return Status::Ok();
   const uint64_t fb = from >> kBlockShift, lb = (to - 1) >> kBlockShift;
+  for (const Mapping& m : N(ino)->extents.Overlapping(fb, lb - fb + 1)) {
+    if (!m.unwritten() && AnyShared(m.pool_block, m.length))
+      LFS_RETURN_IF_ERROR(Unshare(ino, m.file_block, m.length));
+  }
   for (const Mapping& m : N(ino)->extents.Overlapping(fb, lb - fb + 1)) {
     if (m.unwritten()) continue;
     const uint64_t b = std::max(from, m.file_block << kBlockShift);
@@ -349,6 +385,14 @@ void Filesystem::Impl::ZeroRange(Ino ino, uint64_t from, uint64_t to) {
     media_->SetFlush(p, 0, e - b);
   }
   media_->Drain();
+  return Status::Ok();
+}
+
+bool Filesystem::Impl::AnyShared(uint64_t pool_block, uint64_t count) const {
+  const uint32_t* rc = pool_.refcount(pool_block);
+  for (uint64_t i = 0; i < count; ++i)
+    if (rc[i] > 1) return true;
+  return false;
 }
 
 // ---------------------------------------------------------------------------
@@ -473,6 +517,9 @@ Status Filesystem::Impl::Load(MountReport* report) {
   // Orphans: unlinked while open when the last daemon stopped.
   if (!read_only_) {
     WriterLock l(&mu_);
+    // A block-map change a crash interrupted is finished first: it may
+    // still need the orphans' blocks (a clone from a deleted file).
+    RecoverIntent();
     for (Ino ino = 1; ino < sb.inode_count; ++ino) {
       if (N(ino) && I(ino)->nlink == 0) {
         FreeInode(ino);

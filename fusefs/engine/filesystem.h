@@ -207,13 +207,67 @@ class Filesystem {
   // Makes earlier writes to `ino` durable (they already are; this only
   // drains). Errors: ENOENT.
   Status Fsync(Ino ino, bool datasync);
-  // mode: 0 or FALLOC_FL_KEEP_SIZE (preallocation). Other modes: EOPNOTSUPP.
-  // Errors: ENOENT, EISDIR, ENODEV (not a regular file), EINVAL (len 0),
-  // EFBIG, ENOSPC (nothing is allocated then).
+  // fallocate(2). mode: 0 or FALLOC_FL_KEEP_SIZE (preallocation),
+  // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE (with
+  // or without KEEP_SIZE), FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE
+  // and FALLOC_FL_UNSHARE_RANGE (with or without KEEP_SIZE), with XFS's
+  // rules. Every mode is atomic across a crash.
+  // Errors: ENOENT, EISDIR, ENODEV (not a regular file), EINVAL (len 0;
+  // collapse/insert unaligned or reaching EOF), EOPNOTSUPP (other modes or
+  // combinations), EFBIG, ENOSPC (nothing is changed then).
   Status Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uint64_t len);
   // whence: SEEK_DATA or SEEK_HOLE (others: EINVAL). Unwritten extents count
   // as holes. Errors: ENXIO (off at or past end of file), EINVAL.
   Result<uint64_t> Lseek(Ino ino, uint64_t off, int whence);
+
+  // --- Block map (docs/block_map.md) ---------------------------------------
+
+  // Makes dst's bytes [dst_off, dst_off + len) share src's blocks for
+  // [src_off, src_off + len) (src may equal dst). len 0: to src's end of
+  // file. Offsets and length must be block-aligned, except that the range
+  // may end at src's end of file if that reaches dst's end of file too.
+  // Returns the bytes cloned. Atomic across a crash (an unfinished clone is
+  // finished at the next mount).
+  // Errors: EINVAL (alignment, overlap within one file, past src's EOF),
+  // EISDIR, EACCES (src not readable / dst not writable by c), EFBIG,
+  // ENOSPC (extent slots).
+  Result<uint64_t> CloneRange(const Cred& c, Ino src, uint64_t src_off, Ino dst, uint64_t dst_off,
+                              uint64_t len);
+  // copy_file_range: clones the block-aligned middle of the range and copies
+  // the rest. Returns the bytes copied (short at src's end of file).
+  // Errors: as CloneRange and Write; EINVAL for overlapping ranges of one file.
+  Result<uint64_t> CopyFileRange(const Cred& c, Ino src, uint64_t src_off, Ino dst,
+                                 uint64_t dst_off, uint64_t len);
+
+  // One run of the block map, as LEASEFS_IOC_BMAP reports it.
+  struct BlockMapRun {
+    uint64_t file_block = 0;
+    uint64_t pool_block = 0;
+    uint64_t length = 0;    // blocks
+    uint32_t flags = 0;     // LEASEFS_EXTENT_* (fusefs/abi/leasefs_ioctl.h)
+    uint32_t refcount = 0;  // of each block of the run
+    bool operator==(const BlockMapRun&) const = default;
+  };
+  // Up to `max` runs from file block `from_block` on. Errors: ENOENT, EISDIR.
+  Result<std::vector<BlockMapRun>> BlockMap(Ino ino, uint64_t from_block, size_t max);
+
+  struct DefragReport {
+    uint64_t extents_before = 0;  // runs of the block map
+    uint64_t extents_after = 0;
+    uint64_t blocks_moved = 0;
+  };
+  // Relocates the file's unshared extents into as few contiguous runs as free
+  // space allows, a piece at a time (each piece atomic; the contents never
+  // change). Errors: ENOENT, EISDIR, EINVAL (not a regular file), EACCES.
+  Result<DefragReport> Defrag(const Cred& c, Ino ino);
+
+  // EXT4_IOC_MOVE_EXT: moves orig's data for blocks [orig_block, +count)
+  // into donor's blocks at donor_block and exchanges the two ranges' blocks.
+  // Returns the blocks moved. Errors: EINVAL (same inode, not regular,
+  // ranges past the size limit), ENODATA (donor has a hole in its range),
+  // EBUSY (a block of either range is shared).
+  Result<uint64_t> MoveExtents(const Cred& c, Ino orig, Ino donor, uint64_t orig_block,
+                               uint64_t donor_block, uint64_t count);
 
   // --- Directories ---------------------------------------------------------
 

@@ -117,9 +117,39 @@ class Filesystem::Impl {
                       const std::function<void(Op&)>& stage_last = nullptr);
 
   // --- data helpers ---------------------------------------------------------------
-  // Zeroes bytes [from, to) of `ino` in place where they are mapped and
-  // written (used before a size increase exposes them).
-  void ZeroRange(Ino ino, uint64_t from, uint64_t to);
+  // Zeroes bytes [from, to) of `ino` where they are mapped and written (used
+  // before a size increase exposes them): in place, or, in a block shared by
+  // reflink, by copying it first. Errors: ENOSPC (a shared block could not
+  // be copied; nothing is zeroed then).
+  Status ZeroRange(Ino ino, uint64_t from, uint64_t to) REQUIRES(mu_);
+  // Maps holes of [off, off + len) to unwritten blocks (fallocate mode 0 or
+  // KEEP_SIZE). REQUIRES: a regular file; arguments checked.
+  Status Preallocate(const Cred& c, Ino ino, int mode, uint64_t off, uint64_t len)
+      REQUIRES(mu_);
+  // Write without the lock (Filesystem::Write's contract).
+  Result<size_t> WriteLocked(const Cred& c, Ino ino, uint64_t off, const struct iovec* src,
+                             int count) REQUIRES(mu_);
+  // True if any block of [pool_block, +count) has more than one reference.
+  bool AnyShared(uint64_t pool_block, uint64_t count) const;
+
+  // --- block-map helpers (remap_ops.cc) ------------------------------------------
+  // Runs, or resumes after a crash, the multi-transaction change `it`
+  // describes; the first transaction writes the record to inode slot 0 if it
+  // is not there yet, the last clears it.
+  void RunIntent(layout::Intent it) REQUIRES(mu_);
+  // Finishes an intent a crash left in slot 0 (at mount).
+  void RecoverIntent() REQUIRES(mu_);
+  // Extent-chain blocks `ino` would need for `slots` more extents.
+  uint64_t PlanSlotsNeeded(Ino ino, size_t slots) const;
+  // Filesystem::CloneRange without the lock.
+  Result<uint64_t> CloneLocked(const Cred& c, Ino src, uint64_t src_off, Ino dst,
+                               uint64_t dst_off, uint64_t len) REQUIRES(mu_);
+  // Bytes [off, off + len) of regular file `ino` as segments pointing into
+  // the pool (or at zeros for holes and unwritten blocks). REQUIRES: a lock.
+  std::vector<struct iovec> Segments(Ino ino, uint64_t off, uint64_t len) const;
+  // Copies every shared block of file blocks [fb, fb + count) of `ino` to a
+  // block of its own. Errors: ENOSPC (what was copied stays copied).
+  Status Unshare(Ino ino, uint64_t fb, uint64_t count) REQUIRES(mu_);
 
   PoolView pool_;
   std::unique_ptr<Media> media_;
@@ -165,6 +195,14 @@ class Op {
   // Stages dropping one reference from each block of `r`; blocks that reach
   // zero go back to the allocator after the commit.
   void Unref(const BlockRange& r);
+  // Stages adding `delta` to the refcount of each block of `r` at Commit,
+  // netted against this op's other deltas: an op may drop a block from one
+  // extent and map it in another (a shift, a swap, a clone onto itself).
+  // Blocks that reach zero go back to the allocator after the commit. Do
+  // not mix with Unref on the same blocks in one op.
+  void AddRefs(const BlockRange& r, int delta) { deltas_.push_back({r, delta}); }
+  // Journal bytes the staged deltas will take at most.
+  size_t delta_bytes() const { return deltas_.size() * 2 * 24; }
   // Journal bytes still free for this transaction.
   size_t room() const;
   void Commit();
@@ -185,7 +223,10 @@ class Op {
   std::vector<BlockRange> reserved_;  // given back unless committed
   uint64_t claimed_ = 0;
   std::vector<BlockRange> freed_;  // to the allocator after the commit
+  std::vector<std::pair<BlockRange, int>> deltas_;  // AddRefs, staged by Commit
   bool committed_ = false;
+
+  void StageDeltas();
 };
 
 // d_type of a mode.

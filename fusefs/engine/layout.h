@@ -216,6 +216,46 @@ static_assert(kInlineExtents * sizeof(Extent) == kInodeInlineBytes);
 inline constexpr uint32_t kInodesPerBlock = kBlockSize / sizeof(Inode);
 
 // ---------------------------------------------------------------------------
+// Intent: a block-map change too big for one transaction (clone, punch, zero
+// range, collapse, insert) is done in several, and records what it is doing
+// in inode slot 0, which is otherwise unused, in its first transaction; each
+// later transaction moves `cursor`; the last zeroes the record. A mount that
+// finds a record finishes the change (docs/pool_format.md "Intents"), so the
+// change is atomic across a crash. `zero_mode` sits where an inode's mode does
+// and stays 0, so slot 0 still reads as a free inode.
+
+enum IntentType : uint32_t {
+  kIntentNone = 0,
+  kIntentClone = 1,     // map src [src_block, +count) at first_block of ino
+  kIntentPunch = 2,     // unmap [first_block, +count)
+  kIntentZero = 3,      // make [first_block, +count) unwritten or holes
+  kIntentCollapse = 4,  // unmap [first_block, +count), then shift the rest down
+  kIntentInsert = 5,    // shift [first_block, end) up by count
+};
+
+struct Intent {
+  uint32_t zero_mode;  // always 0
+  uint32_t type;       // IntentType
+  uint64_t ino;        // the file being changed
+  uint64_t src_ino;    // kIntentClone: the source file (may equal ino)
+  uint64_t src_block;  // kIntentClone: first source block
+  uint64_t first_block;
+  uint64_t count;     // blocks
+  uint64_t cursor;    // progress; meaning per type (see remap_ops.cc)
+  uint32_t phase;     // kIntentCollapse: 0 unmapping, 1 shifting
+  uint32_t new_mode;  // mode to set when done (suid/sgid cleared)
+  uint64_t new_size;  // size to set when done
+  int64_t time_ns;    // mtime and ctime to set when done
+  uint8_t reserved[176];
+};
+static_assert(sizeof(Intent) == sizeof(Inode));
+static_assert(offsetof(Intent, type) == 4);
+static_assert(offsetof(Intent, cursor) == 48);
+static_assert(offsetof(Intent, phase) == 56);
+static_assert(offsetof(Intent, new_size) == 64);
+static_assert(offsetof(Intent, time_ns) == 72);
+
+// ---------------------------------------------------------------------------
 // Extent blocks: a singly linked chain per inode holding the extents that do
 // not fit inline. Slots are unordered; a slot with length == 0 is free.
 
