@@ -170,12 +170,17 @@ void Lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info
   Serve(req, [&](Server& s) { return s.DoLseek(req, ino, off, whence); });
 }
 
-// Not implemented yet (reflink-aware copying is a later issue). ENOSYS makes
-// the kernel stop asking and return EOPNOTSUPP, on which the VFS or the
-// program (cp) falls back to copying through read and write.
-void CopyFileRange(fuse_req_t req, fuse_ino_t, off_t, fuse_file_info*, fuse_ino_t, off_t,
-                   fuse_file_info*, size_t, int) noexcept {
-  fuse_reply_err(req, ENOSYS);
+void CopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*,
+                   fuse_ino_t ino_out, off_t off_out, fuse_file_info*, size_t len,
+                   int flags) noexcept {
+  Serve(req, [&](Server& s) {
+    return s.DoCopyFileRange(req, ino_in, off_in, ino_out, off_out, len, flags);
+  });
+}
+
+void Ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void*, fuse_file_info* fi,
+           unsigned flags, const void* in, size_t in_size, size_t out_size) noexcept {
+  Serve(req, [&](Server& s) { return s.DoIoctl(req, ino, cmd, fi, flags, in, in_size, out_size); });
 }
 
 fuse_lowlevel_ops MakeOps() {
@@ -216,6 +221,7 @@ fuse_lowlevel_ops MakeOps() {
   ops.fallocate = Fallocate;
   ops.lseek = Lseek;
   ops.copy_file_range = CopyFileRange;
+  ops.ioctl = Ioctl;
   return ops;
 }
 

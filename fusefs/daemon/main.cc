@@ -245,6 +245,7 @@ int Serve(const DaemonOptions& opts, const std::string& pool_path, const std::st
   if (!fs) return 1;
   MountedEngine engine(std::move(fs));
   server.Attach(engine.get(), session.get());
+  server.SetMountpoint(mnt);
   DeferredDrain drain(&server);
   SignalHandlers signals(session.get());
   if (!signals.installed()) return Fail("cannot install signal handlers");

@@ -344,6 +344,7 @@ int Server::DoOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if (!e.ok()) return ErrnoOf(e.status());
   if (may_kill_priv) fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
   SetFileOpenFlags(fi);
+  fi->fh = FhFor(fi->flags);
   fuse_reply_open(req, fi);
   return 0;
 }
@@ -353,6 +354,7 @@ int Server::DoCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
   auto e = fs_->Create(CredOf(req), parent, name, mode, fi->flags);
   if (!e.ok()) return ErrnoOf(e.status());
   SetFileOpenFlags(fi);
+  fi->fh = FhFor(fi->flags);
   const fuse_entry_param p = EntryParam(*e);
   if (fuse_reply_create(req, &p, fi) != 0) fs_->Forget(p.ino, 1);
   return 0;

@@ -18,12 +18,18 @@
 // to Defer() (docs/threading.md).
 #pragma once
 
+#include <fcntl.h>
+
+#include <memory>
+#include <string>
+
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
 
 #include <cstddef>
 
 #include "fusefs/daemon/options.h"
+#include "fusefs/daemon/peer_fd.h"
 #include "fusefs/daemon/wait_pool.h"
 #include "fusefs/engine/filesystem.h"
 
@@ -95,6 +101,17 @@ class Server {
   int DoAccess(fuse_req_t req, fuse_ino_t ino, int mask);
   int DoFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len);
   int DoLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence);
+  // The leasefs ioctls (fusefs/abi/leasefs_ioctl.h); ioctl_ops.cc.
+  int DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_file_info* fi,
+              unsigned flags, const void* in, size_t in_size, size_t out_size);
+  int DoCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_ino_t ino_out,
+                      off_t off_out, size_t len, int flags);
+
+  // Where the filesystem is mounted, to recognise callers' fds on it.
+  // REQUIRES: before the session loop starts.
+  void SetMountpoint(const std::string& mountpoint) {
+    peers_ = std::make_unique<PeerFiles>(mountpoint);
+  }
 
  private:
   // Replies an entry with one reference (taken by the engine call that
@@ -113,7 +130,17 @@ class Server {
   engine::Filesystem* fs_ = nullptr;
   fuse_session* se_ = nullptr;
   WaitPool waiters_{kMaxWaitThreads};
+  std::unique_ptr<PeerFiles> peers_;
 };
+
+// What an open file's handle (fuse_file_info::fh) holds: its access mode,
+// which ioctls check as the kernel checks an fd's mode for fallocate.
+inline constexpr uint64_t kFhOpen = uint64_t{1} << 32;
+inline uint64_t FhFor(int open_flags) { return kFhOpen | static_cast<uint64_t>(open_flags & O_ACCMODE); }
+inline bool FhWritable(uint64_t fh) {
+  return (fh & kFhOpen) && ((fh & O_ACCMODE) == O_WRONLY || (fh & O_ACCMODE) == O_RDWR);
+}
+inline bool FhReadable(uint64_t fh) { return (fh & kFhOpen) && (fh & O_ACCMODE) != O_WRONLY; }
 
 // The credentials of the process that sent `req`. Its supplementary groups
 // are read (from /proc, by libfuse) only if a permission check needs them.

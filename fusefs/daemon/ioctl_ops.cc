@@ -1,0 +1,159 @@
+// The leasefs ioctls (fusefs/abi/leasefs_ioctl.h) and copy_file_range: the
+// FUSE edge of the engine's block-map operations (docs/block_map.md).
+//
+// The kernel passes these ioctls "restricted": it copies in exactly the
+// command's encoded size and copies out what we reply, up to that size. We
+// still check every size and field, since a caller can encode any size in a
+// command number of its own making.
+#include <fcntl.h>
+#include <linux/falloc.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <limits>
+
+#include "fusefs/abi/leasefs_ioctl.h"
+#include "fusefs/daemon/reply.h"
+#include "fusefs/daemon/server.h"
+
+namespace leasefs::daemon {
+
+namespace {
+
+constexpr uint64_t kMaxOff = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
+
+template <typename T>
+bool ReadArg(const void* in, size_t in_size, T* out) {
+  if (in_size != sizeof(T) || in == nullptr) return false;
+  std::memcpy(out, in, sizeof(T));
+  return true;
+}
+
+int FallocateMode(unsigned cmd) {
+  switch (cmd) {
+    case LEASEFS_IOC_COLLAPSE_RANGE:
+      return FALLOC_FL_COLLAPSE_RANGE;
+    case LEASEFS_IOC_INSERT_RANGE:
+      return FALLOC_FL_INSERT_RANGE;
+    default:
+      return FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_KEEP_SIZE;
+  }
+}
+
+}  // namespace
+
+int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_file_info* fi,
+                    unsigned flags, const void* in, size_t in_size, size_t out_size) {
+  if (flags & FUSE_IOCTL_DIR) return ENOTTY;  // none of ours applies to a directory
+  const uint64_t fh = fi ? fi->fh : 0;
+  const engine::Cred cred = CredOf(req);
+  switch (cmd) {
+    case LEASEFS_IOC_COLLAPSE_RANGE:
+    case LEASEFS_IOC_INSERT_RANGE:
+    case LEASEFS_IOC_UNSHARE_RANGE: {
+      leasefs_range r;
+      if (!ReadArg(in, in_size, &r)) return EINVAL;
+      if (!FhWritable(fh)) return EBADF;  // as fallocate(2) on a read-only fd
+      if (r.offset > kMaxOff || r.length > kMaxOff || r.length == 0) return EINVAL;
+      const Status s = fs_->Fallocate(cred, ino, FallocateMode(cmd), r.offset, r.length);
+      if (!s.ok()) return ErrnoOf(s);
+      // The kernel does not know the size may have changed.
+      fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
+      fuse_reply_ioctl(req, 0, nullptr, 0);
+      return 0;
+    }
+    case LEASEFS_IOC_CLONE_RANGE: {
+      leasefs_clone_range c;
+      if (!ReadArg(in, in_size, &c)) return EINVAL;
+      if (!FhWritable(fh)) return EBADF;
+      if (c.src_fd < 0 || c.src_fd > std::numeric_limits<int>::max()) return EBADF;
+      if (c.src_offset > kMaxOff || c.src_length > kMaxOff || c.dest_offset > kMaxOff)
+        return EINVAL;
+      auto src = peers_->Resolve(fuse_req_ctx(req)->pid, static_cast<int>(c.src_fd));
+      if (!src.ok()) return ErrnoOf(src.status());
+      if ((src->flags & O_ACCMODE) == O_WRONLY) return EBADF;
+      auto n = fs_->CloneRange(cred, src->ino, c.src_offset, ino, c.dest_offset, c.src_length);
+      if (!n.ok()) return ErrnoOf(n.status());
+      fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
+      fuse_reply_ioctl(req, 0, nullptr, 0);
+      return 0;
+    }
+    case LEASEFS_IOC_DEFRAG: {
+      leasefs_defrag d;
+      if (!ReadArg(in, in_size, &d) || out_size < sizeof(d)) return EINVAL;
+      if (d.reserved[0] || d.reserved[1]) return EINVAL;
+      if (!FhWritable(fh)) return EBADF;
+      // Defrag copies data a piece at a time: let a worker do it, so the
+      // loop goes on serving everybody, including readers of this file.
+      const uid_t uid = cred.uid();
+      const gid_t gid = cred.gid();
+      Defer(req, [this, ino, uid, gid](fuse_req_t r) {
+        auto rep = fs_->Defrag(engine::Cred(uid, gid), ino);
+        if (!rep.ok()) return ErrnoOf(rep.status());
+        leasefs_defrag out{};
+        out.extents_before = rep->extents_before;
+        out.extents_after = rep->extents_after;
+        out.blocks_moved = rep->blocks_moved;
+        fuse_reply_ioctl(r, 0, &out, sizeof(out));
+        return 0;
+      });
+      return 0;
+    }
+    case LEASEFS_IOC_BMAP: {
+      leasefs_bmap b;
+      if (!ReadArg(in, in_size, &b) || out_size < sizeof(b)) return EINVAL;
+      if (b.start > kMaxOff) return EINVAL;
+      auto runs = fs_->BlockMap(ino, b.start / 4096, LEASEFS_BMAP_MAX + 1);
+      if (!runs.ok()) return ErrnoOf(runs.status());
+      auto attr = fs_->GetAttr(ino);
+      if (!attr.ok()) return ErrnoOf(attr.status());
+      leasefs_bmap out{};
+      out.start = b.start;
+      out.file_size = static_cast<uint64_t>(attr->attr.st_size);
+      out.block_size = 4096;
+      const size_t n = std::min<size_t>(runs->size(), LEASEFS_BMAP_MAX);
+      for (size_t i = 0; i < n; ++i) {
+        const auto& r = (*runs)[i];
+        out.extents[i] = {r.file_block * 4096, r.pool_block * 4096, r.length * 4096, r.flags,
+                          r.refcount};
+      }
+      out.count = static_cast<uint32_t>(n);
+      out.next = n ? out.extents[n - 1].file_offset + out.extents[n - 1].length : b.start;
+      if (runs->size() > LEASEFS_BMAP_MAX) out.flags |= LEASEFS_BMAP_MORE;
+      fuse_reply_ioctl(req, 0, &out, sizeof(out));
+      return 0;
+    }
+    case LEASEFS_EXT4_IOC_MOVE_EXT: {
+      leasefs_move_extent m;
+      if (!ReadArg(in, in_size, &m) || out_size < sizeof(m)) return EINVAL;
+      if (m.reserved != 0) return EINVAL;
+      if ((fh & O_ACCMODE) != O_RDWR || !(fh & kFhOpen)) return EBADF;
+      auto donor = peers_->Resolve(fuse_req_ctx(req)->pid, static_cast<int>(m.donor_fd));
+      if (!donor.ok()) return ErrnoOf(donor.status());
+      if ((donor->flags & O_ACCMODE) == O_RDONLY) return EBADF;
+      auto moved = fs_->MoveExtents(cred, ino, donor->ino, m.orig_start, m.donor_start, m.len);
+      if (!moved.ok()) return ErrnoOf(moved.status());
+      m.moved_len = *moved;
+      fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
+      fuse_lowlevel_notify_inval_inode(se_, donor->ino, 0, 0);
+      fuse_reply_ioctl(req, 0, &m, sizeof(m));
+      return 0;
+    }
+    default:
+      return ENOTTY;
+  }
+}
+
+int Server::DoCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_ino_t ino_out,
+                            off_t off_out, size_t len, int flags) {
+  if (flags != 0) return EINVAL;
+  if (off_in < 0 || off_out < 0) return EINVAL;
+  auto n = fs_->CopyFileRange(CredOf(req), ino_in, static_cast<uint64_t>(off_in), ino_out,
+                              static_cast<uint64_t>(off_out), len);
+  if (!n.ok()) return ErrnoOf(n.status());
+  fuse_reply_write(req, static_cast<size_t>(*n));
+  return 0;
+}
+
+}  // namespace leasefs::daemon
