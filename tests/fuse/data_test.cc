@@ -433,44 +433,47 @@ TEST_SUITE("fuse.data") {
     CHECK(Fstat(fd).st_size == 0);
   }
 
-  // TODO(leasefs punch-hole issue): leasefs implements only plain preallocation
-  // for now and must refuse the other modes with EOPNOTSUPP, changing nothing.
-  // When the later issue implements them, delete the leasefs branch: the
-  // reference branch is what a local filesystem does.
-  TEST_CASE("Fallocate: PUNCH_HOLE (leasefs: EOPNOTSUPP for now)") {
+  TEST_CASE("Fallocate: PUNCH_HOLE frees the whole blocks and zeroes the range") {
     TestFs fs;
     Fd fd = Create(fs, "f");
     const std::string data = Pattern(4 * 4096, 5);
     REQUIRE(PwriteAll(fd.get(), data, 0) == "");
-    const std::string r = Falloc(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096, 8192);
-    if (fs.reference()) {
-      CHECK(r == "OK");
-      CHECK(Fstat(fd).st_blocks == 16);
-      CHECK(AllZero(PreadAll(fd.get(), 8192, 4096)));
-    } else {
-      CHECK(r == "EOPNOTSUPP");
-      CHECK(Fstat(fd).st_blocks == 32);
-      CHECK(Diff(PreadAll(fd.get(), data.size(), 0), data) == "");
-    }
+    CHECK(Falloc(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 4096, 8192) == "OK");
+    CHECK(Fstat(fd).st_blocks == 16);
+    CHECK(AllZero(PreadAll(fd.get(), 8192, 4096)));
+    CHECK(Diff(PreadAll(fd.get(), 4096, 0), data.substr(0, 4096)) == "");
+    CHECK(Diff(PreadAll(fd.get(), 4096, 3 * 4096), data.substr(3 * 4096)) == "");
     CHECK(Fstat(fd).st_size == 4 * 4096);
+    // Unaligned edges are zeroed in place; the blocks stay.
+    CHECK(Falloc(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 100, 50) == "OK");
+    CHECK(AllZero(PreadAll(fd.get(), 50, 100)));
+    CHECK(Fstat(fd).st_blocks == 16);
     // Without KEEP_SIZE, PUNCH_HOLE is invalid everywhere.
     CHECK(Falloc(fd, FALLOC_FL_PUNCH_HOLE, 0, 4096) == "EOPNOTSUPP");
   }
 
-  TEST_CASE(
-      "Fallocate: ZERO_RANGE, COLLAPSE_RANGE, INSERT_RANGE are EOPNOTSUPP (leasefs, for now)") {
+  TEST_CASE("Fallocate: ZERO_RANGE zeroes and may grow; COLLAPSE and INSERT never reach FUSE") {
     TestFs fs;
-    // tmpfs refuses these too; ext4 and xfs implement them.
-    LEASEFS_ONLY(fs, "modes a later issue implements");
+    // tmpfs refuses ZERO_RANGE; ext4 and xfs implement it as leasefs does.
+    LEASEFS_ONLY(fs, "tmpfs has no ZERO_RANGE");
     Fd fd = Create(fs, "f");
     const std::string data = Pattern(4 * 4096, 6);
     REQUIRE(PwriteAll(fd.get(), data, 0) == "");
-    CHECK(Falloc(fd, FALLOC_FL_ZERO_RANGE, 4096, 4096) == "EOPNOTSUPP");
-    CHECK(Falloc(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 4096, 4096) == "EOPNOTSUPP");
+    CHECK(Falloc(fd, FALLOC_FL_ZERO_RANGE, 4096 + 7, 4096) == "OK");
+    std::string want = data;
+    want.replace(4096 + 7, 4096, std::string(4096, '\0'));
+    CHECK(Diff(PreadAll(fd.get(), data.size() + 1, 0), want) == "");
+    CHECK(Falloc(fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 6 * 4096, 4096) == "OK");
+    CHECK(Fstat(fd).st_size == 4 * 4096);
+    CHECK(Falloc(fd, FALLOC_FL_ZERO_RANGE, 6 * 4096, 4096) == "OK");
+    CHECK(Fstat(fd).st_size == 7 * 4096);
+    CHECK(AllZero(PreadAll(fd.get(), 3 * 4096, 4 * 4096)));
+    // The kernel answers these for every FUSE filesystem; leasefs offers
+    // them as ioctls instead (tools/leasectl, docs/block_map.md).
     CHECK(Falloc(fd, FALLOC_FL_COLLAPSE_RANGE, 4096, 4096) == "EOPNOTSUPP");
     CHECK(Falloc(fd, FALLOC_FL_INSERT_RANGE, 4096, 4096) == "EOPNOTSUPP");
-    CHECK(Diff(PreadAll(fd.get(), data.size() + 1, 0), data) == "");
-    CHECK(Fstat(fd).st_blocks == 32);
+    CHECK(Falloc(fd, FALLOC_FL_UNSHARE_RANGE, 4096, 4096) == "EOPNOTSUPP");
+    CHECK(Fstat(fd).st_size == 7 * 4096);
   }
 
   // --- SEEK_DATA / SEEK_HOLE ---------------------------------------------------------------
