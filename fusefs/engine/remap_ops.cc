@@ -680,7 +680,9 @@ Result<Filesystem::DefragReport> Filesystem::Defrag(const Cred& c, Ino ino) {
     std::vector<BlockRange> got;
     if (!op.Reserve(blocks, goal, &got).ok()) break;  // no room to move: done
     if (got.size() >= piece.size()) continue;  // no fewer runs: leave it (Op frees)
-    if (!fs.PlanSlots(op, ino, piece.size() + got.size() + 2).ok()) break;
+    // The piece's extents go before the new ones come, so only the pieces
+    // the new run is split into (and a split at the cursor) need slots.
+    if (!fs.PlanSlots(op, ino, got.size() + 1).ok()) break;
     // Copy, then switch the map in one transaction.
     std::vector<Mapping> fresh;
     size_t gi = 0;
@@ -710,6 +712,9 @@ Result<Filesystem::DefragReport> Filesystem::Defrag(const Cred& c, Ino ino) {
     }
     for (const Mapping& m : fresh) n->extents.Insert(op.tx, m);
     for (const BlockRange& g : got) op.Claim(g);
+    std::vector<uint64_t> chain;  // extent blocks left empty at the chain's end
+    n->extents.TrimChain(op.tx, &chain);
+    for (uint64_t b : chain) op.Unref({b, 1});
     op.Commit();
     report.blocks_moved += blocks;
     goal = got.back().end();
