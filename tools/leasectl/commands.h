@@ -1,0 +1,15 @@
+// leasectl's subcommands, one AddCommandFn (tools/leasectl/cli.h) each.
+// main.cc lists them in kCommands; a new family adds its file and a line there.
+#pragma once
+
+#include "tools/leasectl/cli.h"
+
+namespace leasefs::leasectl {
+
+// The block map: fallocate.cc, reflink.cc, defrag.cc, bmap.cc.
+void AddFallocateCommand(CLI::App& app, int* rc);
+void AddReflinkCommand(CLI::App& app, int* rc);
+void AddDefragCommand(CLI::App& app, int* rc);
+void AddBmapCommand(CLI::App& app, int* rc);
+
+}  // namespace leasefs::leasectl
