@@ -133,12 +133,32 @@ class Filesystem::Impl {
   bool AnyShared(uint64_t pool_block, uint64_t count) const;
 
   // --- block-map helpers (remap_ops.cc) ------------------------------------------
+  // A block of the file an intent changes whose new contents are written to
+  // a fresh block (`fill` gets the block, writes all of it with the media's
+  // *Flush calls) and mapped in the intent's first transaction: how a punch,
+  // zero range or copy changes a partial block atomically with the rest.
+  struct EdgeBlock {
+    uint64_t file_block;
+    std::function<void(char* block)> fill;
+  };
   // Runs, or resumes after a crash, the multi-transaction change `it`
   // describes; the first transaction writes the record to inode slot 0 if it
-  // is not there yet, the last clears it.
-  void RunIntent(layout::Intent it) REQUIRES(mu_);
+  // is not there yet (and maps `edges`), the last clears it.
+  // REQUIRES: AvailableBlocks() >= edges.size().
+  void RunIntent(layout::Intent it, const std::vector<EdgeBlock>& edges = {}) REQUIRES(mu_);
+  // An EdgeBlock for file block `fb` of `ino`: its current bytes (zeros for a
+  // hole or unwritten block) with [from, to) (offsets in the block) zeroed,
+  // or replaced by `src` when it is not null.
+  EdgeBlock MakeEdge(Ino ino, uint64_t fb, uint32_t from, uint32_t to,
+                     const char* src = nullptr) const;
   // Finishes an intent a crash left in slot 0 (at mount).
   void RecoverIntent() REQUIRES(mu_);
+  // Clones src blocks [src_block, +count) to dst_block of dst (as an
+  // intent, with `edges`), then sets dst's size to new_size. REQUIRES:
+  // arguments checked, space for the edges and extent slots checked.
+  void RunClone(const Cred& c, Ino src, uint64_t src_block, Ino dst, uint64_t dst_block,
+                uint64_t count, uint64_t new_size, const std::vector<EdgeBlock>& edges = {})
+      REQUIRES(mu_);
   // Extent-chain blocks `ino` would need for `slots` more extents.
   uint64_t PlanSlotsNeeded(Ino ino, size_t slots) const;
   // Filesystem::CloneRange without the lock.

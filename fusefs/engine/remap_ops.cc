@@ -80,17 +80,66 @@ Intent* IntentSlot(const PoolView& pool) { return reinterpret_cast<Intent*>(pool
 // ---------------------------------------------------------------------------
 // Intents
 
-void Filesystem::Impl::RunIntent(Intent it) {
+Filesystem::Impl::EdgeBlock Filesystem::Impl::MakeEdge(Ino ino, uint64_t fb, uint32_t from,
+                                                        uint32_t to, const char* src) const {
+  const char* old = nullptr;
+  if (auto m = N(ino)->extents.Find(fb); m && !m->unwritten())
+    old = pool_.BlockPtr(m->pool_block + (fb - m->file_block));
+  // Bytes past the end of file read as zeros once the size grows over them.
+  const uint64_t size = I(ino)->size;
+  const uint64_t live = size > fb * kBlock ? std::min<uint64_t>(kBlock, size - fb * kBlock) : 0;
+  Media* media = media_.get();
+  return {fb, [=](char* blk) {
+            if (old && live) media->CopyFlush(blk, old, live);
+            if (!old || live < kBlock)
+              media->SetFlush(blk + (old ? live : 0), 0, kBlock - (old ? live : 0));
+            if (src) {
+              media->CopyFlush(blk + from, src, to - from);
+            } else {
+              media->SetFlush(blk + from, 0, to - from);
+            }
+          }};
+}
+
+void Filesystem::Impl::RunIntent(Intent it, const std::vector<EdgeBlock>& edges) {
   Intent* slot = IntentSlot(pool_);
   bool recorded = slot->type == it.type && slot->ino == it.ino;
   Node* n = N(it.ino);
   const uint64_t first = it.first_block, count = it.count;
 
-  for (bool done = false; !done;) {
+  for (bool done = false, first_tx = true; !done; first_tx = false) {
     Op op(*this);
     const size_t budget = Budget(op);
     Inode img = *I(it.ino);
     std::vector<Mapping> removed;
+    if (first_tx && !edges.empty()) {
+      // Fresh blocks with the edges' new contents, made durable before the
+      // transaction that maps them commits.
+      std::vector<BlockRange> got;
+      const Status s = op.Reserve(edges.size(), 0, &got, Op::Use::kExtentChain);
+      assert(s.ok() && "the caller checked the space");
+      (void)s;
+      const Status slots = PlanSlots(op, it.ino, 2 * edges.size());
+      assert(slots.ok());
+      (void)slots;
+      std::vector<uint64_t> blocks;
+      for (const BlockRange& g : got)
+        for (uint64_t b = g.start; b < g.end(); ++b) blocks.push_back(b);
+      for (size_t i = 0; i < edges.size(); ++i) edges[i].fill(pool_.BlockPtr(blocks[i]));
+      media_->Drain();
+      AddPlannedSlots(op, it.ino);
+      for (size_t i = 0; i < edges.size(); ++i) {
+        n->extents.Remove(op.tx, edges[i].file_block, 1, &removed);
+        n->extents.Insert(op.tx, Mapping{edges[i].file_block, blocks[i], 1, 0});
+        ++img.blocks;
+      }
+      for (const Mapping& m : removed) {
+        op.AddRefs({m.pool_block, m.length}, -1);
+        img.blocks -= m.length;
+      }
+      removed.clear();
+      for (const BlockRange& g : got) op.Claim(g);
+    }
 
     switch (it.type) {
       case kIntentClone: {
@@ -409,26 +458,34 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
     }
     if (need > fs.AvailableBlocks()) return Status::Error(ENOSPC, "pool is full");
   }
+  // Bytes past the end of file that growing exposes: nobody sees them yet,
+  // so zeroing them in place is safe.
   if (grow) LFS_RETURN_IF_ERROR(fs.ZeroRange(ino, size, std::min(RoundUp(size), end)));
-  LFS_RETURN_IF_ERROR(fs.ZeroRange(ino, off, std::min(end, wb)));
-  if (end > we) LFS_RETURN_IF_ERROR(fs.ZeroRange(ino, we, end));
   if (grow) it.new_size = end;
-  if (we > wb) {
-    it.type = zero ? kIntentZero : kIntentPunch;
-    it.first_block = wb / kBlock;
-    it.count = (we - wb) / kBlock;
-    fs.RunIntent(it);
-    // Zero range leaves no holes: give them unwritten blocks (checked above).
-    if (zero) LFS_RETURN_IF_ERROR(fs.Preallocate(c, ino, FALLOC_FL_KEEP_SIZE, wb, we - wb));
-  } else {
-    Op op(fs);
-    Inode img = *fs.I(ino);
-    img.size = it.new_size;
-    img.mode = it.new_mode;
-    img.mtime_ns = img.ctime_ns = it.time_ns;
-    fs.StageAttrs(op, ino, img);
-    op.Commit();
-  }
+  // The partial blocks at the edges get fresh copies with the range zeroed,
+  // mapped in the same transaction that starts the change, so the whole
+  // operation is atomic. (On a pool too full even for that, they are zeroed
+  // in place first, as a write would be.)
+  std::vector<Impl::EdgeBlock> edges;
+  auto edge = [&](uint64_t a, uint64_t b) -> Status {
+    if (a >= b) return Status::Ok();
+    const uint64_t eb = a / kBlock;
+    const auto m = n->extents.Find(eb);
+    if (!m || m->unwritten()) return Status::Ok();  // reads as zeros already
+    if (fs.alloc_.free_blocks() < edges.size() + 1) return fs.ZeroRange(ino, a, b);
+    edges.push_back(fs.MakeEdge(ino, eb, static_cast<uint32_t>(a - eb * kBlock),
+                                static_cast<uint32_t>(b - eb * kBlock)));
+    return Status::Ok();
+  };
+  LFS_RETURN_IF_ERROR(edge(off, std::min(end, wb)));
+  if (end > we) LFS_RETURN_IF_ERROR(edge(we, end));
+  it.type = zero ? kIntentZero : kIntentPunch;
+  it.first_block = wb / kBlock;
+  it.count = (we - wb) / kBlock;
+  fs.RunIntent(it, edges);
+  // Zero range leaves no holes: give them unwritten blocks (checked above).
+  if (zero && we > wb)
+    LFS_RETURN_IF_ERROR(fs.Preallocate(c, ino, FALLOC_FL_KEEP_SIZE, wb, we - wb));
   return Status::Ok();
 }
 
@@ -470,18 +527,24 @@ Result<uint64_t> Filesystem::Impl::CloneLocked(const Cred& c, Ino src, uint64_t 
   if (dst_off > dst_size)
     LFS_RETURN_IF_ERROR(ZeroRange(dst, dst_size, std::min(RoundUp(dst_size), dst_off)));
 
+  RunClone(c, src, src_off / kBlock, dst, dst_off / kBlock, nb, std::max(dst_size, dst_off + len));
+  return len;
+}
+
+void Filesystem::Impl::RunClone(const Cred& c, Ino src, uint64_t src_block, Ino dst,
+                                uint64_t dst_block, uint64_t count, uint64_t new_size,
+                                const std::vector<EdgeBlock>& edges) {
   Intent it{};
   it.type = kIntentClone;
   it.ino = dst;
   it.src_ino = src;
-  it.src_block = src_off / kBlock;
-  it.first_block = dst_off / kBlock;
-  it.count = nb;
-  it.new_size = std::max(dst_size, dst_off + len);
+  it.src_block = src_block;
+  it.first_block = dst_block;
+  it.count = count;
+  it.new_size = new_size;
   it.new_mode = ModeAfterChange(c, *I(dst));
   it.time_ns = NowNs();
-  RunIntent(it);
-  return len;
+  RunIntent(it, edges);
 }
 
 Result<uint64_t> Filesystem::CloneRange(const Cred& c, Ino src, uint64_t src_off, Ino dst,
@@ -524,32 +587,51 @@ Result<uint64_t> Filesystem::CopyFileRange(const Cred& c, Ino src, uint64_t src_
     return done;
   };
 
-  uint64_t head = len, mid = 0;
   if (src_off % kBlock == dst_off % kBlock) {
-    head = std::min(len, (kBlock - src_off % kBlock) % kBlock);
-    mid = RoundDown(len - head);
+    // Offsets in the same place of their blocks: the whole blocks are
+    // shared, the partial ones at the edges are copied into fresh blocks,
+    // and all of it lands in one intent, atomically.
+    const uint64_t head = std::min(len, (kBlock - src_off % kBlock) % kBlock);
+    uint64_t mid = RoundDown(len - head);
+    uint64_t tail = len - head - mid;
     // The last partial block may be shared too when it ends the source and
-    // the destination (the clone rule for a range ending at end of file).
-    const uint64_t rest = len - head - mid;
-    if (rest && src_off + len == src_size && dst_off + len >= fs.I(dst)->size) mid += rest;
+    // covers the destination's end (the clone rule at end of file).
+    if (tail && src_off + len == src_size && dst_off + len >= fs.I(dst)->size) {
+      mid += tail;
+      tail = 0;
+    }
+    const size_t nedges = (head ? 1 : 0) + (tail ? 1 : 0);
+    const uint64_t nb = RoundUp(mid) / kBlock;
+    const size_t maps = sn->extents.Overlapping((src_off + head) / kBlock, nb).size();
+    if (fs.alloc_.free_blocks() >= nedges + dn->extents.ChainBlocksFor(maps + 2 + 2 * nedges)) {
+      const uint64_t dst_size = fs.I(dst)->size;
+      if (dst_off > dst_size)
+        LFS_RETURN_IF_ERROR(fs.ZeroRange(dst, dst_size, std::min(RoundUp(dst_size), dst_off)));
+      // Source bytes for an edge: in the pool, or zeros.
+      auto src_bytes = [&](uint64_t off) -> const char* {
+        const auto m = sn->extents.Find(off / kBlock);
+        if (!m || m->unwritten()) return fs.zeros_;
+        return fs.pool_.BlockPtr(m->pool_block + (off / kBlock - m->file_block)) + off % kBlock;
+      };
+      std::vector<Impl::EdgeBlock> edges;
+      if (head) {
+        const uint32_t from = static_cast<uint32_t>(dst_off % kBlock);
+        edges.push_back(fs.MakeEdge(dst, dst_off / kBlock, from, from + static_cast<uint32_t>(head),
+                                    src_bytes(src_off)));
+      }
+      if (tail) {
+        const uint64_t at = dst_off + head + mid;
+        edges.push_back(fs.MakeEdge(dst, at / kBlock, 0, static_cast<uint32_t>(tail),
+                                    src_bytes(src_off + head + mid)));
+      }
+      fs.RunClone(c, src, (src_off + head) / kBlock, dst, (dst_off + head) / kBlock, nb,
+                  std::max(fs.I(dst)->size, dst_off + len), edges);
+      return len;
+    }
   }
-  uint64_t total = 0;
-  if (head) {
-    LFS_ASSIGN_OR_RETURN(uint64_t k, copy(src_off, dst_off, head));
-    total += k;
-    if (k < head) return total;
-  }
-  if (mid) {
-    LFS_ASSIGN_OR_RETURN(uint64_t k,
-                         fs.CloneLocked(c, src, src_off + head, dst, dst_off + head, mid));
-    total += k;
-  }
-  if (const uint64_t tail = len - total) {
-    auto k = copy(src_off + total, dst_off + total, tail);
-    if (!k.ok()) return total ? Result<uint64_t>(total) : Result<uint64_t>(k.status());
-    total += *k;
-  }
-  return total;
+  // Otherwise the bytes are copied through the write path, with write(2)'s
+  // durability contract.
+  return copy(src_off, dst_off, len);
 }
 
 std::vector<struct iovec> Filesystem::Impl::Segments(Ino ino, uint64_t off, uint64_t len) const {
