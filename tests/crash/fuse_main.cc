@@ -1,4 +1,5 @@
-// main() of the mounted crash tests: meson's "skipped" (77) without FUSE.
+// main() of the mounted doctest suites outside tests/fuse (crash, fsx, leasectl):
+// meson's "skipped" (77) without FUSE.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <cstdio>
 
