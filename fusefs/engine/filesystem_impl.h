@@ -144,8 +144,9 @@ class Filesystem::Impl {
   // Runs, or resumes after a crash, the multi-transaction change `it`
   // describes; the first transaction writes the record to inode slot 0 if it
   // is not there yet (and maps `edges`), the last clears it.
-  // REQUIRES: AvailableBlocks() >= edges.size().
-  void RunIntent(layout::Intent it, const std::vector<EdgeBlock>& edges = {}) REQUIRES(mu_);
+  // Errors: ENOSPC when the edges' blocks or slots cannot be had (nothing
+  // is changed then); without edges it cannot fail.
+  Status RunIntent(layout::Intent it, const std::vector<EdgeBlock>& edges = {}) REQUIRES(mu_);
   // An EdgeBlock for file block `fb` of `ino`: its current bytes (zeros for a
   // hole or unwritten block) with [from, to) (offsets in the block) zeroed,
   // or replaced by `src` when it is not null.
@@ -156,7 +157,7 @@ class Filesystem::Impl {
   // Clones src blocks [src_block, +count) to dst_block of dst (as an
   // intent, with `edges`), then sets dst's size to new_size. REQUIRES:
   // arguments checked, space for the edges and extent slots checked.
-  void RunClone(const Cred& c, Ino src, uint64_t src_block, Ino dst, uint64_t dst_block,
+  Status RunClone(const Cred& c, Ino src, uint64_t src_block, Ino dst, uint64_t dst_block,
                 uint64_t count, uint64_t new_size, const std::vector<EdgeBlock>& edges = {})
       REQUIRES(mu_);
   // Extent-chain blocks `ino` would need for `slots` more extents.

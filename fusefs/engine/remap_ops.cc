@@ -101,7 +101,7 @@ Filesystem::Impl::EdgeBlock Filesystem::Impl::MakeEdge(Ino ino, uint64_t fb, uin
           }};
 }
 
-void Filesystem::Impl::RunIntent(Intent it, const std::vector<EdgeBlock>& edges) {
+Status Filesystem::Impl::RunIntent(Intent it, const std::vector<EdgeBlock>& edges) {
   Intent* slot = IntentSlot(pool_);
   bool recorded = slot->type == it.type && slot->ino == it.ino;
   Node* n = N(it.ino);
@@ -115,13 +115,10 @@ void Filesystem::Impl::RunIntent(Intent it, const std::vector<EdgeBlock>& edges)
     if (first_tx && !edges.empty()) {
       // Fresh blocks with the edges' new contents, made durable before the
       // transaction that maps them commits.
+      // Nothing has changed yet: running out of space here fails the call.
       std::vector<BlockRange> got;
-      const Status s = op.Reserve(edges.size(), 0, &got, Op::Use::kExtentChain);
-      assert(s.ok() && "the caller checked the space");
-      (void)s;
-      const Status slots = PlanSlots(op, it.ino, 2 * edges.size());
-      assert(slots.ok());
-      (void)slots;
+      LFS_RETURN_IF_ERROR(op.Reserve(edges.size(), 0, &got, Op::Use::kExtentChain));
+      LFS_RETURN_IF_ERROR(PlanSlots(op, it.ino, 2 * edges.size()));
       std::vector<uint64_t> blocks;
       for (const BlockRange& g : got)
         for (uint64_t b = g.start; b < g.end(); ++b) blocks.push_back(b);
@@ -274,7 +271,7 @@ void Filesystem::Impl::RunIntent(Intent it, const std::vector<EdgeBlock>& edges)
       StageAttrs(op, it.ino, img);
       if (recorded) op.tx.Put(slot, Intent{});
       op.Commit();
-      return;
+      return Status::Ok();
     }
     StageAttrs(op, it.ino, img);
     if (!recorded) {
@@ -285,6 +282,7 @@ void Filesystem::Impl::RunIntent(Intent it, const std::vector<EdgeBlock>& edges)
     }
     op.Commit();
   }
+  return Status::Ok();
 }
 
 void Filesystem::Impl::RecoverIntent() {
@@ -303,7 +301,7 @@ void Filesystem::Impl::RecoverIntent() {
     op.Commit();
     return;
   }
-  RunIntent(it);
+  (void)RunIntent(it);  // no edges: cannot fail
 }
 
 // ---------------------------------------------------------------------------
@@ -431,8 +429,7 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
       return Status::Error(ENOSPC, "pool is full");
     it.first_block = fb;
     it.count = len / kBlock;
-    fs.RunIntent(it);
-    return Status::Ok();
+    return fs.RunIntent(it);
   }
 
   // Punch hole and zero range: zero the partial blocks at the edges, then
@@ -482,7 +479,7 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
   it.type = zero ? kIntentZero : kIntentPunch;
   it.first_block = wb / kBlock;
   it.count = (we - wb) / kBlock;
-  fs.RunIntent(it, edges);
+  LFS_RETURN_IF_ERROR(fs.RunIntent(it, edges));
   // Zero range leaves no holes: give them unwritten blocks (checked above).
   if (zero && we > wb)
     LFS_RETURN_IF_ERROR(fs.Preallocate(c, ino, FALLOC_FL_KEEP_SIZE, wb, we - wb));
@@ -527,11 +524,12 @@ Result<uint64_t> Filesystem::Impl::CloneLocked(const Cred& c, Ino src, uint64_t 
   if (dst_off > dst_size)
     LFS_RETURN_IF_ERROR(ZeroRange(dst, dst_size, std::min(RoundUp(dst_size), dst_off)));
 
-  RunClone(c, src, src_off / kBlock, dst, dst_off / kBlock, nb, std::max(dst_size, dst_off + len));
+  LFS_RETURN_IF_ERROR(RunClone(c, src, src_off / kBlock, dst, dst_off / kBlock, nb,
+                               std::max(dst_size, dst_off + len)));
   return len;
 }
 
-void Filesystem::Impl::RunClone(const Cred& c, Ino src, uint64_t src_block, Ino dst,
+Status Filesystem::Impl::RunClone(const Cred& c, Ino src, uint64_t src_block, Ino dst,
                                 uint64_t dst_block, uint64_t count, uint64_t new_size,
                                 const std::vector<EdgeBlock>& edges) {
   Intent it{};
@@ -544,7 +542,7 @@ void Filesystem::Impl::RunClone(const Cred& c, Ino src, uint64_t src_block, Ino 
   it.new_size = new_size;
   it.new_mode = ModeAfterChange(c, *I(dst));
   it.time_ns = NowNs();
-  RunIntent(it, edges);
+  return RunIntent(it, edges);
 }
 
 Result<uint64_t> Filesystem::CloneRange(const Cred& c, Ino src, uint64_t src_off, Ino dst,
@@ -624,8 +622,9 @@ Result<uint64_t> Filesystem::CopyFileRange(const Cred& c, Ino src, uint64_t src_
         edges.push_back(fs.MakeEdge(dst, at / kBlock, 0, static_cast<uint32_t>(tail),
                                     src_bytes(src_off + head + mid)));
       }
-      fs.RunClone(c, src, (src_off + head) / kBlock, dst, (dst_off + head) / kBlock, nb,
-                  std::max(fs.I(dst)->size, dst_off + len), edges);
+      LFS_RETURN_IF_ERROR(fs.RunClone(c, src, (src_off + head) / kBlock, dst,
+                                      (dst_off + head) / kBlock, nb,
+                                      std::max(fs.I(dst)->size, dst_off + len), edges));
       return len;
     }
   }
