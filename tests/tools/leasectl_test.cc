@@ -8,7 +8,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <regex>
 #include <string>
 #include <vector>
 
@@ -434,8 +433,12 @@ TEST_SUITE("leasectl") {
     REQUIRE(Runs(a).size() == 3);
     const ProcessResult r = Leasectl({"defrag", a});
     CHECK(r.exit_code == 0);
-    CHECK(std::regex_match(r.output,
-                           std::regex(a + ": 3 extents -> 1 extent, [1-3] blocks? moved\n")));
+    // How many blocks move depends on where free space lies: 1 to 3.
+    const std::string line = r.output;
+    const std::string moved_one = a + ": 3 extents -> 1 extent, 1 block moved\n";
+    const std::string moved_two = a + ": 3 extents -> 1 extent, 2 blocks moved\n";
+    const std::string moved_three = a + ": 3 extents -> 1 extent, 3 blocks moved\n";
+    CHECK_MESSAGE((line == moved_one || line == moved_two || line == moved_three), line);
     CHECK(ReadAll(a) == Blocks("abc"));
     const std::vector<Run> runs = Runs(a);
     REQUIRE(runs.size() == 1);
