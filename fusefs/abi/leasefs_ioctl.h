@@ -74,7 +74,10 @@ struct leasefs_defrag {
  * The file's extents from file offset `start` on, in file order, as runs of
  * pool blocks with one refcount and one set of flags each (an extent whose
  * blocks are shared in part is reported as several runs). Holes are not
- * reported. Call again with start = next while LEASEFS_BMAP_MORE is set. */
+ * reported. A run that begins before `start` is reported from the block
+ * holding `start` on. `next` is the end of the last run returned (`start`
+ * when none is); call again with start = next while LEASEFS_BMAP_MORE is
+ * set. */
 #define LEASEFS_EXTENT_UNWRITTEN 0x1u   /* allocated, reads as zeros */
 #define LEASEFS_EXTENT_SHARED 0x2u      /* refcount > 1 (reflink) */
 #define LEASEFS_EXTENT_QUARANTINED 0x4u /* also held by the quarantine */
