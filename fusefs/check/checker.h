@@ -146,6 +146,9 @@ class Checker {
   // --- inodes, extents, xattrs (inodes.cc)
   void CheckInodes();
   void CheckSlotZero();
+  void NoteIntent();
+  // True if the pending intent changes or reads inode `ino`.
+  bool IntentUses(uint64_t ino) const;
   void CheckRoot();
   void ReplaceRoot(const std::string& what, bool lossy);
   void CheckInode(uint64_t ino);
@@ -255,6 +258,11 @@ class Checker {
   std::vector<QuarantineRef> quarantine_;
   std::vector<DirRef> dir_refs_;
   bool root_replaced_ = false;
+  // The block-map change recorded in inode slot 0 (docs/pool_format.md
+  // "Intents"), when one is pending and names existing regular files: the
+  // next mount finishes it.
+  layout::Intent intent_{};
+  bool intent_pending_ = false;
   // References this run released by reclaiming orphans: [first, end) blocks.
   // Their refcounts drop without that being a problem.
   std::vector<std::pair<uint64_t, uint64_t>> released_;

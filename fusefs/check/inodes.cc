@@ -39,9 +39,48 @@ void Checker::CheckInodes() {
 
 void Checker::CheckSlotZero() {
   const uint32_t mode = InodeAt(0)->mode;
-  if (mode == 0) return;
+  if (mode == 0) {
+    NoteIntent();
+    return;
+  }
   Problem("inode 0", "slot 0 is in use (mode " + Octal(mode) + ")", "cleared it");
   ZeroInodeSlot(0);
+}
+
+// Slot 0 may hold an intent: a clone, punch, zero range, collapse or insert
+// that a crash interrupted between two of its transactions. Every one of
+// them left the files consistent, so it is no problem; the next mount
+// finishes it (or drops a record that names no regular file).
+void Checker::NoteIntent() {
+  std::memcpy(&intent_, InodeAt(0), sizeof(intent_));
+  const Intent& it = intent_;
+  if (it.type == kIntentNone) return;
+  static constexpr const char* kNames[] = {"",           "clone",    "punch",
+                                           "zero range", "collapse", "insert"};
+  auto regular = [&](uint64_t ino) {
+    return ino > 0 && ino < sb_.inode_count && S_ISREG(InodeAt(ino)->mode);
+  };
+  const bool known = it.type <= kIntentInsert;
+  if (!known || !regular(it.ino) || (it.type == kIntentClone && !regular(it.src_ino))) {
+    Note("inode 0", "a pending block-map change (intent type " + std::to_string(it.type) +
+                        ") that names no regular file to change; the next mount discards it");
+    return;
+  }
+  intent_pending_ = true;
+  const std::string range = it.count == 0 ? "no blocks at block " + std::to_string(it.first_block)
+                                          : "blocks " + std::to_string(it.first_block) + "-" +
+                                                std::to_string(it.first_block + it.count - 1);
+  std::string what = "a pending " + std::string(kNames[it.type]) + " of " + range + " of inode " +
+                     std::to_string(it.ino);
+  if (it.type == kIntentClone)
+    what +=
+        " from block " + std::to_string(it.src_block) + " of inode " + std::to_string(it.src_ino);
+  Note("inode 0", what + " (a crash interrupted it); the next mount finishes it");
+}
+
+bool Checker::IntentUses(uint64_t ino) const {
+  return intent_pending_ &&
+         (intent_.ino == ino || (intent_.type == kIntentClone && intent_.src_ino == ino));
 }
 
 // The root must be a directory; anything else is replaced by an empty one, and

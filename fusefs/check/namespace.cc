@@ -30,6 +30,15 @@ void Checker::HandleOrphans() {
       Note(InodeWhere(ino), what + "; the next mount reclaims it");
       continue;
     }
+    if (IntentUses(ino)) {
+      // The mount finishes the change first (a clone may read from an
+      // orphan), then reclaims it; reclaiming it now would leave the change
+      // half done.
+      info.orphan = true;
+      Note(InodeWhere(ino), what + "; kept for the pending change in slot 0: the next mount " +
+                                "finishes that, then reclaims it");
+      continue;
+    }
     Note(InodeWhere(ino),
          what + ": reclaimed it and its " + Plural(info.blocks, "block", "blocks"));
     for (const Ref* r = RefsBegin(ino); r != RefsEnd(ino); ++r) {

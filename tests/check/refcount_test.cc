@@ -5,6 +5,7 @@
 #include <string>
 
 #include <doctest/doctest.h>
+#include <sys/stat.h>
 
 #include "tests/check/image.h"
 
@@ -79,6 +80,231 @@ TEST_SUITE("check") {
     const check::CheckReport after = Check(img);
     CHECK(after.clean());
     CHECK(after.data_blocks_used == before.data_blocks_used);
+  }
+
+  // ---------------------------------------------------------------------------
+  // Blocks shared by reflink: one reference per extent that maps them
+
+  // /a: 3 blocks of its own; /b: a block of its own, then /a's middle block
+  // (a reflink: refcount 2).
+  struct Shared {
+    uint64_t a, b;
+    uint64_t a_first;  // /a's first pool block
+    uint64_t block;    // the shared one
+  };
+  Shared BuildShared(Image & img) {
+    Shared s;
+    s.a = img.Create(kRootIno, "a", 3);
+    s.b = img.Create(kRootIno, "b", 1);
+    s.a_first = img.inline_extent(s.a, 0)->pool_block;
+    s.block = s.a_first + 1;
+    img.AddExtent(s.b, 1, s.block, 1);
+    img.inode(s.b)->size = 2 * kBlockSize;
+    return s;
+  }
+
+  TEST_CASE("Shared block: refcount 2 for the two files that map it is clean") {
+    Image img;
+    const uint64_t a = img.Create(kRootIno, "a", 3);
+    const uint64_t b = img.Create(kRootIno, "b", 1);
+    const uint64_t used = Check(img).data_blocks_used;
+    const uint64_t block = img.inline_extent(a, 0)->pool_block + 1;
+    img.AddExtent(b, 1, block, 1);
+    img.inode(b)->size = 2 * kBlockSize;
+    CHECK(*img.refcount(block) == 2);
+    const check::CheckReport r = Check(img);
+    CHECK(r.findings.empty());
+    CHECK(r.clean());
+    CHECK(r.data_blocks_used == used);  // a shared block is one block in use
+  }
+
+  TEST_CASE("Shared block: refcount 1 but mapped by two files is set to 2") {
+    Image img;
+    const Shared s = BuildShared(img);
+    *img.refcount(s.block) = 1;
+    ExpectRepaired(img, {"block " + to_string(s.block) + ": refcount 1 but 2 references"});
+    CHECK(*img.refcount(s.block) == 2);
+  }
+
+  TEST_CASE("Shared block: refcount 3 but mapped by two files is set to 2") {
+    Image img;
+    const Shared s = BuildShared(img);
+    *img.refcount(s.block) = 3;
+    ExpectRepaired(img, {"block " + to_string(s.block) + ": refcount 3 but 2 references"});
+    CHECK(*img.refcount(s.block) == 2);
+  }
+
+  TEST_CASE("Shared block: refcount 0 but mapped by two files is set to 2") {
+    Image img;
+    const Shared s = BuildShared(img);
+    *img.refcount(s.block) = 0;
+    ExpectRepaired(img, {"block " + to_string(s.block) +
+                         ": refcount 0 but 2 references (in use but marked free)"});
+    CHECK(*img.refcount(s.block) == 2);
+  }
+
+  TEST_CASE("Shared block: a file that maps a block twice holds two references") {
+    Image img;
+    const Shared s = BuildShared(img);
+    img.AddExtent(s.a, 5, s.a_first, 1);  // a clone within /a
+    img.inode(s.a)->size = 6 * kBlockSize;
+    CHECK(*img.refcount(s.a_first) == 2);
+    CHECK(Check(img).findings.empty());
+    *img.refcount(s.a_first) = 1;
+    ExpectRepaired(img, {"block " + to_string(s.a_first) + ": refcount 1 but 2 references"});
+    CHECK(*img.refcount(s.a_first) == 2);
+  }
+
+  TEST_CASE("Shared block: a run shared in part by three files is checked block by block") {
+    Image img;
+    const Shared s = BuildShared(img);
+    // /c maps /a's first two blocks: refcounts 2, 3, 1 for /a's three blocks.
+    const uint64_t c = img.Create(kRootIno, "c");
+    img.AddExtent(c, 0, s.a_first, 2);
+    img.inode(c)->size = 2 * kBlockSize;
+    CHECK(*img.refcount(s.a_first) == 2);
+    CHECK(*img.refcount(s.a_first + 1) == 3);
+    CHECK(*img.refcount(s.a_first + 2) == 1);
+    CHECK(Check(img).findings.empty());
+    for (uint64_t i = 0; i < 3; ++i) *img.refcount(s.a_first + i) = 2;
+    ExpectRepaired(img, {"block " + to_string(s.a_first + 1) + ": refcount 2 but 3 references",
+                         "block " + to_string(s.a_first + 2) + ": refcount 2 but 1 reference"});
+  }
+
+  TEST_CASE("Shared block: reclaiming an orphan drops only its own reference") {
+    Image img;
+    const Shared s = BuildShared(img);
+    const uint64_t orphan = img.NewInode(S_IFREG | 0644);  // nlink 0, no entry
+    img.AddExtent(orphan, 0, s.block, 1);
+    img.inode(orphan)->size = kBlockSize;
+    CHECK(*img.refcount(s.block) == 3);
+    const check::CheckReport look = Check(img);
+    CHECK(Problems(look).empty());
+    const check::CheckReport fix = Check(img, /*repair=*/true);
+    CHECK(Problems(fix).empty());
+    CHECK(fix.orphans == 1);
+    CHECK(img.inode(orphan)->mode == 0);
+    CHECK(*img.refcount(s.block) == 2);
+    CHECK(Check(img).findings.empty());
+  }
+
+  // ---------------------------------------------------------------------------
+  // A pending intent in inode slot 0 (docs/pool_format.md "Intents")
+
+  Intent* IntentOf(Image & img) { return reinterpret_cast<Intent*>(img.inode(0)); }
+
+  TEST_CASE("Intent: a pending clone is noted, not an error, and repair leaves it") {
+    Image img;
+    const Shared s = BuildShared(img);
+    // A clone of /a's 3 blocks over /b, interrupted after its first piece
+    // (/b's block 1 already shares /a's block 1).
+    Intent* it = IntentOf(img);
+    it->type = kIntentClone;
+    it->ino = s.b;
+    it->src_ino = s.a;
+    it->src_block = 0;
+    it->first_block = 0;
+    it->count = 3;
+    it->cursor = 2;
+    it->new_size = 3 * kBlockSize;
+    const std::vector<std::string> note = {"inode 0: a pending clone of blocks 0-2 of inode " +
+                                           to_string(s.b) + " from block 0 of inode " +
+                                           to_string(s.a) +
+                                           " (a crash interrupted it); the next mount finishes it"};
+    const std::vector<char> before = img.Snapshot();
+    const check::CheckReport look = Check(img);
+    CHECK(Problems(look).empty());
+    CHECK(Notes(look) == note);
+    CHECK(look.ExitCode() == 0);
+    const check::CheckReport fix = Check(img, /*repair=*/true);
+    CHECK(Problems(fix).empty());
+    CHECK(fix.ExitCode() == 0);
+    CHECK(img.Snapshot() == before);  // the record stays for the mount
+  }
+
+  TEST_CASE("Intent: each kind of pending change is noted") {
+    const struct {
+      uint32_t type;
+      const char* name;
+    } kinds[] = {{kIntentPunch, "punch"},
+                 {kIntentZero, "zero range"},
+                 {kIntentCollapse, "collapse"},
+                 {kIntentInsert, "insert"}};
+    for (const auto& k : kinds) {
+      CAPTURE(k.name);
+      Image img;
+      const Shared s = BuildShared(img);
+      Intent* it = IntentOf(img);
+      it->type = k.type;
+      it->ino = s.a;
+      it->first_block = 1;
+      it->count = 1;
+      it->new_size = 3 * kBlockSize;
+      const check::CheckReport r = Check(img);
+      CHECK(Problems(r).empty());
+      CHECK(Notes(r) == std::vector<std::string>{"inode 0: a pending " + std::string(k.name) +
+                                                 " of blocks 1-1 of inode " + to_string(s.a) +
+                                                 " (a crash interrupted it); the next mount "
+                                                 "finishes it"});
+    }
+  }
+
+  TEST_CASE("Intent: a record that names no regular file is noted for the mount to drop") {
+    Image img;
+    const Tree t = BuildTree(img);
+    Intent* it = IntentOf(img);
+    it->type = kIntentPunch;
+    it->ino = t.dir;  // a directory
+    it->count = 1;
+    const std::vector<std::string> note = {
+        "inode 0: a pending block-map change (intent type 2) that names no regular file to "
+        "change; the next mount discards it"};
+    CHECK(Problems(Check(img)).empty());
+    CHECK(Notes(Check(img)) == note);
+    it->type = 77;  // unknown
+    it->ino = t.file;
+    CHECK(Problems(Check(img)).empty());
+    CHECK(Notes(Check(img)).size() == 1);
+  }
+
+  TEST_CASE("Intent: a mode in slot 0 is still slot 0 in use, intent or not") {
+    Image img;
+    IntentOf(img)->type = kIntentPunch;
+    img.inode(0)->mode = S_IFREG | 0644;
+    ExpectRepaired(img, {"inode 0: slot 0 is in use (mode 0100644)"});
+    CHECK(IntentOf(img)->type == 0);
+  }
+
+  TEST_CASE("Intent: repair keeps the orphan a pending clone reads from") {
+    Image img;
+    const Shared s = BuildShared(img);
+    // The source was unlinked while open, then the daemon died part way
+    // through a clone from it into /b.
+    const uint64_t src = img.NewInode(S_IFREG | 0644);
+    const uint64_t first = img.AllocBlocks(2);
+    img.AddExtent(src, 0, first, 2);
+    img.inode(src)->size = 2 * kBlockSize;
+    Intent* it = IntentOf(img);
+    it->type = kIntentClone;
+    it->ino = s.b;
+    it->src_ino = src;
+    it->count = 2;
+    it->new_size = 2 * kBlockSize;
+    const check::CheckReport fix = Check(img, /*repair=*/true);
+    CHECK(Problems(fix).empty());
+    CHECK(img.inode(src)->mode == (S_IFREG | 0644));  // still there for the mount
+    CHECK(*img.refcount(first) == 1);
+    const std::vector<std::string> notes = Notes(fix);
+    REQUIRE(notes.size() == 2);
+    CHECK(notes[1] == "inode " + to_string(src) +
+                          ": orphan regular file (nlink 0: unlinked while open); kept for the "
+                          "pending change in slot 0: the next mount finishes that, then "
+                          "reclaims it");
+    // Without the intent, repair reclaims it as usual.
+    *it = Intent{};
+    Check(img, /*repair=*/true);
+    CHECK(img.inode(src)->mode == 0);
+    CHECK(*img.refcount(first) == 0);
   }
 
   // ---------------------------------------------------------------------------
