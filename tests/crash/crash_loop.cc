@@ -31,13 +31,13 @@ constexpr int kChildLost = 10;      // the target went away under an operation
 constexpr int kChildMismatch = 11;  // an outcome the model did not predict
 constexpr auto kChildGrace = std::chrono::seconds(10);
 
-[[noreturn]] void ChildMain(const std::string& root, uint64_t seed, uint64_t k, Model model,
-                            Shared* sh) {
+[[noreturn]] void ChildMain(const std::string& root, uint64_t seed, unsigned ops, uint64_t k,
+                            Model model, Shared* sh) {
   // The test process's handlers unmount everything: not ours to run.
   for (int sig : {SIGINT, SIGTERM, SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGHUP}) signal(sig, SIG_DFL);
   umask(0);
   for (;;) {
-    Op op = Generate(model, seed, k + 1);
+    Op op = Generate(model, seed, k + 1, ops);
     int expected = model.Apply(op);
     int got = ApplyToDir(root, op);
     if (got != expected) {
@@ -66,9 +66,10 @@ int WaitFor(pid_t pid, std::chrono::microseconds limit) {
 }
 
 // Replays ops (from, to] of `seed` on `m`; keeps the last few descriptions.
-void Replay(Model& m, uint64_t seed, uint64_t from, uint64_t to, std::vector<std::string>* log) {
+void Replay(Model& m, uint64_t seed, unsigned ops, uint64_t from, uint64_t to,
+            std::vector<std::string>* log) {
   for (uint64_t j = from + 1; j <= to; ++j) {
-    Op op = Generate(m, seed, j);
+    Op op = Generate(m, seed, j, ops);
     int e = m.Apply(op);
     if (log && to - j < 6)
       log->push_back("  op " + std::to_string(j) + ": " + Describe(op) + " -> " + ErrnoName(e));
@@ -98,11 +99,11 @@ int IterationsFromEnv(int fallback) {
 }
 
 std::string RunWorkload(const std::string& root, uint64_t seed, uint64_t first, uint64_t last,
-                        Model& model) {
+                        Model& model, unsigned ops) {
   const mode_t old = umask(0);
   std::string failure;
   for (uint64_t k = first; k <= last && failure.empty(); ++k) {
-    Op op = Generate(model, seed, k);
+    Op op = Generate(model, seed, k, ops);
     int expected = model.Apply(op);
     int got = ApplyToDir(root, op);
     if (got != expected)
@@ -168,7 +169,7 @@ std::string CrashLoop::Iteration(int iter, CrashLoopResult* res) {
   std::fflush(nullptr);
   const pid_t child = fork();
   if (child < 0) return "fork failed";
-  if (child == 0) ChildMain(root_, opts_.seed, start_, model_, sh_);
+  if (child == 0) ChildMain(root_, opts_.seed, opts_.ops, start_, model_, sh_);
 
   int status = WaitFor(child, std::chrono::microseconds(delay_us_));
   if (status != -1) return StoppedEarly(status);
@@ -197,7 +198,7 @@ std::string CrashLoop::StoppedEarly(int status) const {
   if (WIFEXITED(status) && WEXITSTATUS(status) == kChildMismatch) {
     Model m = model_;
     std::vector<std::string> log;
-    Replay(m, opts_.seed, start_, sh_->bad_op, &log);
+    Replay(m, opts_.seed, opts_.ops, start_, sh_->bad_op, &log);
     f += "op " + std::to_string(sh_->bad_op) + " returned " + ErrnoName(sh_->got) +
          ", the model expected " + ErrnoName(sh_->expected) + "\n" + Lines(log, "");
   } else {
@@ -210,8 +211,8 @@ Candidates CrashLoop::Rebuild(uint64_t n) const {
   Candidates c;
   c.n = n;
   c.after_n = model_;
-  Replay(c.after_n, opts_.seed, start_, n, &c.log);
-  c.next = Generate(c.after_n, opts_.seed, n + 1);
+  Replay(c.after_n, opts_.seed, opts_.ops, start_, n, &c.log);
+  c.next = Generate(c.after_n, opts_.seed, n + 1, opts_.ops);
   c.after_next = c.after_n;
   c.next_err = c.after_next.Apply(c.next);
   return c;
@@ -234,10 +235,12 @@ std::string CrashLoop::Resync(Candidates& c, CrashLoopResult* res, const char** 
     ++res->in_flight_done;
     return {};
   }
-  // A write in flight may have landed in part: each byte old or new, the
-  // size old or new.
+  // A write in flight (or a copy_file_range with write(2)'s contract) may
+  // have landed in part: each byte old or new, the size old or new. Where
+  // copies are short when killed (tmpfs), any copy_file_range may.
   const bool is_write =
-      (c.next.type == OpType::kWrite || c.next.type == OpType::kAppend) && c.next_err == 0;
+      (WriteLike(c.next) || (opts_.short_writes && c.next.type == OpType::kCopyRange)) &&
+      c.next_err == 0;
   std::vector<std::string> d2;
   if (is_write) {
     const int id = c.after_n.Resolve(c.next.path);

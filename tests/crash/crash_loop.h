@@ -45,6 +45,8 @@ struct CrashLoopOptions {
   // An interrupted write may leave any size between the old and the new one
   // (true of tmpfs when the writer is killed; leasefs promises old or new).
   bool short_writes = false;
+  // The operations the workload draws (OpSet).
+  unsigned ops = kAllOps;
 };
 
 struct CrashLoopResult {
@@ -63,7 +65,7 @@ CrashLoopResult RunCrashLoop(CrashTarget& target, const CrashLoopOptions& opts, 
 // Runs ops [first, last] of workload `seed` on `root` without crashes,
 // checking each outcome against the model. Returns "" or the first mismatch.
 std::string RunWorkload(const std::string& root, uint64_t seed, uint64_t first, uint64_t last,
-                        Model& model);
+                        Model& model, unsigned ops = kAllOps);
 
 // Environment knobs: LEASEFS_CRASH_SEED, LEASEFS_CRASH_ITERATIONS.
 uint64_t SeedFromEnv(uint64_t fallback);

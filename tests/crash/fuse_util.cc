@@ -1,18 +1,29 @@
 #include "tests/crash/fuse_util.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
 #include <sstream>
 #include <stdexcept>
 #include <thread>
+#include <unordered_map>
 
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
+
+#include "fusefs/abi/leasefs_ioctl.h"
 
 namespace leasefs::crashtest {
 
@@ -248,6 +259,118 @@ int DaemonProcess::Unmount() {
   kill(pid_, SIGKILL);
   Reap(true);
   return -2;
+}
+
+namespace {
+
+struct BmapRun {
+  const std::string* path;
+  uint64_t file_offset;
+  uint64_t pool_block;
+  uint64_t blocks;
+  uint32_t flags;
+  uint32_t refcount;
+};
+
+// Every run of `path`'s block map; "" or what went wrong.
+std::string ReadBmap(const std::string& path, std::vector<BmapRun>* runs) {
+  const int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return path + ": open: " + std::strerror(errno);
+  auto b = std::make_unique<leasefs_bmap>();
+  std::string err;
+  for (uint64_t start = 0;;) {
+    std::memset(b.get(), 0, sizeof(*b));
+    b->start = start;
+    if (ioctl(fd, LEASEFS_IOC_BMAP, b.get()) != 0) {
+      err = path + ": LEASEFS_IOC_BMAP: " + std::strerror(errno);
+      break;
+    }
+    for (uint32_t i = 0; i < b->count; ++i) {
+      const leasefs_extent& e = b->extents[i];
+      if (b->block_size == 0 || e.pool_offset % b->block_size || e.length % b->block_size ||
+          e.length == 0) {
+        err = path + ": a run at file offset " + std::to_string(e.file_offset) +
+              " is not whole blocks";
+        break;
+      }
+      runs->push_back({&path, e.file_offset, e.pool_offset / b->block_size,
+                       e.length / b->block_size, e.flags, e.refcount});
+    }
+    if (!err.empty() || !(b->flags & LEASEFS_BMAP_MORE)) break;
+    if (b->next <= start) {
+      err = path + ": LEASEFS_IOC_BMAP does not advance from " + std::to_string(start);
+      break;
+    }
+    start = b->next;
+  }
+  close(fd);
+  return err;
+}
+
+}  // namespace
+
+SharingReport CheckSharing(const std::string& root) {
+  SharingReport rep;
+  std::set<ino_t> seen;
+  std::vector<std::unique_ptr<std::string>> paths;  // stable, for BmapRun::path
+  std::vector<BmapRun> runs;
+  std::vector<std::string> errors;
+  std::function<void(const std::string&)> walk = [&](const std::string& dir) {
+    DIR* d = opendir(dir.c_str());
+    if (!d) {
+      errors.push_back(dir + ": opendir: " + std::strerror(errno));
+      return;
+    }
+    std::vector<std::string> subdirs;
+    while (struct dirent* e = readdir(d)) {
+      const std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      const std::string p = dir + "/" + name;
+      struct stat st {};
+      if (lstat(p.c_str(), &st) != 0) {
+        errors.push_back(p + ": lstat: " + std::strerror(errno));
+        continue;
+      }
+      if (S_ISDIR(st.st_mode)) subdirs.push_back(p);
+      if (!S_ISREG(st.st_mode) || !seen.insert(st.st_ino).second) continue;
+      paths.push_back(std::make_unique<std::string>(p));
+      ++rep.files;
+      if (std::string err = ReadBmap(*paths.back(), &runs); !err.empty()) errors.push_back(err);
+    }
+    closedir(d);
+    for (const auto& s : subdirs) walk(s);
+  };
+  walk(root);
+
+  std::unordered_map<uint64_t, uint32_t> mapped;  // pool block -> extents mapping it
+  for (const BmapRun& r : runs)
+    for (uint64_t i = 0; i < r.blocks; ++i) ++mapped[r.pool_block + i];
+  rep.blocks = mapped.size();
+  for (const auto& [block, n] : mapped) rep.shared += n > 1;
+  // Blocks whose reported refcount is wrong, with who maps them.
+  std::map<uint64_t, std::string> bad;
+  for (const BmapRun& r : runs) {
+    for (uint64_t i = 0; i < r.blocks; ++i) {
+      const uint64_t b = r.pool_block + i;
+      const uint32_t n = mapped[b];
+      const bool shared_flag = r.flags & LEASEFS_EXTENT_SHARED;
+      if (r.refcount == n && shared_flag == (n > 1)) continue;
+      std::string& line = bad[b];
+      if (line.empty())
+        line = "pool block " + std::to_string(b) + ": refcount " + std::to_string(r.refcount) +
+               (shared_flag ? " (SHARED)" : "") + " but mapped by " + std::to_string(n) +
+               " extents:";
+      line += " " + *r.path + " at " + std::to_string(r.file_offset + i * 4096) + ";";
+    }
+  }
+  for (const auto& [b, line] : bad) {
+    if (errors.size() >= 12) break;
+    errors.push_back(line);
+  }
+  if (bad.size() > 0)
+    errors.push_back(std::to_string(bad.size()) + " pool blocks have a wrong refcount");
+  for (const auto& e : errors) rep.error += e + "\n";
+  return rep;
 }
 
 }  // namespace leasefs::crashtest

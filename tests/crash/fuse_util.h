@@ -66,6 +66,20 @@ class ScratchDir {
   std::string path_;
 };
 
+// The block maps of every regular file under `root` (LEASEFS_IOC_BMAP),
+// checked against each other: the refcount reported for each pool block must
+// be exactly the number of extents, across all the files, that map it (a
+// block a file maps twice counts twice), and SHARED must be set exactly when
+// it is above 1. REQUIRES: nothing else changes the tree meanwhile, and no
+// file under `root` is unlinked but still open (its extents would count).
+struct SharingReport {
+  std::string error;    // "" when every refcount is exact
+  uint64_t files = 0;   // regular files (inodes) read
+  uint64_t blocks = 0;  // distinct pool blocks mapped
+  uint64_t shared = 0;  // of them, mapped by more than one extent
+};
+SharingReport CheckSharing(const std::string& root);
+
 // The last `n` bytes of `s` (daemon logs can be long).
 std::string Tail(const std::string& s, size_t n = 2000);
 

@@ -10,8 +10,12 @@
 #include <functional>
 #include <set>
 
+#include <linux/falloc.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
+
+#include "fusefs/abi/leasefs_ioctl.h"
 
 namespace leasefs::crashtest {
 
@@ -101,6 +105,22 @@ const char* OpName(OpType t) {
       return "fsync";
     case OpType::kFdatasync:
       return "fdatasync";
+    case OpType::kClone:
+      return "clone";
+    case OpType::kCopyRange:
+      return "copy_file_range";
+    case OpType::kPunch:
+      return "punch";
+    case OpType::kZeroRange:
+      return "zero_range";
+    case OpType::kCollapse:
+      return "collapse";
+    case OpType::kInsert:
+      return "insert";
+    case OpType::kUnshare:
+      return "unshare";
+    case OpType::kDefrag:
+      return "defrag";
   }
   return "?";
 }
@@ -200,10 +220,36 @@ std::string Describe(const Op& op) {
     case OpType::kRemoveXattr:
       s += " " + op.text;
       break;
+    case OpType::kClone:
+    case OpType::kCopyRange:
+      std::snprintf(buf, sizeof buf, " off %llu from '", static_cast<unsigned long long>(op.off));
+      s += buf + Printable(op.path2);
+      std::snprintf(buf, sizeof buf, "' off %llu len %llu",
+                    static_cast<unsigned long long>(op.off2),
+                    static_cast<unsigned long long>(op.len));
+      s += buf;
+      break;
+    case OpType::kPunch:
+    case OpType::kZeroRange:
+    case OpType::kCollapse:
+    case OpType::kInsert:
+    case OpType::kUnshare:
+      std::snprintf(buf, sizeof buf, " off %llu len %llu", static_cast<unsigned long long>(op.off),
+                    static_cast<unsigned long long>(op.len));
+      s += buf;
+      if (op.type == OpType::kZeroRange && (op.flags & FALLOC_FL_KEEP_SIZE)) s += " KEEP_SIZE";
+      break;
     default:
       break;
   }
   return s;
+}
+
+bool WriteLike(const Op& op) {
+  if (op.type == OpType::kWrite || op.type == OpType::kAppend) return true;
+  // Offsets alike within their blocks share whole blocks and copy the
+  // partial ones in one intent; other offsets go through the write path.
+  return op.type == OpType::kCopyRange && op.off % kBlock != op.off2 % kBlock;
 }
 
 // ---------------------------------------------------------------------------
@@ -420,6 +466,70 @@ int Model::Apply(const Op& op) {
     case OpType::kFdatasync:
       return 0;
     default:
+      break;
+  }
+  if (n.kind == Kind::kDir) return EISDIR;
+  return Remap(op, w.id);
+}
+
+// The block-map operations on file `id`, with the errors of leasefs (the
+// rules of XFS) and, for copy_file_range, of the VFS.
+int Model::Remap(const Op& op, int id) {
+  std::string& data = nodes_.at(id).data;
+  const uint64_t size = data.size();
+  const uint64_t end = op.off + op.len;
+  auto zero = [&](uint64_t from, uint64_t to) {
+    if (from < to) data.replace(from, to - from, to - from, '\0');
+  };
+  switch (op.type) {
+    case OpType::kClone:
+    case OpType::kCopyRange: {
+      const int src_id = Resolve(op.path2);
+      if (src_id < 0) return ENOENT;
+      if (nodes_.at(src_id).kind == Kind::kDir) return EISDIR;
+      const std::string src = nodes_.at(src_id).data;  // a copy: it may be `data`
+      const uint64_t src_size = src.size();
+      uint64_t n;
+      if (op.type == OpType::kClone) {
+        if (op.off2 > src_size) return EINVAL;
+        n = op.len ? op.len : src_size - op.off2;
+        if (n > src_size - op.off2) return EINVAL;
+        if (n == 0) return 0;
+        if (op.off2 % kBlock || op.off % kBlock) return EINVAL;
+        // A length inside a block must end at the source's end of file and
+        // reach the destination's.
+        if (n % kBlock && (op.off2 + n != src_size || op.off + n < size)) return EINVAL;
+      } else {
+        n = op.off2 >= src_size ? 0 : std::min(op.len, src_size - op.off2);
+      }
+      if (src_id == id && op.off2 < op.off + n && op.off < op.off2 + n) return EINVAL;
+      if (n == 0) return 0;
+      if (size < op.off + n) data.resize(op.off + n, '\0');
+      data.replace(op.off, n, src, op.off2, n);
+      return 0;
+    }
+    case OpType::kPunch:
+      if (op.len == 0) return EINVAL;
+      zero(op.off, std::min(end, size));
+      return 0;
+    case OpType::kZeroRange:
+      if (op.len == 0) return EINVAL;
+      zero(op.off, std::min(end, size));
+      if (!(op.flags & FALLOC_FL_KEEP_SIZE) && end > size) data.resize(end, '\0');
+      return 0;
+    case OpType::kCollapse:
+      if (op.len == 0 || op.off % kBlock || op.len % kBlock || end >= size) return EINVAL;
+      data.erase(op.off, op.len);
+      return 0;
+    case OpType::kInsert:
+      if (op.len == 0 || op.off % kBlock || op.len % kBlock || op.off >= size) return EINVAL;
+      data.insert(op.off, op.len, '\0');
+      return 0;
+    case OpType::kUnshare:
+      return op.len == 0 ? EINVAL : 0;
+    case OpType::kDefrag:
+      return 0;
+    default:
       return EINVAL;
   }
 }
@@ -547,35 +657,47 @@ std::string SymlinkTarget(Rng& r, uint64_t seed) {
 
 std::string XattrName(Rng& r) { return "user.x" + std::to_string(r.Below(5)); }
 
-OpType PickType(Rng& r, bool crowded) {
-  // A crowded tree leans towards removing things.
+OpType PickType(Rng& r, bool crowded, unsigned ops) {
+  // A crowded tree leans towards removing things. The block-map operations
+  // are about a quarter of all.
+  const bool posix = ops & kPosixOps, portable = ops & kPortableRemap,
+             leasefs = ops & kLeasefsRemap;
+  auto w = [](bool on, unsigned weight) { return on ? weight : 0u; };
   const struct {
     OpType t;
     unsigned w;
   } weights[] = {
-      {OpType::kMkdir, crowded ? 1u : 7u},
-      {OpType::kCreate, crowded ? 1u : 10u},
-      {OpType::kWrite, 16},
-      {OpType::kAppend, 6},
-      {OpType::kTruncate, 6},
-      {OpType::kFallocate, 4},
-      {OpType::kRename, 10},
-      {OpType::kLink, crowded ? 1u : 4u},
-      {OpType::kUnlink, crowded ? 20u : 7u},
-      {OpType::kRmdir, crowded ? 10u : 4u},
-      {OpType::kSymlink, crowded ? 1u : 5u},
-      {OpType::kChmod, 4},
-      {OpType::kSetXattr, 6},
-      {OpType::kRemoveXattr, 3},
-      {OpType::kFsync, 3},
-      {OpType::kFdatasync, 2},
+      {OpType::kMkdir, w(posix, crowded ? 1u : 7u)},
+      {OpType::kCreate, w(posix, crowded ? 1u : 10u)},
+      {OpType::kWrite, w(posix, 16)},
+      {OpType::kAppend, w(posix, 6)},
+      {OpType::kTruncate, w(posix, 6)},
+      {OpType::kFallocate, w(posix, 4)},
+      {OpType::kRename, w(posix, 10)},
+      {OpType::kLink, w(posix, crowded ? 1u : 4u)},
+      {OpType::kUnlink, w(posix, crowded ? 20u : 7u)},
+      {OpType::kRmdir, w(posix, crowded ? 10u : 4u)},
+      {OpType::kSymlink, w(posix, crowded ? 1u : 5u)},
+      {OpType::kChmod, w(posix, 4)},
+      {OpType::kSetXattr, w(posix, 6)},
+      {OpType::kRemoveXattr, w(posix, 3)},
+      {OpType::kFsync, w(posix, 3)},
+      {OpType::kFdatasync, w(posix, 2)},
+      {OpType::kClone, w(leasefs, 8)},
+      {OpType::kCopyRange, w(portable, 6)},
+      {OpType::kPunch, w(portable, 5)},
+      {OpType::kZeroRange, w(leasefs, 4)},
+      {OpType::kCollapse, w(leasefs, 3)},
+      {OpType::kInsert, w(leasefs, 3)},
+      {OpType::kUnshare, w(leasefs, 3)},
+      {OpType::kDefrag, w(leasefs, 2)},
   };
   unsigned total = 0;
-  for (const auto& w : weights) total += w.w;
+  for (const auto& x : weights) total += x.w;
   uint64_t x = r.Below(total);
-  for (const auto& w : weights) {
-    if (x < w.w) return w.t;
-    x -= w.w;
+  for (const auto& y : weights) {
+    if (x < y.w) return y.t;
+    x -= y.w;
   }
   return OpType::kFsync;
 }
@@ -583,14 +705,30 @@ OpType PickType(Rng& r, bool crowded) {
 // Fills in one op's arguments for the tree `m_`.
 class Generator {
  public:
-  Generator(const Model& m, uint64_t seed, uint64_t k)
-      : m_(m), c_(Take(m)), r_(MixSeed(seed, k)), seed_(seed), k_(k) {}
+  Generator(const Model& m, uint64_t seed, uint64_t k, unsigned ops)
+      : m_(m), c_(Take(m)), r_(MixSeed(seed, k)), seed_(seed), k_(k), ops_(ops) {}
 
   Op Next() {
     Op op;
     op.data_seed = MixSeed(seed_, k_, 0xda7a);
-    op.type = PickType(r_, m_.node_count() > kMaxNodes);
+    op.type = PickType(r_, m_.node_count() > kMaxNodes, ops_);
     switch (op.type) {
+      case OpType::kClone:
+      case OpType::kCopyRange:
+      case OpType::kPunch:
+      case OpType::kZeroRange:
+      case OpType::kCollapse:
+      case OpType::kInsert:
+      case OpType::kUnshare:
+      case OpType::kDefrag:
+        if (c_.files.empty()) {
+          // Nothing to work on yet: make a file (any op set can).
+          op.type = OpType::kCreate;
+          Create(op);
+        } else {
+          Remap(op);
+        }
+        break;
       case OpType::kWrite:
       case OpType::kAppend:
       case OpType::kTruncate:
@@ -746,16 +884,97 @@ class Generator {
     }
   }
 
+  // The block-map operations: mostly arguments that succeed, sometimes ones
+  // that fail (unaligned, out of range, overlapping).
+  void Remap(Op& op) {
+    op.path = Pick(r_, c_.files);
+    const uint64_t size = SizeOf(op.path);
+    const uint64_t blocks = size / kBlock;  // whole blocks
+    switch (op.type) {
+      case OpType::kClone:
+      case OpType::kCopyRange:
+        TwoFiles(op, size);
+        break;
+      case OpType::kPunch:
+      case OpType::kZeroRange:
+      case OpType::kUnshare:
+        op.off = r_.Chance(50) ? kBlock * r_.Below(blocks + 2) : r_.Below(size + 2 * kBlock);
+        op.len = r_.Chance(50) ? kBlock * r_.Range(1, 8) : r_.Range(1, 10 * kBlock);
+        if (op.type == OpType::kUnshare && op.off < size && r_.Chance(70))
+          op.len = std::min<uint64_t>(op.len, size - op.off);  // mostly within the file
+        if (op.type == OpType::kZeroRange && r_.Chance(50)) op.flags = FALLOC_FL_KEEP_SIZE;
+        if (op.off + op.len > kMaxFileSize) op.off = kMaxFileSize - op.len;
+        break;
+      case OpType::kCollapse: {
+        // Valid: aligned, and ending before the end of file.
+        const uint64_t last = size ? (size - 1) / kBlock : 0;  // blocks that may go
+        if (last >= 1 && r_.Chance(92)) {
+          const uint64_t first = r_.Below(last);
+          op.off = first * kBlock;
+          op.len = kBlock * r_.Range(1, std::min<uint64_t>(8, last - first));
+        } else {
+          op.off = kBlock * r_.Below(blocks + 2);
+          op.len = kBlock * r_.Range(1, 4);
+        }
+        if (r_.Chance(4)) op.off += r_.Range(1, kBlock - 1);  // EINVAL
+        break;
+      }
+      case OpType::kInsert: {
+        const uint64_t room = (kMaxFileSize - std::min(size, kMaxFileSize)) / kBlock;
+        op.off = kBlock * r_.Below(size ? (size - 1) / kBlock + 1 : 1);
+        op.len = kBlock * r_.Range(1, std::max<uint64_t>(1, std::min<uint64_t>(8, room)));
+        if (room == 0 || r_.Chance(4)) op.len += r_.Range(1, kBlock - 1);  // EINVAL
+        if (r_.Chance(4)) op.off = size + kBlock * r_.Below(2);            // at or past EOF: EINVAL
+        break;
+      }
+      default:  // defrag
+        break;
+    }
+  }
+
+  // Clone and copy_file_range: a source (often the same file), its range and
+  // a destination offset, keeping the destination within kMaxFileSize.
+  void TwoFiles(Op& op, uint64_t size) {
+    const bool clone = op.type == OpType::kClone;
+    op.path2 = r_.Chance(20) ? op.path : Pick(r_, c_.files);
+    const uint64_t src_size = SizeOf(op.path2);
+    op.off2 = clone || r_.Chance(60) ? kBlock * r_.Below(src_size / kBlock + 1)
+                                     : r_.Below(src_size + kBlock);
+    const uint64_t avail = src_size > op.off2 ? src_size - op.off2 : 0;
+    if (clone && r_.Chance(35))
+      op.len = 0;  // to the source's end of file
+    else if (avail >= kBlock && r_.Chance(80))
+      op.len = kBlock * r_.Range(1, std::min<uint64_t>(avail / kBlock, 16));
+    else
+      op.len = r_.Range(1, 6 * kBlock);
+    // The bytes that would move.
+    const uint64_t n = std::min(op.len ? op.len : avail, avail);
+    if (clone) {
+      // An unaligned length must reach the destination's end of file.
+      op.off = n % kBlock && r_.Chance(75) ? kBlock * ((size > n ? size - n : 0) / kBlock + 1)
+                                           : kBlock * r_.Below(size / kBlock + 3);
+    } else if (r_.Chance(60)) {
+      op.off = kBlock * r_.Below(size / kBlock + 3) + op.off2 % kBlock;  // alike in the block
+    } else {
+      op.off = r_.Below(size + 2 * kBlock);
+    }
+    if (op.off + n > kMaxFileSize) op.off = (kMaxFileSize - n) / kBlock * kBlock;
+    if (clone && r_.Chance(4)) op.off += r_.Range(1, kBlock - 1);  // EINVAL
+  }
+
   const Model& m_;
   const Census c_;
   Rng r_;
   const uint64_t seed_;
   const uint64_t k_;
+  const unsigned ops_;
 };
 
 }  // namespace
 
-Op Generate(const Model& m, uint64_t seed, uint64_t k) { return Generator(m, seed, k).Next(); }
+Op Generate(const Model& m, uint64_t seed, uint64_t k, unsigned ops) {
+  return Generator(m, seed, k, ops).Next();
+}
 
 // ---------------------------------------------------------------------------
 // Running an op on a real directory
@@ -793,6 +1012,64 @@ int FdOp(const std::string& p, const Op& op) {
   else
     rc = fdatasync(fd);
   return Finish(fd, Err(rc));
+}
+
+// The block-map operations, on file `p` (and `p2`, the source of a clone or
+// copy).
+int RemapOp(const std::string& p, const std::string& p2, const Op& op) {
+  int fd = open(p.c_str(), O_WRONLY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno;
+  int rc = 0;
+  switch (op.type) {
+    case OpType::kClone:
+    case OpType::kCopyRange: {
+      const int src = open(p2.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+      if (src < 0) return Finish(fd, errno);
+      if (op.type == OpType::kClone) {
+        leasefs_clone_range c{src, op.off2, op.len, op.off};
+        rc = Err(ioctl(fd, LEASEFS_IOC_CLONE_RANGE, &c));
+      } else {
+        // copy_file_range copies up to the source's end of file: anything
+        // less is a short copy.
+        struct stat st {};
+        fstat(src, &st);
+        const uint64_t size = static_cast<uint64_t>(st.st_size);
+        const uint64_t want = op.off2 >= size ? 0 : std::min(op.len, size - op.off2);
+        loff_t in = static_cast<loff_t>(op.off2), out = static_cast<loff_t>(op.off);
+        const ssize_t n = copy_file_range(src, &in, fd, &out, op.len, 0);
+        rc = n < 0 ? errno : static_cast<uint64_t>(n) != want ? kShortWrite : 0;
+      }
+      close(src);
+      break;
+    }
+    case OpType::kPunch:
+      rc = Err(fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(op.off),
+                         static_cast<off_t>(op.len)));
+      break;
+    case OpType::kZeroRange:
+      rc = Err(fallocate(fd, FALLOC_FL_ZERO_RANGE | static_cast<int>(op.flags),
+                         static_cast<off_t>(op.off), static_cast<off_t>(op.len)));
+      break;
+    case OpType::kCollapse:
+    case OpType::kInsert:
+    case OpType::kUnshare: {
+      leasefs_range r{op.off, op.len};
+      const unsigned long cmd = op.type == OpType::kCollapse ? LEASEFS_IOC_COLLAPSE_RANGE
+                                : op.type == OpType::kInsert ? LEASEFS_IOC_INSERT_RANGE
+                                                             : LEASEFS_IOC_UNSHARE_RANGE;
+      rc = Err(ioctl(fd, cmd, &r));
+      break;
+    }
+    case OpType::kDefrag: {
+      leasefs_defrag d{};
+      rc = Err(ioctl(fd, LEASEFS_IOC_DEFRAG, &d));
+      break;
+    }
+    default:
+      rc = EINVAL;
+      break;
+  }
+  return Finish(fd, rc);
 }
 
 }  // namespace
@@ -834,6 +1111,15 @@ int ApplyToDir(const std::string& root, const Op& op) {
                            static_cast<int>(op.flags)));
     case OpType::kRemoveXattr:
       return Err(lremovexattr(p.c_str(), op.text.c_str()));
+    case OpType::kClone:
+    case OpType::kCopyRange:
+    case OpType::kPunch:
+    case OpType::kZeroRange:
+    case OpType::kCollapse:
+    case OpType::kInsert:
+    case OpType::kUnshare:
+    case OpType::kDefrag:
+      return RemapOp(p, p2, op);
   }
   return EINVAL;
 }

@@ -13,7 +13,13 @@
 // Every operation is one modifying system call (plus opens and closes around
 // it), so that after a crash it is either wholly done or wholly absent;
 // writes are at most kMaxWrite bytes, so that the kernel sends each as one
-// FUSE request.
+// FUSE request. (Writes, and copy_file_range between offsets unlike within
+// their blocks, may be found partly done: see WriteLike.)
+//
+// Besides the POSIX calls, a workload can draw block-map operations
+// (OpSet): reflinks, copy_file_range, punch hole, zero range, collapse,
+// insert, unshare and defrag, the last four and reflink through leasefs's
+// ioctls (fusefs/abi/leasefs_ioctl.h).
 #pragma once
 
 #include <cstdint>
@@ -67,6 +73,24 @@ enum class OpType {
   kRemoveXattr,
   kFsync,
   kFdatasync,
+  // Block-map operations. `path` is the file changed; clone and copy read
+  // `path2` from `off2`.
+  kClone,      // LEASEFS_IOC_CLONE_RANGE on path: path2 [off2, +len) to off (len 0: to EOF)
+  kCopyRange,  // copy_file_range(path2 at off2 -> path at off, len)
+  kPunch,      // fallocate(PUNCH_HOLE | KEEP_SIZE) over [off, off + len)
+  kZeroRange,  // fallocate(ZERO_RANGE, plus KEEP_SIZE if flags has it) over [off, off + len)
+  kCollapse,   // LEASEFS_IOC_COLLAPSE_RANGE [off, off + len)
+  kInsert,     // LEASEFS_IOC_INSERT_RANGE [off, off + len)
+  kUnshare,    // LEASEFS_IOC_UNSHARE_RANGE [off, off + len)
+  kDefrag,     // LEASEFS_IOC_DEFRAG
+};
+
+// Which operations a workload draws.
+enum OpSet : unsigned {
+  kPosixOps = 1u << 0,       // the POSIX calls (mkdir .. fdatasync)
+  kPortableRemap = 1u << 1,  // punch hole and copy_file_range (tmpfs has them)
+  kLeasefsRemap = 1u << 2,   // zero range and the leasefs ioctls
+  kAllOps = kPosixOps | kPortableRemap | kLeasefsRemap,
 };
 
 struct Op {
@@ -77,13 +101,18 @@ struct Op {
   std::string value;  // xattr value
   uint64_t off = 0;
   uint64_t len = 0;
+  uint64_t off2 = 0;       // clone/copy: the source offset
   uint64_t data_seed = 0;  // write/append data: PatternBytes(data_seed, len)
-  unsigned flags = 0;      // rename or xattr flags
+  unsigned flags = 0;      // rename, xattr or zero-range (FALLOC_FL_KEEP_SIZE) flags
   mode_t mode = 0;         // permission bits for mkdir, create, chmod
 };
 
 // One line describing `op`, for failure reports.
 std::string Describe(const Op& op);
+// True if `op` (when it succeeds) has write(2)'s contract across a crash:
+// each byte of its range old or new, the size old or new. Everything else
+// is wholly done or wholly absent.
+bool WriteLike(const Op& op);
 const char* ErrnoName(int err);
 
 enum class Kind { kFile, kDir, kSymlink };
@@ -133,6 +162,7 @@ class Model {
   void DropLink(int id);
   int Rename(const Op& op);
   int SetXattr(const Op& op);
+  int Remap(const Op& op, int id);
 
   std::map<int, Node> nodes_;
   std::map<int, int> parent_of_dir_;  // directory -> its parent
@@ -140,8 +170,8 @@ class Model {
   int next_id_ = 1;
 };
 
-// Op k of workload `seed`, chosen for the tree `m` holds.
-Op Generate(const Model& m, uint64_t seed, uint64_t k);
+// Op k of workload `seed`, chosen for the tree `m` holds, from `ops`.
+Op Generate(const Model& m, uint64_t seed, uint64_t k, unsigned ops = kAllOps);
 
 // Runs `op` on the tree at `root` (an absolute path). Returns 0 or errno.
 int ApplyToDir(const std::string& root, const Op& op);

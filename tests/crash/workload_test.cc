@@ -49,6 +49,9 @@ class TempDir {
   std::string path_;
 };
 
+// What tmpfs can run: no leasefs ioctls, no zero range.
+constexpr unsigned kTmpfsOps = kPosixOps | kPortableRemap;
+
 std::string Joined(const std::vector<std::string>& v) {
   std::string s;
   for (const auto& l : v) s += l + "\n";
@@ -79,16 +82,29 @@ TEST_SUITE("crash") {
     Model m;
     std::map<std::string, int> kinds;
     std::set<int> errors;
+    std::map<std::string, std::set<int>> outcomes;  // per kind: 0 and the errors
     bool hole = false, multi_block = false, exchange = false, noreplace = false, long_name = false,
-         block_symlink = false;
+         block_symlink = false, self_clone = false, clone_to_eof = false, grow_zero = false,
+         unlike_copy = false, alike_copy = false;
     for (uint64_t k = 1; k <= 20000; ++k) {
       Op op = Generate(m, 7, k);
       uint64_t size_before = 0;
       if (op.type == OpType::kWrite && m.Resolve(op.path) >= 0)
         size_before = m.node(m.Resolve(op.path)).data.size();
+      const uint64_t dst_size =
+          m.Resolve(op.path) >= 0 ? m.node(m.Resolve(op.path)).data.size() : 0;
+      const bool same = !op.path2.empty() && m.Resolve(op.path) == m.Resolve(op.path2);
       int e = m.Apply(op);
       errors.insert(e);
-      kinds[Describe(op).substr(0, Describe(op).find(' '))]++;
+      const std::string kind = Describe(op).substr(0, Describe(op).find(' '));
+      kinds[kind]++;
+      outcomes[kind].insert(e);
+      if (e == 0 && op.type == OpType::kClone && same) self_clone = true;
+      if (e == 0 && op.type == OpType::kClone && op.len == 0) clone_to_eof = true;
+      if (e == 0 && op.type == OpType::kZeroRange && op.flags == 0 && op.off + op.len > dst_size)
+        grow_zero = true;
+      if (e == 0 && op.type == OpType::kCopyRange)
+        (WriteLike(op) ? unlike_copy : alike_copy) = true;
       if (e == 0 && op.type == OpType::kWrite && op.off > size_before) hole = true;
       if (op.len > kBlock) multi_block = true;
       if (op.type == OpType::kRename && op.flags == RENAME_EXCHANGE && e == 0) exchange = true;
@@ -96,7 +112,37 @@ TEST_SUITE("crash") {
       if (op.path.size() > 200) long_name = true;
       if (op.type == OpType::kSymlink && op.text.size() > 144 && e == 0) block_symlink = true;
     }
-    CHECK(kinds.size() == 16);
+    CHECK(kinds.size() == 24);
+    // Every block-map operation both succeeds and fails (but unshare and
+    // defrag, which only fail for a zero length or never).
+    for (const char* k : {"clone", "copy_file_range", "collapse", "insert"}) {
+      CAPTURE(k);
+      CHECK(outcomes[k].count(0));
+      CHECK(outcomes[k].count(EINVAL));
+    }
+    for (const char* k : {"punch", "zero_range", "unshare", "defrag"}) CHECK(outcomes[k].count(0));
+    CHECK(self_clone);
+    CHECK(clone_to_eof);
+    CHECK(grow_zero);
+    CHECK(unlike_copy);
+    CHECK(alike_copy);
+    // About a quarter of the operations are block-map ones.
+    uint64_t remap = 0;
+    for (const char* k : {"clone", "copy_file_range", "punch", "zero_range", "collapse", "insert",
+                          "unshare", "defrag"})
+      remap += kinds[k];
+    CHECK(remap > 20000 * 18 / 100);
+    CHECK(remap < 20000 * 32 / 100);
+    // Without the leasefs-only ones, none of them comes up.
+    Model t;
+    for (uint64_t k = 1; k <= 3000; ++k) {
+      Op op = Generate(t, 7, k, kTmpfsOps);
+      t.Apply(op);
+      CHECK(op.type != OpType::kClone);
+      CHECK(op.type != OpType::kZeroRange);
+      CHECK(op.type != OpType::kCollapse);
+      CHECK(op.type != OpType::kDefrag);
+    }
     for (int e : {0, EEXIST, ENOENT, ENOTEMPTY, ENOTDIR, EISDIR, EPERM, ENODATA, EINVAL})
       CHECK_MESSAGE(errors.count(e), ErrnoName(e));
     CHECK(hole);
@@ -108,13 +154,14 @@ TEST_SUITE("crash") {
   }
 
   TEST_CASE("Workload: the model predicts every outcome and the final tree on tmpfs") {
+    // (The leasefs-only operations are checked on a mount: crash_loop.)
     for (uint64_t seed = 1; seed <= 12; ++seed) {
       CAPTURE(seed);
       TempDir dir;
       struct stat st {};
       REQUIRE(lstat(dir.path().c_str(), &st) == 0);
       Model m(st.st_mode);
-      std::string failure = RunWorkload(dir.path(), seed, 1, 3000, m);
+      std::string failure = RunWorkload(dir.path(), seed, 1, 3000, m, kTmpfsOps);
       REQUIRE_MESSAGE(failure.empty(), failure);
       std::vector<std::string> diffs = Compare(TakeSnapshot(dir.path()), m);
       CHECK_MESSAGE(diffs.empty(), Joined(diffs));
@@ -127,7 +174,7 @@ TEST_SUITE("crash") {
     struct stat st {};
     REQUIRE(lstat(dir.path().c_str(), &st) == 0);
     Model m(st.st_mode);
-    REQUIRE(RunWorkload(dir.path(), 3, 1, 400, m).empty());
+    REQUIRE(RunWorkload(dir.path(), 3, 1, 400, m, kTmpfsOps).empty());
     REQUIRE(Compare(TakeSnapshot(dir.path()), m).empty());
     std::string file, sub, lnk;
     for (const auto& p : m.Paths()) {
@@ -289,6 +336,7 @@ TEST_SUITE("crash") {
     opts.max_delay_us = 30000;
     opts.progress_every = 0;
     opts.short_writes = true;
+    opts.ops = kTmpfsOps;
     CrashLoopResult r = RunCrashLoop(target, opts, m, ops);
     REQUIRE_MESSAGE(r.failure.empty(), r.failure);
     CHECK(r.iterations == opts.iterations);
