@@ -503,6 +503,39 @@ std::vector<Scenario> BlockMapScenarios() {
   return s;
 }
 
+// Block-map scenarios the engine gets wrong today even without a crash (the
+// pool it leaves does not mount: a refcount disagrees with the references).
+// Each moves to BlockMapScenarios once fixed.
+//  - Freeing the blocks of a file that maps one pool block twice (truncate,
+//    or the last unlink): each extent's Op::Unref reads the same committed
+//    refcount, so the block keeps one reference too many (leaked).
+//  - copy_file_range within one file, offsets alike in their blocks, up to
+//    the source's end of file with the destination right after it: the head
+//    edge's fresh block replaces the first block the clone of the tail then
+//    reads, and the clone maps it again in the same transaction with a
+//    refcount computed from the committed 0: refcount 1, two references.
+// (Defrag of a file with five preallocated extents and no extent chain
+// trips an assertion in Op::Unref on the chain block it planned and then
+// trims: it would abort this test binary, so it is not here.)
+std::vector<Scenario> BlockMapScenariosKnownBad() {
+  std::vector<Scenario> s;
+  auto self_cloned = [](Filesystem& fs) {
+    Sources(fs);
+    Clone(fs, "/s", 0, "/s", 16 * B, B);  // /s maps its first pool block twice
+  };
+  s.push_back({"truncate a file that maps one block twice", self_cloned,
+               [](Filesystem& fs) { Truncate(fs, At(fs, "/s"), 0); }});
+  s.push_back({"unlink a file that maps one block twice", self_cloned,
+               [](Filesystem& fs) { Remove(fs, "s"); }});
+  s.push_back({"copy_file_range within one file to right after the source's end",
+               [](Filesystem& fs) {
+                 BaseTree(fs);
+                 MustWrite(fs, MustCreate(fs, 1, "u"), 0, Pattern(B + 54, 60));
+               },
+               [](Filesystem& fs) { CopyRange(fs, "/u", 100, "/u", B + 100, 1 << 20, B - 46); }});
+  return s;
+}
+
 // ---------------------------------------------------------------------------
 // The runner
 
@@ -726,6 +759,12 @@ TEST_SUITE("crash") {
 
   TEST_CASE("Crash simulator: every block-map operation is all or nothing at every persist point") {
     for (const Scenario& sc : BlockMapScenarios()) RunScenario(sc);
+  }
+
+  // Known engine bugs (see BlockMapScenariosKnownBad): reported, not fatal.
+  TEST_CASE("Crash simulator: block-map operations the engine gets wrong today" *
+            doctest::may_fail()) {
+    for (const Scenario& sc : BlockMapScenariosKnownBad()) RunScenario(sc);
   }
 }
 
