@@ -66,18 +66,10 @@ void Op::Claim(const BlockRange& r) {
 }
 
 void Op::Unref(const BlockRange& r) {
-  // Group runs of equal refcount so an unshared extent costs one record.
-  uint32_t* rc = fs_.pool_.refcount(r.start);
-  uint64_t i = 0;
-  while (i < r.count) {
-    const uint32_t v = rc[i];
-    uint64_t j = i + 1;
-    while (j < r.count && rc[j] == v) ++j;
-    assert(v > 0);
-    tx.Fill32(rc + i, v - 1, j - i);
-    if (v == 1) freed_.push_back({r.start + i, j - i});
-    i = j;
-  }
+  // Netted with the op's other changes (StageDeltas): a file may map one
+  // block twice (a clone within the file), and freeing both extents in one
+  // op must drop two references, not read the same committed count twice.
+  AddRefs(r, -1);
 }
 
 size_t Op::room() const {

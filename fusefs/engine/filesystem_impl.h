@@ -213,14 +213,14 @@ class Op {
   uint64_t ReserveUpTo(uint64_t count, uint64_t goal, std::vector<BlockRange>* out);
   // Stages refcount 1 for reserved blocks that are now referenced.
   void Claim(const BlockRange& r);
-  // Stages dropping one reference from each block of `r`; blocks that reach
-  // zero go back to the allocator after the commit.
+  // Stages dropping one reference from each block of `r` (AddRefs(r, -1));
+  // blocks that reach zero go back to the allocator after the commit.
   void Unref(const BlockRange& r);
   // Stages adding `delta` to the refcount of each block of `r` at Commit,
   // netted against this op's other deltas: an op may drop a block from one
   // extent and map it in another (a shift, a swap, a clone onto itself).
   // Blocks that reach zero go back to the allocator after the commit. Do
-  // not mix with Unref on the same blocks in one op.
+  // not mix with Claim on the same blocks in one op.
   void AddRefs(const BlockRange& r, int delta) { deltas_.push_back({r, delta}); }
   // Journal bytes the staged deltas will take at most.
   size_t delta_bytes() const { return deltas_.size() * 2 * 24; }

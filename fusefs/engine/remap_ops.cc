@@ -600,8 +600,17 @@ Result<uint64_t> Filesystem::CopyFileRange(const Cred& c, Ino src, uint64_t src_
     }
     const size_t nedges = (head ? 1 : 0) + (tail ? 1 : 0);
     const uint64_t nb = RoundUp(mid) / kBlock;
+    // Within one file an edge block may be a block the clone reads (the
+    // source's last block is the destination's first): copy instead.
+    auto clone_reads = [&](uint64_t dst_at) {
+      const uint64_t b = dst_at / kBlock, first = (src_off + head) / kBlock;
+      return src == dst && b >= first && b < first + nb;
+    };
+    const bool edges_clash =
+        (head && clone_reads(dst_off)) || (tail && clone_reads(dst_off + head + mid));
     const size_t maps = sn->extents.Overlapping((src_off + head) / kBlock, nb).size();
-    if (fs.alloc_.free_blocks() >= nedges + dn->extents.ChainBlocksFor(maps + 2 + 2 * nedges)) {
+    if (!edges_clash &&
+        fs.alloc_.free_blocks() >= nedges + dn->extents.ChainBlocksFor(maps + 2 + 2 * nedges)) {
       const uint64_t dst_size = fs.I(dst)->size;
       if (dst_off > dst_size)
         LFS_RETURN_IF_ERROR(fs.ZeroRange(dst, dst_size, std::min(RoundUp(dst_size), dst_off)));
@@ -785,6 +794,7 @@ Result<Filesystem::DefragReport> Filesystem::Defrag(const Cred& c, Ino ino) {
       }
     }
     fs.media_->Drain();
+    const size_t chain_before = n->extents.chain().size();
     fs.AddPlannedSlots(op, ino);
     for (const Mapping& m : piece) {
       std::vector<Mapping> removed;
@@ -793,9 +803,13 @@ Result<Filesystem::DefragReport> Filesystem::Defrag(const Cred& c, Ino ino) {
     }
     for (const Mapping& m : fresh) n->extents.Insert(op.tx, m);
     for (const BlockRange& g : got) op.Claim(g);
-    std::vector<uint64_t> chain;  // extent blocks left empty at the chain's end
-    n->extents.TrimChain(op.tx, &chain);
-    for (uint64_t b : chain) op.Unref({b, 1});
+    // Extent blocks left empty at the chain's end go, unless this piece
+    // added one (it would be among them, claimed and dropped in one op).
+    if (n->extents.chain().size() == chain_before) {
+      std::vector<uint64_t> chain;
+      n->extents.TrimChain(op.tx, &chain);
+      for (uint64_t b : chain) op.Unref({b, 1});
+    }
     op.Commit();
     report.blocks_moved += blocks;
     goal = got.back().end();

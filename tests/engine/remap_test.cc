@@ -360,6 +360,39 @@ TEST_CASE("defrag makes a fragmented file one extent and keeps its bytes") {
   CHECK(rep->extents_after == 1);
 }
 
+TEST_CASE("defrag of preallocated extents in the inline slots keeps them unwritten") {
+  Fixture t;
+  Filesystem& fs = *t.fs;
+  const Ino f = MustCreate(fs, 1, "f"), s = MustCreate(fs, 1, "s");
+  for (uint64_t i = 0; i < 5; ++i) {  // five extents: all inline, no chain
+    REQUIRE(fs.Fallocate(kRoot, f, FALLOC_FL_KEEP_SIZE, i * B, B).ok());
+    MustWrite(fs, s, i * B, "x");
+  }
+  REQUIRE(Map(fs, f).size() == 5);
+  auto rep = fs.Defrag(kRoot, f);
+  REQUIRE(rep.ok());
+  const auto m = Map(fs, f);
+  REQUIRE(m.size() == 1);
+  CHECK(m[0].length == 5);
+  CHECK(m[0].flags == LEASEFS_EXTENT_UNWRITTEN);
+  CHECK(ReadAll(fs, f).empty());
+}
+
+TEST_CASE("freeing a file that maps one block twice drops both references") {
+  Fixture t;
+  Filesystem& fs = *t.fs;
+  const Ino a = MustCreate(fs, 1, "a");
+  MustWrite(fs, a, 0, Pattern(B, 'd'));
+  const uint64_t free_before = FreeBlocks(fs);
+  REQUIRE(fs.CloneRange(kRoot, a, 0, a, 4 * B, B).ok());
+  CHECK(Map(fs, a)[0].refcount == 2);
+  SetAttrArgs args;
+  args.valid = SetAttrArgs::kSize;
+  args.size = 0;
+  REQUIRE(fs.SetAttr(kRoot, a, args).ok());
+  CHECK(FreeBlocks(fs) == free_before + 1);  // the block is free again
+}
+
 TEST_CASE("defrag leaves shared blocks where they are") {
   Fixture t;
   Filesystem& fs = *t.fs;
