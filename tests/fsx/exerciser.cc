@@ -632,6 +632,13 @@ Outcome Exerciser::Impl::DoCopy() {
     if (tries == 16) return Outcome::kSkipped;
     src_off = Chance(0.1) ? Uniform(ssize, ssize + B) : PickOffset(ssize, ssize);
     dst_off = PickOffset(dst.model.size(), opts_.max_size - 1);
+    // Half the time at the source's offset within its block: leasefs then
+    // clones the whole blocks in the middle instead of copying them.
+    if (Chance(0.5)) {
+      uint64_t block = Uniform(0, (opts_.max_size - 1) / B);
+      if (Chance(0.5)) block = std::min(block, AlignUp(dst.model.size()) / B);
+      dst_off = std::min(block * B + src_off % B, opts_.max_size - 1);
+    }
     len = PickLength(opts_.max_size - dst_off);
     if (invalid) dst_off = src_off + Uniform(0, len - 1);  // overlapping
     want = CopyRange(ssize, src_off, len, dst_off, same);
