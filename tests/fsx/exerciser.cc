@@ -294,6 +294,10 @@ RunResult Exerciser::Impl::Run() {
   for (step_ = 1; step_ <= opts_.ops; ++step_) {
     if (!Step() || !VerifyAll()) return result_;
     result_.steps = step_;
+    if (opts_.progress_every && step_ % opts_.progress_every == 0 && step_ < opts_.ops) {
+      fmt::print(opts_.out, "{} ops passed so far\n", step_);
+      std::fflush(opts_.out);
+    }
   }
   result_.ok = true;
   return result_;

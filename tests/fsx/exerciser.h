@@ -76,6 +76,8 @@ struct Options {
   bool kernel_ops = false;
   // Each step, as it runs.
   bool verbose = false;
+  // "N ops passed" every progress_every steps (0: never).
+  uint64_t progress_every = 0;
   std::FILE* out = stdout;
 };
 

@@ -114,6 +114,7 @@ int main(int argc, char** argv) {
   app.add_flag("--kernel-ops", opts.kernel_ops,
                "use fallocate(2) and FICLONERANGE (with --dir, on xfs)");
   app.add_flag("-v,--verbose", opts.verbose, "print every step");
+  app.add_option("--progress", opts.progress_every, "say how far it got every N steps");
   CLI11_PARSE(app, argc, argv);
 
   auto size = tools::ParseSize(max_size);
