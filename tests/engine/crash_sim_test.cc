@@ -481,6 +481,50 @@ std::vector<Scenario> BlockMapScenarios() {
                  REQUIRE(*n == 6);
                }});
 
+  // --- freeing a block mapped twice by one file, copying within one file
+  // right after the source's end (each once left a refcount wrong), and
+  // defrag of a file whose extents fill its inline slots but one (once
+  // tripped an assertion on the extent-chain block it planned, then trimmed)
+  auto self_cloned = [](Filesystem& fs) {
+    Sources(fs);
+    Clone(fs, "/s", 0, "/s", 16 * B, B);  // /s maps its first pool block twice
+  };
+  s.push_back({"truncate a file that maps one block twice", self_cloned,
+               [](Filesystem& fs) { Truncate(fs, At(fs, "/s"), 0); }});
+  s.push_back({"unlink a file that maps one block twice", self_cloned,
+               [](Filesystem& fs) { Remove(fs, "s"); }});
+  s.push_back({"copy_file_range within one file to right after the source's end",
+               [](Filesystem& fs) {
+                 BaseTree(fs);
+                 MustWrite(fs, MustCreate(fs, 1, "u"), 0, Pattern(B + 54, 60));
+               },
+               [](Filesystem& fs) { CopyRange(fs, "/u", 100, "/u", B + 100, 1 << 20, B - 46); }});
+  {
+    Scenario d{"defrag a file of five preallocated extents",
+               [](Filesystem& fs) {
+                 BaseTree(fs);
+                 const Ino u = MustCreate(fs, 1, "u"), sp = MustCreate(fs, 1, "spacer");
+                 for (uint64_t i = 0; i < 5; ++i) {
+                   REQUIRE(fs.Fallocate(kRoot, u, FALLOC_FL_KEEP_SIZE, 2 * i * B, B).ok());
+                   MustWrite(fs, sp, i * B, Pattern(B, 70 + i));
+                 }
+               },
+               [](Filesystem& fs) {
+                 auto r = fs.Defrag(kRoot, At(fs, "/u"));
+                 REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+                 REQUIRE(r->blocks_moved > 0);
+               }};
+    d.extra = [](Filesystem& fs) {  // where the blocks are
+      std::string out;
+      auto map = fs.BlockMap(At(fs, "/u"), 0, SIZE_MAX);
+      REQUIRE(map.ok());
+      for (const auto& r : *map) out += " " + std::to_string(r.pool_block);
+      return out;
+    };
+    d.invisible = true;
+    s.push_back(d);
+  }
+
   // The smallest pool will do for these (every crash image is a copy of it).
   for (Scenario& sc : s) sc.pool_bytes = kMinPoolBytes;
 
@@ -509,39 +553,6 @@ std::vector<Scenario> BlockMapScenarios() {
       [](Filesystem& fs) { Falloc(fs, "/a", FALLOC_FL_COLLAPSE_RANGE, 5 * B, 10 * B); });
   big("insert a range before 1024 extents with a small journal", BigFragmented,
       [](Filesystem& fs) { Falloc(fs, "/a", FALLOC_FL_INSERT_RANGE, 5 * B, 3 * B); });
-  return s;
-}
-
-// Block-map scenarios the engine gets wrong today even without a crash (the
-// pool it leaves does not mount: a refcount disagrees with the references).
-// Each moves to BlockMapScenarios once fixed.
-//  - Freeing the blocks of a file that maps one pool block twice (truncate,
-//    or the last unlink): each extent's Op::Unref reads the same committed
-//    refcount, so the block keeps one reference too many (leaked).
-//  - copy_file_range within one file, offsets alike in their blocks, up to
-//    the source's end of file with the destination right after it: the head
-//    edge's fresh block replaces the first block the clone of the tail then
-//    reads, and the clone maps it again in the same transaction with a
-//    refcount computed from the committed 0: refcount 1, two references.
-// (Defrag of a file with five preallocated extents and no extent chain
-// trips an assertion in Op::Unref on the chain block it planned and then
-// trims: it would abort this test binary, so it is not here.)
-std::vector<Scenario> BlockMapScenariosKnownBad() {
-  std::vector<Scenario> s;
-  auto self_cloned = [](Filesystem& fs) {
-    Sources(fs);
-    Clone(fs, "/s", 0, "/s", 16 * B, B);  // /s maps its first pool block twice
-  };
-  s.push_back({"truncate a file that maps one block twice", self_cloned,
-               [](Filesystem& fs) { Truncate(fs, At(fs, "/s"), 0); }});
-  s.push_back({"unlink a file that maps one block twice", self_cloned,
-               [](Filesystem& fs) { Remove(fs, "s"); }});
-  s.push_back({"copy_file_range within one file to right after the source's end",
-               [](Filesystem& fs) {
-                 BaseTree(fs);
-                 MustWrite(fs, MustCreate(fs, 1, "u"), 0, Pattern(B + 54, 60));
-               },
-               [](Filesystem& fs) { CopyRange(fs, "/u", 100, "/u", B + 100, 1 << 20, B - 46); }});
   return s;
 }
 
@@ -772,12 +783,6 @@ TEST_SUITE("crash") {
 
   TEST_CASE("Crash simulator: every block-map operation is all or nothing at every persist point") {
     for (const Scenario& sc : BlockMapScenarios()) RunScenario(sc);
-  }
-
-  // Known engine bugs (see BlockMapScenariosKnownBad): reported, not fatal.
-  TEST_CASE("Crash simulator: block-map operations the engine gets wrong today" *
-            doctest::may_fail()) {
-    for (const Scenario& sc : BlockMapScenariosKnownBad()) RunScenario(sc);
   }
 }
 
