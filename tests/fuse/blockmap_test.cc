@@ -133,7 +133,7 @@ TEST_SUITE("blockmap") {
     LEASEFS_ONLY(fs, "leasefs ioctls");
     Fd f(open(fs.path("frag").c_str(), O_RDWR | O_CREAT, 0644));
     Fd g(open(fs.path("spacer").c_str(), O_RDWR | O_CREAT, 0644));
-    const size_t blocks = 2000;
+    const size_t blocks = 4000;
     const std::string data = Pattern(blocks * B, 5);
     for (size_t i = 0; i < blocks; ++i) {
       REQUIRE(PwriteAll(f.get(), data.substr(i * B, B), static_cast<off_t>(i * B)) == "");
@@ -149,6 +149,7 @@ TEST_SUITE("blockmap") {
         ++reads;
       }
     });
+    while (reads.load() == 0) std::this_thread::yield();  // the reader is going
     leasefs_defrag d{};
     const std::string rc = SYS(ioctl(f.get(), LEASEFS_IOC_DEFRAG, &d));
     stop = true;
