@@ -16,11 +16,13 @@
 #include "fusefs/abi/leasefs_ioctl.h"
 #include "fusefs/daemon/reply.h"
 #include "fusefs/daemon/server.h"
+#include "fusefs/engine/layout.h"
 
 namespace leasefs::daemon {
 
 namespace {
 
+constexpr uint64_t kBlock = layout::kBlockSize;
 constexpr uint64_t kMaxOff = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
 
 template <typename T>
@@ -104,18 +106,18 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       leasefs_bmap b;
       if (!ReadArg(in, in_size, &b) || out_size < sizeof(b)) return EINVAL;
       if (b.start > kMaxOff) return EINVAL;
-      auto runs = fs_->BlockMap(ino, b.start / 4096, LEASEFS_BMAP_MAX + 1);
+      auto runs = fs_->BlockMap(ino, b.start / kBlock, LEASEFS_BMAP_MAX + 1);
       if (!runs.ok()) return ErrnoOf(runs.status());
       auto attr = fs_->GetAttr(ino);
       if (!attr.ok()) return ErrnoOf(attr.status());
       leasefs_bmap out{};
       out.start = b.start;
       out.file_size = static_cast<uint64_t>(attr->attr.st_size);
-      out.block_size = 4096;
+      out.block_size = kBlock;
       const size_t n = std::min<size_t>(runs->size(), LEASEFS_BMAP_MAX);
       for (size_t i = 0; i < n; ++i) {
         const auto& r = (*runs)[i];
-        out.extents[i] = {r.file_block * 4096, r.pool_block * 4096, r.length * 4096, r.flags,
+        out.extents[i] = {r.file_block * kBlock, r.pool_block * kBlock, r.length * kBlock, r.flags,
                           r.refcount};
       }
       out.count = static_cast<uint32_t>(n);

@@ -67,8 +67,7 @@ std::string DeviceOfMountPoint(const std::string& mountinfo, const std::string& 
 }
 
 Result<std::string> PeerFiles::OwnDevice() {
-  static std::mutex mu;
-  std::lock_guard<std::mutex> l(mu);
+  std::lock_guard<std::mutex> l(mu_);
   if (!own_device_.empty()) return own_device_;
   LFS_ASSIGN_OR_RETURN(std::string info, Slurp("/proc/self/mountinfo", EPERM));
   own_device_ = DeviceOfMountPoint(info, mountpoint_);

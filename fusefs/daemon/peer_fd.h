@@ -12,6 +12,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <mutex>
 #include <string>
 
 #include "base/result.h"
@@ -39,6 +40,7 @@ class PeerFiles {
   Result<std::string> OwnDevice();
 
   std::string mountpoint_;
+  std::mutex mu_;  // guards own_device_ (requests arrive on several threads)
   std::string own_device_;
 };
 

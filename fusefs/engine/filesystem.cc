@@ -380,6 +380,13 @@ Status Filesystem::Impl::ZeroRange(Ino ino, uint64_t from, uint64_t to) {
   return Status::Ok();
 }
 
+uint64_t Filesystem::Impl::SharedBlocks(uint64_t pool_block, uint64_t count) const {
+  const uint32_t* rc = pool_.refcount(pool_block);
+  uint64_t n = 0;
+  for (uint64_t i = 0; i < count; ++i) n += rc[i] > 1;
+  return n;
+}
+
 bool Filesystem::Impl::AnyShared(uint64_t pool_block, uint64_t count) const {
   const uint32_t* rc = pool_.refcount(pool_block);
   for (uint64_t i = 0; i < count; ++i)

@@ -131,6 +131,8 @@ class Filesystem::Impl {
                              int count) REQUIRES(mu_);
   // True if any block of [pool_block, +count) has more than one reference.
   bool AnyShared(uint64_t pool_block, uint64_t count) const;
+  // How many blocks of [pool_block, +count) have more than one reference.
+  uint64_t SharedBlocks(uint64_t pool_block, uint64_t count) const;
 
   // --- block-map helpers (remap_ops.cc) ------------------------------------------
   // A block of the file an intent changes whose new contents are written to
@@ -160,8 +162,6 @@ class Filesystem::Impl {
   Status RunClone(const Cred& c, Ino src, uint64_t src_block, Ino dst, uint64_t dst_block,
                 uint64_t count, uint64_t new_size, const std::vector<EdgeBlock>& edges = {})
       REQUIRES(mu_);
-  // Extent-chain blocks `ino` would need for `slots` more extents.
-  uint64_t PlanSlotsNeeded(Ino ino, size_t slots) const;
   // Filesystem::CloneRange without the lock.
   Result<uint64_t> CloneLocked(const Cred& c, Ino src, uint64_t src_off, Ino dst,
                                uint64_t dst_off, uint64_t len) REQUIRES(mu_);
@@ -222,8 +222,6 @@ class Op {
   // Blocks that reach zero go back to the allocator after the commit. Do
   // not mix with Claim on the same blocks in one op.
   void AddRefs(const BlockRange& r, int delta) { deltas_.push_back({r, delta}); }
-  // Journal bytes the staged deltas will take at most.
-  size_t delta_bytes() const { return deltas_.size() * 2 * 24; }
   // Journal bytes still free for this transaction.
   size_t room() const;
   void Commit();

@@ -400,11 +400,8 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
     const uint64_t ue = std::min(end, RoundUp(size));
     if (off < ue) {
       uint64_t shared = 0;
-      for (const Mapping& m : n->extents.Overlapping(fb, (ue - 1) / kBlock - fb + 1)) {
-        if (m.unwritten()) continue;
-        const uint32_t* rc = fs.pool_.refcount(m.pool_block);
-        for (uint64_t i = 0; i < m.length; ++i) shared += rc[i] > 1;
-      }
+      for (const Mapping& m : n->extents.Overlapping(fb, (ue - 1) / kBlock - fb + 1))
+        if (!m.unwritten()) shared += fs.SharedBlocks(m.pool_block, m.length);
       if (shared > fs.AvailableBlocks()) return Status::Error(ENOSPC, "pool is full");
       LFS_RETURN_IF_ERROR(fs.Unshare(ino, fb, (ue - 1) / kBlock - fb + 1));
     }
@@ -425,7 +422,7 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
       it.new_size = size + len;
       it.cursor = std::max(n->extents.end_block(), fb);
     }
-    if (fs.PlanSlotsNeeded(ino, 4) > fs.alloc_.free_blocks())
+    if (n->extents.ChainBlocksFor(4) > fs.alloc_.free_blocks())
       return Status::Error(ENOSPC, "pool is full");
     it.first_block = fb;
     it.count = len / kBlock;
@@ -445,10 +442,7 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
       uint64_t at = wb / kBlock;
       for (const Mapping& m : n->extents.Overlapping(wb / kBlock, (we - wb) / kBlock)) {
         need += m.file_block - at;  // a hole
-        if (!m.unwritten()) {
-          const uint32_t* rc = fs.pool_.refcount(m.pool_block);
-          for (uint64_t i = 0; i < m.length; ++i) need += rc[i] > 1;
-        }
+        if (!m.unwritten()) need += fs.SharedBlocks(m.pool_block, m.length);
         at = m.file_end();
       }
       need += we / kBlock - at;
@@ -484,10 +478,6 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
   if (zero && we > wb)
     LFS_RETURN_IF_ERROR(fs.Preallocate(c, ino, FALLOC_FL_KEEP_SIZE, wb, we - wb));
   return Status::Ok();
-}
-
-uint64_t Filesystem::Impl::PlanSlotsNeeded(Ino ino, size_t slots) const {
-  return N(ino)->extents.ChainBlocksFor(slots);
 }
 
 // ---------------------------------------------------------------------------
