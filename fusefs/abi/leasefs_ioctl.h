@@ -12,10 +12,30 @@
  * FUSE before a daemon sees them, so leasefs offers them as its own ioctls
  * with the semantics and errnos of XFS. docs/block_map.md describes each.
  *
- * Where a command names a second file (the source of a clone, the donor of a
- * move), it does so by a file descriptor of the calling process; the daemon
- * resolves it through /proc/<pid>/fdinfo and checks that it is open on the
- * same leasefs mount, with the access the command needs.
+ * Descriptors that name a second file. Where a command names a second file
+ * (the source of a clone, the donor of a move, and every later command that
+ * names one), it does so by a file descriptor of the calling thread. One rule
+ * holds for all of them:
+ *   1. The daemon takes its own duplicate of the caller's open file in one
+ *      step (pidfd_open + pidfd_getfd) and checks only that duplicate, so no
+ *      other thread of the caller can swap the file behind the number. It
+ *      first checks, through the pidfd, that the thread still has the fsuid
+ *      and fsgid the request came with (a killed thread's pid may be reused).
+ *   2. A number that is not open, or is open O_PATH, gives EBADF.
+ *   3. The daemon must be allowed to take the caller's descriptors (ptrace
+ *      rules: root may; a daemon run by the caller's own user may take them
+ *      from a dumpable caller). If not, or if the caller is outside the
+ *      mount's pid namespace, the command fails with EPERM and the daemon
+ *      logs why. There is no weaker fallback.
+ *   4. Then each command checks what the kernel's own command checks, in the
+ *      kernel's order: a file of another filesystem, or of another leasefs
+ *      mount, gives EXDEV; a clone source must be a regular file (EISDIR for
+ *      a directory, EINVAL otherwise) open for reading, with the destination
+ *      open for writing and not O_APPEND (EBADF); a move donor must be open
+ *      for writing (EBADF), then on this filesystem (EXDEV, where ext4 says
+ *      EINVAL), then a regular file (EINVAL).
+ * The daemon holds its duplicate until the command is done, so the file
+ * cannot go away under it.
  */
 #ifndef LEASEFS_IOCTL_H
 #define LEASEFS_IOCTL_H
@@ -43,14 +63,15 @@ struct leasefs_range {
 #define LEASEFS_IOC_UNSHARE_RANGE _IOW(LEASEFS_IOC_MAGIC, 0x82, struct leasefs_range)
 
 /* --- reflink ---------------------------------------------------------------
- * Issued on the destination (open for writing); src_fd is the source (open
- * for reading). Laid out like FICLONERANGE's struct file_clone_range, with
- * the same rules: src_length 0 means "to the end of the source"; offsets and
- * length block-aligned, except that the range may end at the source's end of
- * file when that is also at or past the destination's end of file; ranges of
- * one file must not overlap (EINVAL); a source on another filesystem gives
- * EXDEV. The destination's blocks in the range are replaced by the source's,
- * shared (refcount + 1); later writes to either copy first (copy on write). */
+ * Issued on the destination (open for writing, not O_APPEND); src_fd is the
+ * source (open for reading; see "Descriptors that name a second file").
+ * Laid out like FICLONERANGE's struct file_clone_range, with the same rules:
+ * src_length 0 means "to the end of the source"; offsets and length
+ * block-aligned, except that the range may end at the source's end of file
+ * when that is also at or past the destination's end of file; ranges of one
+ * file must not overlap (EINVAL). The destination's blocks in the range are
+ * replaced by the source's, shared (refcount + 1); later writes to either
+ * copy first (copy on write). */
 struct leasefs_clone_range {
 	__s64 src_fd;
 	__u64 src_offset;
@@ -107,7 +128,8 @@ struct leasefs_bmap {
 
 /* --- ext4's EXT4_IOC_MOVE_EXT, for fio's e4defrag engine ------------------------
  * Issued on the original file (open for reading and writing); donor_fd
- * names the donor (open for writing). Moves the original's data for blocks
+ * names the donor (open for writing; see "Descriptors that name a second
+ * file"). Moves the original's data for blocks
  * [orig_start, orig_start + len) into the donor's blocks at donor_start
  * (which the donor must have allocated, e.g. by fallocate) and exchanges the
  * two ranges' blocks, so the original keeps its contents on new blocks.

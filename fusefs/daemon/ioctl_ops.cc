@@ -7,6 +7,7 @@
 // command number of its own making.
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -43,6 +44,26 @@ int FallocateMode(unsigned cmd) {
   }
 }
 
+// The checks FICLONERANGE makes of its source and of the destination's open
+// file, in the kernel's order (leasefs_ioctl.h, "Descriptors that name a
+// second file"). Returns 0 or the errno.
+int CloneSourceError(const PeerFile& src, uint64_t dest_fh) {
+  if (!src.same_fs) return EXDEV;
+  if (src.type == S_IFDIR) return EISDIR;
+  if (src.type != S_IFREG) return EINVAL;
+  if (!src.readable() || !FhWritable(dest_fh) || FhAppend(dest_fh)) return EBADF;
+  return 0;
+}
+
+// The checks EXT4_IOC_MOVE_EXT makes of its donor, in ext4's order, except
+// that a donor on another filesystem gives EXDEV (ext4 says EINVAL).
+int DonorError(const PeerFile& donor) {
+  if (!donor.writable()) return EBADF;
+  if (!donor.same_fs) return EXDEV;
+  if (donor.type != S_IFREG) return EINVAL;
+  return 0;
+}
+
 }  // namespace
 
 int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_file_info* fi,
@@ -68,13 +89,11 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
     case LEASEFS_IOC_CLONE_RANGE: {
       leasefs_clone_range c;
       if (!ReadArg(in, in_size, &c)) return EINVAL;
-      if (!FhWritable(fh)) return EBADF;
-      if (c.src_fd < 0 || c.src_fd > std::numeric_limits<int>::max()) return EBADF;
       if (c.src_offset > kMaxOff || c.src_length > kMaxOff || c.dest_offset > kMaxOff)
         return EINVAL;
-      auto src = peers_->Resolve(fuse_req_ctx(req)->pid, static_cast<int>(c.src_fd));
+      auto src = peers_->Take(*fuse_req_ctx(req), c.src_fd);
       if (!src.ok()) return ErrnoOf(src.status());
-      if ((src->flags & O_ACCMODE) == O_WRONLY) return EBADF;
+      if (int err = CloneSourceError(*src, fh); err != 0) return err;
       auto n = fs_->CloneRange(cred, src->ino, c.src_offset, ino, c.dest_offset, c.src_length);
       if (!n.ok()) return ErrnoOf(n.status());
       fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
@@ -87,11 +106,10 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       if (d.reserved[0] || d.reserved[1]) return EINVAL;
       if (!FhWritable(fh)) return EBADF;
       // Defrag copies data a piece at a time: let a worker do it, so the
-      // loop goes on serving everybody, including readers of this file.
-      const uid_t uid = cred.uid();
-      const gid_t gid = cred.gid();
-      Defer(req, [this, ino, uid, gid](fuse_req_t r) {
-        auto rep = fs_->Defrag(engine::Cred(uid, gid), ino);
+      // loop goes on serving everybody, including readers of this file. The
+      // credentials go with it whole, supplementary groups read now.
+      Defer(req, [this, ino, deferred = CredWithGroups(req)](fuse_req_t r) {
+        auto rep = fs_->Defrag(deferred, ino);
         if (!rep.ok()) return ErrnoOf(rep.status());
         leasefs_defrag out{};
         out.extents_before = rep->extents_before;
@@ -106,23 +124,24 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       leasefs_bmap b;
       if (!ReadArg(in, in_size, &b) || out_size < sizeof(b)) return EINVAL;
       if (b.start > kMaxOff) return EINVAL;
-      auto runs = fs_->BlockMap(ino, b.start / kBlock, LEASEFS_BMAP_MAX + 1);
-      if (!runs.ok()) return ErrnoOf(runs.status());
-      auto attr = fs_->GetAttr(ino);
-      if (!attr.ok()) return ErrnoOf(attr.status());
+      // Runs and size from one snapshot: a concurrent truncate cannot make
+      // them disagree.
+      auto map = fs_->BlockMap(ino, b.start / kBlock, LEASEFS_BMAP_MAX + 1);
+      if (!map.ok()) return ErrnoOf(map.status());
+      const auto& runs = map->runs;
       leasefs_bmap out{};
       out.start = b.start;
-      out.file_size = static_cast<uint64_t>(attr->attr.st_size);
+      out.file_size = map->file_size;
       out.block_size = kBlock;
-      const size_t n = std::min<size_t>(runs->size(), LEASEFS_BMAP_MAX);
+      const size_t n = std::min<size_t>(runs.size(), LEASEFS_BMAP_MAX);
       for (size_t i = 0; i < n; ++i) {
-        const auto& r = (*runs)[i];
+        const auto& r = runs[i];
         out.extents[i] = {r.file_block * kBlock, r.pool_block * kBlock, r.length * kBlock, r.flags,
                           r.refcount};
       }
       out.count = static_cast<uint32_t>(n);
       out.next = n ? out.extents[n - 1].file_offset + out.extents[n - 1].length : b.start;
-      if (runs->size() > LEASEFS_BMAP_MAX) out.flags |= LEASEFS_BMAP_MORE;
+      if (runs.size() > LEASEFS_BMAP_MAX) out.flags |= LEASEFS_BMAP_MORE;
       fuse_reply_ioctl(req, 0, &out, sizeof(out));
       return 0;
     }
@@ -131,9 +150,9 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       if (!ReadArg(in, in_size, &m) || out_size < sizeof(m)) return EINVAL;
       if (m.reserved != 0) return EINVAL;
       if ((fh & O_ACCMODE) != O_RDWR || !(fh & kFhOpen)) return EBADF;
-      auto donor = peers_->Resolve(fuse_req_ctx(req)->pid, static_cast<int>(m.donor_fd));
+      auto donor = peers_->Take(*fuse_req_ctx(req), m.donor_fd);
       if (!donor.ok()) return ErrnoOf(donor.status());
-      if ((donor->flags & O_ACCMODE) == O_RDONLY) return EBADF;
+      if (int err = DonorError(*donor); err != 0) return err;
       auto moved = fs_->MoveExtents(cred, ino, donor->ino, m.orig_start, m.donor_start, m.len);
       if (!moved.ok()) return ErrnoOf(moved.status());
       m.moved_len = *moved;

@@ -1,24 +1,149 @@
 #include "fusefs/daemon/peer_fd.h"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <cerrno>
+#include <chrono>
+#include <climits>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
 #include <fstream>
-#include <mutex>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 namespace leasefs::daemon {
 
+// Closes descriptors of other filesystems on a thread of its own: close(2)
+// calls the file's flush, and another FUSE filesystem's daemon (one the
+// caller may run) can leave a FLUSH unanswered for ever. A blocked close
+// then holds up only later closes of foreign files, never a request.
+class Closer : public std::enable_shared_from_this<Closer> {
+ public:
+  void Post(int fd) noexcept {
+    try {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!started_) {
+        std::thread([self = shared_from_this()] { self->Run(); }).detach();
+        started_ = true;
+      }
+      fds_.push_back(fd);
+      cv_.notify_one();
+    } catch (...) {
+      ::close(fd);  // no thread or no memory: close here rather than leak
+    }
+  }
+
+ private:
+  void Run() {
+    std::unique_lock<std::mutex> l(mu_);
+    for (;;) {
+      cv_.wait(l, [this] { return !fds_.empty(); });
+      const int fd = fds_.front();
+      fds_.pop_front();
+      l.unlock();
+      ::close(fd);
+      l.lock();
+    }
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<int> fds_;  // GUARDED_BY(mu_)
+  bool started_ = false;  // GUARDED_BY(mu_)
+};
+
 namespace {
 
-Result<std::string> Slurp(const std::string& path, int missing_errno) {
+// From <linux/pidfd.h> (Linux >= 6.13), which this distribution's headers
+// predate.
+constexpr unsigned kPidfdThread = O_EXCL;  // PIDFD_THREAD, Linux >= 6.9
+struct PidfdInfo {
+  uint64_t mask;
+  uint64_t cgroupid;
+  uint32_t pid, tgid, ppid, ruid, rgid, euid, egid, suid, sgid, fsuid, fsgid;
+  uint32_t spare0[1];
+};
+static_assert(sizeof(PidfdInfo) == 64);  // PIDFD_INFO_SIZE_VER0
+constexpr unsigned long kPidfdGetInfo = _IOWR(0xFF, 11, PidfdInfo);
+constexpr uint64_t kPidfdInfoCreds = 1u << 1;
+
+// One line to the daemon's log, at most once a second: a caller must not be
+// able to flood the log by repeating a refused command.
+void Warn(const std::string& msg) {
+  static std::atomic<int64_t> last{0};
+  const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  int64_t prev = last.load(std::memory_order_relaxed);
+  if (now <= prev || !last.compare_exchange_strong(prev, now)) return;
+  fuse_log(FUSE_LOG_WARNING, "leasefs: %s\n", msg.c_str());
+}
+
+std::string Who(const fuse_ctx& ctx) {
+  return "pid " + std::to_string(ctx.pid) + " (uid " + std::to_string(ctx.uid) + ")";
+}
+
+// A pidfd for the calling thread (PIDFD_THREAD); before Linux 6.9 only a
+// thread-group leader can be named, which covers single-threaded callers.
+int OpenPidfd(pid_t tid) {
+  int fd = static_cast<int>(syscall(SYS_pidfd_open, tid, kPidfdThread));
+  if (fd < 0 && errno == EINVAL) fd = static_cast<int>(syscall(SYS_pidfd_open, tid, 0));
+  return fd;
+}
+
+Result<std::string> Slurp(const std::string& path) {
   std::ifstream in(path);
-  if (!in) {
-    const int err = errno == ENOENT ? missing_errno : (errno ? errno : EPERM);
-    return Status::Error(err, "cannot read " + path);
-  }
+  if (!in) return Status::Error(errno == ENOENT ? ESRCH : EPERM, "cannot read " + path);
   std::ostringstream s;
   s << in.rdbuf();
   return s.str();
+}
+
+// The fsuid and fsgid of the task `pidfd` names. Before Linux 6.13 (no
+// PIDFD_GET_INFO) they are read from /proc once, and the pidfd then confirms
+// that the task was still alive, so the read was of that task and not of a
+// newer one that reused its pid.
+Status FsIdsOf(int pidfd, pid_t tid, uid_t* uid, gid_t* gid) {
+  PidfdInfo info{};
+  info.mask = kPidfdInfoCreds;
+  if (ioctl(pidfd, kPidfdGetInfo, &info) == 0) {
+    *uid = info.fsuid;
+    *gid = info.fsgid;
+    return Status::Ok();
+  }
+  if (errno != ENOTTY && errno != EINVAL) return Status::Error(errno, "PIDFD_GET_INFO");
+  LFS_ASSIGN_OR_RETURN(std::string status,
+                       Slurp("/proc/" + std::to_string(tid) + "/status"));
+  if (!FsIdsFromStatus(status, uid, gid)) return Status::Error(EPERM, "unreadable status");
+  if (syscall(SYS_pidfd_send_signal, pidfd, 0, nullptr, 0) != 0 && errno != EPERM)
+    return Status::Error(ESRCH, "caller gone");
+  return Status::Ok();
+}
+
+// A pidfd for the thread that sent the request, checked to be that thread.
+Result<UniqueFd> CallerPidfd(const fuse_ctx& ctx) {
+  if (ctx.pid <= 0) {  // outside the pid namespace the mount was made in
+    Warn("a caller outside the mount's pid namespace named a descriptor: refused");
+    return Status::Error(EPERM, "caller not visible");
+  }
+  UniqueFd pidfd(OpenPidfd(ctx.pid));
+  if (!pidfd.valid()) return Status::Error(errno == ESRCH ? ESRCH : EPERM, "pidfd_open");
+  uid_t uid = 0;
+  gid_t gid = 0;
+  LFS_RETURN_IF_ERROR(FsIdsOf(pidfd.get(), ctx.pid, &uid, &gid));
+  if (uid != ctx.uid || gid != ctx.gid) {
+    Warn(Who(ctx) + " no longer has the credentials its request came with: refused");
+    return Status::Error(EPERM, "caller changed");
+  }
+  return pidfd;
 }
 
 // Undoes mountinfo's escapes (\040 for a space, and so on).
@@ -27,7 +152,7 @@ std::string Unescape(const std::string& s) {
   for (size_t i = 0; i < s.size(); ++i) {
     if (s[i] == '\\' && i + 3 < s.size()) {
       const std::string oct = s.substr(i + 1, 3);
-      if (oct.size() == 3 && oct.find_first_not_of("01234567") == std::string::npos) {
+      if (oct.find_first_not_of("01234567") == std::string::npos) {
         out.push_back(static_cast<char>(std::stoi(oct, nullptr, 8)));
         i += 3;
         continue;
@@ -47,14 +172,14 @@ std::vector<std::string> Fields(const std::string& line) {
 
 }  // namespace
 
-std::string DeviceOfMount(const std::string& mountinfo, uint64_t mnt_id) {
-  std::istringstream in(mountinfo);
-  for (std::string line; std::getline(in, line);) {
-    const auto f = Fields(line);
-    if (f.size() >= 5 && f[0] == std::to_string(mnt_id)) return f[2];
-  }
-  return {};
+PeerFile::~PeerFile() {
+  if (fd_.valid() && closer_) closer_->Post(fd_.release());
 }
+
+PeerFiles::PeerFiles(std::string mountpoint)
+    : mountpoint_(std::move(mountpoint)), closer_(std::make_shared<Closer>()) {}
+
+PeerFiles::~PeerFiles() = default;
 
 std::string DeviceOfMountPoint(const std::string& mountinfo, const std::string& path) {
   std::string dev;
@@ -66,40 +191,63 @@ std::string DeviceOfMountPoint(const std::string& mountinfo, const std::string& 
   return dev;
 }
 
-Result<std::string> PeerFiles::OwnDevice() {
+bool FsIdsFromStatus(const std::string& status, uid_t* fsuid, gid_t* fsgid) {
+  bool have_uid = false, have_gid = false;
+  std::istringstream in(status);
+  for (std::string line; std::getline(in, line);) {
+    const auto f = Fields(line);
+    if (f.size() != 5 || (f[0] != "Uid:" && f[0] != "Gid:")) continue;
+    if (f[4].empty() || f[4].find_first_not_of("0123456789") != std::string::npos) return false;
+    const unsigned long v = std::stoul(f[4]);
+    if (v > UINT32_MAX) return false;
+    if (f[0] == "Uid:") *fsuid = static_cast<uid_t>(v), have_uid = true;
+    else *fsgid = static_cast<gid_t>(v), have_gid = true;
+  }
+  return have_uid && have_gid;
+}
+
+Result<dev_t> PeerFiles::OwnDevice() {
   std::lock_guard<std::mutex> l(mu_);
-  if (!own_device_.empty()) return own_device_;
-  LFS_ASSIGN_OR_RETURN(std::string info, Slurp("/proc/self/mountinfo", EPERM));
-  own_device_ = DeviceOfMountPoint(info, mountpoint_);
-  if (own_device_.empty()) return Status::Error(EXDEV, "own mount not found");
+  if (have_own_device_) return own_device_;
+  LFS_ASSIGN_OR_RETURN(std::string info, Slurp("/proc/self/mountinfo"));
+  const std::string dev = DeviceOfMountPoint(info, mountpoint_);
+  unsigned major = 0, minor = 0;
+  char tail = 0;
+  if (std::sscanf(dev.c_str(), "%u:%u%c", &major, &minor, &tail) != 2)
+    return Status::Error(EXDEV, "own mount not found");
+  own_device_ = makedev(major, minor);
+  have_own_device_ = true;
   return own_device_;
 }
 
-Result<PeerFile> PeerFiles::Resolve(pid_t pid, int fd) {
-  if (fd < 0 || pid <= 0) return Status::Error(EBADF);
-  const std::string proc = "/proc/" + std::to_string(pid);
-  LFS_ASSIGN_OR_RETURN(std::string info, Slurp(proc + "/fdinfo/" + std::to_string(fd), EBADF));
+Result<PeerFile> PeerFiles::Take(const fuse_ctx& ctx, int64_t fd) {
+  if (fd < 0 || fd > INT_MAX) return Status::Error(EBADF);
+  LFS_ASSIGN_OR_RETURN(UniqueFd pidfd, CallerPidfd(ctx));
   PeerFile pf;
-  uint64_t mnt_id = 0;
-  bool have_ino = false, have_mnt = false;
-  std::istringstream in(info);
-  for (std::string line; std::getline(in, line);) {
-    const auto colon = line.find(':');
-    if (colon == std::string::npos) continue;
-    const std::string key = line.substr(0, colon);
-    const std::string value = line.substr(colon + 1);
-    try {
-      if (key == "flags") pf.flags = static_cast<int>(std::stoul(value, nullptr, 8));
-      if (key == "mnt_id") mnt_id = std::stoull(value), have_mnt = true;
-      if (key == "ino") pf.ino = std::stoull(value), have_ino = true;
-    } catch (const std::exception&) {
-      return Status::Error(EBADF, "unreadable fdinfo");
-    }
+  pf.fd_.reset(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd.get(), static_cast<int>(fd), 0)));
+  if (!pf.fd_.valid()) {
+    const int err = errno;
+    if (err == EPERM)
+      Warn("cannot take descriptor " + std::to_string(fd) + " of " + Who(ctx) +
+           ": the daemon may not ptrace the caller (run it as root, or as the caller's user "
+           "with a dumpable caller)");
+    return Status::Error(err, "pidfd_getfd");
   }
-  if (!have_ino || !have_mnt) return Status::Error(EXDEV, "not a file on a mount");
-  LFS_ASSIGN_OR_RETURN(std::string own, OwnDevice());
-  LFS_ASSIGN_OR_RETURN(std::string mounts, Slurp(proc + "/mountinfo", EBADF));
-  if (DeviceOfMount(mounts, mnt_id) != own) return Status::Error(EXDEV, "another filesystem");
+  pf.closer_ = closer_;  // until the file is known to be ours
+  pf.flags = fcntl(pf.fd_.get(), F_GETFL);
+  if (pf.flags < 0) return Status::Error(errno, "F_GETFL");
+  if (pf.flags & O_PATH) return Status::Error(EBADF, "O_PATH descriptor");
+  // AT_STATX_DONT_SYNC: from the kernel's inode, with no request to the
+  // file's filesystem (for our own files, no request back to this daemon).
+  struct statx stx {};
+  if (statx(pf.fd_.get(), "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_INO, &stx))
+    return Status::Error(errno, "statx");
+  pf.ino = stx.stx_ino;
+  pf.type = stx.stx_mode & S_IFMT;
+  LFS_ASSIGN_OR_RETURN(dev_t own, OwnDevice());
+  pf.same_fs = makedev(stx.stx_dev_major, stx.stx_dev_minor) == own;
+  // Our own files have no FLUSH (noflush) and release asynchronously.
+  if (pf.same_fs) pf.closer_.reset();
   return pf;
 }
 

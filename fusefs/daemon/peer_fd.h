@@ -1,53 +1,101 @@
-// Resolving a file descriptor of the process that sent a request: the clone
-// source or move donor a leasefs ioctl names by fd (as FICLONERANGE and
-// EXT4_IOC_MOVE_EXT do). The daemon cannot use the fd itself, so it reads
-// what the kernel says of it in /proc/<pid>/fdinfo/<fd> (inode number, open
-// flags, mount id) and checks, through /proc/<pid>/mountinfo, that the mount
-// is a mount of this daemon's filesystem (same device number).
+// Taking a file descriptor of the process that sent a request: the clone
+// source or move donor a leasefs ioctl names by number, as FICLONERANGE and
+// EXT4_IOC_MOVE_EXT do (the rule is written once, in fusefs/abi/leasefs_ioctl.h).
 //
-// The kernel answers these reads itself; they never come back to this daemon
-// as FUSE requests, so they are safe on a loop thread.
+// A number means nothing on its own: another thread of the caller can dup2()
+// a different file onto it at any moment. So the daemon never looks the
+// number up and then acts on what it found; it takes its own duplicate of the
+// caller's open file in one step (pidfd_open + pidfd_getfd) and makes every
+// check on that duplicate: F_GETFL for the access mode and O_PATH, statx for
+// the filesystem and the inode. Nothing the caller does afterwards changes
+// what the duplicate is, and holding it keeps the inode from going away
+// while the command runs.
+//
+// The pid in a request names the calling thread, and a thread killed while
+// its request waits frees its pid for reuse. Before taking anything, the
+// daemon checks through the pidfd (which keeps naming the task it was opened
+// on) that the task still has the request's fsuid and fsgid, so that a
+// recycled pid cannot lend the caller another user's descriptors.
+//
+// Taking a descriptor needs the right to ptrace the caller (root has it). A
+// daemon that lacks it refuses the command with EPERM and logs why; there is
+// no weaker fallback.
 #pragma once
 
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 
 #include "base/result.h"
+#include "base/unique_fd.h"
 
 namespace leasefs::daemon {
 
-struct PeerFile {
-  uint64_t ino = 0;
-  int flags = 0;  // open flags (O_ACCMODE and the rest)
+class Closer;
+
+// The daemon's duplicate of a caller's open file, and what it is.
+// Closing a file of another filesystem can block (a FUSE daemon that never
+// answers FLUSH), so such files are closed on a thread of their own.
+class PeerFile {
+ public:
+  PeerFile() = default;
+  PeerFile(PeerFile&&) noexcept = default;
+  PeerFile& operator=(PeerFile&&) noexcept = default;
+  ~PeerFile();
+
+  uint64_t ino = 0;      // the inode number (the engine's, when same_fs)
+  mode_t type = 0;       // S_IFMT bits
+  int flags = 0;         // the open file's flags (F_GETFL)
+  bool same_fs = false;  // open on this daemon's filesystem
+
+  bool readable() const noexcept { return (flags & O_ACCMODE) != O_WRONLY; }
+  bool writable() const noexcept { return (flags & O_ACCMODE) != O_RDONLY; }
+
+ private:
+  friend class PeerFiles;
+  UniqueFd fd_;
+  std::shared_ptr<Closer> closer_;  // for files of other filesystems
 };
 
 class PeerFiles {
  public:
   // `mountpoint`: where this daemon's filesystem is mounted (canonical path).
-  explicit PeerFiles(std::string mountpoint) : mountpoint_(std::move(mountpoint)) {}
+  explicit PeerFiles(std::string mountpoint);
+  ~PeerFiles();
+  PeerFiles(const PeerFiles&) = delete;
+  PeerFiles& operator=(const PeerFiles&) = delete;
 
-  // The file `fd` of process `pid` is open on.
-  // Errors: EBADF (no such fd), EXDEV (not on this filesystem), EPERM
-  // (cannot read the process's /proc entries).
-  Result<PeerFile> Resolve(pid_t pid, int fd);
+  // Takes the daemon's own duplicate of descriptor `fd` of the thread that
+  // sent the request described by `ctx`.
+  // Errors: EBADF (not an open descriptor, or opened O_PATH); EPERM (the
+  // daemon may not take the caller's descriptors, or the caller is no longer
+  // the task that sent the request: logged); ESRCH (the caller is gone);
+  // EMFILE/ENFILE (the daemon is out of descriptors).
+  Result<PeerFile> Take(const fuse_ctx& ctx, int64_t fd);
 
  private:
-  // major:minor of this daemon's mount, from /proc/self/mountinfo (looked up
-  // once, on first use, when the mount certainly exists).
-  Result<std::string> OwnDevice();
+  // This daemon's mount's device, from /proc/self/mountinfo (looked up once,
+  // on first use, when the mount certainly exists).
+  Result<dev_t> OwnDevice();
 
   std::string mountpoint_;
   std::mutex mu_;  // guards own_device_ (requests arrive on several threads)
-  std::string own_device_;
+  dev_t own_device_ = 0;
+  bool have_own_device_ = false;
+  std::shared_ptr<Closer> closer_;
 };
 
-// The "major:minor" field of mount `mnt_id` in a mountinfo text, or "".
-std::string DeviceOfMount(const std::string& mountinfo, uint64_t mnt_id);
 // The "major:minor" field of the last mount on `path` in a mountinfo text
 // (paths are compared after mountinfo's octal escapes are undone), or "".
 std::string DeviceOfMountPoint(const std::string& mountinfo, const std::string& path);
+
+// The fsuid and fsgid (the fourth field of "Uid:" and "Gid:") in the text of
+// /proc/<pid>/status; false if either is missing.
+bool FsIdsFromStatus(const std::string& status, uid_t* fsuid, gid_t* fsgid);
 
 }  // namespace leasefs::daemon

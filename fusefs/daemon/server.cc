@@ -192,6 +192,12 @@ engine::Cred CredOf(fuse_req_t req) {
   return engine::Cred(c->uid, c->gid, c->pid, [req] { return SupplementaryGroups(req); });
 }
 
+engine::Cred CredWithGroups(fuse_req_t req) {
+  const fuse_ctx* c = fuse_req_ctx(req);
+  return engine::Cred(c->uid, c->gid, c->pid,
+                      [groups = SupplementaryGroups(req)] { return groups; });
+}
+
 void Server::DoInit(fuse_conn_info* conn) noexcept {
   auto want = [conn](unsigned cap) {
     if (conn->capable & cap) conn->want |= cap;

@@ -133,10 +133,14 @@ class Server {
   std::unique_ptr<PeerFiles> peers_;
 };
 
-// What an open file's handle (fuse_file_info::fh) holds: its access mode,
-// which ioctls check as the kernel checks an fd's mode for fallocate.
+// What an open file's handle (fuse_file_info::fh) holds: its access mode and
+// O_APPEND as opened, which ioctls check as the kernel checks an fd's mode
+// for fallocate and FICLONERANGE.
 inline constexpr uint64_t kFhOpen = uint64_t{1} << 32;
-inline uint64_t FhFor(int open_flags) { return kFhOpen | static_cast<uint64_t>(open_flags & O_ACCMODE); }
+inline uint64_t FhFor(int open_flags) {
+  return kFhOpen | static_cast<uint64_t>(open_flags & (O_ACCMODE | O_APPEND));
+}
+inline bool FhAppend(uint64_t fh) { return (fh & O_APPEND) != 0; }
 inline bool FhWritable(uint64_t fh) {
   return (fh & kFhOpen) && ((fh & O_ACCMODE) == O_WRONLY || (fh & O_ACCMODE) == O_RDWR);
 }
@@ -146,5 +150,8 @@ inline bool FhReadable(uint64_t fh) { return (fh & kFhOpen) && (fh & O_ACCMODE) 
 // are read (from /proc, by libfuse) only if a permission check needs them.
 // REQUIRES: used only before `req` is replied to.
 engine::Cred CredOf(fuse_req_t req);
+// The same, with the supplementary groups read now: for a request answered
+// later, from another thread (Defer), when the caller may be gone.
+engine::Cred CredWithGroups(fuse_req_t req);
 
 }  // namespace leasefs::daemon

@@ -248,8 +248,14 @@ class Filesystem {
     uint32_t refcount = 0;  // of each block of the run
     bool operator==(const BlockMapRun&) const = default;
   };
+  // The runs and the size of the file at one moment (one lock), so that a
+  // concurrent truncate cannot make them disagree.
+  struct BlockMapView {
+    std::vector<BlockMapRun> runs;
+    uint64_t file_size = 0;
+  };
   // Up to `max` runs from file block `from_block` on. Errors: ENOENT, EISDIR.
-  Result<std::vector<BlockMapRun>> BlockMap(Ino ino, uint64_t from_block, size_t max);
+  Result<BlockMapView> BlockMap(Ino ino, uint64_t from_block, size_t max);
 
   struct DefragReport {
     uint64_t extents_before = 0;  // runs of the block map

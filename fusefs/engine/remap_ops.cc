@@ -662,13 +662,14 @@ std::vector<struct iovec> Filesystem::Impl::Segments(Ino ino, uint64_t off, uint
 // ---------------------------------------------------------------------------
 // Block map
 
-Result<std::vector<Filesystem::BlockMapRun>> Filesystem::BlockMap(Ino ino, uint64_t from_block,
-                                                                   size_t max) {
+Result<Filesystem::BlockMapView> Filesystem::BlockMap(Ino ino, uint64_t from_block, size_t max) {
   ReaderLock l(&impl_->mu_);
   Impl& fs = *impl_;
   LFS_ASSIGN_OR_RETURN(Node * n, fs.Get(ino));
   if (n->dir) return Status::Error(EISDIR);
-  std::vector<BlockMapRun> out;
+  BlockMapView view;
+  view.file_size = fs.I(ino)->size;
+  std::vector<BlockMapRun>& out = view.runs;
   std::vector<QuarantineEntry> held;  // usually none
   const QuarantineEntry* q = fs.pool_.quarantine();
   for (uint64_t i = 0; i < fs.pool_.quarantine_count(); ++i)
@@ -695,7 +696,7 @@ Result<std::vector<Filesystem::BlockMapRun>> Filesystem::BlockMap(Ino ino, uint6
       i = j;
     }
   }
-  return out;
+  return view;
 }
 
 // ---------------------------------------------------------------------------

@@ -322,7 +322,7 @@ std::string MapSummary(Filesystem& fs, const std::vector<std::string>& paths, bo
     REQUIRE(map.ok());
     uint64_t pieces = 0, shared = 0, unw = 0;
     const Filesystem::BlockMapRun* prev = nullptr;
-    for (const auto& r : *map) {
+    for (const auto& r : map->runs) {
       const bool joins = prev && prev->file_block + prev->length == r.file_block &&
                          prev->pool_block + prev->length == r.pool_block && prev->flags == r.flags;
       pieces += joins ? 0 : 1;
@@ -518,7 +518,7 @@ std::vector<Scenario> BlockMapScenarios() {
       std::string out;
       auto map = fs.BlockMap(At(fs, "/u"), 0, SIZE_MAX);
       REQUIRE(map.ok());
-      for (const auto& r : *map) out += " " + std::to_string(r.pool_block);
+      for (const auto& r : map->runs) out += " " + std::to_string(r.pool_block);
       return out;
     };
     d.invisible = true;

@@ -32,7 +32,7 @@ std::string Pattern(size_t n, char seed) {
 std::vector<Run> Map(Filesystem& fs, Ino ino) {
   auto r = fs.BlockMap(ino, 0, 100000);
   REQUIRE(r.ok());
-  return *r;
+  return r->runs;
 }
 
 uint64_t Size(Filesystem& fs, Ino ino) {

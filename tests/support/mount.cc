@@ -48,8 +48,9 @@ std::vector<char*> Argv(const std::vector<std::string>& args) {
   return v;
 }
 
-// Starts argv with stdout/stderr to out_fd (if >= 0). Returns the pid.
-pid_t Spawn(const std::vector<std::string>& argv, int out_fd) {
+// Starts argv with stdout/stderr to out_fd (if >= 0), as user `uid` (its
+// own group, no supplementary groups) when uid is not 0. Returns the pid.
+pid_t Spawn(const std::vector<std::string>& argv, int out_fd, uid_t uid = 0) {
   auto v = Argv(argv);
   pid_t pid = fork();
   if (pid == 0) {
@@ -57,6 +58,8 @@ pid_t Spawn(const std::vector<std::string>& argv, int out_fd) {
       dup2(out_fd, 1);
       dup2(out_fd, 2);
     }
+    if (uid != 0 && (setgroups(0, nullptr) != 0 || setgid(uid) != 0 || setuid(uid) != 0))
+      _exit(126);
     execv(v[0], v.data());
     _exit(127);
   }
@@ -157,6 +160,10 @@ TestMount::TestMount(MountOptions opts) : opts_(std::move(opts)) {
 
   std::vector<std::string> mkfs = {MkfsBin(), "--force", "--size", opts_.pool_size};
   mkfs.insert(mkfs.end(), opts_.mkfs_args.begin(), opts_.mkfs_args.end());
+  if (opts_.daemon_uid != 0) {
+    const std::string id = std::to_string(opts_.daemon_uid);
+    mkfs.insert(mkfs.end(), {"--root-owner", id + ":" + id});
+  }
   mkfs.push_back(pool_);
   ProcessResult r = Run(mkfs);
   if (r.signaled() || r.exit_code != 0) {
@@ -191,7 +198,15 @@ bool TestMount::Mount(std::string* output, const std::string& extra_options) {
     std::lock_guard<std::mutex> l(g_mu);
     g_live->insert(mnt_);
   }
-  pid_ = Spawn(argv, log_fd_);
+  if (opts_.daemon_uid != 0) {
+    // The daemon's user must own what it opens and mounts on.
+    if (chown(pool_.c_str(), opts_.daemon_uid, opts_.daemon_uid) != 0 ||
+        chown(mnt_.c_str(), opts_.daemon_uid, opts_.daemon_uid) != 0) {
+      if (output) *output = "chown for the daemon's user: " + std::string(strerror(errno));
+      return false;
+    }
+  }
+  pid_ = Spawn(argv, log_fd_, opts_.daemon_uid);
   // Wait for the mount to appear (or the daemon to give up).
   for (int i = 0; i < 1000; ++i) {
     int status = 0;

@@ -44,6 +44,11 @@ struct MountOptions {
   // An existing pool to format and use (a block device, say) instead of a
   // new file in pool_dir; the fixture does not delete it.
   std::string pool_path;
+  // Runs the daemon as this user (and group of the same number) instead of
+  // root; it then owns the pool, the mountpoint and the root directory. Such
+  // a daemon mounts through fusermount3, so `options` must not ask for
+  // allow_other.
+  uid_t daemon_uid = 0;
 };
 
 // One pool and (while mounted) one daemon serving it.

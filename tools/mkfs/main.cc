@@ -44,7 +44,7 @@ int Fail(const std::string& msg) {
 
 int main(int argc, char** argv) {
   CLI::App app(kDescription, "mkfs.leasefs");
-  std::string pool, size_arg, journal_arg, label;
+  std::string pool, size_arg, journal_arg, label, root_owner;
   uint64_t inodes = 0;
   bool force = false, quiet = false;
   app.add_option("POOL", pool, "pool file or pmem/DAX device")->required();
@@ -53,6 +53,8 @@ int main(int argc, char** argv) {
   app.add_option("-J,--journal-size", journal_arg,
                  "journal size (default: 1/256 of the pool, 256 KiB to 64 MiB)");
   app.add_option("-L,--label", label, "volume label (up to 63 bytes)");
+  app.add_option("--root-owner", root_owner,
+                 "UID:GID owning the root directory (default: the user running mkfs.leasefs)");
   app.add_flag("-f,--force", force, "overwrite an existing leasefs pool");
   app.add_flag("-q,--quiet", quiet, "print nothing on success");
   CLI11_PARSE(app, argc, argv);
@@ -75,6 +77,14 @@ int main(int argc, char** argv) {
   }
   fo.root_uid = getuid();
   fo.root_gid = getgid();
+  if (!root_owner.empty()) {
+    unsigned uid = 0, gid = 0;
+    char tail = 0;
+    if (std::sscanf(root_owner.c_str(), "%u:%u%c", &uid, &gid, &tail) != 2)
+      return Fail("--root-owner takes UID:GID, not '" + root_owner + "'");
+    fo.root_uid = uid;
+    fo.root_gid = gid;
+  }
 
   struct stat st {};
   const bool exists = stat(pool.c_str(), &st) == 0;
