@@ -128,6 +128,12 @@ TEST_SUITE("fuse.peer_fd") {
       // A descriptor open for reading carries the right to read, as on Linux.
       KEQ(k, Clone(dst.get(), in.secret_ro.get(), 0, B, 0), "OK");
       KEQ(k, Diff(PreadAll(dst.get(), B, 0), secret_data.substr(0, B)), "");
+      // A request names the calling thread, not the process: a thread other
+      // than the main one is served the same.
+      std::string from_thread;
+      std::thread([&] { from_thread = Clone(dst.get(), own.get(), B, B, 2 * B); }).join();
+      KEQ(k, from_thread, "OK");
+      KEQ(k, Diff(PreadAll(dst.get(), B, 2 * B), mine.substr(B, B)), "");
     });
     unlink(tmpfs_path.c_str());
   }
