@@ -196,6 +196,67 @@ TEST_SUITE("blockmap") {
     }
     CHECK(fs.UnmountFsckRemount() == "");
   }
+
+  TEST_CASE("defrag by a user who may write the file only through a supplementary group") {
+    TestFs fs;
+    LEASEFS_ONLY(fs, "leasefs ioctls");
+    constexpr uid_t kAlice = 1000;
+    constexpr gid_t kAliceGid = 1000, kShared = 2000;
+    const std::string p = fs.path("grp");
+    {
+      Fd f(open(p.c_str(), O_RDWR | O_CREAT, 0644));
+      Fd g(open(fs.path("spacer").c_str(), O_RDWR | O_CREAT, 0644));
+      for (size_t i = 0; i < 8; ++i) {
+        REQUIRE(PwriteAll(f.get(), Pattern(B, i), static_cast<off_t>(i * B)) == "");
+        REQUIRE(PwriteAll(g.get(), "s", static_cast<off_t>(i * B)) == "");
+      }
+    }
+    REQUIRE(chown(p.c_str(), 0, kShared) == 0);
+    REQUIRE(chmod(p.c_str(), 0660) == 0);
+    // The defrag runs on a worker thread after the request was received; it
+    // must still see the caller's groups.
+    CHECK_AS(kAlice, kAliceGid, {kShared}, [&](ChildChecks& k) {
+      Fd f(open(p.c_str(), O_RDWR));
+      KTRUE(k, f.ok());
+      leasefs_defrag d{};
+      KSYS(k, ioctl(f.get(), LEASEFS_IOC_DEFRAG, &d), "OK");
+      KTRUE(k, d.extents_before == 8 && d.extents_after == 1);
+    });
+  }
+
+  TEST_CASE("the block map and the size it reports come from one moment") {
+    TestFs fs;
+    LEASEFS_ONLY(fs, "leasefs ioctls");
+    constexpr size_t kBlocks = 16;
+    const std::string data = Pattern(kBlocks * B, 15);
+    Fd f(open(fs.path("t").c_str(), O_RDWR | O_CREAT, 0644));
+    std::atomic<bool> stop{false};
+    std::thread changer([&] {
+      Fd w(open(fs.path("t").c_str(), O_RDWR));
+      while (!stop.load()) {
+        (void)PwriteAll(w.get(), data, 0);
+        (void)ftruncate(w.get(), 0);
+      }
+    });
+    // Truncating to 0 frees every block, and writing gives all of them back
+    // before the size can be kFull: so a size of 0 comes with no runs, and
+    // runs that reach the end come with the full size.
+    int torn = 0, full = 0, empty = 0;
+    for (int i = 0; i < 3000 && torn == 0; ++i) {
+      leasefs_bmap b{};
+      REQUIRE(ioctl(f.get(), LEASEFS_IOC_BMAP, &b) == 0);
+      uint64_t mapped = 0;
+      for (uint32_t j = 0; j < b.count; ++j) mapped += b.extents[j].length;
+      if (b.file_size == 0 && mapped != 0) ++torn;
+      if (mapped > b.file_size) ++torn;
+      full += b.file_size == kBlocks * B;
+      empty += b.file_size == 0;
+    }
+    stop = true;
+    changer.join();
+    CHECK(torn == 0);
+    MESSAGE("bmap snapshots: " << full << " full, " << empty << " empty");
+  }
 }
 
 }  // namespace
