@@ -1,7 +1,9 @@
 #include "fusefs/daemon/background.h"
 
 #include <fcntl.h>
+#include <fuse_log.h>
 #include <sys/wait.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -42,7 +44,19 @@ Result<Background> Background::Start() {
   return Background(std::move(wr));
 }
 
+namespace {
+
+// What the daemon logs once it is in the background (a refused command, say)
+// goes to syslog, since its stderr is gone.
+void ToSyslog(enum fuse_log_level level, const char* fmt, va_list ap) {
+  vsyslog(static_cast<int>(level), fmt, ap);
+}
+
+}  // namespace
+
 void Background::Ready() {
+  openlog("leasefs", LOG_PID | LOG_NDELAY, LOG_DAEMON);
+  fuse_set_log_func(ToSyslog);
   // Nothing may write to the caller's terminal after its command returned.
   if (chdir("/") != 0) {
     // Keeping the old directory only pins it; not a reason to fail.
