@@ -135,19 +135,66 @@ bool DropsSetgid(const Cred& c, const Inode& in) {
   return (in.mode & S_IXGRP) || !(c.is_root() || c.InGroup(in.gid));
 }
 
-// Clears setuid and (see DropsSetgid) setgid, as a write or truncate by a
-// caller without CAP_FSETID must (Linux's file_remove_privs).
-bool KillPriv(const Cred& c, Inode* img) {
-  if (c.is_root() || !S_ISREG(img->mode)) return false;
-  uint32_t kill = img->mode & S_ISUID;
-  if (DropsSetgid(c, *img)) kill |= S_ISGID;
-  img->mode &= ~kill;
-  return kill != 0;
-}
-
 void StoreTime(int64_t* field, int64_t v) { __atomic_store_n(field, v, __ATOMIC_RELAXED); }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------
+// Privileges on change
+//
+// Linux's rule (fs/inode.c: file_remove_privs -> dentry_needs_remove_privs;
+// fs/attr.c: setattr_should_drop_suidgid; security/commoncap.c:
+// cap_inode_need_killpriv), which write, truncate, O_TRUNC, fallocate,
+// copy_file_range and reflink all apply to the file they change:
+//  - security.capability is removed whoever makes the change, root
+//    included: cap_inode_need_killpriv asks only whether the xattr exists;
+//  - setuid is cleared, and setgid as DropsSetgid says, unless the caller
+//    has CAP_FSETID (for the engine: is root).
+// Checked on tmpfs and ext4 (tests/fuse/privs_test.cc runs there too).
+
+Filesystem::Impl::PrivDrop Filesystem::Impl::PrivsToDrop(const Cred& c, Ino ino) const {
+  const Inode& in = *I(ino);
+  PrivDrop d;
+  if (!S_ISREG(in.mode)) return d;
+  if (!c.is_root()) {
+    d.mode_bits = in.mode & S_ISUID;
+    if (DropsSetgid(c, in)) d.mode_bits |= S_ISGID;
+  }
+  d.capability = in.xattr_block != 0 && HasXattr(ino, kCapabilityXattr);
+  return d;
+}
+
+void Filesystem::Impl::DropPrivs(const Cred& c, Ino ino) {
+  const PrivDrop d = PrivsToDrop(c, ino);
+  if (!d.any()) return;
+  // One transaction for the bits, the capability and ctime, committed before
+  // the caller changes a byte: a crash may leave the privileges dropped and
+  // the bytes unchanged (as on Linux, where file_remove_privs comes first),
+  // never the bytes changed under privileges that should have gone.
+  Op op(*this);
+  if (d.capability) StageRemoveXattr(op, ino, kCapabilityXattr);
+  Inode img = *I(ino);
+  img.mode &= ~d.mode_bits;
+  img.ctime_ns = NowNs();
+  StageAttrs(op, ino, img);
+  op.Commit();
+}
+
+Status Filesystem::RemovePrivs(const Cred& c, Ino ino) {
+  WriterLock l(&impl_->mu_);
+  Impl& fs = *impl_;
+  LFS_RETURN_IF_ERROR(fs.Get(ino).status());
+  LFS_RETURN_IF_ERROR(fs.Require(c, ino, W_OK));
+  if (!fs.PrivsToDrop(c, ino).any()) return Status::Ok();
+  if (fs.read_only_) return Status::Error(EROFS);
+  fs.DropPrivs(c, ino);
+  return Status::Ok();
+}
+
+bool Filesystem::WouldRemovePrivs(const Cred& c, Ino ino) {
+  ReaderLock l(&impl_->mu_);
+  return impl_->N(ino) != nullptr && impl_->PrivsToDrop(c, ino).any();
+}
 
 // ---------------------------------------------------------------------------
 // Read
@@ -197,6 +244,7 @@ Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t of
   if (len == 0) return size_t{0};
   if (off >= kMaxFileSize) return Status::Error(EFBIG);
   len = std::min(len, kMaxFileSize - off);
+  fs.DropPrivs(c, ino);
 
   // Bytes between the old end of file and the write read as zeros.
   const uint64_t old_size = fs.I(ino)->size;
@@ -300,8 +348,7 @@ Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t of
   // timestamps are stored in place.
   const int64_t now = NowNs();
   Inode img = *fs.I(ino);
-  const bool killed = KillPriv(c, &img);
-  if (new_maps.empty() && unwritten == 0 && end <= img.size && !killed) {
+  if (new_maps.empty() && unwritten == 0 && end <= img.size) {
     StoreTime(&fs.I(ino)->mtime_ns, now);
     StoreTime(&fs.I(ino)->ctime_ns, now);
     return static_cast<size_t>(len);
@@ -383,6 +430,10 @@ Result<Entry> Filesystem::SetAttr(const Cred& c, Ino ino, const SetAttrArgs& a) 
     LFS_RETURN_IF_ERROR(fs.Require(c, ino, W_OK));
   }
 
+  if (v & A::kSize) {  // a truncate drops privileges first (DropPrivs)
+    fs.DropPrivs(c, ino);
+    img.mode = fs.I(ino)->mode;
+  }
   const int64_t now = NowNs();
   if (v & (A::kUid | A::kGid)) {
     if (v & A::kUid) img.uid = a.uid;
@@ -398,7 +449,6 @@ Result<Entry> Filesystem::SetAttr(const Cred& c, Ino ino, const SetAttrArgs& a) 
     if ((img.mode & S_ISGID) && !c.is_root() && !c.InGroup(img.gid)) img.mode &= ~S_ISGID;
   }
   const bool resize = (v & A::kSize) && a.size != img.size;
-  if (v & A::kSize) KillPriv(c, &img);
   if (resize) img.mtime_ns = now;
   if (v & A::kAtime) img.atime_ns = a.atime_ns;
   if (v & A::kAtimeNow) img.atime_ns = now;
@@ -420,11 +470,14 @@ Result<Entry> Filesystem::SetAttr(const Cred& c, Ino ino, const SetAttrArgs& a) 
 
 namespace {
 
+// An open for exec (kOpenExec) asks for execute permission instead of read,
+// as the kernel's may_open(MAY_OPEN | MAY_EXEC) does: a program whose mode
+// lets others execute but not read it (0711) can be run by them.
 int AccessMask(int flags) {
   int mask = 0;
   switch (flags & O_ACCMODE) {
     case O_RDONLY:
-      mask = R_OK;
+      mask = (flags & kOpenExec) ? X_OK : R_OK;
       break;
     case O_WRONLY:
       mask = W_OK;
@@ -442,13 +495,15 @@ Result<Entry> OpenLocked(Filesystem::Impl& fs, const Cred& c, Ino ino, int flags
   LFS_ASSIGN_OR_RETURN(Node * n, fs.Get(ino));
   const int mask = AccessMask(flags);
   if (n->dir && (mask & W_OK)) return Status::Error(EISDIR);
+  // Only regular files are executed (do_open_execat).
+  if ((flags & kOpenExec) && !S_ISREG(fs.I(ino)->mode)) return Status::Error(EACCES);
   if ((mask & W_OK) && fs.read_only_) return Status::Error(EROFS);
   LFS_RETURN_IF_ERROR(fs.Require(c, ino, mask));
   if ((flags & O_TRUNC) && S_ISREG(fs.I(ino)->mode)) {
+    fs.DropPrivs(c, ino);
     Inode img = *fs.I(ino);
     const int64_t now = NowNs();
     img.mtime_ns = img.ctime_ns = now;
-    KillPriv(c, &img);
     LFS_RETURN_IF_ERROR(fs.Resize(ino, 0, img));
   }
   return fs.MakeEntry(ino);
@@ -481,8 +536,7 @@ Result<Entry> Filesystem::Create(const Cred& c, Ino parent, std::string_view nam
 // ---------------------------------------------------------------------------
 // Preallocation
 
-Status Filesystem::Impl::Preallocate(const Cred& c, Ino ino, int mode, uint64_t off,
-                                     uint64_t len) {
+Status Filesystem::Impl::Preallocate(Ino ino, int mode, uint64_t off, uint64_t len) {
   Impl& fs = *this;
   Node* n = fs.N(ino);
   const uint64_t end = off + len, fb = off / kBlock, lb = (end - 1) / kBlock;
@@ -527,7 +581,6 @@ Status Filesystem::Impl::Preallocate(const Cred& c, Ino ino, int mode, uint64_t 
       const int64_t now = NowNs();
       if (!(mode & FALLOC_FL_KEEP_SIZE) && end > img.size) img.size = end;
       img.mtime_ns = img.ctime_ns = now;
-      KillPriv(c, &img);
     }
     fs.StageAttrs(op, ino, img);
     op.Commit();

@@ -16,6 +16,13 @@
 // still walk cached names without asking (FUSE), so the daemon either lets
 // the kernel check too (default_permissions) or turns that caching off.
 //
+// Privileges on change: every call that changes a regular file's bytes or
+// size (Write, SetAttr of the size, Open and Create with O_TRUNC, Fallocate
+// in every mode, CopyFileRange and CloneRange into it, MoveExtents' donor)
+// first drops what Linux's file_remove_privs drops: the security.capability
+// xattr, whoever the caller, and setuid/setgid unless the caller is root
+// (CAP_FSETID). See RemovePrivs, and data_ops.cc for the rule's sources.
+//
 // Thread safety: all methods may be called from any thread concurrently.
 // Calls that only read take a shared lock; calls that change anything take
 // the writer lock.
@@ -45,6 +52,12 @@
 namespace leasefs::engine {
 
 using Ino = uint64_t;
+
+// The flag the kernel adds to an open's flags when it opens a file to
+// execute it (__FMODE_EXEC, include/linux/fs.h; FUSE passes it in OPEN, and
+// open(2) strips it from a caller's flags). Open then checks execute
+// permission instead of read.
+inline constexpr int kOpenExec = 0x20;
 
 // Who is asking. Supplementary groups are fetched only when a permission
 // check needs them (for FUSE that means reading /proc), then cached.
@@ -188,8 +201,9 @@ class Filesystem {
 
   // --- Files --------------------------------------------------------------
 
-  // Checks that `flags` (O_ACCMODE, O_TRUNC) are allowed and truncates on
-  // O_TRUNC. Errors: ENOENT, EACCES, EISDIR (write access to a directory).
+  // Checks that `flags` (O_ACCMODE, O_TRUNC, kOpenExec) are allowed and
+  // truncates on O_TRUNC. Errors: ENOENT, EACCES (also: kOpenExec of a file
+  // that is not regular), EISDIR (write access to a directory).
   Result<Entry> Open(const Cred& c, Ino ino, int flags);
   // Creates and opens a regular file. +1 reference. Errors: as Mknod; EEXIST
   // only with O_EXCL (otherwise an existing file is opened).
@@ -270,8 +284,9 @@ class Filesystem {
   // EXT4_IOC_MOVE_EXT: moves orig's data for blocks [orig_block, +count)
   // into donor's blocks at donor_block and exchanges the two ranges' blocks.
   // Returns the blocks moved. Errors: EINVAL (same inode, not regular,
-  // ranges past the size limit), ENODATA (donor has a hole in its range),
-  // EBUSY (a block of either range is shared).
+  // ranges past the size limit, a setuid or setgid donor, as on ext4),
+  // ENODATA (donor has a hole in its range), EBUSY (a block of either range
+  // is shared).
   Result<uint64_t> MoveExtents(const Cred& c, Ino orig, Ino donor, uint64_t orig_block,
                                uint64_t donor_block, uint64_t count);
 
@@ -302,6 +317,16 @@ class Filesystem {
   Result<std::string> ListXattr(const Cred& c, Ino ino);
   // Errors: as GetXattr.
   Status RemoveXattr(const Cred& c, Ino ino, std::string_view name);
+
+  // --- Privileges on change ---------------------------------------------------
+
+  // Drops what a change of `ino`'s bytes by `c` would drop (see "Privileges
+  // on change" above), and changes nothing else: how the daemon serves the
+  // kernel's own requests to do so, which come before a truncate, fallocate
+  // or copy_file_range. Errors: ENOENT, EACCES (c may not write the file).
+  Status RemovePrivs(const Cred& c, Ino ino);
+  // True if a change of `ino`'s bytes by `c` would drop anything now.
+  bool WouldRemovePrivs(const Cred& c, Ino ino);
 
   // --- Misc ----------------------------------------------------------------
 

@@ -116,6 +116,29 @@ class Filesystem::Impl {
   void TruncateBlocks(Ino ino, uint64_t from, const std::function<void(Op&)>& stage_first,
                       const std::function<void(Op&)>& stage_last = nullptr);
 
+  // --- privileges on change (data_ops.cc; the rule is written there) ---------
+  // What a change of `ino`'s bytes or size by `c` takes away: setuid/setgid
+  // bits and whether security.capability goes. Nothing for a file that is
+  // not regular. REQUIRES: a lock.
+  struct PrivDrop {
+    uint32_t mode_bits = 0;  // S_ISUID and/or S_ISGID
+    bool capability = false;
+    bool any() const { return mode_bits != 0 || capability; }
+  };
+  PrivDrop PrivsToDrop(const Cred& c, Ino ino) const;
+  // The one place where privileges are dropped: every operation that changes
+  // a regular file's bytes or size calls it, once its arguments are checked
+  // and before it changes anything. Commits PrivsToDrop(c, ino) (mode, ctime
+  // and xattr block) in one transaction of its own; none if there is nothing
+  // to drop. Cannot fail (removing an xattr needs no new block).
+  void DropPrivs(const Cred& c, Ino ino) REQUIRES(mu_);
+  // xattr_ops.cc: whether `ino` has the xattr `name`; staging its removal
+  // (the block rewritten through the journal, or freed when it empties).
+  // REQUIRES for StageRemoveXattr: HasXattr(ino, name).
+  bool HasXattr(Ino ino, std::string_view name) const;
+  void StageRemoveXattr(Op& op, Ino ino, std::string_view name);
+  static constexpr std::string_view kCapabilityXattr = "security.capability";
+
   // --- data helpers ---------------------------------------------------------------
   // Zeroes bytes [from, to) of `ino` where they are mapped and written (used
   // before a size increase exposes them): in place, or, in a block shared by
@@ -123,9 +146,9 @@ class Filesystem::Impl {
   // be copied; nothing is zeroed then).
   Status ZeroRange(Ino ino, uint64_t from, uint64_t to) REQUIRES(mu_);
   // Maps holes of [off, off + len) to unwritten blocks (fallocate mode 0 or
-  // KEEP_SIZE). REQUIRES: a regular file; arguments checked.
-  Status Preallocate(const Cred& c, Ino ino, int mode, uint64_t off, uint64_t len)
-      REQUIRES(mu_);
+  // KEEP_SIZE). REQUIRES: a regular file; arguments checked; privileges
+  // dropped (DropPrivs).
+  Status Preallocate(Ino ino, int mode, uint64_t off, uint64_t len) REQUIRES(mu_);
   // Write without the lock (Filesystem::Write's contract).
   Result<size_t> WriteLocked(const Cred& c, Ino ino, uint64_t off, const struct iovec* src,
                              int count) REQUIRES(mu_);
@@ -158,10 +181,10 @@ class Filesystem::Impl {
   void RecoverIntent() REQUIRES(mu_);
   // Clones src blocks [src_block, +count) to dst_block of dst (as an
   // intent, with `edges`), then sets dst's size to new_size. REQUIRES:
-  // arguments checked, space for the edges and extent slots checked.
-  Status RunClone(const Cred& c, Ino src, uint64_t src_block, Ino dst, uint64_t dst_block,
-                uint64_t count, uint64_t new_size, const std::vector<EdgeBlock>& edges = {})
-      REQUIRES(mu_);
+  // arguments checked, space for the edges and extent slots checked,
+  // privileges of dst dropped (DropPrivs).
+  Status RunClone(Ino src, uint64_t src_block, Ino dst, uint64_t dst_block, uint64_t count,
+                  uint64_t new_size, const std::vector<EdgeBlock>& edges = {}) REQUIRES(mu_);
   // Filesystem::CloneRange without the lock.
   Result<uint64_t> CloneLocked(const Cred& c, Ino src, uint64_t src_off, Ino dst,
                                uint64_t dst_off, uint64_t len) REQUIRES(mu_);

@@ -243,7 +243,7 @@ struct Intent {
   uint64_t count;     // blocks
   uint64_t cursor;    // progress; meaning per type (see remap_ops.cc)
   uint32_t phase;     // kIntentCollapse: 0 unmapping, 1 shifting
-  uint32_t new_mode;  // mode to set when done (suid/sgid cleared)
+  uint32_t new_mode;  // mode to set when done, 0 = unchanged (DropPrivs runs before)
   uint64_t new_size;  // size to set when done
   int64_t time_ns;    // mtime and ctime to set when done
   uint8_t reserved[176];

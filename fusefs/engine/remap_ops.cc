@@ -65,14 +65,6 @@ uint64_t PieceEnd(const PoolView& pool, const ExtentMap& em, uint64_t from, uint
   return end;
 }
 
-// Clears setuid/setgid as a write by `c` would (see data_ops.cc).
-uint32_t ModeAfterChange(const Cred& c, const Inode& in) {
-  if (c.is_root()) return in.mode;
-  uint32_t mode = in.mode & ~S_ISUID;
-  if ((in.mode & S_ISGID) && ((in.mode & S_IXGRP) || !c.InGroup(in.gid))) mode &= ~S_ISGID;
-  return mode;
-}
-
 Intent* IntentSlot(const PoolView& pool) { return reinterpret_cast<Intent*>(pool.inode(0)); }
 
 }  // namespace
@@ -379,6 +371,9 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
     return Status::Error(EINVAL, "unshare takes only FALLOC_FL_KEEP_SIZE");
   if (len == 0) return Status::Error(EINVAL);
   if (off > kMaxFileSize || len > kMaxFileSize - off) return Status::Error(EFBIG);
+  // Every mode, even one that changes no byte (preallocation, unshare),
+  // drops privileges, as ext4's and XFS's fallocate do (file_modified).
+  fs.DropPrivs(c, ino);
 
   const Inode& in = *fs.I(ino);
   const uint64_t size = in.size, end = off + len;
@@ -386,11 +381,10 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
   Intent it{};
   it.ino = ino;
   it.new_size = size;
-  it.new_mode = ModeAfterChange(c, in);
   it.time_ns = NowNs();
 
   if ((mode & ~FALLOC_FL_KEEP_SIZE) == 0) {
-    LFS_RETURN_IF_ERROR(fs.Preallocate(c, ino, mode, off, len));
+    LFS_RETURN_IF_ERROR(fs.Preallocate(ino, mode, off, len));
     return Status::Ok();
   }
 
@@ -405,7 +399,7 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
       if (shared > fs.AvailableBlocks()) return Status::Error(ENOSPC, "pool is full");
       LFS_RETURN_IF_ERROR(fs.Unshare(ino, fb, (ue - 1) / kBlock - fb + 1));
     }
-    return fs.Preallocate(c, ino, mode & FALLOC_FL_KEEP_SIZE, off, len);
+    return fs.Preallocate(ino, mode & FALLOC_FL_KEEP_SIZE, off, len);
   }
 
   if (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) {
@@ -476,7 +470,7 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
   LFS_RETURN_IF_ERROR(fs.RunIntent(it, edges));
   // Zero range leaves no holes: give them unwritten blocks (checked above).
   if (zero && we > wb)
-    LFS_RETURN_IF_ERROR(fs.Preallocate(c, ino, FALLOC_FL_KEEP_SIZE, wb, we - wb));
+    LFS_RETURN_IF_ERROR(fs.Preallocate(ino, FALLOC_FL_KEEP_SIZE, wb, we - wb));
   return Status::Ok();
 }
 
@@ -510,18 +504,19 @@ Result<uint64_t> Filesystem::Impl::CloneLocked(const Cred& c, Ino src, uint64_t 
   const size_t maps = sn->extents.Overlapping(src_off / kBlock, nb).size();
   if (dn->extents.ChainBlocksFor(maps + 2) > alloc_.free_blocks())
     return Status::Error(ENOSPC, "pool is full");
+  DropPrivs(c, dst);  // as generic_remap_file_range_prep does
   // Bytes between the destination's end of file and the range read as zeros.
   if (dst_off > dst_size)
     LFS_RETURN_IF_ERROR(ZeroRange(dst, dst_size, std::min(RoundUp(dst_size), dst_off)));
 
-  LFS_RETURN_IF_ERROR(RunClone(c, src, src_off / kBlock, dst, dst_off / kBlock, nb,
+  LFS_RETURN_IF_ERROR(RunClone(src, src_off / kBlock, dst, dst_off / kBlock, nb,
                                std::max(dst_size, dst_off + len)));
   return len;
 }
 
-Status Filesystem::Impl::RunClone(const Cred& c, Ino src, uint64_t src_block, Ino dst,
-                                uint64_t dst_block, uint64_t count, uint64_t new_size,
-                                const std::vector<EdgeBlock>& edges) {
+Status Filesystem::Impl::RunClone(Ino src, uint64_t src_block, Ino dst, uint64_t dst_block,
+                                  uint64_t count, uint64_t new_size,
+                                  const std::vector<EdgeBlock>& edges) {
   Intent it{};
   it.type = kIntentClone;
   it.ino = dst;
@@ -530,7 +525,6 @@ Status Filesystem::Impl::RunClone(const Cred& c, Ino src, uint64_t src_block, In
   it.first_block = dst_block;
   it.count = count;
   it.new_size = new_size;
-  it.new_mode = ModeAfterChange(c, *I(dst));
   it.time_ns = NowNs();
   return RunIntent(it, edges);
 }
@@ -556,6 +550,7 @@ Result<uint64_t> Filesystem::CopyFileRange(const Cred& c, Ino src, uint64_t src_
   if (dst_off > kMaxFileSize || len > kMaxFileSize - dst_off) return Status::Error(EFBIG);
   if (src == dst && src_off < dst_off + len && dst_off < src_off + len)
     return Status::Error(EINVAL, "ranges of one file overlap");
+  fs.DropPrivs(c, dst);  // before any byte changes, whichever path below runs
 
   // Copies [so, so + n) to do through the write path (which copies shared
   // blocks before changing them), straight from the pool mapping.
@@ -621,7 +616,7 @@ Result<uint64_t> Filesystem::CopyFileRange(const Cred& c, Ino src, uint64_t src_
         edges.push_back(fs.MakeEdge(dst, at / kBlock, 0, static_cast<uint32_t>(tail),
                                     src_bytes(src_off + head + mid)));
       }
-      LFS_RETURN_IF_ERROR(fs.RunClone(c, src, (src_off + head) / kBlock, dst,
+      LFS_RETURN_IF_ERROR(fs.RunClone(src, (src_off + head) / kBlock, dst,
                                       (dst_off + head) / kBlock, nb,
                                       std::max(fs.I(dst)->size, dst_off + len), edges));
       return len;
@@ -823,6 +818,9 @@ Result<uint64_t> Filesystem::MoveExtents(const Cred& c, Ino orig, Ino donor, uin
   if (orig == donor) return Status::Error(EINVAL, "original and donor are one file");
   if (on->dir || dn->dir || !S_ISREG(fs.I(orig)->mode) || !S_ISREG(fs.I(donor)->mode))
     return Status::Error(EINVAL, "not a regular file");
+  // ext4's rule (mext_check_arguments): never a setuid or setgid donor.
+  if (fs.I(donor)->mode & (S_ISUID | S_ISGID))
+    return Status::Error(EINVAL, "the donor is setuid or setgid");
   const uint64_t limit = kMaxFileSize / kBlock;
   if (count == 0 || orig_block >= limit || donor_block >= limit || count > limit - orig_block ||
       count > limit - donor_block)
@@ -844,6 +842,11 @@ Result<uint64_t> Filesystem::MoveExtents(const Cred& c, Ino orig, Ino donor, uin
   if (on->extents.ChainBlocksFor(2 * count + 4) + dn->extents.ChainBlocksFor(2 * count + 4) >
       fs.alloc_.free_blocks())
     return Status::Error(ENOSPC, "pool is full");
+  // The original reads as before, so it keeps its privileges (as on ext4).
+  // The donor's range gets the original's bytes: unlike ext4, which keeps
+  // the donor's capability, drop it by the rule of every other change, so
+  // that no writer can move bytes of its choice into a capable program.
+  fs.DropPrivs(c, donor);
 
   constexpr uint64_t kPiece = 2048;
   const int64_t now = NowNs();
@@ -901,7 +904,6 @@ Result<uint64_t> Filesystem::MoveExtents(const Cred& c, Ino orig, Ino donor, uin
     op.Commit();
     k = ke;
   }
-  (void)c;
   return count;
 }
 

@@ -8,6 +8,7 @@
 // supported.
 #include <unistd.h>
 
+#include <cassert>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -111,11 +112,10 @@ std::vector<Xattr> Load(const Filesystem::Impl& fs, Ino ino) {
   return b ? Parse(fs.pool_.BlockPtr(b)) : std::vector<Xattr>{};
 }
 
-// Stages `attrs` as the inode's new attribute set (a new block, a rewritten
-// one, or none), with the ctime change. Errors: ENOSPC.
-Status Store(Filesystem::Impl& fs, Ino ino, const std::vector<Xattr>& attrs) {
+// Stages `attrs` as the inode's new attribute set in `op`: a new block, a
+// rewritten one, or none. Only a new block can fail. Errors: ENOSPC.
+Status StageXattrs(Filesystem::Impl& fs, Op& op, Ino ino, const std::vector<Xattr>& attrs) {
   if (EncodedBytes(attrs) > kXattrSpace) return Status::Error(ENOSPC, "xattrs do not fit");
-  Op op(fs);
   Inode* in = fs.I(ino);
   const uint64_t old = in->xattr_block;
   if (attrs.empty()) {
@@ -136,7 +136,15 @@ Status Store(Filesystem::Impl& fs, Ino ino, const std::vector<Xattr>& attrs) {
     op.tx.Put(&in->xattr_block, got[0].start);
     op.Claim(got[0]);
   }
-  Inode img = *in;
+  return Status::Ok();
+}
+
+// Commits `attrs` as the inode's new attribute set, with the ctime change.
+// Errors: ENOSPC.
+Status Store(Filesystem::Impl& fs, Ino ino, const std::vector<Xattr>& attrs) {
+  Op op(fs);
+  LFS_RETURN_IF_ERROR(StageXattrs(fs, op, ino, attrs));
+  Inode img = *fs.I(ino);
   img.ctime_ns = NowNs();
   fs.StageAttrs(op, ino, img);
   op.Commit();
@@ -144,6 +152,21 @@ Status Store(Filesystem::Impl& fs, Ino ino, const std::vector<Xattr>& attrs) {
 }
 
 }  // namespace
+
+bool Filesystem::Impl::HasXattr(Ino ino, std::string_view name) const {
+  for (const Xattr& a : engine::Load(*this, ino))
+    if (a.name == name) return true;
+  return false;
+}
+
+void Filesystem::Impl::StageRemoveXattr(Op& op, Ino ino, std::string_view name) {
+  std::vector<Xattr> attrs = engine::Load(*this, ino);
+  std::erase_if(attrs, [name](const Xattr& a) { return a.name == name; });
+  // Fewer bytes in the block it has, or no block: nothing to reserve.
+  const Status s = StageXattrs(*this, op, ino, attrs);
+  assert(s.ok());
+  (void)s;
+}
 
 Status Filesystem::SetXattr(const Cred& c, Ino ino, std::string_view name, std::string_view value,
                             int flags) {
