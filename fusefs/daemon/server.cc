@@ -269,34 +269,65 @@ int Server::DoGetAttr(fuse_req_t req, fuse_ino_t ino) {
   return 0;
 }
 
-bool Server::HasSetIdBits(fuse_ino_t ino) {
+Server::KillPrivMode Server::KernelKillPriv(fuse_ino_t ino, const struct stat& attr,
+                                            int to_set, const engine::Cred& cred) {
+  if (!(to_set & FUSE_SET_ATTR_MODE)) return KillPrivMode::kNone;
   auto e = fs_->GetAttr(ino);
-  return e.ok() && (e->attr.st_mode & (S_ISUID | S_ISGID)) != 0;
-}
-
-bool Server::IsKernelKillPriv(fuse_ino_t ino, const struct stat& attr, int to_set) {
-  constexpr int kSizeOrOwner = FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID;
-  if (!(to_set & FUSE_SET_ATTR_MODE) || !(to_set & kSizeOrOwner)) return false;
-  auto e = fs_->GetAttr(ino);
-  if (!e.ok()) return false;
+  if (!e.ok()) return KillPrivMode::kNone;
   constexpr mode_t kSetId = S_ISUID | S_ISGID;
   const mode_t now = e->attr.st_mode & 07777, asked = attr.st_mode & 07777;
-  return (asked & ~now) == 0 && (asked | kSetId) == (now | kSetId);
+  if ((asked & ~now) != 0 || (asked | kSetId) != (now | kSetId)) return KillPrivMode::kNone;
+  constexpr int kSizeOrOwner = FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID;
+  if (to_set & kSizeOrOwner) return KillPrivMode::kWithSizeOrOwner;
+  const bool owner = cred.is_root() || cred.uid() == e->attr.st_uid;
+  return to_set == FUSE_SET_ATTR_MODE && !owner ? KillPrivMode::kAlone : KillPrivMode::kNone;
 }
 
 int Server::DoSetAttr(fuse_req_t req, fuse_ino_t ino, const struct stat& attr, int to_set,
                       const fuse_file_info* fi) {
+  const engine::Cred cred = CredOf(req);
   // libfuse 3.14 never grants FUSE_CAP_HANDLE_KILLPRIV, so the kernel kills
-  // setuid/setgid on truncate and chown itself, by adding a MODE that clears
-  // them (fs/fuse/dir.c, fuse_setattr). No system call changes the mode
-  // together with size or owner, so such a MODE is always that one. The
-  // engine clears those bits itself on these changes, by the same rules, and
-  // would refuse the MODE from a writer who does not own the file: drop it.
-  if (IsKernelKillPriv(ino, attr, to_set)) to_set &= ~FUSE_SET_ATTR_MODE;
+  // setuid/setgid itself (fs/fuse/dir.c, fuse_setattr), as the caller, by a
+  // MODE that clears them:
+  switch (KernelKillPriv(ino, attr, to_set, cred)) {
+    case KillPrivMode::kWithSizeOrOwner:
+      // On truncate and chown, added to the change. No system call changes
+      // the mode together with size or owner, so such a MODE is always that
+      // one. The engine clears those bits itself on these changes, by the
+      // same rules, and would refuse the MODE from a writer who does not own
+      // the file: drop it.
+      to_set &= ~FUSE_SET_ATTR_MODE;
+      break;
+    case KillPrivMode::kAlone:
+      // Before a fallocate or copy_file_range (file_modified), alone, from a
+      // writer who need not own the file: the engine's rule serves it. (With
+      // no_default_permissions, a non-owner's chmod that only clears these
+      // bits looks the same, and is served the same way if the caller may
+      // write the file; a write would clear them anyway.)
+      return DoKernelRemovePrivs(req, ino, cred, EPERM, /*reply_attr=*/true);
+    case KillPrivMode::kNone:
+      break;
+  }
   // The kernel passes the open file (FATTR_FH) for ftruncate(2), whose fd
   // was already checked for writing.
   const SetAttrArgs a = ToSetAttrArgs(attr, to_set, fi != nullptr);
-  auto e = fs_->SetAttr(CredOf(req), ino, a);
+  auto e = fs_->SetAttr(cred, ino, a);
+  if (!e.ok()) return ErrnoOf(e.status());
+  fuse_reply_attr(req, &e->attr, timeouts_.attr);
+  return 0;
+}
+
+int Server::DoKernelRemovePrivs(fuse_req_t req, fuse_ino_t ino, const engine::Cred& cred,
+                                int denied_errno, bool reply_attr) {
+  if (Status s = fs_->RemovePrivs(cred, ino); !s.ok())
+    return s.err() == EACCES ? denied_errno : ErrnoOf(s);
+  if (!reply_attr) {
+    // The kernel may hold the old mode for attr_timeout: a REMOVEXATTR's
+    // reply does not update it.
+    fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
+    return ReplyOk(req);
+  }
+  auto e = fs_->GetAttr(ino);
   if (!e.ok()) return ErrnoOf(e.status());
   fuse_reply_attr(req, &e->attr, timeouts_.attr);
   return 0;
@@ -344,8 +375,12 @@ int Server::DoLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const 
 
 int Server::DoOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   const engine::Cred cred = CredOf(req);
-  // O_TRUNC may clear setuid/setgid, as a write does (see DoWriteBuf).
-  const bool may_kill_priv = (fi->flags & O_TRUNC) && !cred.is_root() && HasSetIdBits(ino);
+  // O_TRUNC drops privileges, as a write does (see DoWriteBuf). The kernel
+  // then looks for security.capability itself and, finding none, sends
+  // nothing more. An exec's open carries engine::kOpenExec and is checked
+  // for execute permission only; READs on its handle serve the kernel's
+  // loading of the program, and no caller holds that handle as a descriptor.
+  const bool may_kill_priv = (fi->flags & O_TRUNC) && fs_->WouldRemovePrivs(cred, ino);
   auto e = fs_->Open(cred, ino, fi->flags);
   if (!e.ok()) return ErrnoOf(e.status());
   if (may_kill_priv) fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
@@ -395,12 +430,15 @@ int Server::DoWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t 
     count = 1;
   }
   const engine::Cred cred = CredOf(req);
-  const bool may_kill_priv = !cred.is_root() && HasSetIdBits(ino);
+  // The kernel sends a direct-I/O WRITE without dropping privileges first:
+  // the engine does.
+  const bool may_kill_priv = fs_->WouldRemovePrivs(cred, ino);
   auto n = fs_->Write(cred, ino, static_cast<uint64_t>(off), iov, count);
   if (!n.ok()) return ErrnoOf(n.status());
-  // The engine cleared setuid/setgid, which the kernel cannot learn from a
-  // WRITE reply; `stat -c %A` would show the cached mode until attr_timeout.
-  // Invalidating attributes never blocks without writeback caching.
+  // The engine dropped setuid/setgid or the capability, which the kernel
+  // cannot learn from a WRITE reply; `stat -c %A` would show the cached mode
+  // until attr_timeout. Invalidating attributes never blocks without
+  // writeback caching.
   if (may_kill_priv) fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
   fuse_reply_write(req, *n);
   return 0;
@@ -454,7 +492,18 @@ int Server::DoListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
 }
 
 int Server::DoRemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
-  return ReplyStatus(req, fs_->RemoveXattr(CredOf(req), ino, name));
+  const engine::Cred cred = CredOf(req);
+  // Before a truncate, O_TRUNC, fallocate or copy_file_range the kernel
+  // removes security.capability itself (security_inode_killpriv), sending
+  // this as the caller, who needs no privilege for it. removexattr(2) of
+  // that name by a caller without CAP_SETFCAP is refused by the kernel
+  // (cap_inode_removexattr) and never arrives, so from a non-root caller it
+  // is that request: the engine's rule serves it (dropping setuid/setgid
+  // too, which the kernel asks for next anyway). EACCES if the caller may
+  // not write the file.
+  if (!cred.is_root() && std::string_view(name) == "security.capability")
+    return DoKernelRemovePrivs(req, ino, cred, EACCES, /*reply_attr=*/false);
+  return ReplyStatus(req, fs_->RemoveXattr(cred, ino, name));
 }
 
 int Server::DoAccess(fuse_req_t req, fuse_ino_t ino, int mask) {
@@ -462,8 +511,14 @@ int Server::DoAccess(fuse_req_t req, fuse_ino_t ino, int mask) {
 }
 
 int Server::DoFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len) {
-  return ReplyStatus(req, fs_->Fallocate(CredOf(req), ino, mode, static_cast<uint64_t>(off),
-                                         static_cast<uint64_t>(len)));
+  // The kernel normally dropped the privileges already (see DoSetAttr and
+  // DoRemoveXattr); the engine drops whatever is left.
+  const engine::Cred cred = CredOf(req);
+  const bool may_kill_priv = fs_->WouldRemovePrivs(cred, ino);
+  const Status s =
+      fs_->Fallocate(cred, ino, mode, static_cast<uint64_t>(off), static_cast<uint64_t>(len));
+  if (s.ok() && may_kill_priv) fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
+  return ReplyStatus(req, s);
 }
 
 int Server::DoLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence) {

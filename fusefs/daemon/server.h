@@ -120,11 +120,19 @@ class Server {
   fuse_entry_param EntryParam(const engine::Entry& e) const noexcept;
   // Sets the open flags every file gets (direct I/O, see DoOpen).
   static void SetFileOpenFlags(fuse_file_info* fi) noexcept;
-  // True if `ino` has its setuid or setgid bit set.
-  bool HasSetIdBits(fuse_ino_t ino);
-  // True if the MODE in a SETATTR that also changes size or owner only
-  // clears setuid/setgid: the kernel's own suid killing (see DoSetAttr).
-  bool IsKernelKillPriv(fuse_ino_t ino, const struct stat& attr, int to_set);
+  // Whether a SETATTR's MODE is the kernel's own clearing of setuid/setgid
+  // (see DoSetAttr): a MODE that only clears set ones of those bits, added
+  // to a change of size or owner, or alone from a caller who is neither
+  // root nor the owner.
+  enum class KillPrivMode { kNone, kWithSizeOrOwner, kAlone };
+  KillPrivMode KernelKillPriv(fuse_ino_t ino, const struct stat& attr, int to_set,
+                              const engine::Cred& cred);
+  // Serves the kernel's own request to drop privileges (a kAlone MODE, or a
+  // REMOVEXATTR of security.capability) by engine::Filesystem::RemovePrivs:
+  // replies the new attributes (reply_attr) or success. Returns
+  // `denied_errno` if the caller may not write the file.
+  int DoKernelRemovePrivs(fuse_req_t req, fuse_ino_t ino, const engine::Cred& cred,
+                          int denied_errno, bool reply_attr);
 
   const Timeouts timeouts_;
   engine::Filesystem* fs_ = nullptr;
