@@ -61,7 +61,9 @@ class Media {
 };
 
 struct MapOptions {
-  bool read_only = false;    // map privately: stores stay in this process
+  // Open the file read-only and map it privately (PrivateMedia): stores stay
+  // in this process and nothing is committed for the mapping's size.
+  bool read_only = false;
   bool create = false;       // create the file if it does not exist
   uint64_t create_size = 0;  // with create (or to grow a regular file): its size
 };
@@ -81,17 +83,17 @@ class PoolMedia : public Media {
 
 // Opens and maps the pool at `path`: a regular file or a device-DAX
 // character device through libpmem2 (Pmem2Media), or a block device such as
-// /dev/pmem0, which libpmem2 does not map, through BlockDeviceMedia.
-// Errors: ENOENT (no such pool), EACCES, EINVAL (another kind of file, or too
-// small), and errors from libpmem2 with its message.
+// /dev/pmem0, which libpmem2 does not map, through BlockDeviceMedia; with
+// opts.read_only, a file or block device through PrivateMedia.
+// Errors: ENOENT (no such pool), EACCES, EINVAL (another kind of file, too
+// small, or device DAX read-only), and errors from libpmem2 with its message.
 Result<std::unique_ptr<PoolMedia>> OpenPool(const std::string& path, const MapOptions& opts);
 
 // A pool file or DAX device mapped with libpmem2.
 class Pmem2Media final : public PoolMedia {
  public:
-  // Maps the open pool `fd` (see OpenPool).
-  static Result<std::unique_ptr<Pmem2Media>> Open(UniqueFd fd, const std::string& path,
-                                                  const MapOptions& opts);
+  // Maps the open pool `fd`, shared (see OpenPool).
+  static Result<std::unique_ptr<Pmem2Media>> Open(UniqueFd fd, const std::string& path);
   ~Pmem2Media() override;
 
   void Flush(const void* p, size_t n) override;
@@ -102,10 +104,9 @@ class Pmem2Media final : public PoolMedia {
   std::string describe() const override;
 
  private:
-  Pmem2Media(UniqueFd fd, pmem2_map* map, bool read_only);
+  Pmem2Media(UniqueFd fd, pmem2_map* map);
 
   pmem2_map* map_;
-  bool read_only_;
   size_t flush_unit_;
   void (*flush_)(const void*, size_t);
   void (*drain_)();
@@ -118,10 +119,9 @@ class Pmem2Media final : public PoolMedia {
 // durable. Not direct access; for DAX use the device-DAX form (/dev/dax*).
 class BlockDeviceMedia final : public PoolMedia {
  public:
-  // Maps the open block device `fd`. Errors: EINVAL (too small), errno from
-  // ioctl(BLKGETSIZE64) or mmap.
-  static Result<std::unique_ptr<BlockDeviceMedia>> Open(UniqueFd fd, const std::string& path,
-                                                        const MapOptions& opts);
+  // Maps the open block device `fd`, shared. Errors: EINVAL (too small),
+  // errno from ioctl(BLKGETSIZE64) or mmap.
+  static Result<std::unique_ptr<BlockDeviceMedia>> Open(UniqueFd fd, const std::string& path);
   ~BlockDeviceMedia() override;
 
   void Flush(const void* p, size_t n) override;
@@ -130,10 +130,30 @@ class BlockDeviceMedia final : public PoolMedia {
   std::string describe() const override;
 
  private:
-  BlockDeviceMedia(char* base, size_t size, UniqueFd fd, bool read_only)
-      : PoolMedia(base, size, std::move(fd)), read_only_(read_only) {}
+  BlockDeviceMedia(char* base, size_t size, UniqueFd fd) : PoolMedia(base, size, std::move(fd)) {}
+};
 
-  bool read_only_;
+// A read-only view of a pool file or block device: a private, copy-on-write
+// mapping, so that what the engine or the checker stores (the replay of a
+// committed journal transaction) stays in this process and the pool is
+// never written. Flush and Drain do nothing. The mapping commits no memory for its
+// size (see Open), so a pool of any size can be opened; only the pages
+// actually stored to take memory.
+class PrivateMedia final : public PoolMedia {
+ public:
+  // Maps the pool `fd`, opened read-only, of `size` bytes. Errors: EINVAL
+  // (too small), ENOMEM (see the comment in Open), errno from mmap.
+  static Result<std::unique_ptr<PrivateMedia>> Open(UniqueFd fd, const std::string& path,
+                                                    uint64_t size);
+  ~PrivateMedia() override;
+
+  void Flush(const void*, size_t) override {}
+  void Drain() override {}
+  size_t flush_unit() const noexcept override { return 4096; }
+  std::string describe() const override { return "private mapping (no persistence)"; }
+
+ private:
+  PrivateMedia(char* base, size_t size, UniqueFd fd) : PoolMedia(base, size, std::move(fd)) {}
 };
 
 }  // namespace leasefs::engine
