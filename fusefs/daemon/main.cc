@@ -64,7 +64,20 @@ OPTIONS
     negative_timeout=S   seconds the kernel may cache "no such file";
                          default 1 (0 with no_default_permissions; 0: not
                          cached)
-    ro                   mount read-only; the pool is not written at all
+    ro                   mount read-only; the pool is not written at all,
+                         and no memory is reserved for it (any size works)
+    relatime, strictatime, noatime
+                         when reading a file (read, exec) or listing a
+                         directory updates its atime, as on a local
+                         filesystem: relatime (the default) when atime is
+                         not after mtime or ctime or is a day old;
+                         strictatime every time; noatime never. As in the
+                         kernel, strictatime wins over noatime in any order;
+                         atime and nostrictatime undo them
+    nodiratime           listing a directory never updates its atime
+                         (diratime undoes it)
+    lazytime, norelatime accepted; they change nothing (leasefs persists
+                         the timestamps reads and overwrites set lazily)
     no_default_permissions
                          leave permission checks to the daemon alone. By
                          default the kernel checks them as well
@@ -74,7 +87,7 @@ OPTIONS
                          that every path walk reaches the daemon's checks
   Every other option goes to FUSE and the kernel, for example allow_other,
   fsname=NAME (default: the pool's path), subtype=NAME (default: leasefs, so
-  the type is fuse.leasefs), nosuid, nodev, noexec, noatime, max_read=N.
+  the type is fuse.leasefs), nosuid, nodev, noexec, max_read=N.
 
 EXIT STATUS
   0 unmounted cleanly; 1 bad arguments, the pool cannot be opened or
@@ -185,9 +198,7 @@ std::unique_ptr<engine::PoolMedia> OpenLockedPool(const DaemonOptions& opts,
 std::unique_ptr<Filesystem> MountEngine(const DaemonOptions& opts,
                                         std::unique_ptr<engine::PoolMedia> media,
                                         engine::MountReport* report) {
-  engine::MountOptions mo;
-  mo.read_only = opts.read_only;
-  auto fs = Filesystem::Mount(std::move(media), mo, report);
+  auto fs = Filesystem::Mount(std::move(media), EngineOptions(opts), report);
   if (!fs.ok()) {
     Fail("cannot mount " + opts.pool + ": " + fs.status().ToString());
     return nullptr;

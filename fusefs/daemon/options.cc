@@ -33,6 +33,33 @@ std::optional<unsigned> ParseThreads(const std::string& s) {
   return static_cast<unsigned>(v);
 }
 
+// Sets the atime flag `item` names (see ApplyOption). Returns false if
+// `item` is not an atime option.
+bool ApplyAtimeOption(std::string_view item, DaemonOptions* opts) {
+  struct Flag {
+    std::string_view name;
+    bool DaemonOptions::*flag;
+    bool value;
+  };
+  static constexpr Flag kFlags[] = {
+      {"noatime", &DaemonOptions::noatime, true},
+      {"atime", &DaemonOptions::noatime, false},
+      {"strictatime", &DaemonOptions::strictatime, true},
+      {"nostrictatime", &DaemonOptions::strictatime, false},
+      {"nodiratime", &DaemonOptions::nodiratime, true},
+      {"diratime", &DaemonOptions::nodiratime, false},
+  };
+  for (const Flag& f : kFlags) {
+    if (item != f.name) continue;
+    opts->*f.flag = f.value;
+    return true;
+  }
+  // relatime is the rule unless strictatime or noatime are set (as in the
+  // kernel since 2.6.30), so relatime and norelatime change nothing; nor
+  // does lazytime, which is how leasefs stores these timestamps anyway.
+  return item == "relatime" || item == "norelatime" || item == "lazytime";
+}
+
 Status BadValue(std::string_view item) {
   return Status::Error(EINVAL, "bad option value '" + std::string(item) + "'");
 }
@@ -95,6 +122,7 @@ Status ApplyOption(std::string_view item, DaemonOptions* opts) {
     opts->default_permissions = item == "default_permissions";
     return Status::Ok();
   }
+  if (ApplyAtimeOption(item, opts)) return Status::Ok();
   if (item == "ro") opts->read_only = true;
   if (item == "rw") opts->read_only = false;
   if (key == "fsname") opts->has_fsname = true;
@@ -114,6 +142,17 @@ void FinishOptions(DaemonOptions* opts) {
   if (!opts->has_negative_timeout) opts->timeouts.negative = 0;
 }
 
+engine::MountOptions EngineOptions(const DaemonOptions& opts) {
+  engine::MountOptions mo;
+  mo.read_only = opts.read_only;
+  if (opts.strictatime)
+    mo.atime = engine::AtimeMode::kStrict;
+  else if (opts.noatime)
+    mo.atime = engine::AtimeMode::kNever;
+  mo.nodiratime = opts.nodiratime;
+  return mo;
+}
+
 std::string EscapeOptionValue(std::string_view value) {
   std::string out;
   for (char c : value) {
@@ -130,6 +169,7 @@ std::vector<std::string> FuseArgs(const DaemonOptions& opts, std::string_view fs
   if (!opts.has_fsname) list += (list.empty() ? "" : ",") + ("fsname=" + EscapeOptionValue(fsname));
   if (!opts.has_subtype) list += (list.empty() ? "" : ",") + std::string("subtype=leasefs");
   if (opts.default_permissions) list += ",default_permissions";
+  if (opts.noatime && !opts.strictatime) list += ",noatime";
   args.push_back("-o");
   args.push_back(list);
   if (opts.debug) args.push_back("-d");

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "fusefs/engine/filesystem.h"
 
 namespace leasefs::daemon {
 
@@ -26,6 +27,12 @@ struct DaemonOptions {
   // the daemon may run on (docs/threading.md).
   unsigned threads = 0;
   bool read_only = false;  // -o ro: the engine refuses changes too
+  // The atime options as the kernel keeps them for a local filesystem: flags
+  // that "no..." forms clear, combined by EngineOptions. FUSE leaves atime
+  // to the daemon, so the engine applies them.
+  bool noatime = false;
+  bool strictatime = false;
+  bool nodiratime = false;
   // The kernel checks permissions too (see ApplyOption). On by default.
   bool default_permissions = true;
   Timeouts timeouts;
@@ -43,9 +50,13 @@ std::vector<std::string> SplitOptionList(std::string_view list);
 
 // Applies one -o item to *opts: threads=, attr_timeout=, entry_timeout=,
 // negative_timeout=, default_permissions and no_default_permissions are
-// leasefs's; "ro"/"rw" set read_only and also go to libfuse; everything else
-// goes to libfuse unchanged (libfuse rejects what it does not know).
-// Errors: EINVAL (bad value of one of leasefs's options).
+// leasefs's; "ro"/"rw" set read_only and also go to libfuse; the atime
+// options (noatime, atime, relatime, norelatime, strictatime, nostrictatime,
+// nodiratime, diratime) set the flags above, and FuseArgs passes the kernel
+// what it knows of the result; lazytime is accepted and changes nothing, as
+// leasefs persists the timestamps reads and overwrites set lazily anyway;
+// everything else goes to libfuse unchanged (libfuse rejects what it does
+// not know). Errors: EINVAL (bad value of one of leasefs's options).
 //
 // default_permissions is on unless turned off: the kernel walks cached names
 // (entry_timeout) without asking the daemon, so only the kernel can enforce
@@ -60,12 +71,20 @@ Status ApplyOption(std::string_view item, DaemonOptions* opts);
 // engine's search-permission check.
 void FinishOptions(DaemonOptions* opts);
 
+// What the engine is mounted with: read-only, and the atime rule as the
+// kernel combines the flags, in any order: strictatime wins over noatime,
+// which wins over relatime (the default).
+engine::MountOptions EngineOptions(const DaemonOptions& opts);
+
 // Escapes ',' and '\' so that `value` survives fuse_opt's option splitting.
 std::string EscapeOptionValue(std::string_view value);
 
 // The argument vector for fuse_session_new: program name, "-o" with the
 // libfuse options plus fsname=`fsname` and subtype=leasefs unless the user
-// chose them and default_permissions unless turned off, and "-d" for debug.
+// chose them, default_permissions unless turned off, noatime when that is
+// the atime rule (so that /proc/mounts shows it; libfuse 3.14 refuses the
+// other atime options, so there the mount shows the kernel's "relatime"
+// whatever the rule), and "-d" for debug.
 std::vector<std::string> FuseArgs(const DaemonOptions& opts, std::string_view fsname);
 
 }  // namespace leasefs::daemon

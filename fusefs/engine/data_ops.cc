@@ -199,6 +199,18 @@ bool Filesystem::WouldRemovePrivs(const Cred& c, Ino ino) {
 // ---------------------------------------------------------------------------
 // Read
 
+void Filesystem::Impl::TouchAtime(Inode* in) const {
+  if (read_only_ || options_.atime == AtimeMode::kNever) return;
+  if (S_ISDIR(in->mode) && options_.nodiratime) return;
+  const int64_t now = NowNs();
+  const int64_t atime = __atomic_load_n(&in->atime_ns, __ATOMIC_RELAXED);
+  // relatime: only when atime is not after mtime or ctime, or is a day old.
+  if (options_.atime == AtimeMode::kRelatime && atime > in->mtime_ns && atime > in->ctime_ns &&
+      now - atime < kDayNs)
+    return;
+  StoreTime(&in->atime_ns, now);
+}
+
 Status Filesystem::Read(Ino ino, uint64_t off, size_t len,
                         const std::function<void(const struct iovec*, int)>& sink) {
   ReaderLock l(&impl_->mu_);
@@ -207,18 +219,18 @@ Status Filesystem::Read(Ino ino, uint64_t off, size_t len,
   Inode* in = fs.I(ino);
   if (n->dir) return Status::Error(EISDIR);
   if (!S_ISREG(in->mode)) return Status::Error(EINVAL);
+  if (len == 0) {
+    sink(nullptr, 0);
+    return Status::Ok();
+  }
+  // A read at or past the end counts as an access too, as on ext4 and tmpfs.
+  fs.TouchAtime(in);
   const uint64_t size = in->size;
-  if (off >= size || len == 0) {
+  if (off >= size) {
     sink(nullptr, 0);
     return Status::Ok();
   }
   std::vector<struct iovec> iov = fs.Segments(ino, off, std::min<uint64_t>(len, size - off));
-
-  // relatime: update atime when it is older than mtime or ctime, or a day old.
-  const int64_t now = NowNs();
-  const int64_t atime = __atomic_load_n(&in->atime_ns, __ATOMIC_RELAXED);
-  if (!fs.read_only_ && (atime <= in->mtime_ns || atime <= in->ctime_ns || now - atime >= kDayNs))
-    StoreTime(&in->atime_ns, now);
   sink(iov.data(), static_cast<int>(iov.size()));
   return Status::Ok();
 }

@@ -124,8 +124,20 @@ struct DirEntry {
   const Entry* entry = nullptr;  // attributes, when ReadDir was asked for them
 };
 
+// When a read updates atime, as the mount options of a local filesystem say.
+// The kernel leaves atime to a FUSE daemon, so the engine applies the rule.
+enum class AtimeMode {
+  kRelatime,  // relatime (the default): when atime is not after mtime or
+              // ctime, or is a day old
+  kStrict,    // strictatime: on every read
+  kNever,     // noatime: never
+};
+
 struct MountOptions {
-  bool read_only = false;
+  bool read_only = false;  // also: no read updates atime
+  // Reads of files (read, exec) and of directories (readdir).
+  AtimeMode atime = AtimeMode::kRelatime;
+  bool nodiratime = false;  // reading a directory never updates its atime
   // Free blocks kept back so that writes into preallocated space can still
   // grow a file's extent chain on a full pool (statfs's f_bavail leaves them
   // out). Unset: about 0.2% of the data area, between 16 and 4096 blocks.

@@ -188,6 +188,11 @@ class Filesystem::Impl {
   // Filesystem::CloneRange without the lock.
   Result<uint64_t> CloneLocked(const Cred& c, Ino src, uint64_t src_off, Ino dst,
                                uint64_t dst_off, uint64_t len) REQUIRES(mu_);
+  // Records a read of `in` (a file's bytes or a directory's entries) in its
+  // atime as options_ say (atime, nodiratime); nothing on a read-only mount.
+  // REQUIRES: a lock; the shared one suffices, as atime is stored in place
+  // with one atomic store and persisted lazily (docs/durability.md).
+  void TouchAtime(layout::Inode* in) const;
   // Bytes [off, off + len) of regular file `ino` as segments pointing into
   // the pool (or at zeros for holes and unwritten blocks). REQUIRES: a lock.
   std::vector<struct iovec> Segments(Ino ino, uint64_t off, uint64_t len) const;

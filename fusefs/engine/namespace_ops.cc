@@ -433,6 +433,7 @@ Status Filesystem::ReadDir(Ino ino, uint64_t cookie, bool with_attrs,
   ReaderLock l(&impl_->mu_);
   Impl& fs = *impl_;
   LFS_ASSIGN_OR_RETURN(Node * n, fs.GetDir(ino));
+  fs.TouchAtime(fs.I(ino));  // each getdents(2) is an access, as on a local fs
   Entry attrs;
   auto send = [&](std::string_view name, Ino target, unsigned type, uint64_t next) {
     DirEntry d;

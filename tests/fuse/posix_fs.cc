@@ -11,7 +11,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <stdexcept>
+#include <string_view>
 #include <thread>
+#include <utility>
 
 #include <linux/magic.h>
 #include <sys/mount.h>
@@ -58,6 +60,30 @@ void RemoveTree(const std::string& dir) {
   if (!dir.empty()) Run({"/bin/rm", "-rf", "--one-file-system", dir});
 }
 
+// The mount(2) flags of FsOptions::mount_options, for reference mode.
+unsigned long MountFlags(const std::string& options) {
+  static const std::pair<std::string_view, unsigned long> kFlags[] = {
+      {"noatime", MS_NOATIME},       {"relatime", MS_RELATIME}, {"strictatime", MS_STRICTATIME},
+      {"nodiratime", MS_NODIRATIME}, {"lazytime", MS_LAZYTIME},
+  };
+  unsigned long flags = 0;
+  size_t pos = 0;
+  while (pos <= options.size()) {
+    const size_t end = std::min(options.find(',', pos), options.size());
+    const std::string item = options.substr(pos, end - pos);
+    pos = end + 1;
+    if (item.empty()) continue;
+    bool known = false;
+    for (const auto& [name, flag] : kFlags) {
+      if (item != name) continue;
+      flags |= flag;
+      known = true;
+    }
+    if (!known) throw std::runtime_error("reference mode: unknown mount option " + item);
+  }
+  return flags;
+}
+
 }  // namespace
 
 bool ReferenceMode() { return !Env("LEASEFS_TEST_REFERENCE_DIR").empty(); }
@@ -73,15 +99,18 @@ TestFs::TestFs(FsOptions opts) {
     mo.pool_size = opts.pool_size;
     mo.mkfs_args = opts.mkfs_args;
     mo.options = TestMountOptions();
+    if (!opts.mount_options.empty()) mo.options += "," + opts.mount_options;
     mount_ = std::make_unique<TestMount>(mo);
     root_ = mount_->mnt();
     return;
   }
-  if (opts.ref_tmpfs_bytes != 0) {
+  if (opts.ref_tmpfs_bytes != 0 || !opts.mount_options.empty()) {
+    const unsigned long flags = MountFlags(opts.mount_options);
     tmpfs_mnt_ = MakeTempDir("/tmp", "leasefs-ref-tmpfs-");
-    std::string data = "size=" + std::to_string(opts.ref_tmpfs_bytes) + ",mode=0755";
+    const uint64_t bytes = opts.ref_tmpfs_bytes != 0 ? opts.ref_tmpfs_bytes : uint64_t{64} << 20;
+    std::string data = "size=" + std::to_string(bytes) + ",mode=0755";
     if (opts.ref_tmpfs_inodes != 0) data += ",nr_inodes=" + std::to_string(opts.ref_tmpfs_inodes);
-    if (::mount("tmpfs", tmpfs_mnt_.c_str(), "tmpfs", 0, data.c_str()) != 0) {
+    if (::mount("tmpfs", tmpfs_mnt_.c_str(), "tmpfs", flags, data.c_str()) != 0) {
       std::string e = std::strerror(errno);
       rmdir(tmpfs_mnt_.c_str());
       throw std::runtime_error("mount tmpfs: " + e);

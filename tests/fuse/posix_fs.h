@@ -56,6 +56,11 @@ struct FsOptions {
   // need a filesystem they can fill.
   uint64_t ref_tmpfs_bytes = 0;
   uint64_t ref_tmpfs_inodes = 0;
+  // Extra -o options for this test's mount, after TestMountOptions(). In
+  // reference mode the test gets a private tmpfs mounted with them instead,
+  // as mount(8) would pass them; only the atime options are known there
+  // (noatime, relatime, strictatime, nodiratime, lazytime).
+  std::string mount_options;
 };
 
 // One test's filesystem. Throws std::runtime_error if it cannot be set up.
