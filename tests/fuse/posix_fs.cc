@@ -20,6 +20,8 @@
 #include <sys/vfs.h>
 #include <sys/wait.h>
 
+#include "tests/support/needs.h"
+
 // This file holds the doctest runner (and main) of every posix_* binary.
 #define DOCTEST_CONFIG_IMPLEMENT
 #include <doctest/doctest.h>
@@ -381,6 +383,10 @@ int RunPosixSuite(int argc, char** argv) {
     std::fprintf(stderr, "reference mode: %s\n", std::getenv("LEASEFS_TEST_REFERENCE_DIR"));
   } else if (!CanMountFuse()) {
     std::fprintf(stderr, "skipped: cannot mount FUSE for other users (need root and /dev/fuse)\n");
+    return 77;
+  }
+  if (const std::string missing = UnmetNeeds(); !missing.empty()) {
+    std::fprintf(stderr, "skipped: %s\n", missing.c_str());
     return 77;
   }
   doctest::Context ctx;
