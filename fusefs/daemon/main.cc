@@ -84,10 +84,19 @@ OPTIONS
                          (default_permissions), because it walks cached
                          names without asking the daemon. Without it, names
                          are not cached unless the timeouts are given, so
-                         that every path walk reaches the daemon's checks
+                         that every path walk reaches the daemon's checks.
+                         But the kernel opens a FIFO (and, on a mount with
+                         -o dev, a device node) without asking the daemon,
+                         so in this mode nothing checks its mode bits:
+                         whoever may reach a FIFO may open it for reading
+                         and writing. The directories on the way, and
+                         changes to the FIFO itself (chmod, chown, rename,
+                         unlink), are still checked
   Every other option goes to FUSE and the kernel, for example allow_other,
   fsname=NAME (default: the pool's path), subtype=NAME (default: leasefs, so
-  the type is fuse.leasefs), nosuid, nodev, noexec, max_read=N.
+  the type is fuse.leasefs), noexec, max_read=N, and suid and dev (the mount
+  is nosuid and nodev unless they are given; `mount -t fuse.leasefs` run by
+  root gives them, through mount.fuse3, unless told nosuid and nodev).
 
 EXIT STATUS
   0 unmounted cleanly; 1 bad arguments, the pool cannot be opened or
