@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <memory>
 #include <optional>
@@ -13,6 +14,7 @@
 #include "fusefs/daemon/background.h"
 #include "fusefs/daemon/mountpoint.h"
 #include "fusefs/daemon/options.h"
+#include "fusefs/daemon/pool_lock.h"
 #include "fusefs/daemon/server.h"
 #include "fusefs/engine/filesystem.h"
 #include "fusefs/engine/media.h"
@@ -41,7 +43,10 @@ DESCRIPTION
   ignored when the daemon started stays ignored (nohup ignores SIGHUP, and a
   shell script's `&` ignores SIGINT).
 
-  One daemon serves a pool at a time. A mount point left behind by a daemon
+  One daemon serves a pool at a time. As umount returns before the daemon
+  that served the mount has let go of the pool, a daemon started right after
+  waits up to 10 s for that one to exit, saying so; a pool whose daemon still
+  serves a mount is refused at once. A mount point left behind by a daemon
   that was killed is detached and reused; a pool whose daemon was killed is
   recovered (journal replay) at the next mount.
 
@@ -101,6 +106,11 @@ OPTIONS
 EXIT STATUS
   0 unmounted cleanly; 1 bad arguments, the pool cannot be opened or
   mounted, is in use by another daemon, or the mount failed.)";
+
+// How long a new daemon waits for one whose mount is gone to let go of the
+// pool (it marks the pool clean first: milliseconds, a second or two for a
+// large inode table on a slow disk).
+constexpr std::chrono::milliseconds kPoolLockWait{10000};
 
 int Fail(const std::string& msg) {
   std::fprintf(stderr, "leasefs: %s\n", msg.c_str());
@@ -185,8 +195,10 @@ SessionPtr NewSession(const DaemonOptions& opts, const std::string& fsname, Serv
 }
 
 // Maps the pool and takes its lock, or prints why not and returns null.
+// With the lock in *lock, which must outlive the media (see PoolLock).
 std::unique_ptr<engine::PoolMedia> OpenLockedPool(const DaemonOptions& opts,
-                                                   const std::string& pool_path) {
+                                                   const std::string& pool_path,
+                                                   std::optional<PoolLock>* lock) {
   engine::MapOptions mo;
   mo.read_only = opts.read_only;  // a private mapping: nothing reaches the pool
   auto media = engine::OpenPool(pool_path, mo);
@@ -194,13 +206,20 @@ std::unique_ptr<engine::PoolMedia> OpenLockedPool(const DaemonOptions& opts,
     Fail("cannot mount " + opts.pool + ": " + media.status().ToString());
     return nullptr;
   }
-  // Held by the open file for the daemon's life; mkfs and fsck take it too.
-  if (flock((*media)->fd(), LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    Fail(err == EWOULDBLOCK ? opts.pool + " is in use by another leasefs daemon"
-                            : "cannot lock " + opts.pool + ": " + Status::Error(err).ToString());
+  // A daemon whose mount was just unmounted may still be marking the pool
+  // clean: wait for it rather than fail (`umount MNT && mount MNT`).
+  auto notice = [&opts](pid_t pid) {
+    std::fprintf(stderr, "leasefs: waiting for the daemon that served %s (pid %d) to let go\n",
+                 opts.pool.c_str(), static_cast<int>(pid));
+    std::fflush(stderr);
+  };
+  auto locked = PoolLock::Acquire((*media)->fd(), opts.pool, kPoolLockWait, notice);
+  if (!locked.ok()) {
+    const Status& s = locked.status();
+    Fail(s.err() == EWOULDBLOCK ? std::string(s.message()) : s.ToString());
     return nullptr;
   }
+  lock->emplace(std::move(*locked));
   return std::move(*media);
 }
 
@@ -249,13 +268,14 @@ int RunLoop(fuse_session* se, unsigned threads) {
 // failed (libfuse prints its own complaints) and returns the exit status.
 // Objects go in reverse order, also when an exception leaves: the mount
 // point, signal handlers, deferred requests, engine (pool marked clean),
-// session, server.
+// pool lock, session, server.
 int Serve(const DaemonOptions& opts, const std::string& pool_path, const std::string& mnt,
           Background* background) {
   Server server(opts.timeouts);
   SessionPtr session = NewSession(opts, pool_path, &server);
   if (!session) return 1;
-  auto media = OpenLockedPool(opts, pool_path);
+  std::optional<PoolLock> lock;  // let go of after the engine closed the pool
+  auto media = OpenLockedPool(opts, pool_path, &lock);
   if (!media) return 1;
   // Only now: with the pool locked, no live daemon of ours serves it.
   if (Status s = ClearStaleMount(mnt); !s.ok())
@@ -271,6 +291,10 @@ int Serve(const DaemonOptions& opts, const std::string& pool_path, const std::st
   if (!signals.installed()) return Fail("cannot install signal handlers");
   if (fuse_session_mount(session.get(), mnt.c_str()) != 0) return 1;
   SessionMount mounted(session.get());
+  // Without the record a successor refuses instead of waiting; still mounted.
+  if (Status s = lock->Publish(mnt); !s.ok())
+    std::fprintf(stderr, "leasefs: no holder record for %s: %s\n", opts.pool.c_str(),
+                 s.ToString().c_str());
   LogMounted(opts, mnt, *engine.get(), report);
   if (background) background->Ready();
   const int rc = RunLoop(session.get(), opts.threads);

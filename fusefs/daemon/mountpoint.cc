@@ -48,15 +48,18 @@ std::string UnescapeMountinfo(const std::string& s) {
 }
 
 // Fields of a mountinfo line: "id parent dev root MOUNTPOINT opts [tags] - TYPE src sopts".
-bool LineIsFuseMountOn(const std::string& line, const std::string& path) {
+// Sets *id to the mount's ID when it is a FUSE mount on `path`.
+bool LineIsFuseMountOn(const std::string& line, const std::string& path, uint64_t* id = nullptr) {
   std::istringstream in(line);
-  std::string id, parent, dev, root, mnt, field;
-  if (!(in >> id >> parent >> dev >> root >> mnt)) return false;
+  uint64_t mount_id = 0;
+  std::string parent, dev, root, mnt, field;
+  if (!(in >> mount_id >> parent >> dev >> root >> mnt)) return false;
   if (UnescapeMountinfo(mnt) != path) return false;
   while (in >> field && field != "-") {
   }
   std::string type;
   if (!(in >> type)) return false;
+  if (id) *id = mount_id;
   return type == "fuse" || type.rfind("fuse.", 0) == 0;
 }
 
@@ -99,6 +102,18 @@ bool IsFuseMountPoint(const std::string& canonical_path) {
     if (LineIsFuseMountOn(line, canonical_path)) return true;
   }
   return false;
+}
+
+Result<std::vector<uint64_t>> FuseMountIds(const std::string& mountinfo, const std::string& path) {
+  std::ifstream in(mountinfo);
+  if (!in) return ErrnoStatus(errno, mountinfo);
+  std::vector<uint64_t> ids;
+  std::string line;
+  uint64_t id = 0;
+  while (std::getline(in, line)) {
+    if (LineIsFuseMountOn(line, path, &id)) ids.push_back(id);
+  }
+  return ids;
 }
 
 // statfs, not stat: the kernel answers stat from its attribute cache for up

@@ -2,7 +2,9 @@
 // daemon leaves behind.
 #pragma once
 
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 
@@ -16,6 +18,12 @@ Result<std::string> CanonicalPath(const std::string& path);
 // True if /proc/self/mountinfo lists a FUSE filesystem (type "fuse" or
 // "fuse.*") mounted exactly on `canonical_path`.
 bool IsFuseMountPoint(const std::string& canonical_path);
+
+// The mount IDs (first field) of the FUSE filesystems mounted exactly on
+// `path`, oldest first, as `mountinfo` (a /proc/PID/mountinfo: the mounts PID
+// sees, with paths as PID sees them) lists them. Errors: those of opening
+// `mountinfo` (ENOENT when the process is gone).
+Result<std::vector<uint64_t>> FuseMountIds(const std::string& mountinfo, const std::string& path);
 
 // Makes `canonical_path` usable as a mount point. When a FUSE daemon died
 // (kill -9) its mount stays, and every request fails with ENOTCONN; such
