@@ -1,6 +1,5 @@
 // leasefs: the FUSE daemon that serves one leasefs pool at a mount point.
 #include <fuse_lowlevel.h>
-#include <sys/file.h>
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
