@@ -181,12 +181,25 @@ PeerFiles::PeerFiles(std::string mountpoint)
 
 PeerFiles::~PeerFiles() = default;
 
-std::string DeviceOfMountPoint(const std::string& mountinfo, const std::string& path) {
+std::string DeviceOfMountPoint(const std::string& mountinfo, const std::string& path,
+                               uid_t mounter) {
+  const std::string user_id = "user_id=" + std::to_string(mounter);
   std::string dev;
   std::istringstream in(mountinfo);
   for (std::string line; std::getline(in, line);) {
     const auto f = Fields(line);
-    if (f.size() >= 5 && Unescape(f[4]) == path) dev = f[2];  // the last one is on top
+    if (f.size() < 5 || Unescape(f[4]) != path) continue;
+    // After the optional fields: "-", the type, the source, the superblock's
+    // options (where FUSE shows the mounting user).
+    size_t sep = 5;
+    while (sep < f.size() && f[sep] != "-") ++sep;
+    if (sep + 3 >= f.size()) continue;
+    const std::string& type = f[sep + 1];
+    if (type != "fuse" && type.rfind("fuse.", 0) != 0) continue;
+    std::istringstream opts(f[sep + 3]);
+    bool mine = false;
+    for (std::string o; std::getline(opts, o, ',');) mine = mine || o == user_id;
+    if (mine) dev = f[2];  // the last one is on top
   }
   return dev;
 }
@@ -210,7 +223,11 @@ Result<dev_t> PeerFiles::OwnDevice() {
   std::lock_guard<std::mutex> l(mu_);
   if (have_own_device_) return own_device_;
   LFS_ASSIGN_OR_RETURN(std::string info, Slurp("/proc/self/mountinfo"));
-  const std::string dev = DeviceOfMountPoint(info, mountpoint_);
+  // Only a FUSE mount made by this daemon's user: whoever may write the
+  // mount's root directory can stack a FUSE mount of their own on the same
+  // path (fusermount3), and taking its device for ours would let their files
+  // name any of our inodes by number.
+  const std::string dev = DeviceOfMountPoint(info, mountpoint_, getuid());
   unsigned major = 0, minor = 0;
   char tail = 0;
   if (std::sscanf(dev.c_str(), "%u:%u%c", &major, &minor, &tail) != 2)

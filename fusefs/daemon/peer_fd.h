@@ -90,9 +90,13 @@ class PeerFiles {
   std::shared_ptr<Closer> closer_;
 };
 
-// The "major:minor" field of the last mount on `path` in a mountinfo text
-// (paths are compared after mountinfo's octal escapes are undone), or "".
-std::string DeviceOfMountPoint(const std::string& mountinfo, const std::string& path);
+// The "major:minor" field of the last FUSE mount on `path` that user
+// `mounter` made (its superblock options say "user_id=<mounter>", as libfuse
+// and fusermount3 write the mounting user's uid), in a mountinfo text (paths
+// are compared after mountinfo's octal escapes are undone), or "". Mounts
+// of other users stacked on the same path are not ours.
+std::string DeviceOfMountPoint(const std::string& mountinfo, const std::string& path,
+                               uid_t mounter);
 
 // The fsuid and fsgid (the fourth field of "Uid:" and "Gid:") in the text of
 // /proc/<pid>/status; false if either is missing.

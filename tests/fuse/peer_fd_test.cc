@@ -9,6 +9,7 @@
 // file's bytes to the caller, whatever another thread does to the number.
 #include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -229,6 +230,48 @@ TEST_SUITE("fuse.peer_fd") {
       KTRUE(k, ebadf > 0);
       KTRUE(k, ok + ebadf == kRounds);
     });
+  }
+
+  TEST_CASE("another user's FUSE mount stacked on the mount point is not this filesystem") {
+    TestFs fs;
+    LEASEFS_ONLY(fs, "leasefs ioctls");
+    const std::string bindfs = "/usr/bin/bindfs";  // installed by ./dev
+    if (access(bindfs.c_str(), X_OK) != 0) {
+      MESSAGE("skipped: needs " << bindfs);
+      return;
+    }
+    // Whoever may write the root may mount on it (fusermount3's rule). The
+    // daemon looks its own mount up in mountinfo when a command first names
+    // a descriptor; the mount on top is then the user's, and taking its
+    // device for ours would make every file of ours EXDEV for good (and, with
+    // user_allow_other, let the user's files name any inode of ours).
+    REQUIRE(chmod(fs.root().c_str(), 0777) == 0);
+    const std::string under = "/dev/shm/leasefs-peer-fd-stack";
+    REQUIRE((mkdir(under.c_str(), 0755) == 0 || errno == EEXIST));
+    REQUIRE(chown(under.c_str(), kAlice, kAliceGid) == 0);
+    const std::string data = Pattern(B, 15);
+    REQUIRE(WriteFile(fs.path("src"), data, 0644) == "");
+    Fd tmpfs_dir(open("/dev/shm", O_RDONLY | O_DIRECTORY));
+    CHECK_AS(kAlice, kAliceGid, {}, [&](ChildChecks& k) {
+      Fd dst(open(fs.path("dst").c_str(), O_RDWR | O_CREAT, 0644));
+      Fd src(open(fs.path("src").c_str(), O_RDONLY));
+      KTRUE(k, dst.ok() && src.ok());
+      // fusermount3 mounts only on an empty directory: the files stay open.
+      KSYS(k, unlink(fs.path("dst").c_str()), "OK");
+      KSYS(k, unlink(fs.path("src").c_str()), "OK");
+      const ProcessResult stacked = Run({bindfs, "--no-allow-other", under, fs.root()});
+      KEQ(k, std::to_string(stacked.exit_code) + " " + stacked.output, "0 ");
+      KEQ(k, Clone(dst.get(), tmpfs_dir.get(), 0, B, 0), "EXDEV");
+      const ProcessResult unstacked = Run({"/bin/fusermount3", "-u", fs.root()});
+      KEQ(k, std::to_string(unstacked.exit_code) + " " + unstacked.output, "0 ");
+      KEQ(k, Clone(dst.get(), src.get(), 0, B, 0), "OK");
+      KEQ(k, Diff(PreadAll(dst.get(), B, 0), data), "");
+    });
+    // If the child stopped before unmounting bindfs, do it here.
+    std::ifstream mounts("/proc/self/mounts");
+    for (std::string source, target, rest; mounts >> source >> target && std::getline(mounts, rest);)
+      if (source == under && target == fs.root()) umount2(fs.root().c_str(), MNT_DETACH);
+    rmdir(under.c_str());
   }
 
   TEST_CASE("a daemon that may not take the caller's descriptors refuses and says why") {
