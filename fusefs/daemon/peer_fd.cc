@@ -11,9 +11,8 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
-#include <condition_variable>
 #include <cstdio>
-#include <deque>
+#include <map>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -21,43 +20,48 @@
 
 namespace leasefs::daemon {
 
-// Closes descriptors of other filesystems on a thread of its own: close(2)
+// Closes descriptors of other filesystems off the request threads: close(2)
 // calls the file's flush, and another FUSE filesystem's daemon (one the
-// caller may run) can leave a FLUSH unanswered for ever. A blocked close
-// then holds up only later closes of foreign files, never a request.
+// caller may run) can leave a FLUSH unanswered for ever. Each close gets a
+// thread of its own, so one that blocks holds up nobody else; a user may have
+// at most kMaxPendingPerUser of them at once, so blocked closes cannot use up
+// the daemon's descriptors or threads (Take refuses that user with EAGAIN).
 class Closer : public std::enable_shared_from_this<Closer> {
  public:
-  void Post(int fd) noexcept {
+  static constexpr int kMaxPendingPerUser = 16;
+
+  // True if `uid` may hand over one more file.
+  bool Admits(uid_t uid) {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = pending_.find(uid);
+    return it == pending_.end() || it->second < kMaxPendingPerUser;
+  }
+
+  void Post(int fd, uid_t uid) noexcept {
     try {
-      std::lock_guard<std::mutex> l(mu_);
-      if (!started_) {
-        std::thread([self = shared_from_this()] { self->Run(); }).detach();
-        started_ = true;
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        ++pending_[uid];
       }
-      fds_.push_back(fd);
-      cv_.notify_one();
+      std::thread([self = shared_from_this(), fd, uid] {
+        ::close(fd);
+        self->Done(uid);
+      }).detach();
     } catch (...) {
       ::close(fd);  // no thread or no memory: close here rather than leak
+      Done(uid);
     }
   }
 
  private:
-  void Run() {
-    std::unique_lock<std::mutex> l(mu_);
-    for (;;) {
-      cv_.wait(l, [this] { return !fds_.empty(); });
-      const int fd = fds_.front();
-      fds_.pop_front();
-      l.unlock();
-      ::close(fd);
-      l.lock();
-    }
+  void Done(uid_t uid) noexcept {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = pending_.find(uid);
+    if (it != pending_.end() && --it->second <= 0) pending_.erase(it);
   }
 
   std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<int> fds_;  // GUARDED_BY(mu_)
-  bool started_ = false;  // GUARDED_BY(mu_)
+  std::map<uid_t, int> pending_;  // GUARDED_BY(mu_): closes not yet done, by user
 };
 
 namespace {
@@ -173,7 +177,7 @@ std::vector<std::string> Fields(const std::string& line) {
 }  // namespace
 
 PeerFile::~PeerFile() {
-  if (fd_.valid() && closer_) closer_->Post(fd_.release());
+  if (fd_.valid() && closer_) closer_->Post(fd_.release(), owner_);
 }
 
 PeerFiles::PeerFiles(std::string mountpoint)
@@ -239,8 +243,13 @@ Result<dev_t> PeerFiles::OwnDevice() {
 
 Result<PeerFile> PeerFiles::Take(const fuse_ctx& ctx, int64_t fd) {
   if (fd < 0 || fd > INT_MAX) return Status::Error(EBADF);
+  if (!closer_->Admits(ctx.uid)) {
+    Warn(Who(ctx) + " has too many files of other filesystems still closing: refused");
+    return Status::Error(EAGAIN, "too many pending closes");
+  }
   LFS_ASSIGN_OR_RETURN(UniqueFd pidfd, CallerPidfd(ctx));
   PeerFile pf;
+  pf.owner_ = ctx.uid;
   pf.fd_.reset(static_cast<int>(syscall(SYS_pidfd_getfd, pidfd.get(), static_cast<int>(fd), 0)));
   if (!pf.fd_.valid()) {
     const int err = errno;
@@ -256,9 +265,11 @@ Result<PeerFile> PeerFiles::Take(const fuse_ctx& ctx, int64_t fd) {
   if (pf.flags & O_PATH) return Status::Error(EBADF, "O_PATH descriptor");
   // AT_STATX_DONT_SYNC: from the kernel's inode, with no request to the
   // file's filesystem (for our own files, no request back to this daemon).
+  // A file the daemon may not even stat (another user's FUSE mount without
+  // allow_other) is certainly not ours: same_fs stays false.
   struct statx stx {};
   if (statx(pf.fd_.get(), "", AT_EMPTY_PATH | AT_STATX_DONT_SYNC, STATX_TYPE | STATX_INO, &stx))
-    return Status::Error(errno, "statx");
+    return pf;
   pf.ino = stx.stx_ino;
   pf.type = stx.stx_mode & S_IFMT;
   LFS_ASSIGN_OR_RETURN(dev_t own, OwnDevice());

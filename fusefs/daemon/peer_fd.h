@@ -40,7 +40,8 @@ class Closer;
 
 // The daemon's duplicate of a caller's open file, and what it is.
 // Closing a file of another filesystem can block (a FUSE daemon that never
-// answers FLUSH), so such files are closed on a thread of their own.
+// answers FLUSH), so such files are closed on a thread of their own, a few
+// per user at most (see Closer in peer_fd.cc).
 class PeerFile {
  public:
   PeerFile() = default;
@@ -60,6 +61,7 @@ class PeerFile {
   friend class PeerFiles;
   UniqueFd fd_;
   std::shared_ptr<Closer> closer_;  // for files of other filesystems
+  uid_t owner_ = 0;                 // whose descriptor it was
 };
 
 class PeerFiles {
@@ -75,7 +77,9 @@ class PeerFiles {
   // Errors: EBADF (not an open descriptor, or opened O_PATH); EPERM (the
   // daemon may not take the caller's descriptors, or the caller is no longer
   // the task that sent the request: logged); ESRCH (the caller is gone);
-  // EMFILE/ENFILE (the daemon is out of descriptors).
+  // EAGAIN (files of other filesystems that this user named are still
+  // closing, as many as allowed: logged); EMFILE/ENFILE (the daemon is out
+  // of descriptors).
   Result<PeerFile> Take(const fuse_ctx& ctx, int64_t fd);
 
  private:

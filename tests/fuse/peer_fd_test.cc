@@ -8,6 +8,9 @@
 // a descriptor that carries no right to read (O_PATH, O_WRONLY) lending its
 // file's bytes to the caller, whatever another thread does to the number.
 #include <fcntl.h>
+#include <sys/wait.h>
+#include <signal.h>
+#include <grp.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
@@ -18,6 +21,7 @@
 #include <cstdio>
 #include <fstream>
 #include <thread>
+#include <vector>
 
 #include <doctest/doctest.h>
 
@@ -272,6 +276,98 @@ TEST_SUITE("fuse.peer_fd") {
     for (std::string source, target, rest; mounts >> source >> target && std::getline(mounts, rest);)
       if (source == under && target == fs.root()) umount2(fs.root().c_str(), MNT_DETACH);
     rmdir(under.c_str());
+  }
+
+  TEST_CASE("files of a FUSE mount that never answers cannot use up the daemon") {
+    TestFs fs;
+    LEASEFS_ONLY(fs, "leasefs ioctls");
+    const std::string bindfs = "/usr/bin/bindfs";  // installed by ./dev
+    if (access(bindfs.c_str(), X_OK) != 0) {
+      MESSAGE("skipped: needs " << bindfs);
+      return;
+    }
+    // Alice's own FUSE mount (bindfs), which she then stops: closing any
+    // duplicate of its files waits for a FLUSH nobody answers. Each file she
+    // names leaves the daemon one such close; past a few, she is refused
+    // (EAGAIN) before the daemon takes another, and nobody else is affected.
+    const std::string src = "/dev/shm/leasefs-peer-fd-slow-src";
+    const std::string mnt = "/dev/shm/leasefs-peer-fd-slow-mnt";
+    for (const std::string& d : {src, mnt}) {
+      REQUIRE((mkdir(d.c_str(), 0755) == 0 || errno == EEXIST));
+      REQUIRE(chown(d.c_str(), kAlice, kAliceGid) == 0);
+    }
+    REQUIRE(WriteFile(src + "/f", "slow", 0666) == "");
+    const pid_t slow = fork();
+    if (slow == 0) {
+      if (setgroups(0, nullptr) != 0 || setgid(kAliceGid) != 0 || setuid(kAlice) != 0) _exit(126);
+      execl(bindfs.c_str(), bindfs.c_str(), "-f", "--no-allow-other", src.c_str(), mnt.c_str(),
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    REQUIRE(slow > 0);
+    auto mounted = [&] {
+      std::ifstream mounts("/proc/self/mounts");
+      for (std::string source, target, rest; mounts >> source >> target && std::getline(mounts, rest);)
+        if (target == mnt) return true;
+      return false;
+    };
+    for (int i = 0; i < 500 && !mounted(); ++i) usleep(10000);
+    REQUIRE(mounted());
+    const std::string tmpfs_path = "/dev/shm/leasefs-peer-fd-slow-tmp";
+    Fd tmpfs_file(open(tmpfs_path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644));
+    REQUIRE(WriteFile(fs.path("dst"), "", 0666) == "");
+    REQUIRE(chmod(fs.path("dst").c_str(), 0666) == 0);
+    constexpr int kAllowed = 16;  // Closer::kMaxPendingPerUser
+    // Root's clone, run on request while Alice's closes are stuck.
+    int go[2], result[2];
+    REQUIRE(pipe(go) == 0);
+    REQUIRE(pipe(result) == 0);
+    const pid_t root_caller = fork();
+    if (root_caller == 0) {
+      close(go[1]);  // so that a child that never asks ends this one
+      char c = 0;
+      if (read(go[0], &c, 1) != 1) _exit(1);
+      Fd dst(open(fs.path("dst").c_str(), O_RDWR));
+      const std::string rc = Clone(dst.get(), tmpfs_file.get(), 0, B, 0);
+      _exit(write(result[1], rc.data(), rc.size()) == static_cast<ssize_t>(rc.size()) ? 0 : 1);
+    }
+    REQUIRE(root_caller > 0);
+    CHECK_AS(kAlice, kAliceGid, {}, [&](ChildChecks& k) {
+      Fd dst(open(fs.path("dst").c_str(), O_RDWR));
+      std::vector<Fd> slow_files;
+      for (int i = 0; i <= kAllowed; ++i) slow_files.emplace_back(open((mnt + "/f").c_str(), O_RDONLY));
+      KTRUE(k, dst.ok() && slow_files.back().ok());
+      KSYS(k, kill(slow, SIGSTOP), "OK");
+      for (int i = 0; i < kAllowed; ++i) KEQ(k, Clone(dst.get(), slow_files[i].get(), 0, B, 0), "EXDEV");
+      KEQ(k, Clone(dst.get(), slow_files[kAllowed].get(), 0, B, 0), "EAGAIN");
+      KEQ(k, Clone(dst.get(), tmpfs_file.get(), 0, B, 0), "EAGAIN");
+      // Another user is not affected.
+      KTRUE(k, write(go[1], "x", 1) == 1);
+      char buf[16] = {};
+      const ssize_t n = read(result[0], buf, sizeof buf);
+      KEQ(k, std::string(buf, n > 0 ? static_cast<size_t>(n) : 0), "EXDEV");
+      // Once the filesystem answers again, the closes finish and Alice is
+      // served as before (her own closes of its files need it too).
+      KSYS(k, kill(slow, SIGCONT), "OK");
+      std::string rc = "EAGAIN";
+      for (int i = 0; i < 1000 && rc == "EAGAIN"; ++i) {
+        rc = Clone(dst.get(), tmpfs_file.get(), 0, B, 0);
+        if (rc == "EAGAIN") usleep(10000);
+      }
+      KEQ(k, rc, "EXDEV");
+    });
+    kill(slow, SIGCONT);
+    close(go[1]);
+    waitpid(root_caller, nullptr, 0);
+    for (int f : {go[0], result[0], result[1]}) close(f);
+    Run({"/bin/fusermount3", "-u", mnt});
+    if (mounted()) umount2(mnt.c_str(), MNT_DETACH);
+    kill(slow, SIGKILL);
+    waitpid(slow, nullptr, 0);
+    unlink((src + "/f").c_str());
+    rmdir(src.c_str());
+    rmdir(mnt.c_str());
+    unlink(tmpfs_path.c_str());
   }
 
   TEST_CASE("a daemon that may not take the caller's descriptors refuses and says why") {
