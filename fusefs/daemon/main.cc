@@ -95,7 +95,8 @@ OPTIONS
                          whoever may reach a FIFO may open it for reading
                          and writing. The directories on the way, and
                          changes to the FIFO itself (chmod, chown, rename,
-                         unlink), are still checked
+                         unlink), are still checked. Running a program then
+                         needs read permission as well as execute
   Every other option goes to FUSE and the kernel, for example allow_other,
   fsname=NAME (default: the pool's path), subtype=NAME (default: leasefs, so
   the type is fuse.leasefs), noexec, max_read=N, and suid and dev (the mount
@@ -285,6 +286,7 @@ int Serve(const DaemonOptions& opts, const std::string& pool_path, const std::st
   MountedEngine engine(std::move(fs));
   server.Attach(engine.get(), session.get());
   server.SetMountpoint(mnt);
+  server.SetKernelChecksPermissions(opts.default_permissions);
   DeferredDrain drain(&server);
   SignalHandlers signals(session.get());
   if (!signals.installed()) return Fail("cannot install signal handlers");

@@ -381,6 +381,13 @@ int Server::DoOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   // for execute permission only; READs on its handle serve the kernel's
   // loading of the program, and no caller holds that handle as a descriptor.
   const bool may_kill_priv = (fi->flags & O_TRUNC) && fs_->WouldRemovePrivs(cred, ino);
+  // Without default_permissions the kernel never asks whether the program
+  // may be read, and lets whoever runs it read its memory (/proc/<pid>/mem):
+  // there, an exec must be allowed to read the file too, as before Linux
+  // learnt execute-only programs.
+  if ((fi->flags & engine::kOpenExec) && !kernel_checks_permissions_) {
+    if (Status s = fs_->Access(cred, ino, R_OK); !s.ok()) return ErrnoOf(s);
+  }
   auto e = fs_->Open(cred, ino, fi->flags);
   if (!e.ok()) return ErrnoOf(e.status());
   if (may_kill_priv) fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);

@@ -112,6 +112,10 @@ class Server {
   void SetMountpoint(const std::string& mountpoint) {
     peers_ = std::make_unique<PeerFiles>(mountpoint);
   }
+  // Whether the kernel checks permissions too (-o default_permissions); if
+  // not, an exec must be allowed to read the program (see DoOpen).
+  // REQUIRES: before the session loop starts.
+  void SetKernelChecksPermissions(bool on) { kernel_checks_permissions_ = on; }
 
  private:
   // Replies an entry with one reference (taken by the engine call that
@@ -139,6 +143,7 @@ class Server {
   fuse_session* se_ = nullptr;
   WaitPool waiters_{kMaxWaitThreads};
   std::unique_ptr<PeerFiles> peers_;
+  bool kernel_checks_permissions_ = true;
 };
 
 // What an open file's handle (fuse_file_info::fh) holds: its access mode and

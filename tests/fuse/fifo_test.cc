@@ -37,16 +37,6 @@ void MakeFifo(const std::string& path, mode_t mode) {
   REQUIRE(chmod(path.c_str(), mode) == 0);
 }
 
-// True when the test mount leaves permission checks to the daemon alone:
-// its options end with no_default_permissions (the later of the two wins).
-bool DaemonAloneChecks(const TestFs& fs) {
-  if (fs.reference()) return false;
-  const std::string o = "," + TestMountOptions() + ",";
-  const size_t no = o.rfind(",no_default_permissions,");
-  const size_t yes = o.rfind(",default_permissions,");
-  return no != std::string::npos && (yes == std::string::npos || yes < no);
-}
-
 // open(2) as Err() text; closes what it opened.
 std::string OpenResult(const std::string& path, int flags) {
   Fd fd(open(path.c_str(), flags));
@@ -124,7 +114,7 @@ TEST_SUITE("fuse.fifo") {
     MakeDir(fs.path("d"), 0755);
     MakeFifo(fs.path("d/p"), 0600);
     const std::string p = fs.path("d/p");
-    const bool unchecked = DaemonAloneChecks(fs);
+    const bool unchecked = DaemonChecksAlone(fs);
     CAPTURE(unchecked);
     CHECK_AS(kAlice, kAliceGid, {}, [&](ChildChecks& k) {
       // access(2) reaches the daemon in both modes and reports the mode.

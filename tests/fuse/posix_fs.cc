@@ -95,6 +95,14 @@ std::string TestMountOptions() {
   return extra.empty() ? "allow_other" : "allow_other," + extra;
 }
 
+bool DaemonChecksAlone(const TestFs& fs) {
+  if (fs.reference()) return false;
+  const std::string o = "," + TestMountOptions() + ",";
+  const size_t no = o.rfind(",no_default_permissions,");
+  const size_t yes = o.rfind(",default_permissions,");
+  return no != std::string::npos && (yes == std::string::npos || yes < no);
+}
+
 TestFs::TestFs(FsOptions opts) {
   if (!ReferenceMode()) {
     MountOptions mo;

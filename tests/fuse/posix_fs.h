@@ -107,6 +107,11 @@ class TestFs {
     }                                               \
   } while (0)
 
+// True when the test mount leaves permission checks to the daemon alone: its
+// options end with no_default_permissions (the later of the two wins).
+// Always false in reference mode.
+bool DaemonChecksAlone(const TestFs& fs);
+
 // Reference mode: the reference filesystem's type ("tmpfs", "ext4", "xfs",
 // or the f_type number); "leasefs" otherwise.
 std::string FsType(const TestFs& fs);
