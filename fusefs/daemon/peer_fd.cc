@@ -262,7 +262,10 @@ Result<PeerFile> PeerFiles::Take(const fuse_ctx& ctx, int64_t fd) {
   pf.closer_ = closer_;  // until the file is known to be ours
   pf.flags = fcntl(pf.fd_.get(), F_GETFL);
   if (pf.flags < 0) return Status::Error(errno, "F_GETFL");
-  if (pf.flags & O_PATH) return Status::Error(EBADF, "O_PATH descriptor");
+  if (pf.flags & O_PATH) {
+    pf.closer_.reset();  // closing an O_PATH file never calls its flush
+    return Status::Error(EBADF, "O_PATH descriptor");
+  }
   // AT_STATX_DONT_SYNC: from the kernel's inode, with no request to the
   // file's filesystem (for our own files, no request back to this daemon).
   // A file the daemon may not even stat (another user's FUSE mount without

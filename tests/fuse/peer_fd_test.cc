@@ -290,10 +290,12 @@ TEST_SUITE("fuse.peer_fd") {
     // duplicate of its files waits for a FLUSH nobody answers. Each file she
     // names leaves the daemon one such close; past a few, she is refused
     // (EAGAIN) before the daemon takes another, and nobody else is affected.
-    const std::string src = "/dev/shm/leasefs-peer-fd-slow-src";
-    const std::string mnt = "/dev/shm/leasefs-peer-fd-slow-mnt";
+    char top[] = "/dev/shm/leasefs-peer-fd-slow-XXXXXX";
+    REQUIRE(mkdtemp(top) != nullptr);
+    const std::string src = std::string(top) + "/src", mnt = std::string(top) + "/mnt";
+    REQUIRE(chmod(top, 0755) == 0);
     for (const std::string& d : {src, mnt}) {
-      REQUIRE((mkdir(d.c_str(), 0755) == 0 || errno == EEXIST));
+      REQUIRE(mkdir(d.c_str(), 0755) == 0);
       REQUIRE(chown(d.c_str(), kAlice, kAliceGid) == 0);
     }
     REQUIRE(WriteFile(src + "/f", "slow", 0666) == "");
@@ -313,7 +315,7 @@ TEST_SUITE("fuse.peer_fd") {
     };
     for (int i = 0; i < 500 && !mounted(); ++i) usleep(10000);
     REQUIRE(mounted());
-    const std::string tmpfs_path = "/dev/shm/leasefs-peer-fd-slow-tmp";
+    const std::string tmpfs_path = std::string(top) + "/tmp";
     Fd tmpfs_file(open(tmpfs_path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0644));
     REQUIRE(WriteFile(fs.path("dst"), "", 0666) == "");
     REQUIRE(chmod(fs.path("dst").c_str(), 0666) == 0);
@@ -368,6 +370,7 @@ TEST_SUITE("fuse.peer_fd") {
     rmdir(src.c_str());
     rmdir(mnt.c_str());
     unlink(tmpfs_path.c_str());
+    rmdir(top);
   }
 
   TEST_CASE("a daemon that may not take the caller's descriptors refuses and says why") {
