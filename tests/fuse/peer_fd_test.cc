@@ -59,6 +59,14 @@ void MakePublicDir(TestFs& fs) {
   REQUIRE(chmod(fs.path("pub").c_str(), 0777) == 0);
 }
 
+// bindfs, for a FUSE mount of a user's own: ./dev installs it, so a missing
+// one is a broken setup, not a reason to pass.
+std::string Bindfs() {
+  const std::string path = "/usr/bin/bindfs";
+  REQUIRE_MESSAGE(access(path.c_str(), X_OK) == 0, path << " is missing (./dev deps installs it)");
+  return path;
+}
+
 // Descriptors that root opens and the unprivileged child inherits.
 struct Inherited {
   Fd secret_path, secret_wo, secret_ro, dir, tmpfs_file, tmpfs_dir, other_mount, sock[2], pipe[2];
@@ -239,11 +247,7 @@ TEST_SUITE("fuse.peer_fd") {
   TEST_CASE("another user's FUSE mount stacked on the mount point is not this filesystem") {
     TestFs fs;
     LEASEFS_ONLY(fs, "leasefs ioctls");
-    const std::string bindfs = "/usr/bin/bindfs";  // installed by ./dev
-    if (access(bindfs.c_str(), X_OK) != 0) {
-      MESSAGE("skipped: needs " << bindfs);
-      return;
-    }
+    const std::string bindfs = Bindfs();
     // Whoever may write the root may mount on it (fusermount3's rule). The
     // daemon looks its own mount up in mountinfo when a command first names
     // a descriptor; the mount on top is then the user's, and taking its
@@ -281,11 +285,7 @@ TEST_SUITE("fuse.peer_fd") {
   TEST_CASE("files of a FUSE mount that never answers cannot use up the daemon") {
     TestFs fs;
     LEASEFS_ONLY(fs, "leasefs ioctls");
-    const std::string bindfs = "/usr/bin/bindfs";  // installed by ./dev
-    if (access(bindfs.c_str(), X_OK) != 0) {
-      MESSAGE("skipped: needs " << bindfs);
-      return;
-    }
+    const std::string bindfs = Bindfs();
     // Alice's own FUSE mount (bindfs), which she then stops: closing any
     // duplicate of its files waits for a FLUSH nobody answers. Each file she
     // names leaves the daemon one such close; past a few, she is refused
