@@ -35,22 +35,34 @@ size_t EntryBytes(size_t name_len, size_t value_len) {
   return (sizeof(XattrEntryHeader) + name_len + value_len + 3) & ~size_t{3};
 }
 
-// Reads the entries of an xattr block, stopping at anything malformed.
-std::vector<Xattr> Parse(const char* block) {
-  std::vector<Xattr> out;
+// Calls visit(name, value) for each entry of an xattr block, in order, until
+// it returns false; stops at anything malformed.
+template <typename Visit>
+void ForEachEntry(const char* block, Visit&& visit) {
   XattrBlockHeader h;
   std::memcpy(&h, block, sizeof(h));
   const size_t used = std::min<size_t>(h.used_bytes, kXattrSpace);
   const char* p = block + sizeof(h);
-  for (size_t off = 0; off + sizeof(XattrEntryHeader) <= used && out.size() < h.entry_count;) {
+  uint32_t seen = 0;
+  for (size_t off = 0; off + sizeof(XattrEntryHeader) <= used && seen < h.entry_count; ++seen) {
     XattrEntryHeader e;
     std::memcpy(&e, p + off, sizeof(e));
     const size_t bytes = EntryBytes(e.name_len, e.value_len);
     if (e.name_len == 0 || off + bytes > used) break;
     const char* name = p + off + sizeof(e);
-    out.push_back({std::string(name, e.name_len), std::string(name + e.name_len, e.value_len)});
+    if (!visit(std::string_view(name, e.name_len), std::string_view(name + e.name_len, e.value_len)))
+      break;
     off += bytes;
   }
+}
+
+// The entries of an xattr block (see ForEachEntry).
+std::vector<Xattr> Parse(const char* block) {
+  std::vector<Xattr> out;
+  ForEachEntry(block, [&out](std::string_view name, std::string_view value) {
+    out.push_back({std::string(name), std::string(value)});
+    return true;
+  });
   return out;
 }
 
@@ -153,10 +165,17 @@ Status Store(Filesystem::Impl& fs, Ino ino, const std::vector<Xattr>& attrs) {
 
 }  // namespace
 
+// Asked before every write of a file with xattrs (PrivsToDrop): a scan of the
+// block in place, with no copies.
 bool Filesystem::Impl::HasXattr(Ino ino, std::string_view name) const {
-  for (const Xattr& a : engine::Load(*this, ino))
-    if (a.name == name) return true;
-  return false;
+  const uint64_t b = I(ino)->xattr_block;
+  bool found = false;
+  if (b != 0)
+    ForEachEntry(pool_.BlockPtr(b), [&](std::string_view n, std::string_view) {
+      found = n == name;
+      return !found;
+    });
+  return found;
 }
 
 void Filesystem::Impl::StageRemoveXattr(Op& op, Ino ino, std::string_view name) {
