@@ -12,8 +12,8 @@
 #include <chrono>
 #include <climits>
 #include <cstdio>
-#include <map>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -225,7 +225,7 @@ bool FsIdsFromStatus(const std::string& status, uid_t* fsuid, gid_t* fsgid) {
 
 Result<dev_t> PeerFiles::OwnDevice() {
   std::lock_guard<std::mutex> l(mu_);
-  if (have_own_device_) return own_device_;
+  if (own_device_) return *own_device_;
   LFS_ASSIGN_OR_RETURN(std::string info, Slurp("/proc/self/mountinfo"));
   // Only a FUSE mount made by this daemon's user: whoever may write the
   // mount's root directory can stack a FUSE mount of their own on the same
@@ -237,8 +237,7 @@ Result<dev_t> PeerFiles::OwnDevice() {
   if (std::sscanf(dev.c_str(), "%u:%u%c", &major, &minor, &tail) != 2)
     return Status::Error(EXDEV, "own mount not found");
   own_device_ = makedev(major, minor);
-  have_own_device_ = true;
-  return own_device_;
+  return *own_device_;
 }
 
 Result<PeerFile> PeerFiles::Take(const fuse_ctx& ctx, int64_t fd) {

@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include "base/result.h"
@@ -89,8 +90,7 @@ class PeerFiles {
 
   std::string mountpoint_;
   std::mutex mu_;  // guards own_device_ (requests arrive on several threads)
-  dev_t own_device_ = 0;
-  bool have_own_device_ = false;
+  std::optional<dev_t> own_device_;
   std::shared_ptr<Closer> closer_;
 };
 
