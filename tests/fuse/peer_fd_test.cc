@@ -67,10 +67,33 @@ std::string Bindfs() {
   return path;
 }
 
-// Descriptors that root opens and the unprivileged child inherits.
+// Descriptors that root opens and the unprivileged child inherits: the
+// secret in three modes, fs's root directory, a file and a directory on
+// tmpfs (the file at `tmpfs_path`, which the caller deletes), a file on a
+// second leasefs mount, a socket and a pipe.
 struct Inherited {
   Fd secret_path, secret_wo, secret_ro, dir, tmpfs_file, tmpfs_dir, other_mount, sock[2], pipe[2];
 };
+
+Inherited OpenInherited(const std::string& secret, TestFs& fs, TestFs& other,
+                        const std::string& tmpfs_path) {
+  Inherited r;
+  r.secret_path = Fd(open(secret.c_str(), O_PATH));
+  r.secret_wo = Fd(open(secret.c_str(), O_WRONLY));
+  r.secret_ro = Fd(open(secret.c_str(), O_RDONLY));
+  r.dir = Fd(open(fs.root().c_str(), O_RDONLY | O_DIRECTORY));
+  r.tmpfs_file = Fd(open(tmpfs_path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600));
+  REQUIRE(PwriteAll(r.tmpfs_file.get(), Pattern(4 * B, 8), 0) == "");
+  r.tmpfs_dir = Fd(open("/dev/shm", O_RDONLY | O_DIRECTORY));
+  r.other_mount = Fd(open(other.path("f").c_str(), O_RDWR | O_CREAT, 0600));
+  REQUIRE(PwriteAll(r.other_mount.get(), Pattern(4 * B, 9), 0) == "");
+  int sv[2], pv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  REQUIRE(pipe(pv) == 0);
+  r.sock[0] = Fd(sv[0]), r.sock[1] = Fd(sv[1]);
+  r.pipe[0] = Fd(pv[0]), r.pipe[1] = Fd(pv[1]);
+  return r;
+}
 
 TEST_SUITE("fuse.peer_fd") {
   TEST_CASE("regression: an O_PATH clone source does not read a file its caller may not") {
@@ -97,20 +120,7 @@ TEST_SUITE("fuse.peer_fd") {
     const std::string secret = MakeSecret(fs, secret_data);
     MakePublicDir(fs);
     const std::string tmpfs_path = "/dev/shm/leasefs-peer-fd-test";
-    Inherited in;
-    in.secret_path = Fd(open(secret.c_str(), O_PATH));
-    in.secret_wo = Fd(open(secret.c_str(), O_WRONLY));
-    in.secret_ro = Fd(open(secret.c_str(), O_RDONLY));
-    in.dir = Fd(open(fs.root().c_str(), O_RDONLY | O_DIRECTORY));
-    in.tmpfs_file = Fd(open(tmpfs_path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600));
-    REQUIRE(PwriteAll(in.tmpfs_file.get(), Pattern(4 * B, 8), 0) == "");
-    in.tmpfs_dir = Fd(open("/dev/shm", O_RDONLY | O_DIRECTORY));
-    in.other_mount = Fd(open(other.path("f").c_str(), O_RDWR | O_CREAT, 0600));
-    REQUIRE(PwriteAll(in.other_mount.get(), Pattern(4 * B, 9), 0) == "");
-    int sv[2], pv[2];
-    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    REQUIRE(pipe(pv) == 0);
-    in.sock[0] = Fd(sv[0]), in.sock[1] = Fd(sv[1]), in.pipe[0] = Fd(pv[0]), in.pipe[1] = Fd(pv[1]);
+    Inherited in = OpenInherited(secret, fs, other, tmpfs_path);
     const int closed = 900;  // not open in the child
     const std::string mine = Pattern(4 * B, 10);
 
@@ -157,19 +167,8 @@ TEST_SUITE("fuse.peer_fd") {
     const std::string secret_data = Pattern(4 * B, 11);
     const std::string secret = MakeSecret(fs, secret_data);
     MakePublicDir(fs);
-    Inherited in;
-    in.secret_path = Fd(open(secret.c_str(), O_PATH));
-    in.secret_wo = Fd(open(secret.c_str(), O_WRONLY));
-    in.secret_ro = Fd(open(secret.c_str(), O_RDONLY));
-    in.dir = Fd(open(fs.root().c_str(), O_RDONLY | O_DIRECTORY));
-    in.other_mount = Fd(open(other.path("f").c_str(), O_RDWR | O_CREAT, 0600));
-    REQUIRE(PwriteAll(in.other_mount.get(), Pattern(4 * B, 12), 0) == "");
     const std::string tmpfs_path = "/dev/shm/leasefs-peer-fd-donor";
-    in.tmpfs_file = Fd(open(tmpfs_path.c_str(), O_RDWR | O_CREAT | O_TRUNC, 0600));
-    int sv[2], pv[2];
-    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
-    REQUIRE(pipe(pv) == 0);
-    in.sock[0] = Fd(sv[0]), in.sock[1] = Fd(sv[1]), in.pipe[0] = Fd(pv[0]), in.pipe[1] = Fd(pv[1]);
+    Inherited in = OpenInherited(secret, fs, other, tmpfs_path);
     // Not block-aligned: the tail of its last block must not pick up the
     // donor's bytes.
     const std::string mine = Pattern(B + 100, 13);
