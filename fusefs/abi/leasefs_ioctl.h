@@ -35,7 +35,9 @@
  *      for writing (EBADF), then on this filesystem (EXDEV, where ext4 says
  *      EINVAL), then a regular file (EINVAL).
  * The daemon holds its duplicate until the command is done, so the file
- * cannot go away under it.
+ * cannot go away under it. Duplicates of other filesystems' files are closed
+ * off the request path (a close may wait on that filesystem); a user with 16
+ * such closes still pending gets EAGAIN.
  */
 #ifndef LEASEFS_IOCTL_H
 #define LEASEFS_IOCTL_H
