@@ -1,4 +1,4 @@
-// The leasefs ioctls (fusefs/abi/leasefs_ioctl.h) and copy_file_range: the
+// The leasefs ioctls (include/leasefs/ioctl.h) and copy_file_range: the
 // FUSE edge of the engine's block-map operations (docs/block_map.md).
 //
 // The kernel passes these ioctls "restricted": it copies in exactly the
@@ -14,10 +14,10 @@
 #include <cstring>
 #include <limits>
 
-#include "fusefs/abi/leasefs_ioctl.h"
+#include "leasefs/ioctl.h"
 #include "fusefs/daemon/reply.h"
 #include "fusefs/daemon/server.h"
-#include "fusefs/engine/layout.h"
+#include "engine/layout.h"
 
 namespace leasefs::daemon {
 

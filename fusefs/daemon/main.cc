@@ -15,8 +15,8 @@
 #include "fusefs/daemon/options.h"
 #include "fusefs/daemon/pool_lock.h"
 #include "fusefs/daemon/server.h"
-#include "fusefs/engine/filesystem.h"
-#include "fusefs/engine/media.h"
+#include "engine/filesystem.h"
+#include "engine/media.h"
 
 #ifndef LEASEFS_VERSION
 #define LEASEFS_VERSION "unknown"

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "fusefs/engine/filesystem.h"
+#include "engine/filesystem.h"
 
 namespace leasefs::daemon {
 

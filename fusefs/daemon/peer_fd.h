@@ -1,6 +1,6 @@
 // Taking a file descriptor of the process that sent a request: the clone
 // source or move donor a leasefs ioctl names by number, as FICLONERANGE and
-// EXT4_IOC_MOVE_EXT do (the rule is written once, in fusefs/abi/leasefs_ioctl.h).
+// EXT4_IOC_MOVE_EXT do (the rule is written once, in include/leasefs/ioctl.h).
 //
 // A number means nothing on its own: another thread of the caller can dup2()
 // a different file onto it at any moment. So the daemon never looks the

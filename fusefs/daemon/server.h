@@ -31,7 +31,7 @@
 #include "fusefs/daemon/options.h"
 #include "fusefs/daemon/peer_fd.h"
 #include "fusefs/daemon/wait_pool.h"
-#include "fusefs/engine/filesystem.h"
+#include "engine/filesystem.h"
 
 namespace leasefs::daemon {
 
@@ -101,7 +101,7 @@ class Server {
   int DoAccess(fuse_req_t req, fuse_ino_t ino, int mask);
   int DoFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len);
   int DoLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence);
-  // The leasefs ioctls (fusefs/abi/leasefs_ioctl.h); ioctl_ops.cc.
+  // The leasefs ioctls (include/leasefs/ioctl.h); ioctl_ops.cc.
   int DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_file_info* fi,
               unsigned flags, const void* in, size_t in_size, size_t out_size);
   int DoCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_ino_t ino_out,

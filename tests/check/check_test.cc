@@ -1,5 +1,5 @@
 // CheckPool on clean pools, the superblock and the journal.
-#include "fusefs/check/check.h"
+#include "engine/check/check.h"
 
 #include <xxhash.h>
 
@@ -8,7 +8,7 @@
 #include <doctest/doctest.h>
 #include <sys/stat.h>
 
-#include "fusefs/engine/superblock.h"
+#include "engine/superblock.h"
 #include "tests/check/image.h"
 
 namespace leasefs::testing {

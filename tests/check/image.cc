@@ -9,7 +9,7 @@
 #include <doctest/doctest.h>
 #include <sys/stat.h>
 
-#include "fusefs/engine/format.h"
+#include "engine/format.h"
 
 namespace leasefs::testing {
 

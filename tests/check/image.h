@@ -14,9 +14,9 @@
 
 #include <doctest/doctest.h>
 
-#include "fusefs/check/check.h"
-#include "fusefs/engine/layout.h"
-#include "fusefs/engine/sim_media.h"
+#include "engine/check/check.h"
+#include "engine/layout.h"
+#include "engine/sim_media.h"
 
 namespace doctest {
 // Prints expected and actual finding lists one per line on a mismatch.

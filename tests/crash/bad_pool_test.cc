@@ -24,7 +24,7 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 
-#include "fusefs/engine/layout.h"
+#include "engine/layout.h"
 #include "tests/crash/crash_loop.h"
 #include "tests/crash/fuse_util.h"
 #include "tests/crash/workload.h"

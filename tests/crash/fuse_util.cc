@@ -23,7 +23,7 @@
 #include <sys/vfs.h>
 #include <sys/wait.h>
 
-#include "fusefs/abi/leasefs_ioctl.h"
+#include "leasefs/ioctl.h"
 
 namespace leasefs::crashtest {
 

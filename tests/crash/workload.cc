@@ -15,7 +15,7 @@
 #include <sys/stat.h>
 #include <sys/xattr.h>
 
-#include "fusefs/abi/leasefs_ioctl.h"
+#include "leasefs/ioctl.h"
 
 namespace leasefs::crashtest {
 

@@ -19,7 +19,7 @@
 // Besides the POSIX calls, a workload can draw block-map operations
 // (OpSet): reflinks, copy_file_range, punch hole, zero range, collapse,
 // insert, unshare and defrag, the last four and reflink through leasefs's
-// ioctls (fusefs/abi/leasefs_ioctl.h).
+// ioctls (include/leasefs/ioctl.h).
 #pragma once
 
 #include <cstdint>

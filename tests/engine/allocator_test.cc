@@ -1,4 +1,4 @@
-#include "fusefs/engine/allocator.h"
+#include "engine/allocator.h"
 
 #include <vector>
 

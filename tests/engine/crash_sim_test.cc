@@ -23,9 +23,9 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 
-#include "fusefs/abi/leasefs_ioctl.h"
-#include "fusefs/check/check.h"
-#include "fusefs/engine/layout.h"
+#include "leasefs/ioctl.h"
+#include "engine/check/check.h"
+#include "engine/layout.h"
 #include "tests/engine/test_pool.h"
 
 namespace leasefs::engine {

@@ -1,4 +1,4 @@
-#include "fusefs/engine/directory.h"
+#include "engine/directory.h"
 
 #include <dirent.h>
 
@@ -8,7 +8,7 @@
 #include <doctest/doctest.h>
 #include <sys/stat.h>
 
-#include "fusefs/engine/journal.h"
+#include "engine/journal.h"
 #include "tests/engine/test_pool.h"
 
 namespace leasefs::engine {

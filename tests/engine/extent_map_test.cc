@@ -1,9 +1,9 @@
-#include "fusefs/engine/extent_map.h"
+#include "engine/extent_map.h"
 
 #include <doctest/doctest.h>
 #include <sys/stat.h>
 
-#include "fusefs/engine/journal.h"
+#include "engine/journal.h"
 #include "tests/engine/test_pool.h"
 
 namespace leasefs::engine {

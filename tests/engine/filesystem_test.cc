@@ -1,5 +1,5 @@
 // Engine behaviour through its public API, on an in-memory pool.
-#include "fusefs/engine/filesystem.h"
+#include "engine/filesystem.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -12,7 +12,7 @@
 #include <linux/fs.h>
 #include <sys/xattr.h>
 
-#include "fusefs/engine/layout.h"
+#include "engine/layout.h"
 #include "tests/engine/test_pool.h"
 
 namespace leasefs::engine {

@@ -1,4 +1,4 @@
-#include "fusefs/engine/journal.h"
+#include "engine/journal.h"
 
 #include <xxhash.h>
 
@@ -6,8 +6,8 @@
 
 #include <doctest/doctest.h>
 
-#include "fusefs/engine/format.h"
-#include "fusefs/engine/sim_media.h"
+#include "engine/format.h"
+#include "engine/sim_media.h"
 #include "tests/engine/test_pool.h"
 
 namespace leasefs::engine {

@@ -9,9 +9,9 @@
 #include <doctest/doctest.h>
 #include <linux/falloc.h>
 
-#include "fusefs/abi/leasefs_ioctl.h"
-#include "fusefs/engine/filesystem.h"
-#include "fusefs/engine/layout.h"
+#include "leasefs/ioctl.h"
+#include "engine/filesystem.h"
+#include "engine/layout.h"
 #include "tests/engine/test_pool.h"
 
 namespace leasefs::engine {

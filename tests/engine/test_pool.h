@@ -9,9 +9,9 @@
 
 #include <doctest/doctest.h>
 
-#include "fusefs/engine/filesystem.h"
-#include "fusefs/engine/format.h"
-#include "fusefs/engine/sim_media.h"
+#include "engine/filesystem.h"
+#include "engine/format.h"
+#include "engine/sim_media.h"
 
 namespace leasefs::engine::testing {
 

@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 
 #include "base/unique_fd.h"
-#include "fusefs/abi/leasefs_ioctl.h"
+#include "leasefs/ioctl.h"
 #include "tests/fsx/model.h"
 
 namespace leasefs::fsx {

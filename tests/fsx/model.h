@@ -2,7 +2,7 @@
 // a file must contain after each data or block-map operation, and the rules
 // that say which arguments an operation refuses, with which errno.
 //
-// The rules are those of XFS, which leasefs follows (fusefs/abi/leasefs_ioctl.h):
+// The rules are those of XFS, which leasefs follows (include/leasefs/ioctl.h):
 // block-aligned collapse/insert/clone, collapse short of end of file, insert
 // inside the file, clones within one file not overlapping, and the VFS's
 // clamping of copy_file_range at the source's end of file.
@@ -17,7 +17,7 @@
 namespace leasefs::fsx {
 
 inline constexpr uint64_t kBlockSize = 4096;
-// leasefs's size limit (EFBIG beyond; fusefs/engine/layout.h kMaxFileSize).
+// leasefs's size limit (EFBIG beyond; engine/layout.h kMaxFileSize).
 inline constexpr uint64_t kMaxFileSize = uint64_t{1} << 60;
 
 // The expected contents of one file. Holes and preallocated space read as

@@ -1,5 +1,5 @@
 // The block-map operations through a mounted leasefs: copy_file_range, the
-// leasefs ioctls (fusefs/abi/leasefs_ioctl.h) with their fd and errno rules,
+// leasefs ioctls (include/leasefs/ioctl.h) with their fd and errno rules,
 // online defrag under a concurrent reader, and fio's e4defrag engine.
 #include <fcntl.h>
 #include <sys/ioctl.h>
@@ -13,7 +13,7 @@
 
 #include <doctest/doctest.h>
 
-#include "fusefs/abi/leasefs_ioctl.h"
+#include "leasefs/ioctl.h"
 #include "tests/fuse/posix_fs.h"
 
 namespace leasefs::testing {

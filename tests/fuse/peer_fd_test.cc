@@ -1,4 +1,4 @@
-// Descriptors that name a second file (fusefs/abi/leasefs_ioctl.h): what an
+// Descriptors that name a second file (include/leasefs/ioctl.h): what an
 // unprivileged caller on a shared (allow_other) mount can make the daemon do
 // with the clone source and the move donor it names by number.
 //
@@ -25,7 +25,7 @@
 
 #include <doctest/doctest.h>
 
-#include "fusefs/abi/leasefs_ioctl.h"
+#include "leasefs/ioctl.h"
 #include "tests/fuse/posix_fs.h"
 
 namespace leasefs::testing {

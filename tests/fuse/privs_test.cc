@@ -24,7 +24,7 @@
 #include <sys/wait.h>
 #include <sys/xattr.h>
 
-#include "fusefs/abi/leasefs_ioctl.h"
+#include "leasefs/ioctl.h"
 #include "tests/fuse/posix_fs.h"
 
 namespace leasefs::testing {

@@ -6,8 +6,8 @@
 #include <CLI/CLI.hpp>
 #include <sys/file.h>
 
-#include "fusefs/check/check.h"
-#include "fusefs/engine/media.h"
+#include "engine/check/check.h"
+#include "engine/media.h"
 
 namespace {
 

@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "fusefs/abi/leasefs_ioctl.h"
+#include "leasefs/ioctl.h"
 
 namespace leasefs::leasectl {
 

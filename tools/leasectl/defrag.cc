@@ -9,7 +9,7 @@
 #include <fmt/core.h>
 #include <sys/ioctl.h>
 
-#include "fusefs/abi/leasefs_ioctl.h"
+#include "leasefs/ioctl.h"
 #include "tools/leasectl/cli.h"
 #include "tools/leasectl/commands.h"
 

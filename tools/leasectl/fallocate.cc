@@ -11,7 +11,7 @@
 #include <linux/falloc.h>
 #include <sys/ioctl.h>
 
-#include "fusefs/abi/leasefs_ioctl.h"
+#include "leasefs/ioctl.h"
 #include "tools/leasectl/args.h"
 #include "tools/leasectl/cli.h"
 #include "tools/leasectl/commands.h"

@@ -20,7 +20,7 @@ SYNOPSIS
   leasectl SUBCOMMAND --help
 
 DESCRIPTION
-  Sends leasefs's own ioctls (fusefs/abi/leasefs_ioctl.h) to files on a
+  Sends leasefs's own ioctls (include/leasefs/ioctl.h) to files on a
   mounted leasefs: the fallocate modes and the reflinks the kernel does not
   pass to FUSE filesystems, online defragmentation, and the block map.
 

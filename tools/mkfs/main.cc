@@ -9,9 +9,9 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
-#include "fusefs/engine/format.h"
-#include "fusefs/engine/layout.h"
-#include "fusefs/engine/media.h"
+#include "engine/format.h"
+#include "engine/layout.h"
+#include "engine/media.h"
 #include "tools/common/size_arg.h"
 
 namespace {

@@ -1,0 +1,357 @@
+// Filesystem: the POSIX namespace and file data of one leasefs pool.
+//
+// This is the storage engine's public face. It knows nothing of FUSE: the
+// daemon (fusefs/daemon) turns FUSE requests into these calls and their
+// results into exactly one reply each. Inode numbers are the pool's own
+// (root = 1), so they can be handed to the kernel unchanged.
+//
+// Errors are errno values in the returned Status, chosen as a local Linux
+// filesystem (ext4, tmpfs) would choose them; each method lists its own.
+// Every method also returns EROFS when a modifying call reaches a read-only
+// mount, and ENOSPC when the pool (blocks, inodes or journal) is full.
+//
+// Permissions: every call that takes a Cred checks POSIX permissions for it
+// (owner/group/other bits, root's overrides, sticky directories, setgid
+// inheritance, the chown/chmod rules, suid/sgid clearing). The kernel may
+// still walk cached names without asking (FUSE), so the daemon either lets
+// the kernel check too (default_permissions) or turns that caching off.
+//
+// Privileges on change: every call that changes a regular file's bytes or
+// size (Write, SetAttr of the size, Open and Create with O_TRUNC, Fallocate
+// in every mode, CopyFileRange and CloneRange into it, MoveExtents' donor)
+// first drops what Linux's file_remove_privs drops: the security.capability
+// xattr, whoever the caller, and setuid/setgid unless the caller is root
+// (CAP_FSETID). See RemovePrivs, and data_ops.cc for the rule's sources.
+//
+// Thread safety: all methods may be called from any thread concurrently.
+// Calls that only read take a shared lock; calls that change anything take
+// the writer lock.
+//
+// Lifetime of inodes: besides directory entries (nlink), an inode is kept by
+// "references" the caller holds (the kernel's lookup count, for FUSE). Every
+// method documented as "+1 reference" adds one on success; Forget drops them.
+// An inode with no links and no references is freed.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+#include <sys/uio.h>
+
+#include "base/result.h"
+#include "engine/media.h"
+
+namespace leasefs::engine {
+
+using Ino = uint64_t;
+
+// The flag the kernel adds to an open's flags when it opens a file to
+// execute it (__FMODE_EXEC, include/linux/fs.h; FUSE passes it in OPEN, and
+// open(2) strips it from a caller's flags). Open then checks execute
+// permission instead of read.
+inline constexpr int kOpenExec = 0x20;
+
+// Who is asking. Supplementary groups are fetched only when a permission
+// check needs them (for FUSE that means reading /proc), then cached.
+class Cred {
+ public:
+  Cred(uid_t uid, gid_t gid, pid_t pid = 0,
+       std::function<std::vector<gid_t>()> fetch_groups = nullptr)
+      : uid_(uid), gid_(gid), pid_(pid), fetch_groups_(std::move(fetch_groups)) {}
+  static Cred Root() { return Cred(0, 0); }
+
+  uid_t uid() const noexcept { return uid_; }
+  gid_t gid() const noexcept { return gid_; }
+  pid_t pid() const noexcept { return pid_; }
+  bool is_root() const noexcept { return uid_ == 0; }
+  // True if `g` is the primary group or one of the supplementary groups.
+  bool InGroup(gid_t g) const;
+
+ private:
+  uid_t uid_;
+  gid_t gid_;
+  pid_t pid_;
+  std::function<std::vector<gid_t>()> fetch_groups_;
+  mutable std::optional<std::vector<gid_t>> groups_;
+};
+
+// An inode's attributes as handed to the caller.
+struct Entry {
+  struct stat attr {};
+  uint64_t generation = 0;
+};
+
+// What SetAttr changes: a mask of these bits, and the values.
+struct SetAttrArgs {
+  enum : unsigned {
+    kMode = 1u << 0,
+    kUid = 1u << 1,
+    kGid = 1u << 2,
+    kSize = 1u << 3,
+    kAtime = 1u << 4,     // set atime to atime_ns
+    kMtime = 1u << 5,     // set mtime to mtime_ns
+    kAtimeNow = 1u << 6,  // set atime to the current time
+    kMtimeNow = 1u << 7,  // set mtime to the current time
+    kCtime = 1u << 8,     // set ctime to ctime_ns
+  };
+  unsigned valid = 0;
+  mode_t mode = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  uint64_t size = 0;
+  int64_t atime_ns = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  // The size change comes through a file descriptor open for writing
+  // (ftruncate): no write-permission check, as the open already did it.
+  bool via_open_file = false;
+};
+
+// One directory entry for ReadDir.
+struct DirEntry {
+  std::string_view name;
+  Ino ino = 0;
+  unsigned type = 0;             // DT_*
+  uint64_t next_cookie = 0;      // pass to ReadDir to continue after this entry
+  const Entry* entry = nullptr;  // attributes, when ReadDir was asked for them
+};
+
+// When a read updates atime, as the mount options of a local filesystem say.
+// The kernel leaves atime to a FUSE daemon, so the engine applies the rule.
+enum class AtimeMode {
+  kRelatime,  // relatime (the default): when atime is not after mtime or
+              // ctime, or is a day old
+  kStrict,    // strictatime: on every read
+  kNever,     // noatime: never
+};
+
+struct MountOptions {
+  bool read_only = false;  // also: no read updates atime
+  // Reads of files (read, exec) and of directories (readdir).
+  AtimeMode atime = AtimeMode::kRelatime;
+  bool nodiratime = false;  // reading a directory never updates its atime
+  // Free blocks kept back so that writes into preallocated space can still
+  // grow a file's extent chain on a full pool (statfs's f_bavail leaves them
+  // out). Unset: about 0.2% of the data area, between 16 and 4096 blocks.
+  std::optional<uint64_t> reserve_blocks;
+};
+
+// What Mount found and did, for the daemon's log line.
+struct MountReport {
+  bool journal_replayed = false;
+  bool was_clean = true;  // the previous unmount was clean
+  uint64_t orphans_reclaimed = 0;
+  uint64_t inodes_in_use = 0;
+  double seconds = 0;  // time the mount took
+};
+
+class Filesystem {
+ public:
+  // Mounts the pool on `media`: validates the superblock, replays the
+  // journal, loads the in-memory indexes, reclaims orphans and marks the pool
+  // mounted.
+  // Errors: EUCLEAN (corrupt pool; the message is one line naming the
+  // problem), EOPNOTSUPP (newer format).
+  static Result<std::unique_ptr<Filesystem>> Mount(std::unique_ptr<Media> media,
+                                                   const MountOptions& opts,
+                                                   MountReport* report = nullptr);
+  // Marks the pool cleanly unmounted. The object must not be used after.
+  void Unmount();
+  ~Filesystem();
+  Filesystem(const Filesystem&) = delete;
+  Filesystem& operator=(const Filesystem&) = delete;
+
+  // --- References -------------------------------------------------------
+
+  // Adds `n` references to `ino` (e.g. an entry handed out by READDIRPLUS).
+  void Ref(Ino ino, uint64_t n = 1);
+  // Drops `n` references; frees the inode if it has neither links nor refs.
+  void Forget(Ino ino, uint64_t n);
+
+  // --- Namespace ----------------------------------------------------------
+
+  // +1 reference. Errors: ENOENT, ENOTDIR (parent), EACCES (search),
+  // ENAMETOOLONG.
+  Result<Entry> Lookup(const Cred& c, Ino parent, std::string_view name);
+  // Errors: ENOENT (stale inode number).
+  Result<Entry> GetAttr(Ino ino);
+  // Errors: ENOENT, EPERM (not owner; chown by non-root), EACCES (utimes
+  // "now" or truncate without write permission), EISDIR (size of a
+  // directory), EINVAL (size of a special file), EFBIG.
+  Result<Entry> SetAttr(const Cred& c, Ino ino, const SetAttrArgs& args);
+  // Creates a regular file, device, FIFO or socket (type in `mode`). +1
+  // reference. Errors: EEXIST, ENOENT (parent gone), ENOTDIR, EACCES,
+  // ENAMETOOLONG, EINVAL (unknown type), EPERM (device node by non-root).
+  Result<Entry> Mknod(const Cred& c, Ino parent, std::string_view name, mode_t mode, dev_t rdev);
+  // +1 reference. Errors: as Mknod, and EMLINK (parent has too many links).
+  Result<Entry> Mkdir(const Cred& c, Ino parent, std::string_view name, mode_t mode);
+  // +1 reference. Errors: as Mknod, and ENAMETOOLONG (target > 4095 bytes),
+  // ENOENT (empty target).
+  Result<Entry> Symlink(const Cred& c, Ino parent, std::string_view name, std::string_view target);
+  // +1 reference. Errors: EPERM (directory), EMLINK, EEXIST, ENOENT, EACCES.
+  Result<Entry> Link(const Cred& c, Ino ino, Ino new_parent, std::string_view new_name);
+  // Errors: ENOENT, EISDIR, EACCES, EPERM (sticky directory).
+  Status Unlink(const Cred& c, Ino parent, std::string_view name);
+  // Errors: ENOENT, ENOTDIR, ENOTEMPTY, EACCES, EPERM (sticky), EBUSY (root).
+  Status Rmdir(const Cred& c, Ino parent, std::string_view name);
+  // flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE.
+  // Errors: ENOENT, EEXIST (NOREPLACE), ENOTDIR, EISDIR, ENOTEMPTY, EINVAL
+  // (a directory into its own subtree; unknown flags), EACCES, EPERM
+  // (sticky), EMLINK.
+  Status Rename(const Cred& c, Ino parent, std::string_view name, Ino new_parent,
+                std::string_view new_name, unsigned flags);
+  // Errors: ENOENT, EINVAL (not a symlink).
+  Result<std::string> Readlink(Ino ino);
+
+  // --- Files --------------------------------------------------------------
+
+  // Checks that `flags` (O_ACCMODE, O_TRUNC, kOpenExec) are allowed and
+  // truncates on O_TRUNC. Errors: ENOENT, EACCES (also: kOpenExec of a file
+  // that is not regular), EISDIR (write access to a directory).
+  Result<Entry> Open(const Cred& c, Ino ino, int flags);
+  // Creates and opens a regular file. +1 reference. Errors: as Mknod; EEXIST
+  // only with O_EXCL (otherwise an existing file is opened).
+  Result<Entry> Create(const Cred& c, Ino parent, std::string_view name, mode_t mode, int flags);
+  // Reads up to `len` bytes at `off` (fewer at end of file). Calls `sink`
+  // once with segments that point into the pool (or at zeros for holes),
+  // valid only during the call: reply from inside it. Errors: ENOENT, EISDIR.
+  Status Read(Ino ino, uint64_t off, size_t len,
+              const std::function<void(const struct iovec* iov, int count)>& sink);
+  // Writes the concatenated segments at `off`. Returns the byte count, which
+  // is short only when the pool filled up part way. The data, and the size
+  // and block map changes it causes, are durable when this returns.
+  // Errors: ENOENT, EISDIR, EFBIG, ENOSPC (nothing could be written).
+  Result<size_t> Write(const Cred& c, Ino ino, uint64_t off, const struct iovec* src, int count);
+  // Makes earlier writes to `ino` durable (they already are; this only
+  // drains). Errors: ENOENT.
+  Status Fsync(Ino ino, bool datasync);
+  // fallocate(2). mode: 0 or FALLOC_FL_KEEP_SIZE (preallocation),
+  // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE (with
+  // or without KEEP_SIZE), FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE
+  // and FALLOC_FL_UNSHARE_RANGE (with or without KEEP_SIZE), with XFS's
+  // rules. Every mode is atomic across a crash.
+  // Errors: ENOENT, EISDIR, ENODEV (not a regular file), EINVAL (len 0;
+  // collapse/insert unaligned or reaching EOF), EOPNOTSUPP (other modes or
+  // combinations), EFBIG, ENOSPC (nothing is changed then).
+  Status Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uint64_t len);
+  // whence: SEEK_DATA or SEEK_HOLE (others: EINVAL). Unwritten extents count
+  // as holes. Errors: ENXIO (off at or past end of file), EINVAL.
+  Result<uint64_t> Lseek(Ino ino, uint64_t off, int whence);
+
+  // --- Block map (docs/block_map.md) ---------------------------------------
+
+  // Makes dst's bytes [dst_off, dst_off + len) share src's blocks for
+  // [src_off, src_off + len) (src may equal dst). len 0: to src's end of
+  // file. Offsets and length must be block-aligned, except that the range
+  // may end at src's end of file if that reaches dst's end of file too.
+  // Returns the bytes cloned. Atomic across a crash (an unfinished clone is
+  // finished at the next mount).
+  // Errors: EINVAL (alignment, overlap within one file, past src's EOF),
+  // EISDIR, EACCES (src not readable / dst not writable by c), EFBIG,
+  // ENOSPC (extent slots).
+  Result<uint64_t> CloneRange(const Cred& c, Ino src, uint64_t src_off, Ino dst, uint64_t dst_off,
+                              uint64_t len);
+  // copy_file_range: clones the block-aligned middle of the range and copies
+  // the rest. Returns the bytes copied (short at src's end of file).
+  // Errors: as CloneRange and Write; EINVAL for overlapping ranges of one file.
+  Result<uint64_t> CopyFileRange(const Cred& c, Ino src, uint64_t src_off, Ino dst,
+                                 uint64_t dst_off, uint64_t len);
+
+  // One run of the block map, as LEASEFS_IOC_BMAP reports it.
+  struct BlockMapRun {
+    uint64_t file_block = 0;
+    uint64_t pool_block = 0;
+    uint64_t length = 0;    // blocks
+    uint32_t flags = 0;     // LEASEFS_EXTENT_* (include/leasefs/ioctl.h)
+    uint32_t refcount = 0;  // of each block of the run
+    bool operator==(const BlockMapRun&) const = default;
+  };
+  // The runs and the size of the file at one moment (one lock), so that a
+  // concurrent truncate cannot make them disagree.
+  struct BlockMapView {
+    std::vector<BlockMapRun> runs;
+    uint64_t file_size = 0;
+  };
+  // Up to `max` runs from file block `from_block` on. Errors: ENOENT, EISDIR.
+  Result<BlockMapView> BlockMap(Ino ino, uint64_t from_block, size_t max);
+
+  struct DefragReport {
+    uint64_t extents_before = 0;  // runs of the block map
+    uint64_t extents_after = 0;
+    uint64_t blocks_moved = 0;
+  };
+  // Relocates the file's unshared extents into as few contiguous runs as free
+  // space allows, a piece at a time (each piece atomic; the contents never
+  // change). Errors: ENOENT, EISDIR, EINVAL (not a regular file), EACCES.
+  Result<DefragReport> Defrag(const Cred& c, Ino ino);
+
+  // EXT4_IOC_MOVE_EXT: moves orig's data for blocks [orig_block, +count)
+  // into donor's blocks at donor_block and exchanges the two ranges' blocks.
+  // Returns the blocks moved. Errors: EINVAL (same inode, not regular,
+  // ranges past the size limit, a setuid or setgid donor, as on ext4),
+  // ENODATA (donor has a hole in its range), EBUSY (a block of either range
+  // is shared).
+  Result<uint64_t> MoveExtents(const Cred& c, Ino orig, Ino donor, uint64_t orig_block,
+                               uint64_t donor_block, uint64_t count);
+
+  // --- Directories ---------------------------------------------------------
+
+  // Errors: ENOENT, ENOTDIR, EACCES (no read permission).
+  Status OpenDir(const Cred& c, Ino ino);
+  // Emits entries from `cookie` (0 = start; includes "." and "..") until
+  // `emit` returns false or the directory ends. With `with_attrs`, each
+  // entry's attributes come along (for READDIRPLUS), and every entry `emit`
+  // accepts (returns true for), except "." and "..", gets one reference, as
+  // a lookup would. Entries present for the whole listing are emitted
+  // exactly once. Errors: ENOENT, ENOTDIR.
+  Status ReadDir(Ino ino, uint64_t cookie, bool with_attrs,
+                 const std::function<bool(const DirEntry&)>& emit);
+
+  // --- Extended attributes -----------------------------------------------
+
+  // flags: 0, XATTR_CREATE, XATTR_REPLACE. Namespaces: user. (regular files
+  // and directories, needs write permission), trusted. (root only),
+  // security.; others EOPNOTSUPP. Errors: EEXIST, ENODATA, ERANGE (name
+  // longer than 255), E2BIG (value > 64 KiB), ENOSPC (does not fit the
+  // inode's xattr block), EPERM, EACCES.
+  Status SetXattr(const Cred& c, Ino ino, std::string_view name, std::string_view value, int flags);
+  // Errors: ENODATA, EOPNOTSUPP, EACCES, EPERM.
+  Result<std::string> GetXattr(const Cred& c, Ino ino, std::string_view name);
+  // Names, each followed by a NUL (trusted.* only for root).
+  Result<std::string> ListXattr(const Cred& c, Ino ino);
+  // Errors: as GetXattr.
+  Status RemoveXattr(const Cred& c, Ino ino, std::string_view name);
+
+  // --- Privileges on change ---------------------------------------------------
+
+  // Drops what a change of `ino`'s bytes by `c` would drop (see "Privileges
+  // on change" above), and changes nothing else: how the daemon serves the
+  // kernel's own requests to do so, which come before a truncate, fallocate
+  // or copy_file_range. Errors: ENOENT, EACCES (c may not write the file).
+  Status RemovePrivs(const Cred& c, Ino ino);
+  // True if a change of `ino`'s bytes by `c` would drop anything now.
+  bool WouldRemovePrivs(const Cred& c, Ino ino);
+
+  // --- Misc ----------------------------------------------------------------
+
+  // access(2) for the caller. mask: F_OK or R_OK|W_OK|X_OK. Errors: EACCES.
+  Status Access(const Cred& c, Ino ino, int mask);
+  struct statvfs StatFs();
+
+  const Media& media() const;
+  class Impl;
+
+ private:
+  explicit Filesystem(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace leasefs::engine

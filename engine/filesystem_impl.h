@@ -1,0 +1,282 @@
+// Internal: the engine's state and the helpers its operations share. Only the
+// engine's own .cc files include this.
+//
+// How an operation is written (every modifying one follows it):
+//   1. Plan, under the writer lock: look everything up, check permissions,
+//      and reserve whatever the change needs (inode number, blocks, extent
+//      slots). Every failure happens here, before anything changes.
+//   2. Stage: write the new metadata into the Op's transaction and update the
+//      in-memory indexes. Nothing here can fail.
+//   3. Commit: the journal makes the staged writes durable at once. Blocks
+//      freed by the operation return to the allocator only now.
+// An Op destroyed without Commit gives back what it reserved, so a failed
+// plan leaves no trace.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <set>
+#include <string_view>
+#include <vector>
+
+#include "base/thread_annotations.h"
+#include "engine/allocator.h"
+#include "engine/directory.h"
+#include "engine/extent_map.h"
+#include "engine/filesystem.h"
+#include "engine/journal.h"
+#include "engine/layout.h"
+#include "engine/pool.h"
+
+namespace leasefs::engine {
+
+class Op;
+
+// In-memory state of one allocated inode.
+struct Node {
+  std::atomic<uint64_t> refs{0};  // references held by the caller (kernel lookups)
+  ExtentMap extents;
+  std::unique_ptr<Directory> dir;  // directories only
+};
+
+class Filesystem::Impl {
+ public:
+  Impl(std::unique_ptr<Media> media, const MountOptions& opts);
+
+  Status Load(MountReport* report);
+  // Checks every data block's refcount against the references to it.
+  Status CheckRefcounts();
+  void MarkClean();
+
+  // --- lookups (any lock) ---------------------------------------------------
+  layout::Inode* I(Ino ino) const { return pool_.inode(ino); }
+  // The node of an allocated inode, or nullptr.
+  Node* N(Ino ino) const { return ino > 0 && ino < nodes_.size() ? nodes_[ino].get() : nullptr; }
+  // ENOENT for numbers that name no inode.
+  Result<Node*> Get(Ino ino) const;
+  // ENOENT / ENOTDIR unless `ino` is a live directory.
+  Result<Node*> GetDir(Ino ino) const;
+  Entry MakeEntry(Ino ino) const;
+  void FillStat(Ino ino, struct stat* st) const;
+
+  // --- permission checks ------------------------------------------------------
+  // mask: R_OK | W_OK | X_OK.
+  bool MayAccess(const Cred& c, const layout::Inode& in, int mask) const;
+  Status Require(const Cred& c, Ino ino, int mask) const;
+  bool OwnerOrRoot(const Cred& c, const layout::Inode& in) const {
+    return c.is_root() || c.uid() == in.uid;
+  }
+  // EPERM if `victim` may not be removed from or renamed out of `dir` because
+  // the directory is sticky.
+  Status CheckSticky(const Cred& c, Ino dir, Ino victim) const;
+  // Write + search permission on a directory that is still linked.
+  Status MayModifyDir(const Cred& c, Ino dir) const;
+
+  // --- staging helpers ----------------------------------------------------------
+  // Stages the attribute part (bytes [0, 88): mode .. flags) of `img` as inode
+  // `ino`'s; the inline area and block pointers are staged by their owners.
+  void StageAttrs(Op& op, Ino ino, const layout::Inode& img);
+  // Reserves what inserting `name` into `dir` needs (a directory block and
+  // the slot to map it). Returns the spot to pass to InsertEntry.
+  Result<Directory::Spot> PlanInsert(Op& op, Ino dir, std::string_view name);
+  // Stages the insert planned by PlanInsert, including directory growth
+  // (updates *dir_img's size and blocks).
+  void InsertEntry(Op& op, Ino dir, layout::Inode* dir_img, const Directory::Spot& spot,
+                   std::string_view name, Ino ino, unsigned type);
+  // Reserves room for `slots` more extents in `ino`'s map. Errors: ENOSPC.
+  Status PlanSlots(Op& op, Ino ino, size_t slots);
+  // Stages adding the chain blocks PlanSlots reserved for `ino`.
+  void AddPlannedSlots(Op& op, Ino ino);
+
+  // --- inode lifetime -----------------------------------------------------------
+  // Takes a free inode number. Errors: ENOSPC.
+  Result<Ino> AllocInode();
+  // Registers a newly staged inode in memory (its image is staged, not yet
+  // in the pool).
+  Node* AddNode(Ino ino, uint32_t mode, bool inline_data);
+  // Creates inode `name` in `parent` (the common part of mknod, mkdir,
+  // symlink and create). +1 reference. Errors: see Filesystem::Mknod.
+  Result<Entry> CreateNode(const Cred& c, Ino parent, std::string_view name, uint32_t mode,
+                           dev_t rdev, std::string_view target) REQUIRES(mu_);
+  // Checks a name for use in a directory. Errors: ENAMETOOLONG, EEXIST ("."
+  // and ".."), EINVAL ('/' or NUL).
+  Status CheckNewName(std::string_view name) const;
+  // Truncates or extends regular file `ino` to `size` with `img` (already
+  // carrying the other attribute changes) staged in the first transaction.
+  Status Resize(Ino ino, uint64_t size, layout::Inode img) REQUIRES(mu_);
+  // Frees inode `ino` (extents, chain, xattr block, slot) in as many
+  // transactions as its size needs. REQUIRES: nlink == 0, no references.
+  void FreeInode(Ino ino) REQUIRES(mu_);
+  // Frees `ino` if nothing keeps it any more.
+  void MaybeFree(Ino ino) REQUIRES(mu_);
+  // Removes file blocks [from, end) of `ino`, committing along the way when
+  // the journal would overflow. `stage_first` runs inside the first
+  // transaction (e.g. to set the new size), `stage_last` inside the last
+  // (e.g. to free the inode); either may be null.
+  void TruncateBlocks(Ino ino, uint64_t from, const std::function<void(Op&)>& stage_first,
+                      const std::function<void(Op&)>& stage_last = nullptr);
+
+  // --- privileges on change (data_ops.cc; the rule is written there) ---------
+  // What a change of `ino`'s bytes or size by `c` takes away: setuid/setgid
+  // bits and whether security.capability goes. Nothing for a file that is
+  // not regular. REQUIRES: a lock.
+  struct PrivDrop {
+    uint32_t mode_bits = 0;  // S_ISUID and/or S_ISGID
+    bool capability = false;
+    bool any() const { return mode_bits != 0 || capability; }
+  };
+  PrivDrop PrivsToDrop(const Cred& c, Ino ino) const;
+  // The one place where privileges are dropped: every operation that changes
+  // a regular file's bytes or size calls it, once its arguments are checked
+  // and before it changes anything. Commits PrivsToDrop(c, ino) (mode, ctime
+  // and xattr block) in one transaction of its own; none if there is nothing
+  // to drop. Cannot fail (removing an xattr needs no new block).
+  void DropPrivs(const Cred& c, Ino ino) REQUIRES(mu_);
+  // xattr_ops.cc: whether `ino` has the xattr `name`; staging its removal
+  // (the block rewritten through the journal, or freed when it empties).
+  // REQUIRES for StageRemoveXattr: HasXattr(ino, name).
+  bool HasXattr(Ino ino, std::string_view name) const;
+  void StageRemoveXattr(Op& op, Ino ino, std::string_view name);
+  static constexpr std::string_view kCapabilityXattr = "security.capability";
+
+  // --- data helpers ---------------------------------------------------------------
+  // Zeroes bytes [from, to) of `ino` where they are mapped and written (used
+  // before a size increase exposes them): in place, or, in a block shared by
+  // reflink, by copying it first. Errors: ENOSPC (a shared block could not
+  // be copied; nothing is zeroed then).
+  Status ZeroRange(Ino ino, uint64_t from, uint64_t to) REQUIRES(mu_);
+  // Maps holes of [off, off + len) to unwritten blocks (fallocate mode 0 or
+  // KEEP_SIZE). REQUIRES: a regular file; arguments checked; privileges
+  // dropped (DropPrivs).
+  Status Preallocate(Ino ino, int mode, uint64_t off, uint64_t len) REQUIRES(mu_);
+  // Write without the lock (Filesystem::Write's contract).
+  Result<size_t> WriteLocked(const Cred& c, Ino ino, uint64_t off, const struct iovec* src,
+                             int count) REQUIRES(mu_);
+  // True if any block of [pool_block, +count) has more than one reference.
+  bool AnyShared(uint64_t pool_block, uint64_t count) const;
+  // How many blocks of [pool_block, +count) have more than one reference.
+  uint64_t SharedBlocks(uint64_t pool_block, uint64_t count) const;
+
+  // --- block-map helpers (remap_ops.cc) ------------------------------------------
+  // A block of the file an intent changes whose new contents are written to
+  // a fresh block (`fill` gets the block, writes all of it with the media's
+  // *Flush calls) and mapped in the intent's first transaction: how a punch,
+  // zero range or copy changes a partial block atomically with the rest.
+  struct EdgeBlock {
+    uint64_t file_block;
+    std::function<void(char* block)> fill;
+  };
+  // Runs, or resumes after a crash, the multi-transaction change `it`
+  // describes; the first transaction writes the record to inode slot 0 if it
+  // is not there yet (and maps `edges`), the last clears it.
+  // Errors: ENOSPC when the edges' blocks or slots cannot be had (nothing
+  // is changed then); without edges it cannot fail.
+  Status RunIntent(layout::Intent it, const std::vector<EdgeBlock>& edges = {}) REQUIRES(mu_);
+  // An EdgeBlock for file block `fb` of `ino`: its current bytes (zeros for a
+  // hole or unwritten block) with [from, to) (offsets in the block) zeroed,
+  // or replaced by `src` when it is not null.
+  EdgeBlock MakeEdge(Ino ino, uint64_t fb, uint32_t from, uint32_t to,
+                     const char* src = nullptr) const;
+  // Finishes an intent a crash left in slot 0 (at mount).
+  void RecoverIntent() REQUIRES(mu_);
+  // Clones src blocks [src_block, +count) to dst_block of dst (as an
+  // intent, with `edges`), then sets dst's size to new_size. REQUIRES:
+  // arguments checked, space for the edges and extent slots checked,
+  // privileges of dst dropped (DropPrivs).
+  Status RunClone(Ino src, uint64_t src_block, Ino dst, uint64_t dst_block, uint64_t count,
+                  uint64_t new_size, const std::vector<EdgeBlock>& edges = {}) REQUIRES(mu_);
+  // Filesystem::CloneRange without the lock.
+  Result<uint64_t> CloneLocked(const Cred& c, Ino src, uint64_t src_off, Ino dst,
+                               uint64_t dst_off, uint64_t len) REQUIRES(mu_);
+  // Records a read of `in` (a file's bytes or a directory's entries) in its
+  // atime as options_ say (atime, nodiratime); nothing on a read-only mount.
+  // REQUIRES: a lock; the shared one suffices, as atime is stored in place
+  // with one atomic store and persisted lazily (docs/durability.md).
+  void TouchAtime(layout::Inode* in) const;
+  // Bytes [off, off + len) of regular file `ino` as segments pointing into
+  // the pool (or at zeros for holes and unwritten blocks). REQUIRES: a lock.
+  std::vector<struct iovec> Segments(Ino ino, uint64_t off, uint64_t len) const;
+  // Copies every shared block of file blocks [fb, fb + count) of `ino` to a
+  // block of its own. Errors: ENOSPC (what was copied stays copied).
+  Status Unshare(Ino ino, uint64_t fb, uint64_t count) REQUIRES(mu_);
+
+  PoolView pool_;
+  std::unique_ptr<Media> media_;
+  std::unique_ptr<Journal> journal_;
+  const bool read_only_;
+  const MountOptions options_;
+  const char* zeros_ = nullptr;  // kZeroBytes of zeros, for holes
+
+  // Free blocks kept back for extent-chain growth (see Op::Use).
+  uint64_t reserve_blocks_ = 0;
+  // Free blocks ordinary allocations may take.
+  uint64_t AvailableBlocks() const;
+
+  SharedMutex mu_;  // the engine lock: shared to read, exclusive to change
+  BlockAllocator alloc_ GUARDED_BY(mu_);
+  std::set<Ino> free_inodes_ GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<Node>> nodes_;  // by inode number; changed under mu_ only
+
+  static constexpr size_t kZeroBytes = 1 << 20;
+};
+
+// One transaction in the making, with the blocks it has reserved.
+class Op {
+ public:
+  explicit Op(Filesystem::Impl& fs) : fs_(fs), tx(fs.journal_->Begin()) {}
+  ~Op();
+  Op(const Op&) = delete;
+  Op& operator=(const Op&) = delete;
+
+  // Who may take the pool's last free blocks (Impl::reserve_blocks_ of
+  // them): only extent-chain growth, which operations that must not fail for
+  // lack of space (writes into preallocated space) depend on.
+  enum class Use { kOrdinary, kExtentChain };
+
+  // Reserves exactly `count` blocks, preferring to start at `goal`.
+  // Errors: ENOSPC (nothing is reserved then).
+  Status Reserve(uint64_t count, uint64_t goal, std::vector<BlockRange>* out,
+                 Use use = Use::kOrdinary);
+  // Reserves up to `count` ordinary blocks; returns how many.
+  uint64_t ReserveUpTo(uint64_t count, uint64_t goal, std::vector<BlockRange>* out);
+  // Stages refcount 1 for reserved blocks that are now referenced.
+  void Claim(const BlockRange& r);
+  // Stages dropping one reference from each block of `r` (AddRefs(r, -1));
+  // blocks that reach zero go back to the allocator after the commit.
+  void Unref(const BlockRange& r);
+  // Stages adding `delta` to the refcount of each block of `r` at Commit,
+  // netted against this op's other deltas: an op may drop a block from one
+  // extent and map it in another (a shift, a swap, a clone onto itself).
+  // Blocks that reach zero go back to the allocator after the commit. Do
+  // not mix with Claim on the same blocks in one op.
+  void AddRefs(const BlockRange& r, int delta) { deltas_.push_back({r, delta}); }
+  // Journal bytes still free for this transaction.
+  size_t room() const;
+  void Commit();
+
+  Filesystem::Impl& fs() { return fs_; }
+
+ private:
+  Filesystem::Impl& fs_;
+
+ public:
+  Tx tx;
+  // Extent-chain blocks PlanSlots reserved, per inode, until AddPlannedSlots.
+  std::vector<std::pair<Ino, uint64_t>> chain_blocks;
+  // Directory blocks PlanInsert reserved, per directory, until InsertEntry.
+  std::vector<std::pair<Ino, uint64_t>> dir_blocks;
+
+ private:
+  std::vector<BlockRange> reserved_;  // given back unless committed
+  uint64_t claimed_ = 0;
+  std::vector<BlockRange> freed_;  // to the allocator after the commit
+  std::vector<std::pair<BlockRange, int>> deltas_;  // AddRefs, staged by Commit
+  bool committed_ = false;
+
+  void StageDeltas();
+};
+
+// d_type of a mode.
+unsigned ModeToDtype(uint32_t mode);
+
+}  // namespace leasefs::engine

@@ -1,0 +1,110 @@
+#include "engine/superblock.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace leasefs::engine {
+
+using namespace layout;
+
+namespace {
+
+constexpr uint64_t DivRoundUp(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+
+}  // namespace
+
+Status ComputeGeometry(uint64_t pool_bytes, const GeometryOptions& opts, Superblock* sb) {
+  if (pool_bytes < kMinPoolBytes)
+    return Status::Error(EINVAL,
+                         "a pool needs at least " + std::to_string(kMinPoolBytes >> 20) + " MiB");
+  const uint64_t total = pool_bytes / kBlockSize;
+  uint64_t journal = opts.journal_bytes ? DivRoundUp(opts.journal_bytes, kBlockSize)
+                                        : std::clamp<uint64_t>(total / 256, 64, 16384);
+  if (journal < 16 || journal > (1u << 20))
+    return Status::Error(EINVAL, "journal size must be between 64 KiB and 4 GiB");
+  uint64_t inodes =
+      opts.inode_count ? opts.inode_count + 1 : std::max<uint64_t>(pool_bytes / 16384, 64);
+  if (inodes < 16 || inodes > (uint64_t{1} << 32))
+    return Status::Error(EINVAL, "inode count must be between 15 and 2^32-1");
+  inodes = DivRoundUp(inodes, kInodesPerBlock) * kInodesPerBlock;
+  const uint64_t quarantine = std::clamp<uint64_t>(total / 16384, 1, 64);
+
+  sb->pool_bytes = total * kBlockSize;
+  sb->total_blocks = total;
+  sb->journal_start = 2;  // after the two superblock copies
+  sb->journal_blocks = journal;
+  sb->inode_start = sb->journal_start + journal;
+  sb->inode_count = inodes;
+  sb->quarantine_start = sb->inode_start + inodes / kInodesPerBlock;
+  sb->quarantine_blocks = quarantine;
+  sb->refcount_start = sb->quarantine_start + quarantine;
+  // Refcounts cover the data area, which is what remains after them.
+  const uint64_t before_refcounts = sb->refcount_start;
+  if (before_refcounts + 2 >= total)
+    return Status::Error(EINVAL, "pool too small for its journal and inode table");
+  const uint64_t rest = total - before_refcounts;
+  // r refcount blocks describe up to r*1024 data blocks: r = ceil(rest/1025).
+  const uint64_t refcount = DivRoundUp(rest, kRefcountsPerBlock + 1);
+  sb->refcount_blocks = refcount;
+  sb->data_start = sb->refcount_start + refcount;
+  sb->data_blocks = total - sb->data_start;
+  if (sb->data_blocks < 16) return Status::Error(EINVAL, "pool too small for any data");
+  return Status::Ok();
+}
+
+uint64_t SuperblockChecksum(const Superblock& sb) { return XXH64(&sb, kSuperChecksummedBytes, 0); }
+
+namespace {
+
+Status Bad(const std::string& why) { return Status::Corruption(why); }
+
+bool RegionOk(uint64_t start, uint64_t count, uint64_t total) {
+  return count > 0 && start < total && count <= total - start;
+}
+
+}  // namespace
+
+Status ValidateSuperblock(const Superblock& sb, uint64_t media_bytes) {
+  if (std::memcmp(sb.magic, kSuperMagic, sizeof(kSuperMagic)) != 0)
+    return Bad("not a leasefs pool (bad magic)");
+  if (sb.version > kFormatVersion)
+    return Status::Error(EOPNOTSUPP, "pool format version " + std::to_string(sb.version) +
+                                         " is newer than this leasefs (" +
+                                         std::to_string(kFormatVersion) + ")");
+  if (sb.version == 0) return Bad("pool format version 0 is invalid");
+  if (SuperblockChecksum(sb) != sb.checksum) return Bad("superblock checksum mismatch");
+  if (sb.feature_incompat != 0)
+    return Status::Error(EOPNOTSUPP, "pool uses unknown incompatible features");
+  if (sb.block_size != kBlockSize)
+    return Bad("unsupported block size " + std::to_string(sb.block_size));
+  if (sb.inode_size != sizeof(Inode)) return Bad("unsupported inode size");
+  if (sb.pool_bytes != sb.total_blocks * kBlockSize) return Bad("inconsistent pool size");
+  if (sb.pool_bytes > media_bytes)
+    return Bad("pool claims " + std::to_string(sb.pool_bytes) + " bytes but the file has " +
+               std::to_string(media_bytes) + " (truncated?)");
+  const uint64_t total = sb.total_blocks;
+  if (sb.journal_start != 2 || !RegionOk(sb.journal_start, sb.journal_blocks, total) ||
+      sb.journal_blocks < 16)
+    return Bad("journal region out of bounds");
+  if (sb.inode_count < 16 || sb.inode_count % kInodesPerBlock != 0 ||
+      sb.inode_start != sb.journal_start + sb.journal_blocks ||
+      !RegionOk(sb.inode_start, sb.inode_count / kInodesPerBlock, total))
+    return Bad("inode table out of bounds");
+  if (sb.quarantine_start != sb.inode_start + sb.inode_count / kInodesPerBlock ||
+      !RegionOk(sb.quarantine_start, sb.quarantine_blocks, total))
+    return Bad("quarantine region out of bounds");
+  if (sb.refcount_start != sb.quarantine_start + sb.quarantine_blocks ||
+      !RegionOk(sb.refcount_start, sb.refcount_blocks, total))
+    return Bad("refcount table out of bounds");
+  if (sb.data_start != sb.refcount_start + sb.refcount_blocks ||
+      sb.data_blocks != total - sb.data_start || sb.data_blocks == 0 ||
+      sb.data_blocks > sb.refcount_blocks * kRefcountsPerBlock)
+    return Bad("data region out of bounds");
+  if (sb.root_ino != kRootIno) return Bad("bad root inode number");
+  if (sb.max_name != kMaxName) return Bad("unsupported name length limit");
+  return Status::Ok();
+}
+
+}  // namespace leasefs::engine
