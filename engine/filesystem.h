@@ -47,6 +47,7 @@
 #include <sys/uio.h>
 
 #include "base/result.h"
+#include "engine/layout_guard.h"
 #include "engine/media.h"
 
 namespace leasefs::engine {
@@ -74,11 +75,20 @@ class Cred {
   bool is_root() const noexcept { return uid_ == 0; }
   // True if `g` is the primary group or one of the supplementary groups.
   bool InGroup(gid_t g) const;
+  // The open file description the call comes through, as an id the caller
+  // chose (0: none, e.g. truncate(2) by path). The layout guard uses it to
+  // tell a lease holder's own changes from everybody else's.
+  uint64_t open_file() const noexcept { return open_file_; }
+  Cred& set_open_file(uint64_t id) noexcept {
+    open_file_ = id;
+    return *this;
+  }
 
  private:
   uid_t uid_;
   gid_t gid_;
   pid_t pid_;
+  uint64_t open_file_ = 0;
   std::function<std::vector<gid_t>()> fetch_groups_;
   mutable std::optional<std::vector<gid_t>> groups_;
 };
@@ -169,6 +179,11 @@ class Filesystem {
   Filesystem(const Filesystem&) = delete;
   Filesystem& operator=(const Filesystem&) = delete;
 
+  // Sets the guard every layout change asks first (engine/layout_guard.h);
+  // nullptr: none. The guard must outlive its use. REQUIRES: before the
+  // filesystem is used from several threads.
+  void SetLayoutGuard(LayoutGuard* guard);
+
   // --- References -------------------------------------------------------
 
   // Adds `n` references to `ino` (e.g. an entry handed out by READDIRPLUS).
@@ -230,6 +245,12 @@ class Filesystem {
   // and block map changes it causes, are durable when this returns.
   // Errors: ENOENT, EISDIR, EFBIG, ENOSPC (nothing could be written).
   Result<size_t> Write(const Cred& c, Ino ino, uint64_t off, const struct iovec* src, int count);
+  // Whether a write of `len` bytes at `off` would allocate (map new blocks
+  // into the file: fill a hole, copy a shared block, or extend the file), as
+  // the write would report it to the layout guard if made now. False for
+  // errors (the write would fail). For the daemon's decision whether a write
+  // must break leases before it is made (-o write_break=unmap-only).
+  bool WouldAllocate(Ino ino, uint64_t off, uint64_t len);
   // Makes earlier writes to `ino` durable (they already are; this only
   // drains). Errors: ENOENT.
   Status Fsync(Ino ino, bool datasync);
