@@ -68,7 +68,15 @@ int DonorError(const PeerFile& donor) {
 
 int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_file_info* fi,
                     unsigned flags, const void* in, size_t in_size, size_t out_size) {
-  if (flags & FUSE_IOCTL_DIR) return ENOTTY;  // none of ours applies to a directory
+  if (cmd == LEASEFS_IOC_VERSION) {  // on files and directories alike
+    if (out_size < sizeof(leasefs_version)) return EINVAL;
+    leasefs_version v{};
+    v.abi_version = LEASEFS_ABI_VERSION;
+    v.features = LEASEFS_FEATURE_BLOCK_MAP;
+    fuse_reply_ioctl(req, 0, &v, sizeof(v));
+    return 0;
+  }
+  if (flags & FUSE_IOCTL_DIR) return ENOTTY;  // the others apply to files only
   const uint64_t fh = fi ? fi->fh : 0;
   const engine::Cred cred = CredOf(req);
   switch (cmd) {
@@ -78,6 +86,7 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       leasefs_range r;
       if (!ReadArg(in, in_size, &r)) return EINVAL;
       if (!FhWritable(fh)) return EBADF;  // as fallocate(2) on a read-only fd
+      if (r.flags != 0 || r.reserved != 0) return EINVAL;
       if (r.offset > kMaxOff || r.length > kMaxOff || r.length == 0) return EINVAL;
       const Status s = fs_->Fallocate(cred, ino, FallocateMode(cmd), r.offset, r.length);
       if (!s.ok()) return ErrnoOf(s);

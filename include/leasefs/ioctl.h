@@ -47,6 +47,24 @@
 
 #define LEASEFS_IOC_MAGIC 'L' /* numbers from 0x80: loop devices use 'L' 0x00-0x0f */
 
+/* --- the ABI version -----------------------------------------------------
+ * On any file or directory of the mount. The version grows when a command
+ * changes incompatibly; a feature bit is set for each group of commands the
+ * daemon serves. Every struct's reserved fields must be zero on the way in
+ * (EINVAL otherwise) and are zero on the way out, so that later versions can
+ * give them a meaning. */
+#define LEASEFS_ABI_VERSION 1
+#define LEASEFS_FEATURE_BLOCK_MAP (1ull << 0) /* collapse/insert/unshare, clone, defrag, bmap, move_ext */
+#define LEASEFS_FEATURE_LEASES (1ull << 1)    /* layout leases, the lease list and the event log */
+
+struct leasefs_version {
+	__u32 abi_version; /* out: LEASEFS_ABI_VERSION of the daemon */
+	__u32 reserved0;
+	__u64 features;    /* out: LEASEFS_FEATURE_* */
+	__u64 reserved[4];
+};
+#define LEASEFS_IOC_VERSION _IOR(LEASEFS_IOC_MAGIC, 0x86, struct leasefs_version)
+
 /* --- fallocate modes FUSE does not pass ---------------------------------
  * On the file the ioctl is issued on, which must be open for writing.
  * COLLAPSE: removes [offset, offset+length) and shifts the rest of the file
@@ -59,6 +77,8 @@
 struct leasefs_range {
 	__u64 offset;
 	__u64 length;
+	__u32 flags;    /* none defined yet: must be zero (EINVAL otherwise) */
+	__u32 reserved; /* must be zero */
 };
 #define LEASEFS_IOC_COLLAPSE_RANGE _IOW(LEASEFS_IOC_MAGIC, 0x80, struct leasefs_range)
 #define LEASEFS_IOC_INSERT_RANGE _IOW(LEASEFS_IOC_MAGIC, 0x81, struct leasefs_range)
@@ -145,5 +165,158 @@ struct leasefs_move_extent {
 	__u64 moved_len;
 };
 #define LEASEFS_EXT4_IOC_MOVE_EXT _IOWR('f', 15, struct leasefs_move_extent)
+
+/* --- layout leases (docs/leases.md) ---------------------------------------------
+ * A layout lease promises its holder that the mapping of a byte range of the
+ * file to pool blocks (and, where the range reaches the end of the file, the
+ * file size) stays put until the lease is broken. It belongs to the open file
+ * description it was taken on, as F_SETLEASE's do, and is released when that
+ * is closed for the last time or when the process that took it dies.
+ *
+ * Types and flags, after the 2019 proposals:
+ *   READ:  shared read-layout lease (F_RDLCK|F_LAYOUT). Breakable; any layout
+ *          change breaks it, the holder's own too.
+ *   WRITE: write-layout lease (F_WRLCK|F_LAYOUT). The holder's own layout
+ *          changes (through this open file) do not break it; everybody
+ *          else's do. Only one WRITE lease may cover a byte.
+ *   EXCLUSIVE ([v2] F_LAYOUT|F_EXCLUSIVE): the only lease on its range, and
+ *          unbreakable: a change by anybody else fails with ETXTBSY, one by
+ *          the holder with EDEADLOCK.
+ *   UNBREAKABLE ([Sep19] F_UNBREAK) with READ or WRITE: a change that would
+ *          break it fails with ETXTBSY (EDEADLOCK for the holder's own change
+ *          under a READ lease). Only the file's owner (or CAP_LEASE) may take
+ *          it (EACCES). A WRITE|UNBREAKABLE lease cannot coexist with other
+ *          leases on its range.
+ * A request with `id` set converts that lease of this open file in one step
+ * (type, flags; the range must be the lease's own, EINVAL otherwise): from
+ * WRITE to READ|UNBREAKABLE or WRITE|UNBREAKABLE this is [Sep19]'s
+ * conversion. It fails with EAGAIN if the lease is not active, or was ever
+ * broken since it was granted, or is gone (released, revoked), so that the
+ * holder starts again. A request with `id` 0 whose range overlaps one of this
+ * open file's leases gives EEXIST.
+ * LEASEFS_LEASE_UNLOCK releases the lease with exactly that range (ENOENT if
+ * none), or every lease of the open file when offset and length are both 0.
+ *
+ * Conflicts: READ leases coexist with each other and with one WRITE lease;
+ * EXCLUSIVE and WRITE|UNBREAKABLE coexist with nothing. A conflicting lease
+ * gives EAGAIN. While a break is in progress on a range, a new lease on it
+ * waits until the break is over (EWOULDBLOCK with LEASEFS_LEASE_NONBLOCK).
+ *
+ * Breaks: the holder learns of a break by POLLPRI on its file descriptor
+ * and, if it asked, by a signal: `signal` is sent to the process that took
+ * the lease with si_code SI_QUEUE and si_value = `sigval`; si_fd overlaps the
+ * low 32 bits of si_value, so a holder that passes its fd number as sigval
+ * reads it in si_fd, as with F_SETSIG. The holder releases the lease; if it
+ * does not within the mount's lease-break time, the lease is revoked. A
+ * revoked lease stays listed as REVOKED on its open file until released. */
+#define LEASEFS_LEASE_UNLOCK 0u
+#define LEASEFS_LEASE_READ 1u
+#define LEASEFS_LEASE_WRITE 2u
+
+#define LEASEFS_LEASE_EXCLUSIVE 0x1u   /* with READ or WRITE */
+#define LEASEFS_LEASE_UNBREAKABLE 0x2u
+#define LEASEFS_LEASE_NONBLOCK 0x4u    /* in: do not wait for a break in progress */
+
+struct leasefs_lease {
+	__u64 offset;    /* in */
+	__u64 length;    /* in: 0 = from offset to the end, whatever the size */
+	__u32 type;      /* in: LEASEFS_LEASE_READ, _WRITE or _UNLOCK */
+	__u32 flags;     /* in: LEASEFS_LEASE_EXCLUSIVE, _UNBREAKABLE, _NONBLOCK */
+	__s32 signal;    /* in: sent on a break; 0 for none (POLLPRI only) */
+	__u32 reserved0;
+	__u64 sigval;    /* in: the signal's si_value */
+	__u64 id;        /* in: 0, or the lease to convert (see above); out: the lease's id */
+	__u64 reserved[2];
+};
+#define LEASEFS_IOC_SETLEASE _IOWR(LEASEFS_IOC_MAGIC, 0x87, struct leasefs_lease)
+
+/* States of a lease. */
+#define LEASEFS_STATE_NONE 0u     /* no lease covers the byte */
+#define LEASEFS_STATE_ACTIVE 1u
+#define LEASEFS_STATE_BREAKING 2u /* a break was sent; release it */
+#define LEASEFS_STATE_REVOKED 3u  /* not released in time: gone; release it to forget it */
+
+/* One lease, as the state query and the list report it. Times are
+ * CLOCK_MONOTONIC nanoseconds (0 when not breaking). */
+struct leasefs_lease_info {
+	__u64 id;
+	__u64 ino;
+	__u64 offset;
+	__u64 length;        /* 0 = to the end */
+	__u32 type;
+	__u32 flags;
+	__u32 state;         /* LEASEFS_STATE_* */
+	__s32 holder_pid;    /* the process that took it */
+	__u64 open_file;     /* id of the open file description it belongs to */
+	__u64 breaking_since;
+	__u64 break_deadline;
+	__u64 reserved[2];
+};
+
+/* The lease of this open file that covers byte `offset` (state NONE if
+ * none), on the file the ioctl is issued on. */
+struct leasefs_getlease {
+	__u64 offset;    /* in */
+	__u64 reserved0; /* in: zero */
+	struct leasefs_lease_info lease; /* out */
+};
+#define LEASEFS_IOC_GETLEASE _IOWR(LEASEFS_IOC_MAGIC, 0x88, struct leasefs_getlease)
+
+/* Every lease of the mount (issued on any file or directory of it), in id
+ * order from id `after` + 1 on. Call again with after = the last id returned
+ * while LEASEFS_LIST_MORE is set. */
+#define LEASEFS_LIST_MAX 128
+#define LEASEFS_LIST_MORE 0x1u
+struct leasefs_lease_list {
+	__u64 after;  /* in */
+	__u32 count;  /* out */
+	__u32 flags;  /* out: LEASEFS_LIST_MORE */
+	__u64 reserved[2];
+	struct leasefs_lease_info leases[LEASEFS_LIST_MAX];
+};
+#define LEASEFS_IOC_LIST_LEASES _IOWR(LEASEFS_IOC_MAGIC, 0x89, struct leasefs_lease_list)
+
+/* --- the event log ----------------------------------------------------------------
+ * What happened to leases, in order, as numbered events (issued on any file or
+ * directory of the mount). Returns the events after sequence number `after`,
+ * waiting up to `timeout_ms` for the first one if there are none yet (0: do
+ * not wait). The daemon keeps the last LEASEFS_EVENTS_KEPT events; `lost` says
+ * how many after `after` were already forgotten. */
+#define LEASEFS_EVENT_GRANT 1u      /* a lease was granted (or converted) */
+#define LEASEFS_EVENT_BREAK 2u      /* a break began: holders notified */
+#define LEASEFS_EVENT_RELEASE 3u    /* the holder released it (or closed, or died: see `why`) */
+#define LEASEFS_EVENT_REVOKE 4u     /* the break time ran out: revoked */
+#define LEASEFS_EVENT_REFUSED 5u    /* a change was refused (unbreakable): `err` */
+#define LEASEFS_EVENT_BREAK_DONE 6u /* the breaker may proceed (`err` 0), or gave up (`err`) */
+
+#define LEASEFS_WHY_UNLOCK 0u
+#define LEASEFS_WHY_CLOSE 1u
+#define LEASEFS_WHY_EXIT 2u
+
+#define LEASEFS_EVENTS_MAX 128
+#define LEASEFS_EVENTS_KEPT 4096
+struct leasefs_event {
+	__u64 seq;
+	__u64 time;       /* CLOCK_REALTIME nanoseconds */
+	__u32 type;       /* LEASEFS_EVENT_* */
+	__u32 why;        /* RELEASE: LEASEFS_WHY_*; BREAK/REFUSED: the change's kind */
+	__u64 lease_id;   /* 0 for BREAK_DONE */
+	__u64 ino;
+	__u64 offset;
+	__u64 length;
+	__u32 lease_type; /* LEASEFS_LEASE_* and flags << 8 */
+	__s32 holder_pid;
+	__s32 actor_pid;  /* who caused it (breaker, releaser) */
+	__s32 err;        /* an errno, or 0 */
+};
+struct leasefs_events {
+	__u64 after;      /* in */
+	__u32 timeout_ms; /* in */
+	__u32 count;      /* out */
+	__u64 lost;       /* out */
+	__u64 reserved[2];
+	struct leasefs_event events[LEASEFS_EVENTS_MAX];
+};
+#define LEASEFS_IOC_EVENTS _IOWR(LEASEFS_IOC_MAGIC, 0x8a, struct leasefs_events)
 
 #endif /* LEASEFS_IOCTL_H */

@@ -111,11 +111,33 @@ TEST_SUITE("blockmap") {
     CHECK(Stat(fs.path("b")).st_size == static_cast<off_t>(5 * B));
     CHECK(Range(b_ro.get(), LEASEFS_IOC_INSERT_RANGE, B, B) == "EBADF");
     CHECK(Range(b.get(), LEASEFS_IOC_COLLAPSE_RANGE, 0, 0) == "EINVAL");
+    // Fields reserved for later must be zero, and nothing changes.
+    for (leasefs_range bad : {leasefs_range{B, B, 1, 0}, leasefs_range{B, B, 0, 1}}) {
+      CHECK(SYS(ioctl(b.get(), LEASEFS_IOC_INSERT_RANGE, &bad)) == "EINVAL");
+      CHECK(SYS(ioctl(b.get(), LEASEFS_IOC_COLLAPSE_RANGE, &bad)) == "EINVAL");
+    }
+    CHECK(Stat(fs.path("b")).st_size == static_cast<off_t>(5 * B));
     // Not ours, or on a directory: ENOTTY.
     uint32_t word = 0;
     CHECK(SYS(ioctl(b.get(), _IOW('L', 0x80, uint32_t), &word)) == "ENOTTY");
     leasefs_bmap bm{};
     CHECK(SYS(ioctl(dir.get(), LEASEFS_IOC_BMAP, &bm)) == "ENOTTY");
+  }
+
+  TEST_CASE("the ABI version answers on files and directories") {
+    TestFs fs;
+    LEASEFS_ONLY(fs, "leasefs ioctls");
+    Fd f(open(fs.path("f").c_str(), O_RDONLY | O_CREAT, 0644));
+    Fd dir(open(fs.root().c_str(), O_RDONLY | O_DIRECTORY));
+    for (int fd : {f.get(), dir.get()}) {
+      leasefs_version v;
+      std::memset(&v, 0xff, sizeof(v));
+      REQUIRE(SYS(ioctl(fd, LEASEFS_IOC_VERSION, &v)) == "OK");
+      CHECK(v.abi_version == LEASEFS_ABI_VERSION);
+      CHECK((v.features & LEASEFS_FEATURE_BLOCK_MAP) != 0);
+      CHECK(v.reserved0 == 0);
+      for (uint64_t r : v.reserved) CHECK(r == 0);
+    }
   }
 
   TEST_CASE("clone between two leasefs mounts is EXDEV") {
