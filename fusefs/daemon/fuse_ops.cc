@@ -111,8 +111,20 @@ void WriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t off,
 // did not set noflush) has nothing left to do.
 void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
 
-// Open files hold no daemon state yet (fh is 0).
-void Release(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
+// Sent when the last descriptor of an open file description is closed (or
+// its process died), asynchronously: nobody waits for the reply.
+void Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
+  try {
+    Server::Of(req).DoRelease(fi);
+  } catch (...) {
+    // Nothing to tell anyone: the file is closed either way.
+  }
+  fuse_reply_err(req, 0);
+}
+
+void Poll(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi, fuse_pollhandle* ph) noexcept {
+  Serve(req, [&](Server& s) { return s.DoPoll(req, ino, fi, ph); });
+}
 
 void Fsync(fuse_req_t req, fuse_ino_t ino, int datasync, fuse_file_info*) noexcept {
   Serve(req, [&](Server& s) { return s.DoFsync(req, ino, datasync); });
@@ -222,6 +234,7 @@ fuse_lowlevel_ops MakeOps() {
   ops.lseek = Lseek;
   ops.copy_file_range = CopyFileRange;
   ops.ioctl = Ioctl;
+  ops.poll = Poll;
   return ops;
 }
 

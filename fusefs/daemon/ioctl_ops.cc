@@ -47,11 +47,11 @@ int FallocateMode(unsigned cmd) {
 // The checks FICLONERANGE makes of its source and of the destination's open
 // file, in the kernel's order (leasefs_ioctl.h, "Descriptors that name a
 // second file"). Returns 0 or the errno.
-int CloneSourceError(const PeerFile& src, uint64_t dest_fh) {
+int CloneSourceError(const PeerFile& src, const OpenFile& dest) {
   if (!src.same_fs) return EXDEV;
   if (src.type == S_IFDIR) return EISDIR;
   if (src.type != S_IFREG) return EINVAL;
-  if (!src.readable() || !FhWritable(dest_fh) || FhAppend(dest_fh)) return EBADF;
+  if (!src.readable() || !dest.writable() || dest.append()) return EBADF;
   return 0;
 }
 
@@ -77,7 +77,8 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
     return 0;
   }
   if (flags & FUSE_IOCTL_DIR) return ENOTTY;  // the others apply to files only
-  const uint64_t fh = fi ? fi->fh : 0;
+  OpenFile* const file = FileOf(fi);
+  if (file == nullptr) return EBADF;  // the kernel always sends a file's handle
   const engine::Cred cred = CredOf(req);
   switch (cmd) {
     case LEASEFS_IOC_COLLAPSE_RANGE:
@@ -85,7 +86,7 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
     case LEASEFS_IOC_UNSHARE_RANGE: {
       leasefs_range r;
       if (!ReadArg(in, in_size, &r)) return EINVAL;
-      if (!FhWritable(fh)) return EBADF;  // as fallocate(2) on a read-only fd
+      if (!file->writable()) return EBADF;  // as fallocate(2) on a read-only fd
       if (r.flags != 0 || r.reserved != 0) return EINVAL;
       if (r.offset > kMaxOff || r.length > kMaxOff || r.length == 0) return EINVAL;
       const Status s = fs_->Fallocate(cred, ino, FallocateMode(cmd), r.offset, r.length);
@@ -102,7 +103,7 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
         return EINVAL;
       auto src = peers_->Take(*fuse_req_ctx(req), c.src_fd);
       if (!src.ok()) return ErrnoOf(src.status());
-      if (int err = CloneSourceError(*src, fh); err != 0) return err;
+      if (int err = CloneSourceError(*src, *file); err != 0) return err;
       auto n = fs_->CloneRange(cred, src->ino, c.src_offset, ino, c.dest_offset, c.src_length);
       if (!n.ok()) return ErrnoOf(n.status());
       fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
@@ -113,7 +114,7 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       leasefs_defrag d;
       if (!ReadArg(in, in_size, &d) || out_size < sizeof(d)) return EINVAL;
       if (d.reserved[0] || d.reserved[1]) return EINVAL;
-      if (!FhWritable(fh)) return EBADF;
+      if (!file->writable()) return EBADF;
       // Defrag copies data a piece at a time: let a worker do it, so the
       // loop goes on serving everybody, including readers of this file. The
       // credentials go with it whole, supplementary groups read now.
@@ -158,7 +159,7 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       leasefs_move_extent m;
       if (!ReadArg(in, in_size, &m) || out_size < sizeof(m)) return EINVAL;
       if (m.reserved != 0) return EINVAL;
-      if ((fh & O_ACCMODE) != O_RDWR || !(fh & kFhOpen)) return EBADF;
+      if (!file->read_write()) return EBADF;
       auto donor = peers_->Take(*fuse_req_ctx(req), m.donor_fd);
       if (!donor.ok()) return ErrnoOf(donor.status());
       if (int err = DonorError(*donor); err != 0) return err;

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
 
 #include <cerrno>
 #include <string>
@@ -236,7 +237,7 @@ int Server::ReplyEntry(fuse_req_t req, const engine::Entry& e) {
   return 0;
 }
 
-void Server::SetFileOpenFlags(fuse_file_info* fi) noexcept {
+void Server::SetFileOpenFlags(fuse_ino_t ino, fuse_file_info* fi) {
   // Every read and write goes to the daemon, never to the page cache: DAX
   // clients (lease holders) store straight into the pool, and FUSE readers
   // must see exactly their bytes.
@@ -245,6 +246,7 @@ void Server::SetFileOpenFlags(fuse_file_info* fi) noexcept {
   // close(2) need not send a FLUSH round trip: writes are durable on reply
   // and there is nothing to flush.
   fi->noflush = 1;
+  fi->fh = OpenFiles::Handle(files_.Open(ino, fi->flags));
 }
 
 int Server::DoLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -391,9 +393,10 @@ int Server::DoOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto e = fs_->Open(cred, ino, fi->flags);
   if (!e.ok()) return ErrnoOf(e.status());
   if (may_kill_priv) fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
-  SetFileOpenFlags(fi);
-  fi->fh = FhFor(fi->flags);
-  fuse_reply_open(req, fi);
+  SetFileOpenFlags(ino, fi);
+  // A reply the kernel did not take (the caller was interrupted) opens
+  // nothing, and no RELEASE will come for it.
+  if (fuse_reply_open(req, fi) != 0) files_.Release(FileOf(fi));
   return 0;
 }
 
@@ -401,10 +404,12 @@ int Server::DoCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t
                      fuse_file_info* fi) {
   auto e = fs_->Create(CredOf(req), parent, name, mode, fi->flags);
   if (!e.ok()) return ErrnoOf(e.status());
-  SetFileOpenFlags(fi);
-  fi->fh = FhFor(fi->flags);
+  SetFileOpenFlags(e->attr.st_ino, fi);
   const fuse_entry_param p = EntryParam(*e);
-  if (fuse_reply_create(req, &p, fi) != 0) fs_->Forget(p.ino, 1);
+  if (fuse_reply_create(req, &p, fi) != 0) {
+    fs_->Forget(p.ino, 1);
+    files_.Release(FileOf(fi));
+  }
   return 0;
 }
 
@@ -453,6 +458,29 @@ int Server::DoWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t 
 
 int Server::DoFsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
   return ReplyStatus(req, fs_->Fsync(ino, datasync != 0));
+}
+
+void Server::DoRelease(const fuse_file_info* fi) {
+  OpenFile* f = FileOf(fi);
+  if (f == nullptr) return;
+  files_.Release(f);
+}
+
+int Server::DoPoll(fuse_req_t req, fuse_ino_t, const fuse_file_info* fi, fuse_pollhandle* ph) {
+  OpenFile* f = FileOf(fi);
+  // The handle is kept before the state is read: a break that comes in
+  // between then finds it and wakes the poller.
+  if (ph != nullptr) {
+    if (f != nullptr) {
+      f->SetPollHandle(ph);
+    } else {
+      fuse_pollhandle_destroy(ph);
+    }
+  }
+  unsigned revents = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM;
+  (void)f;
+  fuse_reply_poll(req, revents);
+  return 0;
 }
 
 int Server::DoOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {

@@ -28,6 +28,7 @@
 
 #include <cstddef>
 
+#include "fusefs/daemon/open_file.h"
 #include "fusefs/daemon/options.h"
 #include "fusefs/daemon/peer_fd.h"
 #include "fusefs/daemon/wait_pool.h"
@@ -89,6 +90,11 @@ class Server {
   int DoRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
   int DoWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t off);
   int DoFsync(fuse_req_t req, fuse_ino_t ino, int datasync);
+  // The last close of an open file description: its leases go with it.
+  void DoRelease(const fuse_file_info* fi);
+  // Regular files are always ready to read and write; POLLPRI says that a
+  // lease taken through this open file is being broken (or was revoked).
+  int DoPoll(fuse_req_t req, fuse_ino_t ino, const fuse_file_info* fi, fuse_pollhandle* ph);
   int DoOpenDir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
   // READDIR (plus = false) and READDIRPLUS (plus = true).
   int DoReadDir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus);
@@ -122,8 +128,13 @@ class Server {
   // produced `e`); drops the reference if the reply cannot be sent.
   int ReplyEntry(fuse_req_t req, const engine::Entry& e);
   fuse_entry_param EntryParam(const engine::Entry& e) const noexcept;
-  // Sets the open flags every file gets (direct I/O, see DoOpen).
-  static void SetFileOpenFlags(fuse_file_info* fi) noexcept;
+  // Sets the open flags every file gets (direct I/O, see DoOpen) and the
+  // handle of a new OpenFile for it.
+  void SetFileOpenFlags(fuse_ino_t ino, fuse_file_info* fi);
+  // The open file a request came through, or nullptr (none, or a directory).
+  static OpenFile* FileOf(const fuse_file_info* fi) noexcept {
+    return fi ? OpenFiles::FromHandle(fi->fh) : nullptr;
+  }
   // Whether a SETATTR's MODE is the kernel's own clearing of setuid/setgid
   // (see DoSetAttr): a MODE that only clears set ones of those bits, added
   // to a change of size or owner, or alone from a caller who is neither
@@ -142,22 +153,10 @@ class Server {
   engine::Filesystem* fs_ = nullptr;
   fuse_session* se_ = nullptr;
   WaitPool waiters_{kMaxWaitThreads};
+  OpenFiles files_;
   std::unique_ptr<PeerFiles> peers_;
   bool kernel_checks_permissions_ = true;
 };
-
-// What an open file's handle (fuse_file_info::fh) holds: its access mode and
-// O_APPEND as opened, which ioctls check as the kernel checks an fd's mode
-// for fallocate and FICLONERANGE.
-inline constexpr uint64_t kFhOpen = uint64_t{1} << 32;
-inline uint64_t FhFor(int open_flags) {
-  return kFhOpen | static_cast<uint64_t>(open_flags & (O_ACCMODE | O_APPEND));
-}
-inline bool FhAppend(uint64_t fh) { return (fh & O_APPEND) != 0; }
-inline bool FhWritable(uint64_t fh) {
-  return (fh & kFhOpen) && ((fh & O_ACCMODE) == O_WRONLY || (fh & O_ACCMODE) == O_RDWR);
-}
-inline bool FhReadable(uint64_t fh) { return (fh & kFhOpen) && (fh & O_ACCMODE) != O_WRONLY; }
 
 // The credentials of the process that sent `req`. Its supplementary groups
 // are read (from /proc, by libfuse) only if a permission check needs them.
