@@ -68,6 +68,18 @@ OPTIONS
     negative_timeout=S   seconds the kernel may cache "no such file";
                          default 1 (0 with no_default_permissions; 0: not
                          cached)
+    lease_break_time=S   seconds a layout-lease holder has to release its
+                         lease once told of a break, before the lease is
+                         revoked and the change goes ahead; default 45, as
+                         /proc/sys/fs/lease-break-time (0: never revoked)
+    write_break=MODE     which writes break layout leases: unmap-only (the
+                         default) only writes that allocate (fill a hole,
+                         copy a shared block, extend the file);
+                         xfs-faithful every write, as XFS does
+    pinned_break=POLICY  what a break that times out over pinned blocks
+                         does: refuse (ETXTBSY, the default), fence (revoke
+                         the pins, quarantine the blocks, proceed) or wait.
+                         Pins come with a later release; see docs/leases.md
     ro                   mount read-only; the pool is not written at all,
                          and no memory is reserved for it (any size works)
     relatime, strictatime, noatime

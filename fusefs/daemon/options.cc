@@ -75,6 +75,25 @@ bool ApplyOwnOption(std::string_view key, const std::string& value, DaemonOption
     if (n) opts->threads = *n;
     return true;
   }
+  if (key == "write_break") {
+    *ok = value == "unmap-only" || value == "xfs-faithful";
+    opts->leases.every_write_breaks = value == "xfs-faithful";
+    return true;
+  }
+  if (key == "pinned_break") {
+    using Pinned = LeaseMountOptions::Pinned;
+    static constexpr std::pair<std::string_view, Pinned> kNames[] = {
+        {"refuse", Pinned::kRefuse}, {"fence", Pinned::kFence}, {"wait", Pinned::kWait}};
+    *ok = false;
+    for (const auto& [name, p] : kNames) {
+      if (value == name) {
+        opts->leases.pinned_break = p;
+        *ok = true;
+      }
+    }
+    return true;
+  }
+  if (key == "lease_break_time") target = &opts->leases.break_time;
   if (key == "attr_timeout") target = &opts->timeouts.attr;
   if (key == "entry_timeout") {
     target = &opts->timeouts.entry;

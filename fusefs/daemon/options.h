@@ -18,6 +18,22 @@ struct Timeouts {
   double negative = 1.0;  // "no such name" (0: not cached)
 };
 
+// Layout leases (docs/leases.md): the rules the 2019 debate left open, as
+// the mount chooses them.
+struct LeaseMountOptions {
+  // lease_break_time=SECONDS: how long a breaker waits for a holder to
+  // release before the lease is revoked (as /proc/sys/fs/lease-break-time);
+  // 0: never revoked.
+  double break_time = 45;
+  // write_break=unmap-only (default): only writes that allocate break
+  // leases ([Dan], [Sep19]); xfs-faithful: every write does (XFS's
+  // BREAK_WRITE).
+  bool every_write_breaks = false;
+  // pinned_break=refuse|fence|wait: what a break that times out over pins
+  // does (pins come with a later issue; the choice is kept until then).
+  enum class Pinned { kRefuse, kFence, kWait } pinned_break = Pinned::kRefuse;
+};
+
 struct DaemonOptions {
   std::string pool;        // as given on the command line
   std::string mountpoint;  // as given on the command line
@@ -36,6 +52,7 @@ struct DaemonOptions {
   // The kernel checks permissions too (see ApplyOption). On by default.
   bool default_permissions = true;
   Timeouts timeouts;
+  LeaseMountOptions leases;
   // Options for libfuse, each already escaped as fuse_opt expects ("\,").
   std::vector<std::string> fuse_options;
   bool has_fsname = false;            // the user chose fsname=, keep it
@@ -49,8 +66,8 @@ struct DaemonOptions {
 std::vector<std::string> SplitOptionList(std::string_view list);
 
 // Applies one -o item to *opts: threads=, attr_timeout=, entry_timeout=,
-// negative_timeout=, default_permissions and no_default_permissions are
-// leasefs's; "ro"/"rw" set read_only and also go to libfuse; the atime
+// negative_timeout=, lease_break_time=, write_break=, pinned_break=,
+// default_permissions and no_default_permissions are leasefs's; "ro"/"rw" set read_only and also go to libfuse; the atime
 // options (noatime, atime, relatime, norelatime, strictatime, nostrictatime,
 // nodiratime, diratime) set the flags above, and FuseArgs passes the kernel
 // what it knows of the result; lazytime is accepted and changes nothing, as
