@@ -1,0 +1,32 @@
+// The processes that hold leases: finding a thread's process, pidfds, and
+// queued signals. Thin wrappers over the system calls; errno stays inside.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+
+#include "base/result.h"
+#include "base/status.h"
+#include "base/unique_fd.h"
+
+namespace leasefs::lease {
+
+// The thread-group id (process id) of thread `tid`, from /proc/<tid>/status
+// ("Tgid:"); the kernel headers this is built with have no PIDFD_GET_INFO.
+// The caller makes sure `tid` cannot be reused meanwhile (it is the thread
+// of a request in flight). Errors: ESRCH (no such thread), EIO (unreadable).
+Result<pid_t> ThreadGroupOf(pid_t tid);
+
+// pidfd_open(pid, 0). Errors: ESRCH, EMFILE, ...
+Result<UniqueFd> OpenPidfd(pid_t pid);
+
+// Whether the process behind `pidfd` has exited (its pidfd polls readable).
+bool PidfdExited(int pidfd);
+
+// Queues `signal` to the process behind `pidfd` as sigqueue(3) would, from
+// this process: si_code SI_QUEUE, si_pid and si_uid ours, si_value `value`
+// (si_fd, which overlaps si_value, reads its low 32 bits).
+Status QueueSignal(int pidfd, int signal, uint64_t value);
+
+}  // namespace leasefs::lease

@@ -1,0 +1,79 @@
+// RangeIndex: the leases of one file, found by the byte ranges they cover.
+//
+// T has `uint64_t offset`, `uint64_t id` (unique) and `uint64_t end()` (the
+// first byte past the range, RangeIndex::kToEnd for "to the end"). Ranges may
+// overlap. Bounded ranges sit in a map by offset; the longest bounded length
+// limits how far before a query a range that overlaps it can start, so a
+// query costs O(log n + the ranges starting within that distance). That is
+// O(log n + k) when lengths are alike, which is what many leases on one file
+// look like; one very long range among many short ones makes queries scan the
+// short ones before it. Ranges to the end of the file are kept apart, in
+// offset order: each one starting before a query's end overlaps it.
+//
+// Not thread-safe; the table's mutex guards it.
+#pragma once
+
+#include <cstdint>
+#include <limits>
+#include <map>
+#include <set>
+#include <utility>
+
+namespace leasefs::lease {
+
+template <typename T>
+class RangeIndex {
+ public:
+  static constexpr uint64_t kToEnd = std::numeric_limits<uint64_t>::max();
+
+  bool empty() const { return bounded_.empty() && to_end_.empty(); }
+  size_t size() const { return bounded_.size() + to_end_.size(); }
+
+  void Insert(T* item) {
+    if (item->end() == kToEnd) {
+      to_end_.emplace(Key(item), item);
+    } else {
+      bounded_.emplace(Key(item), item);
+      lengths_.insert(item->end() - item->offset);
+    }
+  }
+
+  // REQUIRES: `item` was inserted and its offset and end have not changed.
+  void Erase(T* item) {
+    if (item->end() == kToEnd) {
+      to_end_.erase(Key(item));
+    } else if (bounded_.erase(Key(item)) != 0) {
+      lengths_.erase(lengths_.find(item->end() - item->offset));
+    }
+  }
+
+  // Calls fn(T*) for every range overlapping [lo, hi), until fn returns
+  // false. Returns false if fn stopped it. Ranges are visited bounded ones
+  // first, each group in offset order.
+  template <typename Fn>
+  bool ForEachOverlap(uint64_t lo, uint64_t hi, Fn&& fn) const {
+    if (lo >= hi) return true;
+    if (!lengths_.empty()) {
+      const uint64_t longest = *lengths_.rbegin();
+      const uint64_t from = lo >= longest ? lo - longest + 1 : 0;
+      for (auto it = bounded_.lower_bound({from, 0}); it != bounded_.end(); ++it) {
+        if (it->first.first >= hi) break;
+        if (it->second->end() > lo && !fn(it->second)) return false;
+      }
+    }
+    for (auto it = to_end_.begin(); it != to_end_.end() && it->first.first < hi; ++it) {
+      if (!fn(it->second)) return false;
+    }
+    return true;
+  }
+
+ private:
+  using KeyT = std::pair<uint64_t, uint64_t>;  // (offset, id)
+  static KeyT Key(const T* item) { return {item->offset, item->id}; }
+
+  std::map<KeyT, T*> bounded_;
+  std::multiset<uint64_t> lengths_;  // of bounded_'s ranges
+  std::map<KeyT, T*> to_end_;
+};
+
+}  // namespace leasefs::lease
