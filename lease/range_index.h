@@ -1,4 +1,5 @@
 // RangeIndex: the leases of one file, found by the byte ranges they cover.
+// Inserting costs O(log n), erasing O(1) (amortized).
 //
 // T has `uint64_t offset`, `uint64_t id` (unique) and `uint64_t end()` (the
 // first byte past the range, RangeIndex::kToEnd for "to the end"). Ranges may
@@ -16,7 +17,6 @@
 #include <cstdint>
 #include <limits>
 #include <map>
-#include <set>
 #include <utility>
 
 namespace leasefs::lease {
@@ -29,22 +29,27 @@ class RangeIndex {
   bool empty() const { return bounded_.empty() && to_end_.empty(); }
   size_t size() const { return bounded_.size() + to_end_.size(); }
 
-  void Insert(T* item) {
-    if (item->end() == kToEnd) {
-      to_end_.emplace(Key(item), item);
-    } else {
-      bounded_.emplace(Key(item), item);
-      lengths_.insert(item->end() - item->offset);
-    }
+  using KeyT = std::pair<uint64_t, uint64_t>;  // (offset, id)
+  using Map = std::map<KeyT, T*>;
+  // Where an item sits, for Erase.
+  using Pos = typename Map::iterator;
+
+  Pos Insert(T* item) {
+    if (item->end() == kToEnd) return to_end_.emplace(Key(item), item).first;
+    ++lengths_[item->end() - item->offset];
+    return bounded_.emplace(Key(item), item).first;
   }
 
-  // REQUIRES: `item` was inserted and its offset and end have not changed.
-  void Erase(T* item) {
+  // REQUIRES: `pos` is what Insert returned for `item`, whose offset and end
+  // have not changed since.
+  void Erase(T* item, Pos pos) {
     if (item->end() == kToEnd) {
-      to_end_.erase(Key(item));
-    } else if (bounded_.erase(Key(item)) != 0) {
-      lengths_.erase(lengths_.find(item->end() - item->offset));
+      to_end_.erase(pos);
+      return;
     }
+    bounded_.erase(pos);
+    auto len = lengths_.find(item->end() - item->offset);
+    if (--len->second == 0) lengths_.erase(len);
   }
 
   // Calls fn(T*) for every range overlapping [lo, hi), until fn returns
@@ -54,7 +59,7 @@ class RangeIndex {
   bool ForEachOverlap(uint64_t lo, uint64_t hi, Fn&& fn) const {
     if (lo >= hi) return true;
     if (!lengths_.empty()) {
-      const uint64_t longest = *lengths_.rbegin();
+      const uint64_t longest = lengths_.rbegin()->first;
       const uint64_t from = lo >= longest ? lo - longest + 1 : 0;
       for (auto it = bounded_.lower_bound({from, 0}); it != bounded_.end(); ++it) {
         if (it->first.first >= hi) break;
@@ -68,12 +73,11 @@ class RangeIndex {
   }
 
  private:
-  using KeyT = std::pair<uint64_t, uint64_t>;  // (offset, id)
   static KeyT Key(const T* item) { return {item->offset, item->id}; }
 
-  std::map<KeyT, T*> bounded_;
-  std::multiset<uint64_t> lengths_;  // of bounded_'s ranges
-  std::map<KeyT, T*> to_end_;
+  Map bounded_;
+  std::map<uint64_t, size_t> lengths_;  // of bounded_'s ranges: how many of each
+  Map to_end_;
 };
 
 }  // namespace leasefs::lease
