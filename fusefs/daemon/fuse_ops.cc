@@ -103,8 +103,8 @@ void Read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info
 }
 
 void WriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t off,
-              fuse_file_info*) noexcept {
-  Serve(req, [&](Server& s) { return s.DoWriteBuf(req, ino, bufv, off); });
+              fuse_file_info* fi) noexcept {
+  Serve(req, [&](Server& s) { return s.DoWriteBuf(req, ino, bufv, off, fi); });
 }
 
 // Writes are durable when WRITE is answered; a FLUSH (sent only if an open
@@ -174,8 +174,8 @@ void Access(fuse_req_t req, fuse_ino_t ino, int mask) noexcept {
 }
 
 void Fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
-               fuse_file_info*) noexcept {
-  Serve(req, [&](Server& s) { return s.DoFallocate(req, ino, mode, off, len); });
+               fuse_file_info* fi) noexcept {
+  Serve(req, [&](Server& s) { return s.DoFallocate(req, ino, mode, off, len, fi); });
 }
 
 void Lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info*) noexcept {
@@ -183,10 +183,10 @@ void Lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence, fuse_file_info
 }
 
 void CopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*,
-                   fuse_ino_t ino_out, off_t off_out, fuse_file_info*, size_t len,
+                   fuse_ino_t ino_out, off_t off_out, fuse_file_info* fi_out, size_t len,
                    int flags) noexcept {
   Serve(req, [&](Server& s) {
-    return s.DoCopyFileRange(req, ino_in, off_in, ino_out, off_out, len, flags);
+    return s.DoCopyFileRange(req, ino_in, off_in, ino_out, off_out, fi_out, len, flags);
   });
 }
 

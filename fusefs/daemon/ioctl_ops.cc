@@ -12,7 +12,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <chrono>
 #include <limits>
+#include <memory>
 
 #include "leasefs/ioctl.h"
 #include "fusefs/daemon/reply.h"
@@ -64,6 +66,44 @@ int DonorError(const PeerFile& donor) {
   return 0;
 }
 
+leasefs_lease_info ToAbi(const lease::LeaseInfo& l) {
+  leasefs_lease_info o{};
+  o.id = l.id;
+  o.ino = l.ino;
+  o.offset = l.offset;
+  o.length = l.length;
+  o.type = l.type;
+  o.flags = l.flags;
+  o.state = l.state;
+  o.holder_pid = l.holder_pid;
+  o.open_file = l.open_file;
+  o.breaking_since = l.breaking_since;
+  o.break_deadline = l.break_deadline;
+  return o;
+}
+
+leasefs_event ToAbi(const lease::Event& e) {
+  leasefs_event o{};
+  o.seq = e.seq;
+  o.time = e.time;
+  o.type = e.type;
+  o.why = e.why;
+  o.lease_id = e.lease_id;
+  o.ino = e.ino;
+  o.offset = e.offset;
+  o.length = e.length;
+  o.lease_type = e.lease_type;
+  o.holder_pid = e.holder_pid;
+  o.actor_pid = e.actor_pid;
+  o.err = e.err;
+  return o;
+}
+
+// The longest LEASEFS_IOC_EVENTS waits, and how many may wait at once: each
+// holds a worker, which breakers need too.
+constexpr std::chrono::milliseconds kMaxEventWait{1000};
+constexpr int kMaxEventWaiters = 8;
+
 }  // namespace
 
 int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_file_info* fi,
@@ -72,15 +112,27 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
     if (out_size < sizeof(leasefs_version)) return EINVAL;
     leasefs_version v{};
     v.abi_version = LEASEFS_ABI_VERSION;
-    v.features = LEASEFS_FEATURE_BLOCK_MAP;
+    v.features = LEASEFS_FEATURE_BLOCK_MAP | LEASEFS_FEATURE_LEASES;
     fuse_reply_ioctl(req, 0, &v, sizeof(v));
     return 0;
   }
+  if (cmd == LEASEFS_IOC_LIST_LEASES) return DoListLeases(req, in, in_size, out_size);
+  if (cmd == LEASEFS_IOC_EVENTS) return DoLeaseEvents(req, in, in_size, out_size);
   if (flags & FUSE_IOCTL_DIR) return ENOTTY;  // the others apply to files only
   OpenFile* const file = FileOf(fi);
   if (file == nullptr) return EBADF;  // the kernel always sends a file's handle
-  const engine::Cred cred = CredOf(req);
+  const engine::Cred by = CredThrough(req, file);
   switch (cmd) {
+    case LEASEFS_IOC_SETLEASE:
+      return DoSetLease(req, *file, in, in_size, out_size);
+    case LEASEFS_IOC_GETLEASE: {
+      leasefs_getlease g;
+      if (!ReadArg(in, in_size, &g) || out_size < sizeof(g)) return EINVAL;
+      if (g.reserved0 != 0) return EINVAL;
+      g.lease = ToAbi(leases_.table().GetLease(file->id(), g.offset));
+      fuse_reply_ioctl(req, 0, &g, sizeof(g));
+      return 0;
+    }
     case LEASEFS_IOC_COLLAPSE_RANGE:
     case LEASEFS_IOC_INSERT_RANGE:
     case LEASEFS_IOC_UNSHARE_RANGE: {
@@ -89,12 +141,16 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       if (!file->writable()) return EBADF;  // as fallocate(2) on a read-only fd
       if (r.flags != 0 || r.reserved != 0) return EINVAL;
       if (r.offset > kMaxOff || r.length > kMaxOff || r.length == 0) return EINVAL;
-      const Status s = fs_->Fallocate(cred, ino, FallocateMode(cmd), r.offset, r.length);
-      if (!s.ok()) return ErrnoOf(s);
-      // The kernel does not know the size may have changed.
-      fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
-      fuse_reply_ioctl(req, 0, nullptr, 0);
-      return 0;
+      return WithBreaks(req, by, file->nonblock(),
+                        [this, ino, mode = FallocateMode(cmd), r](fuse_req_t q,
+                                                                  const engine::Cred& c) {
+                          const Status s = fs_->Fallocate(c, ino, mode, r.offset, r.length);
+                          if (!s.ok()) return ErrnoOf(s);
+                          // The kernel does not know the size may have changed.
+                          fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
+                          fuse_reply_ioctl(q, 0, nullptr, 0);
+                          return 0;
+                        });
     }
     case LEASEFS_IOC_CLONE_RANGE: {
       leasefs_clone_range c;
@@ -104,11 +160,18 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       auto src = peers_->Take(*fuse_req_ctx(req), c.src_fd);
       if (!src.ok()) return ErrnoOf(src.status());
       if (int err = CloneSourceError(*src, *file); err != 0) return err;
-      auto n = fs_->CloneRange(cred, src->ino, c.src_offset, ino, c.dest_offset, c.src_length);
-      if (!n.ok()) return ErrnoOf(n.status());
-      fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
-      fuse_reply_ioctl(req, 0, nullptr, 0);
-      return 0;
+      // Our duplicate of the source stays open until the clone is done,
+      // also when it waits for a break.
+      auto held = std::make_shared<PeerFile>(std::move(*src));
+      return WithBreaks(req, by, file->nonblock(),
+                        [this, ino, c, held](fuse_req_t q, const engine::Cred& cr) {
+                          auto n = fs_->CloneRange(cr, held->ino, c.src_offset, ino,
+                                                   c.dest_offset, c.src_length);
+                          if (!n.ok()) return ErrnoOf(n.status());
+                          fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
+                          fuse_reply_ioctl(q, 0, nullptr, 0);
+                          return 0;
+                        });
     }
     case LEASEFS_IOC_DEFRAG: {
       leasefs_defrag d;
@@ -118,15 +181,25 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       // Defrag copies data a piece at a time: let a worker do it, so the
       // loop goes on serving everybody, including readers of this file. The
       // credentials go with it whole, supplementary groups read now.
-      Defer(req, [this, ino, deferred = CredWithGroups(req)](fuse_req_t r) {
-        auto rep = fs_->Defrag(deferred, ino);
-        if (!rep.ok()) return ErrnoOf(rep.status());
-        leasefs_defrag out{};
-        out.extents_before = rep->extents_before;
-        out.extents_after = rep->extents_after;
-        out.blocks_moved = rep->blocks_moved;
-        fuse_reply_ioctl(r, 0, &out, sizeof(out));
-        return 0;
+      // Each piece asks the layout guard; a lease in the way is broken
+      // (waiting, on this worker already) and the defrag goes on.
+      engine::Cred later = CredWithGroups(req);
+      later.set_open_file(file->id());
+      Defer(req, [this, ino, later = std::move(later)](fuse_req_t r) {
+        LayoutCall defrag = [this, ino](fuse_req_t q, const engine::Cred& c) {
+          auto rep = fs_->Defrag(c, ino);
+          if (!rep.ok()) return ErrnoOf(rep.status());
+          leasefs_defrag out{};
+          out.extents_before = rep->extents_before;
+          out.extents_after = rep->extents_after;
+          out.blocks_moved = rep->blocks_moved;
+          fuse_reply_ioctl(q, 0, &out, sizeof(out));
+          return 0;
+        };
+        const int rc = defrag(r, later);
+        if (rc != ERESTART) return rc;
+        auto change = LeaseEdge::TakeRefused();
+        return change ? BreakAndRetry(r, later, defrag, *change) : EIO;
       });
       return 0;
     }
@@ -163,13 +236,18 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       auto donor = peers_->Take(*fuse_req_ctx(req), m.donor_fd);
       if (!donor.ok()) return ErrnoOf(donor.status());
       if (int err = DonorError(*donor); err != 0) return err;
-      auto moved = fs_->MoveExtents(cred, ino, donor->ino, m.orig_start, m.donor_start, m.len);
-      if (!moved.ok()) return ErrnoOf(moved.status());
-      m.moved_len = *moved;
-      fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
-      fuse_lowlevel_notify_inval_inode(se_, donor->ino, 0, 0);
-      fuse_reply_ioctl(req, 0, &m, sizeof(m));
-      return 0;
+      auto held = std::make_shared<PeerFile>(std::move(*donor));
+      return WithBreaks(req, by, file->nonblock(),
+                        [this, ino, m, held](fuse_req_t q, const engine::Cred& c) mutable {
+                          auto moved = fs_->MoveExtents(c, ino, held->ino, m.orig_start,
+                                                        m.donor_start, m.len);
+                          if (!moved.ok()) return ErrnoOf(moved.status());
+                          m.moved_len = *moved;
+                          fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
+                          fuse_lowlevel_notify_inval_inode(se_, held->ino, 0, 0);
+                          fuse_reply_ioctl(q, 0, &m, sizeof(m));
+                          return 0;
+                        });
     }
     default:
       return ENOTTY;
@@ -177,13 +255,132 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
 }
 
 int Server::DoCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_ino_t ino_out,
-                            off_t off_out, size_t len, int flags) {
+                            off_t off_out, const fuse_file_info* fi_out, size_t len, int flags) {
   if (flags != 0) return EINVAL;
   if (off_in < 0 || off_out < 0) return EINVAL;
-  auto n = fs_->CopyFileRange(CredOf(req), ino_in, static_cast<uint64_t>(off_in), ino_out,
-                              static_cast<uint64_t>(off_out), len);
-  if (!n.ok()) return ErrnoOf(n.status());
-  fuse_reply_write(req, static_cast<size_t>(*n));
+  // The change is made through the destination's open file (the source's
+  // is not passed along), so a lease on the source is always somebody
+  // else's here.
+  const OpenFile* out = FileOf(fi_out);
+  return WithBreaks(req, CredThrough(req, out), out != nullptr && out->nonblock(),
+                    [this, ino_in, off_in, ino_out, off_out, len](fuse_req_t r,
+                                                                   const engine::Cred& c) {
+                      auto n = fs_->CopyFileRange(c, ino_in, static_cast<uint64_t>(off_in),
+                                                  ino_out, static_cast<uint64_t>(off_out), len);
+                      if (!n.ok()) return ErrnoOf(n.status());
+                      fuse_reply_write(r, static_cast<size_t>(*n));
+                      return 0;
+                    });
+}
+
+}  // namespace leasefs::daemon
+
+namespace leasefs::daemon {
+
+int Server::DoSetLease(fuse_req_t req, const OpenFile& file, const void* in, size_t in_size,
+                       size_t out_size) {
+  leasefs_lease l;
+  if (!ReadArg(in, in_size, &l) || out_size < sizeof(l)) return EINVAL;
+  if (l.reserved0 != 0 || l.reserved[0] != 0 || l.reserved[1] != 0) return EINVAL;
+  // As F_SETLEASE: regular files only; the unbreakable kinds only for the
+  // file's owner (or root, standing in for CAP_LEASE).
+  auto e = fs_->GetAttr(file.ino());
+  if (!e.ok()) return ErrnoOf(e.status());
+  if (!S_ISREG(e->attr.st_mode)) return EINVAL;
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  lease::Holder holder;
+  holder.open_file = file.id();
+  holder.ino = file.ino();
+  holder.tid = ctx->pid;
+  holder.uid = ctx->uid;
+  holder.may_unbreak = ctx->uid == 0 || ctx->uid == e->attr.st_uid;
+  lease::LeaseRequest r;
+  r.offset = l.offset;
+  r.length = l.length;
+  r.type = l.type;
+  r.flags = l.flags;
+  r.signal = l.signal;
+  r.sigval = l.sigval;
+  r.convert = l.id;
+  auto reply = [l](fuse_req_t q, lease::LeaseId id) mutable {
+    l.id = id;
+    fuse_reply_ioctl(q, 0, &l, sizeof(l));
+    return 0;
+  };
+  // Try without waiting on the loop; only a break in progress makes a new
+  // lease wait, and that wait goes to a worker.
+  lease::LeaseRequest now = r;
+  now.flags |= LEASEFS_LEASE_NONBLOCK;
+  auto id = leases_.table().SetLease(holder, now, nullptr);
+  if (id.ok()) return reply(req, *id);
+  if (id.status().err() != EWOULDBLOCK || (l.flags & LEASEFS_LEASE_NONBLOCK))
+    return ErrnoOf(id.status());
+  Defer(req, [this, holder, r, reply](fuse_req_t q) mutable {
+    std::shared_ptr<lease::WaitToken> token = leases_.table().NewWaitToken();
+    Result<lease::LeaseId> granted = Status::Error(EINTR);
+    {
+      InterruptScope interruptible(q, token.get());
+      granted = leases_.table().SetLease(holder, r, token.get());
+    }
+    return granted.ok() ? reply(q, *granted) : ErrnoOf(granted.status());
+  });
+  return 0;
+}
+
+int Server::DoListLeases(fuse_req_t req, const void* in, size_t in_size, size_t out_size) {
+  auto list = std::make_unique<leasefs_lease_list>();
+  if (!ReadArg(in, in_size, list.get()) || out_size < sizeof(*list)) return EINVAL;
+  if (list->reserved[0] != 0 || list->reserved[1] != 0) return EINVAL;
+  const uint64_t after = list->after;
+  bool more = false;
+  const std::vector<lease::LeaseInfo> leases =
+      leases_.table().List(after, LEASEFS_LIST_MAX, &more);
+  *list = leasefs_lease_list{};
+  list->after = after;
+  list->count = static_cast<uint32_t>(leases.size());
+  list->flags = more ? LEASEFS_LIST_MORE : 0;
+  for (size_t i = 0; i < leases.size(); ++i) list->leases[i] = ToAbi(leases[i]);
+  fuse_reply_ioctl(req, 0, list.get(), sizeof(*list));
+  return 0;
+}
+
+int Server::DoLeaseEvents(fuse_req_t req, const void* in, size_t in_size, size_t out_size) {
+  leasefs_events head;
+  if (!ReadArg(in, in_size, &head) || out_size < sizeof(head)) return EINVAL;
+  if (head.reserved[0] != 0 || head.reserved[1] != 0) return EINVAL;
+  const uint64_t after = head.after;
+  auto reply = [after](fuse_req_t q, const std::vector<lease::Event>& events, uint64_t lost) {
+    auto out = std::make_unique<leasefs_events>();
+    out->after = after;
+    out->count = static_cast<uint32_t>(events.size());
+    out->lost = lost;
+    for (size_t i = 0; i < events.size(); ++i) out->events[i] = ToAbi(events[i]);
+    fuse_reply_ioctl(q, 0, out.get(), sizeof(*out));
+    return 0;
+  };
+  uint64_t lost = 0;
+  auto now = leases_.table().Events(after, LEASEFS_EVENTS_MAX, std::chrono::milliseconds(0),
+                                    nullptr, &lost);
+  if (!now.ok()) return ErrnoOf(now.status());
+  if (!now->empty() || lost != 0 || head.timeout_ms == 0) return reply(req, *now, lost);
+  // Nothing yet: wait on a worker, for at most a second, and only a few at
+  // a time (breakers need workers too).
+  if (event_waiters_.fetch_add(1) >= kMaxEventWaiters) {
+    event_waiters_.fetch_sub(1);
+    return EBUSY;
+  }
+  const auto timeout = std::min(kMaxEventWait, std::chrono::milliseconds(head.timeout_ms));
+  Defer(req, [this, after, timeout, reply](fuse_req_t q) {
+    std::shared_ptr<lease::WaitToken> token = leases_.table().NewWaitToken();
+    uint64_t missed = 0;
+    Result<std::vector<lease::Event>> events = Status::Error(EINTR);
+    {
+      InterruptScope interruptible(q, token.get());
+      events = leases_.table().Events(after, LEASEFS_EVENTS_MAX, timeout, token.get(), &missed);
+    }
+    event_waiters_.fetch_sub(1);
+    return events.ok() ? reply(q, *events, missed) : ErrnoOf(events.status());
+  });
   return 0;
 }
 

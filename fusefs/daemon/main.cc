@@ -194,6 +194,26 @@ class DeferredDrain {
   Server* server_;
 };
 
+// The lease table's settings from the mount options.
+lease::Options LeaseOptions(const LeaseMountOptions& o) {
+  lease::Options lo;
+  lo.break_time = std::chrono::milliseconds(static_cast<int64_t>(o.break_time * 1000 + 0.5));
+  lo.write_break =
+      o.every_write_breaks ? lease::WriteBreak::kXfsFaithful : lease::WriteBreak::kUnmapOnly;
+  switch (o.pinned_break) {
+    case LeaseMountOptions::Pinned::kRefuse:
+      lo.pinned_break = lease::PinnedBreak::kRefuse;
+      break;
+    case LeaseMountOptions::Pinned::kFence:
+      lo.pinned_break = lease::PinnedBreak::kFence;
+      break;
+    case LeaseMountOptions::Pinned::kWait:
+      lo.pinned_break = lease::PinnedBreak::kWait;
+      break;
+  }
+  return lo;
+}
+
 // Validates the FUSE options early: libfuse prints what it rejects.
 SessionPtr NewSession(const DaemonOptions& opts, const std::string& fsname, Server* server) {
   std::vector<std::string> args = FuseArgs(opts, fsname);
@@ -283,7 +303,7 @@ int RunLoop(fuse_session* se, unsigned threads) {
 // pool lock, session, server.
 int Serve(const DaemonOptions& opts, const std::string& pool_path, const std::string& mnt,
           Background* background) {
-  Server server(opts.timeouts);
+  Server server(opts.timeouts, LeaseOptions(opts.leases));
   SessionPtr session = NewSession(opts, pool_path, &server);
   if (!session) return 1;
   std::optional<PoolLock> lock;  // let go of after the engine closed the pool

@@ -313,10 +313,17 @@ int Server::DoSetAttr(fuse_req_t req, fuse_ino_t ino, const struct stat& attr, i
   // The kernel passes the open file (FATTR_FH) for ftruncate(2), whose fd
   // was already checked for writing.
   const SetAttrArgs a = ToSetAttrArgs(attr, to_set, fi != nullptr);
-  auto e = fs_->SetAttr(cred, ino, a);
-  if (!e.ok()) return ErrnoOf(e.status());
-  fuse_reply_attr(req, &e->attr, timeouts_.attr);
-  return 0;
+  const OpenFile* f = FileOf(fi);
+  engine::Cred by = cred;
+  if (f != nullptr) by.set_open_file(f->id());
+  // truncate(2) by path has no open file and always waits for a break.
+  return WithBreaks(req, by, f != nullptr && f->nonblock(),
+                    [this, ino, a](fuse_req_t r, const engine::Cred& c) {
+                      auto e = fs_->SetAttr(c, ino, a);
+                      if (!e.ok()) return ErrnoOf(e.status());
+                      fuse_reply_attr(r, &e->attr, timeouts_.attr);
+                      return 0;
+                    });
 }
 
 int Server::DoKernelRemovePrivs(fuse_req_t req, fuse_ino_t ino, const engine::Cred& cred,
@@ -390,27 +397,38 @@ int Server::DoOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   if ((fi->flags & engine::kOpenExec) && !kernel_checks_permissions_) {
     if (Status s = fs_->Access(cred, ino, R_OK); !s.ok()) return ErrnoOf(s);
   }
-  auto e = fs_->Open(cred, ino, fi->flags);
-  if (!e.ok()) return ErrnoOf(e.status());
-  if (may_kill_priv) fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
-  SetFileOpenFlags(ino, fi);
-  // A reply the kernel did not take (the caller was interrupted) opens
-  // nothing, and no RELEASE will come for it.
-  if (fuse_reply_open(req, fi) != 0) files_.Release(FileOf(fi));
-  return 0;
+  // An O_TRUNC open breaks layout leases as a truncate does.
+  return WithBreaks(req, cred, (fi->flags & O_NONBLOCK) != 0,
+                    [this, ino, may_kill_priv, opened = *fi](fuse_req_t r,
+                                                             const engine::Cred& c) mutable {
+                      auto e = fs_->Open(c, ino, opened.flags);
+                      if (!e.ok()) return ErrnoOf(e.status());
+                      if (may_kill_priv) fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
+                      SetFileOpenFlags(ino, &opened);
+                      // A reply the kernel did not take (the caller was
+                      // interrupted) opens nothing: no RELEASE will follow.
+                      if (fuse_reply_open(r, &opened) != 0) files_.Release(FileOf(&opened));
+                      return 0;
+                    });
 }
 
 int Server::DoCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                      fuse_file_info* fi) {
-  auto e = fs_->Create(CredOf(req), parent, name, mode, fi->flags);
-  if (!e.ok()) return ErrnoOf(e.status());
-  SetFileOpenFlags(e->attr.st_ino, fi);
-  const fuse_entry_param p = EntryParam(*e);
-  if (fuse_reply_create(req, &p, fi) != 0) {
-    fs_->Forget(p.ino, 1);
-    files_.Release(FileOf(fi));
-  }
-  return 0;
+  // O_CREAT|O_TRUNC of an existing file truncates it: leases break.
+  return WithBreaks(
+      req, CredOf(req), (fi->flags & O_NONBLOCK) != 0,
+      [this, parent, name = std::string(name), mode, created = *fi](
+          fuse_req_t r, const engine::Cred& c) mutable {
+        auto e = fs_->Create(c, parent, name, mode, created.flags);
+        if (!e.ok()) return ErrnoOf(e.status());
+        SetFileOpenFlags(e->attr.st_ino, &created);
+        const fuse_entry_param p = EntryParam(*e);
+        if (fuse_reply_create(r, &p, &created) != 0) {
+          fs_->Forget(p.ino, 1);
+          files_.Release(FileOf(&created));
+        }
+        return 0;
+      });
 }
 
 int Server::DoRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
@@ -429,7 +447,8 @@ int Server::DoRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off) {
   return 0;
 }
 
-int Server::DoWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t off) {
+int Server::DoWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t off,
+                       const fuse_file_info* fi) {
   constexpr int kMaxSegments = 8;
   iovec iov[kMaxSegments];
   int count = 0;
@@ -441,19 +460,39 @@ int Server::DoWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t 
     iov[0] = {copy.data(), copy.size()};
     count = 1;
   }
-  const engine::Cred cred = CredOf(req);
-  // The kernel sends a direct-I/O WRITE without dropping privileges first:
-  // the engine does.
-  const bool may_kill_priv = fs_->WouldRemovePrivs(cred, ino);
-  auto n = fs_->Write(cred, ino, static_cast<uint64_t>(off), iov, count);
-  if (!n.ok()) return ErrnoOf(n.status());
-  // The engine dropped setuid/setgid or the capability, which the kernel
-  // cannot learn from a WRITE reply; `stat -c %A` would show the cached mode
-  // until attr_timeout. Invalidating attributes never blocks without
-  // writeback caching.
-  if (may_kill_priv) fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
-  fuse_reply_write(req, *n);
-  return 0;
+  // The write, from segments that must live as long as the call.
+  auto write_from = [this, ino, off](const iovec* v, int n) -> LayoutCall {
+    return [this, ino, off, v, n](fuse_req_t r, const engine::Cred& c) {
+      // The kernel sends a direct-I/O WRITE without dropping privileges
+      // first: the engine does.
+      const bool may_kill_priv = fs_->WouldRemovePrivs(c, ino);
+      auto w = fs_->Write(c, ino, static_cast<uint64_t>(off), v, n);
+      if (!w.ok()) return ErrnoOf(w.status());
+      // The engine dropped setuid/setgid or the capability, which the
+      // kernel cannot learn from a WRITE reply; `stat -c %A` would show the
+      // cached mode until attr_timeout. Invalidating attributes never
+      // blocks without writeback caching.
+      if (may_kill_priv) fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
+      fuse_reply_write(r, *w);
+      return 0;
+    };
+  };
+  // A write that must wait for a break gets a copy of its data: libfuse
+  // reuses the buffer once this handler returns. WRITE carries the file's
+  // current flags, O_NONBLOCK included.
+  auto owned = [&]() -> LayoutCall {
+    auto data = std::make_shared<std::vector<char>>();
+    for (int i = 0; i < count; ++i) {
+      const char* b = static_cast<const char*>(iov[i].iov_base);
+      data->insert(data->end(), b, b + iov[i].iov_len);
+    }
+    return [data, write_from](fuse_req_t r, const engine::Cred& c) {
+      iovec v{data->data(), data->size()};
+      return write_from(&v, 1)(r, c);
+    };
+  };
+  return WithBreaks(req, CredThrough(req, FileOf(fi)), fi && (fi->flags & O_NONBLOCK),
+                    write_from(iov, count), owned);
 }
 
 int Server::DoFsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
@@ -463,6 +502,7 @@ int Server::DoFsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
 void Server::DoRelease(const fuse_file_info* fi) {
   OpenFile* f = FileOf(fi);
   if (f == nullptr) return;
+  leases_.table().CloseOpenFile(f->id());
   files_.Release(f);
 }
 
@@ -478,7 +518,7 @@ int Server::DoPoll(fuse_req_t req, fuse_ino_t, const fuse_file_info* fi, fuse_po
     }
   }
   unsigned revents = POLLIN | POLLOUT | POLLRDNORM | POLLWRNORM;
-  (void)f;
+  if (f != nullptr && leases_.table().Pollpri(f->id())) revents |= POLLPRI;
   fuse_reply_poll(req, revents);
   return 0;
 }
@@ -545,15 +585,66 @@ int Server::DoAccess(fuse_req_t req, fuse_ino_t ino, int mask) {
   return ReplyStatus(req, fs_->Access(CredOf(req), ino, mask));
 }
 
-int Server::DoFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len) {
-  // The kernel normally dropped the privileges already (see DoSetAttr and
-  // DoRemoveXattr); the engine drops whatever is left.
-  const engine::Cred cred = CredOf(req);
-  const bool may_kill_priv = fs_->WouldRemovePrivs(cred, ino);
-  const Status s =
-      fs_->Fallocate(cred, ino, mode, static_cast<uint64_t>(off), static_cast<uint64_t>(len));
-  if (s.ok() && may_kill_priv) fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
-  return ReplyStatus(req, s);
+int Server::DoFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+                        const fuse_file_info* fi) {
+  const OpenFile* f = FileOf(fi);
+  return WithBreaks(req, CredThrough(req, f), f != nullptr && f->nonblock(),
+                    [this, ino, mode, off, len](fuse_req_t r, const engine::Cred& c) {
+                      // The kernel normally dropped the privileges already (see
+                      // DoSetAttr and DoRemoveXattr); the engine drops whatever
+                      // is left.
+                      const bool may_kill_priv = fs_->WouldRemovePrivs(c, ino);
+                      const Status s = fs_->Fallocate(c, ino, mode, static_cast<uint64_t>(off),
+                                                      static_cast<uint64_t>(len));
+                      if (s.ok() && may_kill_priv)
+                        fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
+                      return ReplyStatus(r, s);
+                    });
+}
+
+int Server::WithBreaks(fuse_req_t req, const engine::Cred& cred, bool nonblock, LayoutCall call,
+                       const std::function<LayoutCall()>& owned) {
+  int rc = call(req, cred);
+  if (rc != ERESTART) return rc;
+  std::optional<engine::LayoutChange> change = LeaseEdge::TakeRefused();
+  if (!change) return EIO;  // ERESTART comes from the guard alone
+  if (nonblock) {
+    // Start the break (holders are told) but do not wait for it.
+    Status s = leases_.table().Break(cred, *change, /*nonblock=*/true, nullptr);
+    if (!s.ok()) return ErrnoOf(s);
+    rc = call(req, cred);  // the leases went meanwhile
+    if (rc != ERESTART) return rc;
+    LeaseEdge::TakeRefused();
+    return EWOULDBLOCK;
+  }
+  // The worker cannot ask the caller's groups once the caller is gone.
+  engine::Cred later = CredWithGroups(req);
+  later.set_open_file(cred.open_file());
+  Defer(req, [this, later = std::move(later), change = *change,
+              again = owned ? owned() : std::move(call)](fuse_req_t r) {
+    return BreakAndRetry(r, later, again, change);
+  });
+  return 0;
+}
+
+int Server::BreakAndRetry(fuse_req_t req, const engine::Cred& cred, const LayoutCall& call,
+                          engine::LayoutChange change) {
+  for (;;) {
+    if (Status s = BreakWaiting(req, cred, change); !s.ok()) return ErrnoOf(s);
+    const int rc = call(req, cred);
+    if (rc != ERESTART) return rc;
+    // A lease came while we waited: round again.
+    std::optional<engine::LayoutChange> next = LeaseEdge::TakeRefused();
+    if (!next) return EIO;
+    change = *next;
+  }
+}
+
+Status Server::BreakWaiting(fuse_req_t req, const engine::Cred& cred,
+                            const engine::LayoutChange& change) {
+  std::shared_ptr<lease::WaitToken> token = leases_.table().NewWaitToken();
+  InterruptScope interruptible(req, token.get());
+  return leases_.table().Break(cred, change, /*nonblock=*/false, token.get());
 }
 
 int Server::DoLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence) {

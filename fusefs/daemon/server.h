@@ -20,6 +20,8 @@
 
 #include <fcntl.h>
 
+#include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -28,6 +30,7 @@
 
 #include <cstddef>
 
+#include "fusefs/daemon/lease_edge.h"
 #include "fusefs/daemon/open_file.h"
 #include "fusefs/daemon/options.h"
 #include "fusefs/daemon/peer_fd.h"
@@ -36,12 +39,15 @@
 
 namespace leasefs::daemon {
 
+engine::Cred CredOf(fuse_req_t req);
+
 class Server {
  public:
   // The most threads Defer() runs at once.
   static constexpr size_t kMaxWaitThreads = 64;
 
-  explicit Server(const Timeouts& timeouts) : timeouts_(timeouts) {}
+  Server(const Timeouts& timeouts, const lease::Options& leases)
+      : timeouts_(timeouts), leases_(leases, &files_) {}
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
@@ -57,6 +63,7 @@ class Server {
   void Attach(engine::Filesystem* fs, fuse_session* se) noexcept {
     fs_ = fs;
     se_ = se;
+    fs_->SetLayoutGuard(&leases_);
   }
 
   // Answers `req` from a worker thread: task(req) follows the Do* contract.
@@ -66,7 +73,10 @@ class Server {
   }
   // Finishes every deferred request and stops the workers. Call after the
   // session loop returned and before the session is destroyed.
-  void Shutdown() noexcept { waiters_.Shutdown(); }
+  void Shutdown() noexcept {
+    leases_.table().Shutdown();  // ends the waits of deferred requests
+    waiters_.Shutdown();
+  }
 
   // --- Operations (see fuse_lowlevel.h for each request's meaning) -----
   void DoInit(fuse_conn_info* conn) noexcept;
@@ -88,7 +98,8 @@ class Server {
   int DoCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                fuse_file_info* fi);
   int DoRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
-  int DoWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t off);
+  int DoWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t off,
+                 const fuse_file_info* fi);
   int DoFsync(fuse_req_t req, fuse_ino_t ino, int datasync);
   // The last close of an open file description: its leases go with it.
   void DoRelease(const fuse_file_info* fi);
@@ -105,13 +116,14 @@ class Server {
   int DoListXattr(fuse_req_t req, fuse_ino_t ino, size_t size);
   int DoRemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name);
   int DoAccess(fuse_req_t req, fuse_ino_t ino, int mask);
-  int DoFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len);
+  int DoFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off_t len,
+                  const fuse_file_info* fi);
   int DoLseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence);
   // The leasefs ioctls (include/leasefs/ioctl.h); ioctl_ops.cc.
   int DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_file_info* fi,
               unsigned flags, const void* in, size_t in_size, size_t out_size);
   int DoCopyFileRange(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_ino_t ino_out,
-                      off_t off_out, size_t len, int flags);
+                      off_t off_out, const fuse_file_info* fi_out, size_t len, int flags);
 
   // Where the filesystem is mounted, to recognise callers' fds on it.
   // REQUIRES: before the session loop starts.
@@ -149,11 +161,47 @@ class Server {
   int DoKernelRemovePrivs(fuse_req_t req, fuse_ino_t ino, const engine::Cred& cred,
                           int denied_errno, bool reply_attr);
 
+  // --- Layout changes and leases (lease_edge.h, "How a layout change meets
+  // the leases") ---------------------------------------------------------
+  // An engine call that may change a layout, under the Do* contract, made
+  // as `cred`; it returns ERESTART, having replied nothing, when the layout
+  // guard refused it because a lease must be broken first.
+  using LayoutCall = std::function<int(fuse_req_t, const engine::Cred&)>;
+  // The lease ioctls (ioctl_ops.cc).
+  int DoSetLease(fuse_req_t req, const OpenFile& file, const void* in, size_t in_size,
+                 size_t out_size);
+  int DoListLeases(fuse_req_t req, const void* in, size_t in_size, size_t out_size);
+  int DoLeaseEvents(fuse_req_t req, const void* in, size_t in_size, size_t out_size);
+
+  // Runs `call` now, as `cred`. If a lease must be broken first: with
+  // `nonblock`, starts the break and fails with EWOULDBLOCK; otherwise
+  // hands the request to a worker (Defer) that breaks, waiting as the break
+  // protocol says, and runs the call again until the guard lets it through.
+  // `owned` is the call the worker runs instead, for a call whose arguments
+  // do not outlive the loop's handler (a write's data); null: `call`.
+  int WithBreaks(fuse_req_t req, const engine::Cred& cred, bool nonblock, LayoutCall call,
+                 const std::function<LayoutCall()>& owned = nullptr);
+  // On a worker: breaks the leases in the way of `change` (what the guard
+  // refused), then runs `call` again, as often as the guard asks.
+  int BreakAndRetry(fuse_req_t req, const engine::Cred& cred, const LayoutCall& call,
+                    engine::LayoutChange change);
+  // Breaks the leases in the way of `change`, waiting; a FUSE INTERRUPT of
+  // `req` ends the wait with EINTR.
+  Status BreakWaiting(fuse_req_t req, const engine::Cred& cred, const engine::LayoutChange& change);
+  // The caller's credentials, with the open file the request came through.
+  static engine::Cred CredThrough(fuse_req_t req, const OpenFile* f) {
+    engine::Cred c = CredOf(req);
+    if (f != nullptr) c.set_open_file(f->id());
+    return c;
+  }
+
   const Timeouts timeouts_;
   engine::Filesystem* fs_ = nullptr;
   fuse_session* se_ = nullptr;
   WaitPool waiters_{kMaxWaitThreads};
   OpenFiles files_;
+  LeaseEdge leases_;  // after files_, which it uses
+  std::atomic<int> event_waiters_{0};
   std::unique_ptr<PeerFiles> peers_;
   bool kernel_checks_permissions_ = true;
 };
