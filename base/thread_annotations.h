@@ -1,5 +1,6 @@
 // Clang thread-safety annotations (checked with -Wthread-safety when built by
 // clang; empty under GCC), and annotated mutex wrappers that use them.
+// tools/check_thread_safety checks them in CI (docs/threading.md).
 #pragma once
 
 #include <mutex>
@@ -15,6 +16,9 @@
 #define SCOPED_CAPABILITY LFS_TSA(scoped_lockable)
 #define GUARDED_BY(x) LFS_TSA(guarded_by(x))
 #define PT_GUARDED_BY(x) LFS_TSA(pt_guarded_by(x))
+// Lock order, on the mutex member (checked with -Wthread-safety-beta).
+#define ACQUIRED_BEFORE(...) LFS_TSA(acquired_before(__VA_ARGS__))
+#define ACQUIRED_AFTER(...) LFS_TSA(acquired_after(__VA_ARGS__))
 #define REQUIRES(...) LFS_TSA(requires_capability(__VA_ARGS__))
 #define REQUIRES_SHARED(...) LFS_TSA(requires_shared_capability(__VA_ARGS__))
 #define ACQUIRE(...) LFS_TSA(acquire_capability(__VA_ARGS__))
