@@ -181,8 +181,8 @@ void Filesystem::Impl::DropPrivs(const Cred& c, Ino ino) {
 }
 
 Status Filesystem::RemovePrivs(const Cred& c, Ino ino) {
-  WriterLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  WriterLock l(&fs.mu_);
   LFS_RETURN_IF_ERROR(fs.Get(ino).status());
   LFS_RETURN_IF_ERROR(fs.Require(c, ino, W_OK));
   if (!fs.PrivsToDrop(c, ino).any()) return Status::Ok();
@@ -213,8 +213,8 @@ void Filesystem::Impl::TouchAtime(Inode* in) const {
 
 Status Filesystem::Read(Ino ino, uint64_t off, size_t len,
                         const std::function<void(const struct iovec*, int)>& sink) {
-  ReaderLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  ReaderLock l(&fs.mu_);
   LFS_ASSIGN_OR_RETURN(Node * n, fs.Get(ino));
   Inode* in = fs.I(ino);
   if (n->dir) return Status::Error(EISDIR);
@@ -246,28 +246,28 @@ Result<size_t> Filesystem::Write(const Cred& c, Ino ino, uint64_t off, const str
 
 Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t off,
                                              const struct iovec* src, int count) {
-  Impl& fs = *this;
-  if (fs.read_only_) return Status::Error(EROFS);
-  LFS_ASSIGN_OR_RETURN(Node * n, fs.Get(ino));
+  if (read_only_) return Status::Error(EROFS);
+  LFS_ASSIGN_OR_RETURN(Node * n, Get(ino));
   if (n->dir) return Status::Error(EISDIR);
-  if (!S_ISREG(fs.I(ino)->mode)) return Status::Error(EINVAL);
+  if (!S_ISREG(I(ino)->mode)) return Status::Error(EINVAL);
   uint64_t len = 0;
   for (int i = 0; i < count; ++i) len += src[i].iov_len;
   if (len == 0) return size_t{0};
   if (off >= kMaxFileSize) return Status::Error(EFBIG);
   len = std::min(len, kMaxFileSize - off);
-  fs.DropPrivs(c, ino);
+  DropPrivs(c, ino);
 
   // Bytes between the old end of file and the write read as zeros.
-  const uint64_t old_size = fs.I(ino)->size;
+  const uint64_t old_size = I(ino)->size;
   if (off > old_size)
-    LFS_RETURN_IF_ERROR(fs.ZeroRange(ino, old_size, std::min(RoundUp(old_size), off)));
+    LFS_RETURN_IF_ERROR(ZeroRange(ino, old_size, std::min(RoundUp(old_size), off)));
 
   // Plan: find the blocks that need new pool blocks (holes, and blocks
   // shared by reflink, which are copied first), reserve as many as there
   // are, and extent slots for the new mappings.
   uint64_t fb = off / kBlock;
-  std::vector<Run> runs = SplitShared(fs, Survey(n->extents, fb, (off + len - 1) / kBlock - fb + 1));
+  std::vector<Run> runs =
+      SplitShared(*this, Survey(n->extents, fb, (off + len - 1) / kBlock - fb + 1));
   uint64_t new_blocks = 0;
   size_t fresh = 0, unwritten = 0;
   for (const Run& r : runs) {
@@ -275,7 +275,7 @@ Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t of
     fresh += r.NeedsBlocks() ? 1 : 0;
     unwritten += r.kind == Run::kUnwritten ? 1 : 0;
   }
-  Op op(fs);
+  Op op(*this);
   std::vector<BlockRange> got;
   const uint64_t reserved = op.ReserveUpTo(new_blocks, GoalFor(n->extents, fb), &got);
   if (reserved < new_blocks) {
@@ -291,21 +291,21 @@ Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t of
     }
     if (stop * kBlock <= off) return Status::Error(ENOSPC, "pool is full");
     len = stop * kBlock - off;
-    runs = SplitShared(fs, Survey(n->extents, fb, stop - fb));
+    runs = SplitShared(*this, Survey(n->extents, fb, stop - fb));
   }
   // New mappings: at most one per reserved piece plus one per run it is
   // split across; replacing a shared run may split its extent (one slot);
   // converting an unwritten run may split it in three.
   if (new_blocks || unwritten) {
     const size_t new_slots = got.size() + 2 * fresh;
-    Status s = fs.PlanSlots(op, ino, new_slots + ExtentMap::kSlotsPerMarkWritten * unwritten);
+    Status s = PlanSlots(op, ino, new_slots + ExtentMap::kSlotsPerMarkWritten * unwritten);
     if (!s.ok() && unwritten) {
       // No room to split preallocated extents: convert the ones this write
       // touches whole, zeroing them, which needs no new slot (ext4's
       // "zeroout"). Slow for a huge extent, but a write into preallocated
       // space must not fail for lack of space.
       WidenUnwritten(n->extents, &runs);
-      s = fs.PlanSlots(op, ino, new_slots);
+      s = PlanSlots(op, ino, new_slots);
     }
     LFS_RETURN_IF_ERROR(s);
   }
@@ -338,34 +338,34 @@ Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t of
         pblk = r.pool_block + (fblk - r.file_block);
         k = left;
       }
-      char* base = fs.pool_.BlockPtr(pblk);
+      char* base = pool_.BlockPtr(pblk);
       const uint64_t rb = fblk * kBlock, re = (fblk + k) * kBlock;
       const uint64_t wb = std::max(rb, off), we = std::min(re, end);
       if (r.kind == Run::kShared) {  // bytes around the write keep the old contents
-        const char* old = fs.pool_.BlockPtr(r.pool_block + (fblk - r.file_block));
-        if (wb > rb) fs.media_->CopyFlush(base, old, wb - rb);
-        if (re > we) fs.media_->CopyFlush(base + (we - rb), old + (we - rb), re - we);
+        const char* old = pool_.BlockPtr(r.pool_block + (fblk - r.file_block));
+        if (wb > rb) media_->CopyFlush(base, old, wb - rb);
+        if (re > we) media_->CopyFlush(base + (we - rb), old + (we - rb), re - we);
       } else if (r.kind != Run::kWritten) {  // bytes around the write read as zeros
-        if (wb > rb) fs.media_->SetFlush(base, 0, wb - rb);
-        if (re > we) fs.media_->SetFlush(base + (we - rb), 0, re - we);
+        if (wb > rb) media_->SetFlush(base, 0, wb - rb);
+        if (re > we) media_->SetFlush(base + (we - rb), 0, re - we);
       }
-      reader.CopyTo(*fs.media_, base + (wb - rb), we - wb);
+      reader.CopyTo(*media_, base + (wb - rb), we - wb);
       fblk += k;
       left -= k;
     }
   }
-  fs.media_->Drain();
+  media_->Drain();
 
   // Metadata: one transaction if the map, size or mode change; otherwise the
   // timestamps are stored in place.
   const int64_t now = NowNs();
-  Inode img = *fs.I(ino);
+  Inode img = *I(ino);
   if (new_maps.empty() && unwritten == 0 && end <= img.size) {
-    StoreTime(&fs.I(ino)->mtime_ns, now);
-    StoreTime(&fs.I(ino)->ctime_ns, now);
+    StoreTime(&I(ino)->mtime_ns, now);
+    StoreTime(&I(ino)->ctime_ns, now);
     return static_cast<size_t>(len);
   }
-  fs.AddPlannedSlots(op, ino);
+  AddPlannedSlots(op, ino);
   for (const Mapping& m : replaced) {
     std::vector<Mapping> out;
     n->extents.Remove(op.tx, m.file_block, m.length, &out);
@@ -383,7 +383,7 @@ Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t of
   }
   img.size = std::max(img.size, end);
   img.mtime_ns = img.ctime_ns = now;
-  fs.StageAttrs(op, ino, img);
+  StageAttrs(op, ino, img);
   op.Commit();
   return static_cast<size_t>(len);
 }
@@ -416,8 +416,8 @@ Status Filesystem::Impl::Resize(Ino ino, uint64_t size, Inode img) {
 }
 
 Result<Entry> Filesystem::SetAttr(const Cred& c, Ino ino, const SetAttrArgs& a) {
-  WriterLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  WriterLock l(&fs.mu_);
   LFS_ASSIGN_OR_RETURN(Node * n, fs.Get(ino));
   if (fs.read_only_) return Status::Error(EROFS);
   Inode img = *fs.I(ino);
@@ -502,8 +502,8 @@ int AccessMask(int flags) {
   return mask;
 }
 
-// The part of open that checks and truncates. REQUIRES: writer lock.
-Result<Entry> OpenLocked(Filesystem::Impl& fs, const Cred& c, Ino ino, int flags) {
+// The part of open that checks and truncates.
+Result<Entry> OpenLocked(Filesystem::Impl& fs, const Cred& c, Ino ino, int flags) REQUIRES(fs.mu_) {
   LFS_ASSIGN_OR_RETURN(Node * n, fs.Get(ino));
   const int mask = AccessMask(flags);
   if (n->dir && (mask & W_OK)) return Status::Error(EISDIR);
@@ -530,8 +530,8 @@ Result<Entry> Filesystem::Open(const Cred& c, Ino ino, int flags) {
 
 Result<Entry> Filesystem::Create(const Cred& c, Ino parent, std::string_view name, mode_t mode,
                                  int flags) {
-  WriterLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  WriterLock l(&fs.mu_);
   LFS_ASSIGN_OR_RETURN(Node * p, fs.GetDir(parent));
   if (name.size() > kMaxName) return Status::Error(ENAMETOOLONG);
   LFS_RETURN_IF_ERROR(fs.Require(c, parent, X_OK));
@@ -549,17 +549,16 @@ Result<Entry> Filesystem::Create(const Cred& c, Ino parent, std::string_view nam
 // Preallocation
 
 Status Filesystem::Impl::Preallocate(Ino ino, int mode, uint64_t off, uint64_t len) {
-  Impl& fs = *this;
-  Node* n = fs.N(ino);
+  Node* n = N(ino);
   const uint64_t end = off + len, fb = off / kBlock, lb = (end - 1) / kBlock;
 
   uint64_t hole_blocks = 0;
   for (const Run& r : Survey(n->extents, fb, lb - fb + 1))
     hole_blocks += r.kind == Run::kHole ? r.length : 0;
-  if (hole_blocks > fs.AvailableBlocks()) return Status::Error(ENOSPC, "pool is full");
-  const uint64_t old_size = fs.I(ino)->size;
+  if (hole_blocks > AvailableBlocks()) return Status::Error(ENOSPC, "pool is full");
+  const uint64_t old_size = I(ino)->size;
   if (!(mode & FALLOC_FL_KEEP_SIZE) && end > old_size)
-    LFS_RETURN_IF_ERROR(fs.ZeroRange(ino, old_size, std::min(RoundUp(old_size), end)));
+    LFS_RETURN_IF_ERROR(ZeroRange(ino, old_size, std::min(RoundUp(old_size), end)));
 
   // Map the holes a chunk at a time, so a huge preallocation over fragmented
   // space never needs more journal than one transaction holds. A crash part
@@ -567,7 +566,7 @@ Status Filesystem::Impl::Preallocate(Ino ino, int mode, uint64_t off, uint64_t l
   constexpr uint64_t kChunk = 16384;
   for (uint64_t at = fb; at <= lb; at += kChunk) {
     const uint64_t cnt = std::min(kChunk, lb + 1 - at);
-    Op op(fs);
+    Op op(*this);
     std::vector<std::pair<Run, std::vector<BlockRange>>> plan;
     size_t pieces = 0;
     for (const Run& r : Survey(n->extents, at, cnt)) {
@@ -577,9 +576,9 @@ Status Filesystem::Impl::Preallocate(Ino ino, int mode, uint64_t off, uint64_t l
       pieces += got.size();
       plan.emplace_back(r, std::move(got));
     }
-    LFS_RETURN_IF_ERROR(fs.PlanSlots(op, ino, pieces));
-    fs.AddPlannedSlots(op, ino);
-    Inode img = *fs.I(ino);
+    LFS_RETURN_IF_ERROR(PlanSlots(op, ino, pieces));
+    AddPlannedSlots(op, ino);
+    Inode img = *I(ino);
     for (auto& [r, got] : plan) {
       uint64_t fblk = r.file_block;
       for (const BlockRange& g : got) {
@@ -594,7 +593,7 @@ Status Filesystem::Impl::Preallocate(Ino ino, int mode, uint64_t off, uint64_t l
       if (!(mode & FALLOC_FL_KEEP_SIZE) && end > img.size) img.size = end;
       img.mtime_ns = img.ctime_ns = now;
     }
-    fs.StageAttrs(op, ino, img);
+    StageAttrs(op, ino, img);
     op.Commit();
   }
   return Status::Ok();
@@ -604,8 +603,8 @@ Status Filesystem::Impl::Preallocate(Ino ino, int mode, uint64_t off, uint64_t l
 // SEEK_DATA / SEEK_HOLE
 
 Result<uint64_t> Filesystem::Lseek(Ino ino, uint64_t off, int whence) {
-  ReaderLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  ReaderLock l(&fs.mu_);
   LFS_ASSIGN_OR_RETURN(Node * n, fs.Get(ino));
   if (whence != SEEK_DATA && whence != SEEK_HOLE) return Status::Error(EINVAL);
   const uint64_t size = fs.I(ino)->size;

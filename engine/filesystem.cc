@@ -37,15 +37,14 @@ unsigned ModeToDtype(uint32_t mode) { return IFTODT(mode); }
 
 Op::~Op() {
   if (committed_) return;
-  for (const BlockRange& r : reserved_) fs_.alloc_.Free(r);
+  for (const BlockRange& r : reserved_) alloc().Free(r);
 }
 
 Status Op::Reserve(uint64_t count, uint64_t goal, std::vector<BlockRange>* out, Use use) {
   std::vector<BlockRange> got;
-  const uint64_t avail =
-      use == Use::kExtentChain ? fs_.alloc_.free_blocks() : fs_.AvailableBlocks();
+  const uint64_t avail = use == Use::kExtentChain ? alloc().free_blocks() : available();
   if (avail < count) return Status::Error(ENOSPC, "pool is full");
-  const uint64_t n = fs_.alloc_.Allocate(count, goal, &got);
+  const uint64_t n = alloc().Allocate(count, goal, &got);
   reserved_.insert(reserved_.end(), got.begin(), got.end());
   if (n < count) return Status::Error(ENOSPC, "pool is full");
   out->insert(out->end(), got.begin(), got.end());
@@ -54,7 +53,7 @@ Status Op::Reserve(uint64_t count, uint64_t goal, std::vector<BlockRange>* out, 
 
 uint64_t Op::ReserveUpTo(uint64_t count, uint64_t goal, std::vector<BlockRange>* out) {
   std::vector<BlockRange> got;
-  const uint64_t n = fs_.alloc_.Allocate(std::min(count, fs_.AvailableBlocks()), goal, &got);
+  const uint64_t n = alloc().Allocate(std::min(count, available()), goal, &got);
   reserved_.insert(reserved_.end(), got.begin(), got.end());
   out->insert(out->end(), got.begin(), got.end());
   return n;
@@ -116,7 +115,7 @@ void Op::Commit() {
   (void)reserved;
   fs_.journal_->Commit(tx);
   committed_ = true;
-  for (const BlockRange& r : freed_) fs_.alloc_.Free(r);
+  for (const BlockRange& r : freed_) alloc().Free(r);
 }
 
 // ---------------------------------------------------------------------------
@@ -449,6 +448,9 @@ Status CheckInodeShape(Ino ino, const Inode& in, const ExtentMap& em, uint64_t i
 
 Status Filesystem::Impl::Load(MountReport* report) {
   const auto t0 = std::chrono::steady_clock::now();
+  // Nobody else sees the engine yet; the lock is for what it guards
+  // (free_inodes_, alloc_) and what the orphan pass below requires.
+  WriterLock l(&mu_);
   const Superblock& sb = *pool_.sb;
   LFS_RETURN_IF_ERROR(ValidateSuperblock(sb, media_->size()));
   if (sb.feature_ro_compat != 0 && !read_only_)
@@ -515,7 +517,6 @@ Status Filesystem::Impl::Load(MountReport* report) {
 
   // Orphans: unlinked while open when the last daemon stopped.
   if (!read_only_) {
-    WriterLock l(&mu_);
     // A block-map change a crash interrupted is finished first: it may
     // still need the orphans' blocks (a clone from a deleted file).
     RecoverIntent();

@@ -90,7 +90,7 @@ class Filesystem::Impl {
 
   // --- inode lifetime -----------------------------------------------------------
   // Takes a free inode number. Errors: ENOSPC.
-  Result<Ino> AllocInode();
+  Result<Ino> AllocInode() REQUIRES(mu_);
   // Registers a newly staged inode in memory (its image is staged, not yet
   // in the pool).
   Node* AddNode(Ino ino, uint32_t mode, bool inline_data);
@@ -114,7 +114,7 @@ class Filesystem::Impl {
   // transaction (e.g. to set the new size), `stage_last` inside the last
   // (e.g. to free the inode); either may be null.
   void TruncateBlocks(Ino ino, uint64_t from, const std::function<void(Op&)>& stage_first,
-                      const std::function<void(Op&)>& stage_last = nullptr);
+                      const std::function<void(Op&)>& stage_last = nullptr) REQUIRES(mu_);
 
   // --- privileges on change (data_ops.cc; the rule is written there) ---------
   // What a change of `ino`'s bytes or size by `c` takes away: setuid/setgid
@@ -210,7 +210,7 @@ class Filesystem::Impl {
   // Free blocks kept back for extent-chain growth (see Op::Use).
   uint64_t reserve_blocks_ = 0;
   // Free blocks ordinary allocations may take.
-  uint64_t AvailableBlocks() const;
+  uint64_t AvailableBlocks() const REQUIRES_SHARED(mu_);
 
   SharedMutex mu_;  // the engine lock: shared to read, exclusive to change
   BlockAllocator alloc_ GUARDED_BY(mu_);
@@ -223,7 +223,8 @@ class Filesystem::Impl {
 // One transaction in the making, with the blocks it has reserved.
 class Op {
  public:
-  explicit Op(Filesystem::Impl& fs) : fs_(fs), tx(fs.journal_->Begin()) {}
+  // REQUIRES: the writer lock, held for the Op's whole life.
+  explicit Op(Filesystem::Impl& fs) REQUIRES(fs.mu_) : fs_(fs), tx(fs.journal_->Begin()) {}
   ~Op();
   Op(const Op&) = delete;
   Op& operator=(const Op&) = delete;
@@ -258,6 +259,11 @@ class Op {
 
  private:
   Filesystem::Impl& fs_;
+  // fs_.alloc_, which the writer lock guards. NO_THREAD_SAFETY_ANALYSIS: the
+  // constructor requires that lock and an Op never outlives its scope, which
+  // the analysis cannot carry into the member functions.
+  BlockAllocator& alloc() NO_THREAD_SAFETY_ANALYSIS { return fs_.alloc_; }
+  uint64_t available() NO_THREAD_SAFETY_ANALYSIS { return fs_.AvailableBlocks(); }
 
  public:
   Tx tx;

@@ -190,8 +190,8 @@ Result<Entry> Filesystem::Symlink(const Cred& c, Ino parent, std::string_view na
 }
 
 Result<Entry> Filesystem::Link(const Cred& c, Ino ino, Ino new_parent, std::string_view new_name) {
-  WriterLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  WriterLock l(&fs.mu_);
   LFS_RETURN_IF_ERROR(RequireWritable(fs));
   LFS_ASSIGN_OR_RETURN(Node * n, fs.Get(ino));
   LFS_ASSIGN_OR_RETURN(Node * p, fs.GetDir(new_parent));
@@ -240,8 +240,8 @@ Result<Directory::Entry> CheckDelete(const Filesystem::Impl& fs, const Cred& c, 
 }  // namespace
 
 Status Filesystem::Unlink(const Cred& c, Ino parent, std::string_view name) {
-  WriterLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  WriterLock l(&fs.mu_);
   LFS_RETURN_IF_ERROR(RequireWritable(fs));
   LFS_ASSIGN_OR_RETURN(const Directory::Entry e, CheckDelete(fs, c, parent, name, false));
   Op op(fs);
@@ -258,8 +258,8 @@ Status Filesystem::Unlink(const Cred& c, Ino parent, std::string_view name) {
 }
 
 Status Filesystem::Rmdir(const Cred& c, Ino parent, std::string_view name) {
-  WriterLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  WriterLock l(&fs.mu_);
   LFS_RETURN_IF_ERROR(RequireWritable(fs));
   LFS_ASSIGN_OR_RETURN(const Directory::Entry e, CheckDelete(fs, c, parent, name, true));
   if (!fs.N(e.ino)->dir->empty()) return Status::Error(ENOTEMPTY);
@@ -351,8 +351,8 @@ Status Filesystem::Rename(const Cred& c, Ino parent, std::string_view name, Ino 
                           std::string_view new_name, unsigned flags) {
   if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return Status::Error(EINVAL);
   if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return Status::Error(EINVAL);
-  WriterLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  WriterLock l(&fs.mu_);
   LFS_RETURN_IF_ERROR(RequireWritable(fs));
   LFS_ASSIGN_OR_RETURN(const RenameSides s,
                        CheckRename(fs, c, parent, name, new_parent, new_name, flags));
@@ -430,8 +430,8 @@ Status Filesystem::OpenDir(const Cred& c, Ino ino) {
 
 Status Filesystem::ReadDir(Ino ino, uint64_t cookie, bool with_attrs,
                            const std::function<bool(const DirEntry&)>& emit) {
-  ReaderLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  ReaderLock l(&fs.mu_);
   LFS_ASSIGN_OR_RETURN(Node * n, fs.GetDir(ino));
   fs.TouchAtime(fs.I(ino));  // each getdents(2) is an access, as on a local fs
   Entry attrs;

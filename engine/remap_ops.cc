@@ -346,8 +346,8 @@ Status Filesystem::Impl::Unshare(Ino ino, uint64_t fb, uint64_t count) {
 // fallocate
 
 Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uint64_t len) {
-  WriterLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  WriterLock l(&fs.mu_);
   LFS_ASSIGN_OR_RETURN(Node * n, fs.Get(ino));
   if (fs.read_only_) return Status::Error(EROFS);
   if (n->dir) return Status::Error(EISDIR);
@@ -452,7 +452,7 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
   // operation is atomic. (On a pool too full even for that, they are zeroed
   // in place first, as a write would be.)
   std::vector<Impl::EdgeBlock> edges;
-  auto edge = [&](uint64_t a, uint64_t b) -> Status {
+  auto edge = [&](uint64_t a, uint64_t b) REQUIRES(fs.mu_) -> Status {
     if (a >= b) return Status::Ok();
     const uint64_t eb = a / kBlock;
     const auto m = n->extents.Find(eb);
@@ -537,8 +537,8 @@ Result<uint64_t> Filesystem::CloneRange(const Cred& c, Ino src, uint64_t src_off
 
 Result<uint64_t> Filesystem::CopyFileRange(const Cred& c, Ino src, uint64_t src_off, Ino dst,
                                            uint64_t dst_off, uint64_t len) {
-  WriterLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  WriterLock l(&fs.mu_);
   if (fs.read_only_) return Status::Error(EROFS);
   LFS_ASSIGN_OR_RETURN(Node * sn, fs.Get(src));
   LFS_ASSIGN_OR_RETURN(Node * dn, fs.Get(dst));
@@ -554,7 +554,7 @@ Result<uint64_t> Filesystem::CopyFileRange(const Cred& c, Ino src, uint64_t src_
 
   // Copies [so, so + n) to do through the write path (which copies shared
   // blocks before changing them), straight from the pool mapping.
-  auto copy = [&](uint64_t so, uint64_t d, uint64_t n) -> Result<uint64_t> {
+  auto copy = [&](uint64_t so, uint64_t d, uint64_t n) REQUIRES(fs.mu_) -> Result<uint64_t> {
     uint64_t done = 0;
     while (done < n) {
       const uint64_t k = std::min<uint64_t>(n - done, 1 << 20);
@@ -658,8 +658,8 @@ std::vector<struct iovec> Filesystem::Impl::Segments(Ino ino, uint64_t off, uint
 // Block map
 
 Result<Filesystem::BlockMapView> Filesystem::BlockMap(Ino ino, uint64_t from_block, size_t max) {
-  ReaderLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  ReaderLock l(&fs.mu_);
   LFS_ASSIGN_OR_RETURN(Node * n, fs.Get(ino));
   if (n->dir) return Status::Error(EISDIR);
   BlockMapView view;
@@ -714,8 +714,8 @@ Result<Filesystem::DefragReport> Filesystem::Defrag(const Cred& c, Ino ino) {
   constexpr size_t kPieceExtents = 1024;
   uint64_t cursor = 0, goal = 0;
   for (;;) {
-    WriterLock l(&impl_->mu_);
     Impl& fs = *impl_;
+    WriterLock l(&fs.mu_);
     Node* n = fs.N(ino);
     if (!n) break;  // deleted meanwhile
     // The next run of unshared extents from the cursor.
@@ -810,8 +810,8 @@ Result<Filesystem::DefragReport> Filesystem::Defrag(const Cred& c, Ino ino) {
 
 Result<uint64_t> Filesystem::MoveExtents(const Cred& c, Ino orig, Ino donor, uint64_t orig_block,
                                          uint64_t donor_block, uint64_t count) {
-  WriterLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  WriterLock l(&fs.mu_);
   if (fs.read_only_) return Status::Error(EROFS);
   LFS_ASSIGN_OR_RETURN(Node * on, fs.Get(orig));
   LFS_ASSIGN_OR_RETURN(Node * dn, fs.Get(donor));

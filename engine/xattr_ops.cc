@@ -153,7 +153,7 @@ Status StageXattrs(Filesystem::Impl& fs, Op& op, Ino ino, const std::vector<Xatt
 
 // Commits `attrs` as the inode's new attribute set, with the ctime change.
 // Errors: ENOSPC.
-Status Store(Filesystem::Impl& fs, Ino ino, const std::vector<Xattr>& attrs) {
+Status Store(Filesystem::Impl& fs, Ino ino, const std::vector<Xattr>& attrs) REQUIRES(fs.mu_) {
   Op op(fs);
   LFS_RETURN_IF_ERROR(StageXattrs(fs, op, ino, attrs));
   Inode img = *fs.I(ino);
@@ -189,8 +189,8 @@ void Filesystem::Impl::StageRemoveXattr(Op& op, Ino ino, std::string_view name) 
 
 Status Filesystem::SetXattr(const Cred& c, Ino ino, std::string_view name, std::string_view value,
                             int flags) {
-  WriterLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  WriterLock l(&fs.mu_);
   LFS_RETURN_IF_ERROR(fs.Get(ino).status());
   LFS_RETURN_IF_ERROR(CheckName(name));
   if (value.size() > kMaxXattrValue) return Status::Error(E2BIG);
@@ -211,8 +211,8 @@ Status Filesystem::SetXattr(const Cred& c, Ino ino, std::string_view name, std::
 }
 
 Result<std::string> Filesystem::GetXattr(const Cred& c, Ino ino, std::string_view name) {
-  ReaderLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  ReaderLock l(&fs.mu_);
   LFS_RETURN_IF_ERROR(fs.Get(ino).status());
   LFS_RETURN_IF_ERROR(CheckName(name));
   LFS_RETURN_IF_ERROR(CheckAccess(fs, c, ino, name, false));
@@ -222,8 +222,8 @@ Result<std::string> Filesystem::GetXattr(const Cred& c, Ino ino, std::string_vie
 }
 
 Result<std::string> Filesystem::ListXattr(const Cred& c, Ino ino) {
-  ReaderLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  ReaderLock l(&fs.mu_);
   LFS_RETURN_IF_ERROR(fs.Get(ino).status());
   std::string out;
   for (const Xattr& a : Load(fs, ino)) {
@@ -235,8 +235,8 @@ Result<std::string> Filesystem::ListXattr(const Cred& c, Ino ino) {
 }
 
 Status Filesystem::RemoveXattr(const Cred& c, Ino ino, std::string_view name) {
-  WriterLock l(&impl_->mu_);
   Impl& fs = *impl_;
+  WriterLock l(&fs.mu_);
   LFS_RETURN_IF_ERROR(fs.Get(ino).status());
   LFS_RETURN_IF_ERROR(CheckName(name));
   LFS_RETURN_IF_ERROR(CheckAccess(fs, c, ino, name, true));
