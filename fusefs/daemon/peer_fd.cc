@@ -32,7 +32,7 @@ class Closer : public std::enable_shared_from_this<Closer> {
 
   // True if `uid` may hand over one more file.
   bool Admits(uid_t uid) {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     auto it = pending_.find(uid);
     return it == pending_.end() || it->second < kMaxPendingPerUser;
   }
@@ -40,7 +40,7 @@ class Closer : public std::enable_shared_from_this<Closer> {
   void Post(int fd, uid_t uid) noexcept {
     try {
       {
-        std::lock_guard<std::mutex> l(mu_);
+        MutexLock l(&mu_);
         ++pending_[uid];
       }
       std::thread([self = shared_from_this(), fd, uid] {
@@ -55,13 +55,13 @@ class Closer : public std::enable_shared_from_this<Closer> {
 
  private:
   void Done(uid_t uid) noexcept {
-    std::lock_guard<std::mutex> l(mu_);
+    MutexLock l(&mu_);
     auto it = pending_.find(uid);
     if (it != pending_.end() && --it->second <= 0) pending_.erase(it);
   }
 
-  std::mutex mu_;
-  std::map<uid_t, int> pending_;  // GUARDED_BY(mu_): closes not yet done, by user
+  Mutex mu_;
+  std::map<uid_t, int> pending_ GUARDED_BY(mu_);  // closes not yet done, by user
 };
 
 namespace {
@@ -224,7 +224,7 @@ bool FsIdsFromStatus(const std::string& status, uid_t* fsuid, gid_t* fsgid) {
 }
 
 Result<dev_t> PeerFiles::OwnDevice() {
-  std::lock_guard<std::mutex> l(mu_);
+  MutexLock l(&mu_);
   if (own_device_) return *own_device_;
   LFS_ASSIGN_OR_RETURN(std::string info, Slurp("/proc/self/mountinfo"));
   // Only a FUSE mount made by this daemon's user: whoever may write the

@@ -28,11 +28,11 @@
 
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 
 #include "base/result.h"
+#include "base/thread_annotations.h"
 #include "base/unique_fd.h"
 
 namespace leasefs::daemon {
@@ -89,8 +89,8 @@ class PeerFiles {
   Result<dev_t> OwnDevice();
 
   std::string mountpoint_;
-  std::mutex mu_;  // guards own_device_ (requests arrive on several threads)
-  std::optional<dev_t> own_device_;
+  Mutex mu_;  // requests arrive on several threads
+  std::optional<dev_t> own_device_ GUARDED_BY(mu_);
   std::shared_ptr<Closer> closer_;
 };
 
