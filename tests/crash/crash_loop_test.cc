@@ -356,8 +356,10 @@ TEST_SUITE("crash") {
       // Whatever the crash left: at most d, d/f, o and s.
       Snapshot snap = TakeSnapshot(m.mnt());
       CHECK(snap.errors.empty());
-      for (const auto& [name, ino] : snap.nodes.at(snap.root).children)
+      for (const auto& child : snap.nodes.at(snap.root).children) {
+        const auto& name = child.first;  // not a binding: clang 14 cannot capture those
         CHECK_MESSAGE((name == "d" || name == "o" || name == "s"), "unexpected /" << name);
+      }
       unlink((m.mnt() + "/d/f").c_str());
       rmdir((m.mnt() + "/d").c_str());
       unlink((m.mnt() + "/o").c_str());

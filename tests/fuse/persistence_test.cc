@@ -140,13 +140,17 @@ Snapshot Take(const TestFs& fs) {
 
 // Checks every path of `want` against `got`, naming the path on failure.
 void CompareSnapshots(const Snapshot& want, const Snapshot& got) {
-  for (const auto& [path, text] : want) {
+  // No structured bindings: CAPTURE's lambdas capture the names, which
+  // clang 14 does not allow for bindings.
+  for (const auto& entry : want) {
+    const std::string& path = entry.first;
     CAPTURE(path);
     auto it = got.find(path);
     REQUIRE_MESSAGE(it != got.end(), "missing after remount: " << path);
-    CHECK(it->second == text);
+    CHECK(it->second == entry.second);
   }
-  for (const auto& [path, text] : got) {
+  for (const auto& entry : got) {
+    const std::string& path = entry.first;
     CAPTURE(path);
     CHECK_MESSAGE(want.count(path) == 1, "appeared after remount: " << path);
   }
