@@ -294,6 +294,10 @@ int Server::DoSetLease(fuse_req_t req, const OpenFile& file, const void* in, siz
   holder.tid = ctx->pid;
   holder.uid = ctx->uid;
   holder.may_unbreak = ctx->uid == 0 || ctx->uid == e->attr.st_uid;
+  // A lease makes other writers wait up to the break time. Linux lets only
+  // the owner take one; we also let whoever opened the file for writing
+  // (who could change it anyway), but not a mere reader.
+  if (l.type != LEASEFS_LEASE_UNLOCK && !holder.may_unbreak && !file.writable()) return EACCES;
   lease::LeaseRequest r;
   r.offset = l.offset;
   r.length = l.length;

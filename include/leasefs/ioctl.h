@@ -197,6 +197,11 @@ struct leasefs_move_extent {
  * LEASEFS_LEASE_UNLOCK releases the lease with exactly that range (ENOENT if
  * none), or every lease of the open file when offset and length are both 0.
  *
+ * Who may take one: the file's owner (or root, standing in for CAP_LEASE),
+ * or anybody on a descriptor open for writing; others get EACCES, since a
+ * lease lets its holder make writers wait (Linux lets only the owner).
+ * Regular files only (EINVAL).
+ *
  * Conflicts: READ leases coexist with each other and with one WRITE lease;
  * EXCLUSIVE and WRITE|UNBREAKABLE coexist with nothing. A conflicting lease
  * gives EAGAIN. While a break is in progress on a range, a new lease on it

@@ -327,8 +327,11 @@ TEST_SUITE("leases") {
     CHECK(p.Do("state 0") == "ACTIVE");
     // P hears of the break by its signal and POLLPRI, and releases 300 ms later.
     p.Send("release-on-break 10000 0 0 300");
+    // The breaker is another unprivileged user who may write the file.
     const auto t0 = Clock::now();
-    CHECK(SYS(truncate(fs.path("f").c_str(), 4 * B)) == "OK");
+    const std::string path = fs.path("f");
+    CHECK(RunAs(kBob, kBob, {}, [&] { return truncate(path.c_str(), 4 * B) == 0 ? 0 : errno; }) ==
+          0);
     const double waited = SecondsSince(t0);
     CHECK(p.Reply(5000) == "released OK");
     CHECK(waited >= 0.25);
@@ -758,8 +761,9 @@ TEST_SUITE("leases") {
         const int r = ioctl(target, cmd, buf.data());
         if (r != 0 && (errno == 0 || errno == EIO || errno == ENOTCONN)) return 3;
       }
-      // A valid lease, and then one that must be refused (not the owner).
-      if (SetLease(fd, 0, 0, LEASEFS_LEASE_READ, LEASEFS_LEASE_UNBREAKABLE) != EACCES) return 4;
+      // Neither the owner nor a writer: no lease of any kind.
+      if (SetLease(fd, 0, 0, LEASEFS_LEASE_READ, 0) != EACCES) return 4;
+      if (SetLease(fd, 0, 0, LEASEFS_LEASE_READ, LEASEFS_LEASE_UNBREAKABLE) != EACCES) return 5;
       return 0;
     });
     CHECK(rc == 0);
