@@ -20,6 +20,7 @@
 
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
 #include <sstream>
@@ -479,6 +480,92 @@ TEST_SUITE("leases") {
     // Beyond the lease's range, and not touching the size: no conflict.
     CHECK(SYS(fallocate(f, FALLOC_FL_KEEP_SIZE, 2 * MiB, B)) == "OK");
     CHECK(p.Do("state 0") == "ACTIVE");
+    close(f);
+    close(g);
+  }
+
+  TEST_CASE("every kind of layout change breaks a breakable lease, waits, and then proceeds") {
+    TestFs fs(WithOptions("lease_break_time=10"));
+    LEASEFS_ONLY(fs, "layout leases");
+    MakeFile(fs, "f", 0);
+    MakeFile(fs, "g", 0);
+    {
+      // Interleaved, so that F is in many pieces and a defrag has work.
+      int wf = open(fs.path("f").c_str(), O_WRONLY), wg = open(fs.path("g").c_str(), O_WRONLY);
+      for (uint64_t off = 0; off < 2 * MiB; off += 64 * 1024) {
+        REQUIRE(PwriteAll(wf, Pattern(64 * 1024, off), static_cast<off_t>(off)) == "");
+        REQUIRE(PwriteAll(wg, Pattern(64 * 1024, off + 1), static_cast<off_t>(off)) == "");
+      }
+      close(wf);
+      close(wg);
+    }
+    LeaseHolder p(fs.path("f"), {});
+    REQUIRE(p.ready() == "ready");
+    int f = open(fs.path("f").c_str(), O_RDWR);
+    int g = open(fs.path("g").c_str(), O_RDWR);
+    REQUIRE(f >= 0);
+    REQUIRE(g >= 0);
+    auto range = [&](unsigned long cmd, uint64_t off, uint64_t len) {
+      leasefs_range r{off, len, 0, 0};
+      return SYS(ioctl(f, cmd, &r));
+    };
+    auto clone = [](int dst, int src, uint64_t so, uint64_t len, uint64_t dof) {
+      leasefs_clone_range c{src, so, len, dof};
+      return SYS(ioctl(dst, LEASEFS_IOC_CLONE_RANGE, &c));
+    };
+    const std::vector<std::pair<std::string, std::function<std::string()>>> changes = {
+        {"defrag", [&] { leasefs_defrag d{}; return SYS(ioctl(f, LEASEFS_IOC_DEFRAG, &d)); }},
+        {"move_ext",
+         [&] {
+           leasefs_move_extent m{};
+           m.donor_fd = static_cast<uint32_t>(g);
+           m.len = 1;
+           return SYS(ioctl(f, LEASEFS_EXT4_IOC_MOVE_EXT, &m));
+         }},
+        {"ftruncate shrink", [&] { return SYS(ftruncate(f, 2 * MiB - B)); }},
+        {"truncate grow", [&] { return SYS(truncate(fs.path("f").c_str(), 2 * MiB)); }},
+        {"punch", [&] { return SYS(fallocate(f, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, B)); }},
+        {"zero range", [&] { return SYS(fallocate(f, FALLOC_FL_ZERO_RANGE, B, B)); }},
+        {"preallocate", [&] { return SYS(fallocate(f, 0, 0, 4 * B)); }},
+        {"collapse", [&] { return range(LEASEFS_IOC_COLLAPSE_RANGE, 0, B); }},
+        {"insert", [&] { return range(LEASEFS_IOC_INSERT_RANGE, 0, B); }},
+        {"unshare", [&] { return range(LEASEFS_IOC_UNSHARE_RANGE, 0, B); }},
+        {"allocating write",
+         [&] {
+           const std::string d = Pattern(3 * B, 5);
+           return SYS(pwrite(f, d.data(), d.size(), static_cast<off_t>(4 * MiB)));
+         }},
+        {"O_TRUNC open",
+         [&] {
+           int t = open(fs.path("f").c_str(), O_RDWR | O_TRUNC);
+           const std::string r = Err(t);
+           if (t >= 0) close(t);
+           return r;
+         }},
+        {"clone into", [&] { return clone(f, g, 0, MiB, 0); }},
+        {"clone from", [&] { return clone(g, f, 0, B, MiB); }},
+        {"copy_file_range into",
+         [&] {
+           loff_t in = 0, out = 0;
+           return SYS(copy_file_range(g, &in, f, &out, 2 * B, 0));
+         }},
+        {"copy_file_range from",
+         [&] {
+           loff_t in = 0, out = 0;
+           return SYS(copy_file_range(f, &in, g, &out, 2 * B, 0));
+         }},
+    };
+    for (const auto& [name, change] : changes) {
+      CAPTURE(name);
+      REQUIRE(StartsWith(p.Do(TakeArgs(0, 0, LEASEFS_LEASE_READ, 0)), "OK "));
+      p.Send("release-on-break 8000 0 0 100");
+      const auto t0 = Clock::now();
+      CHECK(change() == "OK");
+      const double waited = SecondsSince(t0);
+      CHECK(p.Reply(8000) == "released OK");
+      CHECK(waited >= 0.09);  // it waited for the holder...
+      CHECK(waited < 5.0);    // ...and not for the break time
+    }
     close(f);
     close(g);
   }
