@@ -48,21 +48,26 @@ TEST_SUITE("leasectl") {
   TEST_CASE("leasectl --help: man page, then the subcommands with their summaries") {
     const ProcessResult r = Leasectl({"--help"});
     CHECK(r.exit_code == 0);
-    CHECK(StartsWith(r.output, "leasectl - control the blocks of leasefs files\n\nSYNOPSIS\n"));
+    CHECK(StartsWith(r.output,
+                     "leasectl - control the blocks and layout leases of leasefs files\n\n"
+                     "SYNOPSIS\n"));
     CHECK(r.output.find("\nDESCRIPTION\n") != std::string::npos);
     CHECK(r.output.find("\nEXIT STATUS\n  0 done; 1 an operation failed; 2 usage error.\n") !=
           std::string::npos);
-    CHECK(r.output.find(
-              "Subcommands:\n"
-              "  fallocate                   change which bytes of a file have blocks\n"
-              "  reflink                     share a file's blocks with another file\n"
-              "  defrag                      move a file's blocks together\n"
-              "  bmap                        print where a file's blocks are in the pool\n") !=
-          std::string::npos);
+    CHECK(
+        r.output.find("Subcommands:\n"
+                      "  fallocate                   change which bytes of a file have blocks\n"
+                      "  reflink                     share a file's blocks with another file\n"
+                      "  defrag                      move a file's blocks together\n"
+                      "  bmap                        print where a file's blocks are in the pool\n"
+                      "  hold                        hold a layout lease on a file, like flock(1)\n"
+                      "  leases                      list every layout lease of a leasefs mount\n"
+                      "  events                      print what happens to the layout leases of a "
+                      "mount\n") != std::string::npos);
   }
 
   TEST_CASE("leasectl SUBCOMMAND --help: the subcommand's man page") {
-    for (const char* sub : {"fallocate", "reflink", "defrag", "bmap"}) {
+    for (const char* sub : {"fallocate", "reflink", "defrag", "bmap", "hold", "leases", "events"}) {
       CAPTURE(sub);
       const ProcessResult r = Leasectl({sub, "--help"});
       CHECK(r.exit_code == 0);
@@ -119,6 +124,19 @@ TEST_SUITE("leasectl") {
     SUBCASE("defrag without files") {
       CheckUsage({"defrag"}, "leasectl: defrag: FILE is required", "leasectl defrag");
     }
+    SUBCASE("hold with two kinds of lease, or a bad --range") {
+      CheckUsage({"hold", "--shared", "--write", "f"}, "leasectl: hold: --shared excludes --write",
+                 "leasectl hold");
+      CheckUsage({"hold", "--exclusive", "--unbreakable", "f"},
+                 "leasectl: hold: --exclusive excludes --unbreakable", "leasectl hold");
+      CheckUsage({"hold", "--range", "12", "f"}, "leasectl: hold: --range: '12' is not OFF:LEN",
+                 "leasectl hold");
+      CheckUsage({"hold"}, "leasectl: hold: FILE is required", "leasectl hold");
+    }
+    SUBCASE("leases and events without PATH") {
+      CheckUsage({"leases"}, "leasectl: leases: PATH is required", "leasectl leases");
+      CheckUsage({"events", "--follow"}, "leasectl: events: PATH is required", "leasectl events");
+    }
     SUBCASE("bmap with two files") {
       CheckUsage({"bmap", "a", "b"}, "leasectl: bmap: The following argument was not expected: b",
                  "leasectl bmap");
@@ -149,6 +167,14 @@ TEST_SUITE("leasectl") {
         const ProcessResult r = Leasectl({"fallocate", mode, "0", "4096", p});
         CHECK(r.exit_code == 1);
         CHECK(r.output == "leasectl: fallocate: " + p + ": not a leasefs file\n");
+      }
+    }
+    SUBCASE("hold, leases and events") {
+      for (const char* sub : {"hold", "leases", "events"}) {
+        CAPTURE(sub);
+        const ProcessResult r = Leasectl({sub, p});
+        CHECK(r.exit_code == 1);
+        CHECK(r.output == "leasectl: " + std::string(sub) + ": " + p + ": not a leasefs file\n");
       }
     }
     SUBCASE("reflink of the whole file onto itself leaves it as it was") {
@@ -186,6 +212,11 @@ TEST_SUITE("leasectl") {
       CHECK(r.exit_code == 1);
       CHECK(r.output == "leasectl: defrag: " + missing + ": No such file or directory\n" +
                             "leasectl: defrag: " + f.path() + ": not a leasefs file\n");
+    }
+    SUBCASE("hold on a directory") {
+      const ProcessResult r = Leasectl({"hold", "/dev/shm"});
+      CHECK(r.exit_code == 1);
+      CHECK(r.output == "leasectl: hold: /dev/shm: Is a directory\n");
     }
     SUBCASE("fallocate on a directory") {
       const ProcessResult r = Leasectl({"fallocate", "--punch", "0", "4096", "/dev/shm"});

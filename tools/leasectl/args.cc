@@ -32,6 +32,15 @@ std::optional<CloneRangeArg> ParseCloneRange(std::string_view s) {
   return r;
 }
 
+std::optional<LeaseRangeArg> ParseLeaseRange(std::string_view s) {
+  const size_t colon = s.find(':');
+  if (colon == std::string_view::npos) return std::nullopt;
+  const std::optional<uint64_t> o = ParseOffset(s.substr(0, colon));
+  const std::optional<uint64_t> l = ParseOffset(s.substr(colon + 1));
+  if (!o || !l) return std::nullopt;
+  return LeaseRangeArg{*o, *l};
+}
+
 CLI::Validator OffsetValidator() {
   return CLI::Validator(
       [](std::string& s) {
@@ -46,6 +55,14 @@ CLI::Validator CloneRangeValidator() {
         return ParseCloneRange(s) ? std::string() : "'" + s + "' is not OFF:LEN[:DSTOFF]";
       },
       "OFF:LEN[:DSTOFF]");
+}
+
+CLI::Validator LeaseRangeValidator() {
+  return CLI::Validator(
+      [](std::string& s) {
+        return ParseLeaseRange(s) ? std::string() : "'" + s + "' is not OFF:LEN";
+      },
+      "OFF:LEN");
 }
 
 }  // namespace leasefs::leasectl

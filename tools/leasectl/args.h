@@ -1,5 +1,5 @@
 // Parsing of leasectl's arguments: byte offsets and lengths, and reflink's
-// --range OFF:LEN[:DSTOFF].
+// --range OFF:LEN[:DSTOFF], and hold's --range OFF:LEN.
 #pragma once
 
 #include <cstdint>
@@ -25,9 +25,19 @@ struct CloneRangeArg {
 };
 std::optional<CloneRangeArg> ParseCloneRange(std::string_view s);
 
-// CLI11 validators for the two forms above; CLI11 turns a rejection into a
+// hold --range: OFF:LEN, each part a ParseOffset; LEN 0 means "to the end
+// of the file, whatever its size".
+struct LeaseRangeArg {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool operator==(const LeaseRangeArg&) const = default;
+};
+std::optional<LeaseRangeArg> ParseLeaseRange(std::string_view s);
+
+// CLI11 validators for the forms above; CLI11 turns a rejection into a
 // usage error that names the argument.
 CLI::Validator OffsetValidator();
 CLI::Validator CloneRangeValidator();
+CLI::Validator LeaseRangeValidator();
 
 }  // namespace leasefs::leasectl

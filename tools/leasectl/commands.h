@@ -12,4 +12,9 @@ void AddReflinkCommand(CLI::App& app, int* rc);
 void AddDefragCommand(CLI::App& app, int* rc);
 void AddBmapCommand(CLI::App& app, int* rc);
 
+// Layout leases: hold.cc, leases.cc, events.cc.
+void AddHoldCommand(CLI::App& app, int* rc);
+void AddLeasesCommand(CLI::App& app, int* rc);
+void AddEventsCommand(CLI::App& app, int* rc);
+
 }  // namespace leasefs::leasectl

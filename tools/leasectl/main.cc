@@ -1,4 +1,5 @@
-// leasectl: control a leasefs file's blocks from the command line.
+// leasectl: control a leasefs file's blocks and layout leases from the
+// command line.
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -13,7 +14,7 @@ namespace {
 
 using namespace leasefs::leasectl;
 
-constexpr const char* kManPage = R"(leasectl - control the blocks of leasefs files
+constexpr const char* kManPage = R"(leasectl - control the blocks and layout leases of leasefs files
 
 SYNOPSIS
   leasectl SUBCOMMAND [OPTIONS] ARGS...
@@ -22,12 +23,16 @@ SYNOPSIS
 DESCRIPTION
   Sends leasefs's own ioctls (include/leasefs/ioctl.h) to files on a
   mounted leasefs: the fallocate modes and the reflinks the kernel does not
-  pass to FUSE filesystems, online defragmentation, and the block map.
+  pass to FUSE filesystems, online defragmentation, the block map, and
+  layout leases.
 
     fallocate  collapse, insert, unshare, punch, zero or allocate a range
     reflink    share a file's blocks with another file (cp --reflink)
     defrag     move a file's blocks together
     bmap       print where a file's blocks are in the pool
+    hold       hold a layout lease on a file, like flock(1)
+    leases     list every layout lease of a mount
+    events     print what happens to the layout leases of a mount
 
   Errors are one line on stderr: "leasectl: SUBCOMMAND: FILE: reason". A file
   on any other filesystem gives "not a leasefs file".
@@ -41,6 +46,9 @@ constexpr AddCommandFn kCommands[] = {
     AddReflinkCommand,
     AddDefragCommand,
     AddBmapCommand,
+    AddHoldCommand,
+    AddLeasesCommand,
+    AddEventsCommand,
 };
 
 bool HasSubcommand(const CLI::App& app, const std::string& name) {

@@ -1,0 +1,150 @@
+// leasectl leases: every layout lease of a mount (LEASEFS_IOC_LIST_LEASES).
+#include <dirent.h>
+#include <fcntl.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <fmt/core.h>
+#include <sys/stat.h>
+
+#include "lease/client/leasefs_lease.h"
+#include "tools/leasectl/cli.h"
+#include "tools/leasectl/commands.h"
+#include "tools/leasectl/lease_format.h"
+
+namespace leasefs::leasectl {
+
+namespace {
+
+constexpr const char* kManPage = R"man(leasectl leases - list every layout lease of a leasefs mount
+
+SYNOPSIS
+  leasectl leases [--json] PATH
+
+DESCRIPTION
+  Lists the layout leases of the whole mount that PATH (any file or
+  directory on it) belongs to (LEASEFS_IOC_LIST_LEASES), in the order they
+  were granted:
+
+    ID FILE       RANGE       TYPE              STATE    PID  OPEN-FILE BREAK
+    7  /mnt/pmem/a 0..end     read              active   1234 3         -
+    9  inode 12   0..4095     write,unbreakable breaking 1240 5         since 1.250s, deadline in 43.750s
+
+  FILE is found among the open files of the holder (/proc/PID/fd), which
+  needs the right to look at that process; else it reads "inode N". RANGE is
+  the first and last byte ("..end": to the end of the file, whatever its
+  size). STATE is active, breaking (the holder was told and has until the
+  deadline to release it) or revoked (the break time ran out; the lease is
+  gone but stays listed until its holder releases it). PID is the process
+  that took the lease and OPEN-FILE the daemon's id of the open file
+  description it belongs to. "no leases" when there are none.
+
+  --json prints {"monotonic_now", "leases": [{"id", "file" (null when not
+  found), "ino", "offset", "length", "type", "flags": [...], "state",
+  "holder_pid", "open_file", "breaking_since", "break_deadline"}]} instead;
+  the times are CLOCK_MONOTONIC nanoseconds (0: none), as is
+  "monotonic_now", the time of the listing.
+
+EXIT STATUS
+  0 listed; 1 PATH cannot be opened or is not on leasefs; 2 usage error.)man";
+
+struct Args {
+  std::string path;
+  bool json = false;
+};
+
+// Every lease of the mount. Returns 0 or an errno value.
+int ListAll(int fd, std::vector<leasefs_lease_info>* out) {
+  auto page = std::make_unique<leasefs_lease_info[]>(LEASEFS_LIST_MAX);
+  uint64_t after = 0;
+  for (;;) {
+    size_t n = 0;
+    int more = 0;
+    if (const int rc = leasefs_list_leases(fd, after, page.get(), LEASEFS_LIST_MAX, &n, &more);
+        rc != 0)
+      return -rc;
+    out->insert(out->end(), page.get(), page.get() + n);
+    if (!more) return 0;
+    // A daemon that says "more" must give something, in id order.
+    if (n == 0 || page[n - 1].id <= after) return EPROTO;
+    after = page[n - 1].id;
+  }
+}
+
+// The paths of a process's open files on the device `dev`, by inode.
+std::map<uint64_t, std::string> OpenFilesOf(pid_t pid, dev_t dev) {
+  std::map<uint64_t, std::string> files;
+  const std::string dir = fmt::format("/proc/{}/fd", pid);
+  DIR* d = opendir(dir.c_str());
+  if (d == nullptr) return files;
+  while (const dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    const std::string link = dir + "/" + e->d_name;
+    struct stat st {};
+    if (stat(link.c_str(), &st) != 0 || st.st_dev != dev) continue;
+    char target[4096];
+    const ssize_t n = readlink(link.c_str(), target, sizeof(target));
+    if (n > 0 && static_cast<size_t>(n) < sizeof(target))
+      files.emplace(st.st_ino, std::string(target, static_cast<size_t>(n)));
+  }
+  closedir(d);
+  return files;
+}
+
+// The leases with their files' paths where the holders' /proc shows them.
+std::vector<LeaseRow> Rows(const std::vector<leasefs_lease_info>& leases, dev_t dev) {
+  std::map<pid_t, std::map<uint64_t, std::string>> open_files;  // by holder
+  std::vector<LeaseRow> rows;
+  for (const leasefs_lease_info& l : leases) {
+    auto it = open_files.find(l.holder_pid);
+    if (it == open_files.end() && l.holder_pid > 0)
+      it = open_files.emplace(l.holder_pid, OpenFilesOf(l.holder_pid, dev)).first;
+    LeaseRow row{l, ""};
+    if (it != open_files.end()) {
+      if (auto f = it->second.find(l.ino); f != it->second.end()) row.file = f->second;
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
+uint64_t MonotonicNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+int Run(const Args& a) {
+  const UniqueFd fd = Open(a.path, O_RDONLY);
+  if (!fd.valid()) return Fail("leases", a.path, errno);
+  std::vector<leasefs_lease_info> leases;
+  if (const int err = ListAll(fd.get(), &leases); err != 0) return Fail("leases", a.path, err);
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0) return Fail("leases", a.path, errno);
+  const std::vector<LeaseRow> rows = Rows(leases, st.st_dev);
+  const uint64_t now = MonotonicNs();
+  if (a.json)
+    fmt::print("{}\n", LeasesJson(rows, now).dump(2));
+  else
+    fmt::print("{}", FormatLeases(rows, now));
+  return kExitOk;
+}
+
+}  // namespace
+
+void AddLeasesCommand(CLI::App& app, int* rc) {
+  auto args = std::make_shared<Args>();
+  CLI::App* sub = app.add_subcommand("leases", kManPage);
+  sub->add_option("PATH", args->path, "any file or directory on the mount")->required();
+  sub->add_flag("--json", args->json, "print JSON instead of the table");
+  sub->callback([args, rc] { *rc = Run(*args); });
+}
+
+}  // namespace leasefs::leasectl
