@@ -33,9 +33,9 @@ DESCRIPTION
   directory on it) belongs to (LEASEFS_IOC_LIST_LEASES), in the order they
   were granted:
 
-    ID FILE       RANGE       TYPE              STATE    PID  OPEN-FILE BREAK
-    7  /mnt/pmem/a 0..end     read              active   1234 3         -
-    9  inode 12   0..4095     write,unbreakable breaking 1240 5         since 1.250s, deadline in 43.750s
+    ID FILE        RANGE   TYPE              STATE    PID  OPEN-FILE BREAK
+    7  /mnt/pmem/a 0..end  read              active   1234 3         -
+    9  inode 12    0..4095 write,unbreakable breaking 1240 5         since 1.250s, deadline in 43.750s
 
   FILE is found among the open files of the holder (/proc/PID/fd), which
   needs the right to look at that process; else it reads "inode N". RANGE is
