@@ -1,6 +1,8 @@
 /* The C API of the lease client library, compiled as C: the header must be
  * plain C, and every call must answer a file that is not on leasefs with
  * -ENOTTY and a bad descriptor with -EBADF (no mount needed: suite 'unit'). */
+#define _POSIX_C_SOURCE 200809L  /* mkstemp */
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
