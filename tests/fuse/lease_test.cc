@@ -555,7 +555,9 @@ TEST_SUITE("leases") {
            return SYS(copy_file_range(f, &in, g, &out, 2 * B, 0));
          }},
     };
-    for (const auto& [name, change] : changes) {
+    for (const auto& entry : changes) {
+      const std::string& name = entry.first;  // not a binding: clang 14 cannot capture those
+      const auto& change = entry.second;
       CAPTURE(name);
       REQUIRE(StartsWith(p.Do(TakeArgs(0, 0, LEASEFS_LEASE_READ, 0)), "OK "));
       p.Send("release-on-break 8000 0 0 100");
