@@ -137,6 +137,22 @@ bool DropsSetgid(const Cred& c, const Inode& in) {
 
 void StoreTime(int64_t* field, int64_t v) { __atomic_store_n(field, v, __ATOMIC_RELAXED); }
 
+// What a truncate from `old_size` to `new_size` changes, for the layout
+// guard: every block from the one holding the smaller size on (a shrink
+// frees them; a growth zeroes the tail of the old last block, copying it
+// first if it is shared), and the size.
+LayoutChange SizeChange(Ino ino, uint64_t old_size, uint64_t new_size) {
+  LayoutChange ch;
+  ch.ino = ino;
+  ch.kind = LayoutChangeKind::kUnmap;
+  ch.offset = std::min(old_size, new_size) & ~(kBlock - 1);
+  ch.length = LayoutChange::kToEnd;
+  ch.size_changes = true;
+  ch.old_size = old_size;
+  ch.new_size = new_size;
+  return ch;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -244,17 +260,67 @@ Result<size_t> Filesystem::Write(const Cred& c, Ino ino, uint64_t off, const str
   return impl_->WriteLocked(c, ino, off, src, count);
 }
 
-Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t off,
-                                             const struct iovec* src, int count) {
-  if (read_only_) return Status::Error(EROFS);
-  LFS_ASSIGN_OR_RETURN(Node * n, Get(ino));
+namespace {
+
+// How many of `len` bytes a write at `off` of `ino` would write (0: none,
+// the write changes nothing), or the error it fails with. One function for
+// the write and WouldAllocate, so that they clamp alike.
+Result<uint64_t> WritableLength(const Filesystem::Impl& fs, Ino ino, uint64_t off, uint64_t len) {
+  if (fs.read_only_) return Status::Error(EROFS);
+  LFS_ASSIGN_OR_RETURN(Node * n, fs.Get(ino));
   if (n->dir) return Status::Error(EISDIR);
-  if (!S_ISREG(I(ino)->mode)) return Status::Error(EINVAL);
+  if (!S_ISREG(fs.I(ino)->mode)) return Status::Error(EINVAL);
+  if (len == 0) return uint64_t{0};
+  if (off >= kMaxFileSize) return Status::Error(EFBIG);
+  return std::min(len, kMaxFileSize - off);
+}
+
+}  // namespace
+
+bool Filesystem::Impl::WriteAllocates(Ino ino, uint64_t off, uint64_t len) const {
+  if (off + len > I(ino)->size) return true;  // extends the file
+  const uint64_t first = off / kBlock, end = (off + len - 1) / kBlock + 1;
+  const ExtentMap& em = N(ino)->extents;
+  uint64_t at = first;
+  for (auto m = em.NextFrom(first); m && m->file_block < end; m = em.NextFrom(m->file_end())) {
+    if (m->file_block > at) return true;  // fills a hole
+    if (!m->unwritten()) {
+      const uint64_t b = std::max(first, m->file_block), e = std::min(end, m->file_end());
+      if (AnyShared(m->pool_block + (b - m->file_block), e - b)) return true;  // copy on write
+    }
+    at = m->file_end();
+  }
+  return at < end;  // fills a hole at the end of the range
+}
+
+LayoutChange Filesystem::Impl::WriteChange(Ino ino, uint64_t off, uint64_t len) const {
+  LayoutChange ch;
+  ch.ino = ino;
+  ch.kind = WriteAllocates(ino, off, len) ? LayoutChangeKind::kAllocatingWrite
+                                          : LayoutChangeKind::kOverwrite;
+  ch.offset = off;
+  ch.length = len;
+  ch.old_size = I(ino)->size;
+  ch.size_changes = off + len > ch.old_size;
+  ch.new_size = std::max(ch.old_size, off + len);
+  return ch;
+}
+
+bool Filesystem::WouldAllocate(Ino ino, uint64_t off, uint64_t len) {
+  ReaderLock l(&impl_->mu_);
+  const Result<uint64_t> n = WritableLength(*impl_, ino, off, len);
+  return n.ok() && *n > 0 && impl_->WriteAllocates(ino, off, *n);
+}
+
+Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t off,
+                                             const struct iovec* src, int count,
+                                             bool guard_asked) {
   uint64_t len = 0;
   for (int i = 0; i < count; ++i) len += src[i].iov_len;
+  LFS_ASSIGN_OR_RETURN(len, WritableLength(*this, ino, off, len));
   if (len == 0) return size_t{0};
-  if (off >= kMaxFileSize) return Status::Error(EFBIG);
-  len = std::min(len, kMaxFileSize - off);
+  Node* n = N(ino);
+  if (!guard_asked) LFS_RETURN_IF_ERROR(GuardChange(c, WriteChange(ino, off, len)));
   DropPrivs(c, ino);
 
   // Bytes between the old end of file and the write read as zeros.
@@ -442,6 +508,8 @@ Result<Entry> Filesystem::SetAttr(const Cred& c, Ino ino, const SetAttrArgs& a) 
     LFS_RETURN_IF_ERROR(fs.Require(c, ino, W_OK));
   }
 
+  if ((v & A::kSize) && a.size != img.size)
+    LFS_RETURN_IF_ERROR(fs.GuardChange(c, SizeChange(ino, img.size, a.size)));
   if (v & A::kSize) {  // a truncate drops privileges first (DropPrivs)
     fs.DropPrivs(c, ino);
     img.mode = fs.I(ino)->mode;
@@ -512,6 +580,8 @@ Result<Entry> OpenLocked(Filesystem::Impl& fs, const Cred& c, Ino ino, int flags
   if ((mask & W_OK) && fs.read_only_) return Status::Error(EROFS);
   LFS_RETURN_IF_ERROR(fs.Require(c, ino, mask));
   if ((flags & O_TRUNC) && S_ISREG(fs.I(ino)->mode)) {
+    if (const uint64_t size = fs.I(ino)->size; size > 0)
+      LFS_RETURN_IF_ERROR(fs.GuardChange(c, SizeChange(ino, size, 0)));
     fs.DropPrivs(c, ino);
     Inode img = *fs.I(ino);
     const int64_t now = NowNs();

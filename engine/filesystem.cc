@@ -618,6 +618,11 @@ void Filesystem::Unmount() {
 
 const Media& Filesystem::media() const { return *impl_->media_; }
 
+void Filesystem::SetLayoutGuard(LayoutGuard* guard) {
+  WriterLock l(&impl_->mu_);
+  impl_->guard_ = guard;
+}
+
 void Filesystem::Ref(Ino ino, uint64_t n) {
   ReaderLock l(&impl_->mu_);  // the node may be freed under the writer lock
   if (Node* node = impl_->N(ino)) node->refs.fetch_add(n);

@@ -23,6 +23,16 @@
 // xattr, whoever the caller, and setuid/setgid unless the caller is root
 // (CAP_FSETID). See RemovePrivs, and data_ops.cc for the rule's sources.
 //
+// Layout guard: every call that changes a file's layout (its block map, its
+// size, or the sharing of its blocks) first asks the guard set by
+// SetLayoutGuard, under the writer lock, once per file per step, before it
+// changes anything (privileges included), and fails with the guard's error
+// unchanged (ERESTART, ETXTBSY, EDEADLOCK, ...), leaving no trace. Each such
+// method below says what it asks; engine/layout_guard.h has the contract.
+// Reads, opens without O_TRUNC, attribute and xattr changes and namespace
+// calls ask nothing; neither does freeing an inode (a leased file is open,
+// hence referenced, so it is never freed).
+//
 // Thread safety: all methods may be called from any thread concurrently.
 // Calls that only read take a shared lock; calls that change anything take
 // the writer lock.
@@ -198,9 +208,13 @@ class Filesystem {
   Result<Entry> Lookup(const Cred& c, Ino parent, std::string_view name);
   // Errors: ENOENT (stale inode number).
   Result<Entry> GetAttr(Ino ino);
+  // A size change asks the layout guard (kUnmap from the block holding the
+  // smaller size to the end, with the sizes); setting the size it has asks
+  // nothing.
   // Errors: ENOENT, EPERM (not owner; chown by non-root), EACCES (utimes
   // "now" or truncate without write permission), EISDIR (size of a
-  // directory), EINVAL (size of a special file), EFBIG.
+  // directory), EINVAL (size of a special file), EFBIG, and what the layout
+  // guard answers.
   Result<Entry> SetAttr(const Cred& c, Ino ino, const SetAttrArgs& args);
   // Creates a regular file, device, FIFO or socket (type in `mode`). +1
   // reference. Errors: EEXIST, ENOENT (parent gone), ENOTDIR, EACCES,
@@ -229,11 +243,14 @@ class Filesystem {
   // --- Files --------------------------------------------------------------
 
   // Checks that `flags` (O_ACCMODE, O_TRUNC, kOpenExec) are allowed and
-  // truncates on O_TRUNC. Errors: ENOENT, EACCES (also: kOpenExec of a file
-  // that is not regular), EISDIR (write access to a directory).
+  // truncates on O_TRUNC, which asks the layout guard (kUnmap from 0 to the
+  // end, size to 0) when the file is not empty. Errors: ENOENT, EACCES (also:
+  // kOpenExec of a file that is not regular), EISDIR (write access to a
+  // directory), and what the layout guard answers.
   Result<Entry> Open(const Cred& c, Ino ino, int flags);
   // Creates and opens a regular file. +1 reference. Errors: as Mknod; EEXIST
-  // only with O_EXCL (otherwise an existing file is opened).
+  // only with O_EXCL (otherwise an existing file is opened, as Open does,
+  // O_TRUNC and its layout guard question included).
   Result<Entry> Create(const Cred& c, Ino parent, std::string_view name, mode_t mode, int flags);
   // Reads up to `len` bytes at `off` (fewer at end of file). Calls `sink`
   // once with segments that point into the pool (or at zeros for holes),
@@ -242,8 +259,13 @@ class Filesystem {
               const std::function<void(const struct iovec* iov, int count)>& sink);
   // Writes the concatenated segments at `off`. Returns the byte count, which
   // is short only when the pool filled up part way. The data, and the size
-  // and block map changes it causes, are durable when this returns.
-  // Errors: ENOENT, EISDIR, EFBIG, ENOSPC (nothing could be written).
+  // and block map changes it causes, are durable when this returns. Asks the
+  // layout guard about the bytes it writes (after clamping to the size
+  // limit): kAllocatingWrite if it maps new blocks (WouldAllocate), else
+  // kOverwrite, with the size change when it extends the file. A write of
+  // no bytes asks nothing.
+  // Errors: ENOENT, EISDIR, EFBIG, ENOSPC (nothing could be written), and
+  // what the layout guard answers.
   Result<size_t> Write(const Cred& c, Ino ino, uint64_t off, const struct iovec* src, int count);
   // Whether a write of `len` bytes at `off` would allocate (map new blocks
   // into the file: fill a hole, copy a shared block, or extend the file), as
@@ -258,10 +280,14 @@ class Filesystem {
   // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, FALLOC_FL_ZERO_RANGE (with
   // or without KEEP_SIZE), FALLOC_FL_COLLAPSE_RANGE, FALLOC_FL_INSERT_RANGE
   // and FALLOC_FL_UNSHARE_RANGE (with or without KEEP_SIZE), with XFS's
-  // rules. Every mode is atomic across a crash.
+  // rules. Every mode is atomic across a crash. Every mode asks the layout
+  // guard (kUnmap): collapse and insert from `off` to the end, with the size
+  // change; the others for the range rounded out to blocks, with the size
+  // change when they grow the file.
   // Errors: ENOENT, EISDIR, ENODEV (not a regular file), EINVAL (len 0;
   // collapse/insert unaligned or reaching EOF), EOPNOTSUPP (other modes or
-  // combinations), EFBIG, ENOSPC (nothing is changed then).
+  // combinations), EFBIG, ENOSPC (nothing is changed then), and what the
+  // layout guard answers.
   Status Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uint64_t len);
   // whence: SEEK_DATA or SEEK_HOLE (others: EINVAL). Unwritten extents count
   // as holes. Errors: ENXIO (off at or past end of file), EINVAL.
@@ -274,15 +300,23 @@ class Filesystem {
   // file. Offsets and length must be block-aligned, except that the range
   // may end at src's end of file if that reaches dst's end of file too.
   // Returns the bytes cloned. Atomic across a crash (an unfinished clone is
-  // finished at the next mount).
+  // finished at the next mount). Asks the layout guard twice (kUnmap), for
+  // src's blocks (they become shared) and then dst's, with dst's size change
+  // if it grows; a clone of no bytes asks nothing.
   // Errors: EINVAL (alignment, overlap within one file, past src's EOF),
   // EISDIR, EACCES (src not readable / dst not writable by c), EFBIG,
-  // ENOSPC (extent slots).
+  // ENOSPC (extent slots), and what the layout guard answers.
   Result<uint64_t> CloneRange(const Cred& c, Ino src, uint64_t src_off, Ino dst, uint64_t dst_off,
                               uint64_t len);
   // copy_file_range: clones the block-aligned middle of the range and copies
-  // the rest. Returns the bytes copied (short at src's end of file).
-  // Errors: as CloneRange and Write; EINVAL for overlapping ranges of one file.
+  // the rest. Returns the bytes copied (short at src's end of file). Asks
+  // the layout guard about everything before changing anything: when it
+  // clones, about the middle as CloneRange does (src, then dst) and about
+  // the partial blocks at either end as writes of dst that allocate (they
+  // go to fresh blocks); when it copies, once, as one Write of dst. The size
+  // change goes with dst's last change.
+  // Errors: as CloneRange and Write; EINVAL for overlapping ranges of one
+  // file; and what the layout guard answers.
   Result<uint64_t> CopyFileRange(const Cred& c, Ino src, uint64_t src_off, Ino dst,
                                  uint64_t dst_off, uint64_t len);
 
@@ -311,15 +345,21 @@ class Filesystem {
   };
   // Relocates the file's unshared extents into as few contiguous runs as free
   // space allows, a piece at a time (each piece atomic; the contents never
-  // change). Errors: ENOENT, EISDIR, EINVAL (not a regular file), EACCES.
+  // change). Before moving a piece it asks the layout guard (kUnmap over the
+  // piece's bytes); a refusal ends the defrag with that error, and the
+  // pieces moved before it stay moved (calling again goes on from there).
+  // Errors: ENOENT, EISDIR, EINVAL (not a regular file), EACCES, and what
+  // the layout guard answers.
   Result<DefragReport> Defrag(const Cred& c, Ino ino);
 
   // EXT4_IOC_MOVE_EXT: moves orig's data for blocks [orig_block, +count)
   // into donor's blocks at donor_block and exchanges the two ranges' blocks.
-  // Returns the blocks moved. Errors: EINVAL (same inode, not regular,
-  // ranges past the size limit, a setuid or setgid donor, as on ext4),
-  // ENODATA (donor has a hole in its range), EBUSY (a block of either range
-  // is shared).
+  // Returns the blocks moved. Asks the layout guard (kUnmap) for orig's
+  // range (count cut at its end of file), then for donor's.
+  // Errors: EINVAL (same inode, not regular, ranges past the size limit, a
+  // setuid or setgid donor, as on ext4), ENODATA (donor has a hole in its
+  // range), EBUSY (a block of either range is shared), and what the layout
+  // guard answers.
   Result<uint64_t> MoveExtents(const Cred& c, Ino orig, Ino donor, uint64_t orig_block,
                                uint64_t donor_block, uint64_t count);
 

@@ -106,6 +106,11 @@ class Filesystem::Impl {
   Status Resize(Ino ino, uint64_t size, layout::Inode img) REQUIRES(mu_);
   // Frees inode `ino` (extents, chain, xattr block, slot) in as many
   // transactions as its size needs. REQUIRES: nlink == 0, no references.
+  // It does not ask the layout guard (and cannot fail): a file with a layout
+  // lease is open, and an open file holds a reference (the kernel's lookup
+  // count), so no lease can be on an inode freed here. Whatever outlives its
+  // open file and must keep the blocks put (pins, a later issue) must hold a
+  // reference of its own (Filesystem::Ref) until it is gone.
   void FreeInode(Ino ino) REQUIRES(mu_);
   // Frees `ino` if nothing keeps it any more.
   void MaybeFree(Ino ino) REQUIRES(mu_);
@@ -115,6 +120,18 @@ class Filesystem::Impl {
   // (e.g. to free the inode); either may be null.
   void TruncateBlocks(Ino ino, uint64_t from, const std::function<void(Op&)>& stage_first,
                       const std::function<void(Op&)>& stage_last = nullptr) REQUIRES(mu_);
+
+  // --- the layout guard ----------------------------------------------------
+  // Asks the guard whether `by` may make `change` (engine/layout_guard.h)
+  // and returns its answer unchanged; OK at once without a guard. Every
+  // operation that changes a file's layout calls it in its plan phase, once
+  // per file per step, after its arguments and permissions are checked and
+  // before anything changes (DropPrivs included, which commits), so that a
+  // refusal leaves no trace.
+  Status GuardChange(const Cred& by, const LayoutChange& change) REQUIRES(mu_) {
+    if (guard_ == nullptr) return Status::Ok();
+    return guard_->MayChange(by, change);
+  }
 
   // --- privileges on change (data_ops.cc; the rule is written there) ---------
   // What a change of `ino`'s bytes or size by `c` takes away: setuid/setgid
@@ -149,9 +166,23 @@ class Filesystem::Impl {
   // KEEP_SIZE). REQUIRES: a regular file; arguments checked; privileges
   // dropped (DropPrivs).
   Status Preallocate(Ino ino, int mode, uint64_t off, uint64_t len) REQUIRES(mu_);
-  // Write without the lock (Filesystem::Write's contract).
+  // Filesystem::Write without the lock. Asks the layout guard first, unless
+  // the caller has asked it for this write already (`guard_asked`:
+  // CopyFileRange asks once for all the writes of one copy).
   Result<size_t> WriteLocked(const Cred& c, Ino ino, uint64_t off, const struct iovec* src,
-                             int count) REQUIRES(mu_);
+                             int count, bool guard_asked = false) REQUIRES(mu_);
+  // Whether writing [off, off + len) of regular file `ino` maps new blocks
+  // into it: its block range has a hole or a block shared by reflink (copied
+  // on write), or it ends past the size. Unwritten (preallocated) blocks are
+  // the file's own: writing them allocates nothing. The one place that tells
+  // kAllocatingWrite from kOverwrite, for the write path and WouldAllocate
+  // alike. REQUIRES: a lock (the shared one suffices); len > 0.
+  bool WriteAllocates(Ino ino, uint64_t off, uint64_t len) const;
+  // The change a write of [off, off + len) of `ino` makes, as the layout
+  // guard is asked about it: allocating or not as WriteAllocates says, the
+  // write's bytes, and the size change when it extends the file.
+  // REQUIRES: a lock; len > 0, already clamped as the write clamps it.
+  LayoutChange WriteChange(Ino ino, uint64_t off, uint64_t len) const;
   // True if any block of [pool_block, +count) has more than one reference.
   bool AnyShared(uint64_t pool_block, uint64_t count) const;
   // How many blocks of [pool_block, +count) have more than one reference.
@@ -213,6 +244,8 @@ class Filesystem::Impl {
   uint64_t AvailableBlocks() const REQUIRES_SHARED(mu_);
 
   SharedMutex mu_;  // the engine lock: shared to read, exclusive to change
+  // What every layout change asks first (engine/layout_guard.h); may be null.
+  LayoutGuard* guard_ GUARDED_BY(mu_) = nullptr;
   BlockAllocator alloc_ GUARDED_BY(mu_);
   std::set<Ino> free_inodes_ GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Node>> nodes_;  // by inode number; changed under mu_ only

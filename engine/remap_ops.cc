@@ -67,6 +67,48 @@ uint64_t PieceEnd(const PoolView& pool, const ExtentMap& em, uint64_t from, uint
 
 Intent* IntentSlot(const PoolView& pool) { return reinterpret_cast<Intent*>(pool.inode(0)); }
 
+// A remap of bytes [off, off + len) of `ino` (block-aligned), for the layout
+// guard, with the size it has now and the one it will have.
+LayoutChange Remap(Ino ino, uint64_t off, uint64_t len, uint64_t old_size, uint64_t new_size) {
+  LayoutChange ch;
+  ch.ino = ino;
+  ch.kind = LayoutChangeKind::kUnmap;
+  ch.offset = off;
+  ch.length = len;
+  ch.size_changes = new_size != old_size;
+  ch.old_size = old_size;
+  ch.new_size = new_size;
+  return ch;
+}
+
+// What fallocate `mode` of [off, off + len) of `ino` (now `size` bytes long)
+// changes, for the layout guard: collapse and insert move every block from
+// `off` on; the other modes change the range's blocks, and the size when
+// they grow the file. Or the error the range earns from collapse or insert,
+// checked here so that it comes before anything changes.
+// REQUIRES: mode and the range checked as Fallocate checks them first.
+Result<LayoutChange> FallocateChange(Ino ino, int mode, uint64_t off, uint64_t len,
+                                     uint64_t size) {
+  const uint64_t end = off + len;
+  if (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) {
+    if (!Aligned(off) || !Aligned(len))
+      return Status::Error(EINVAL, "offset and length must be multiples of the block size");
+    uint64_t new_size;
+    if (mode & FALLOC_FL_COLLAPSE_RANGE) {
+      if (end >= size) return Status::Error(EINVAL, "the range reaches the end of the file");
+      new_size = size - len;
+    } else {
+      if (off >= size) return Status::Error(EINVAL, "offset at or past the end of the file");
+      if (len > kMaxFileSize - size) return Status::Error(EFBIG);
+      new_size = size + len;
+    }
+    return Remap(ino, off, LayoutChange::kToEnd, size, new_size);
+  }
+  // Punch hole always comes with KEEP_SIZE.
+  const uint64_t new_size = (mode & FALLOC_FL_KEEP_SIZE) ? size : std::max(size, end);
+  return Remap(ino, RoundDown(off), RoundUp(end) - RoundDown(off), size, new_size);
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------------------
@@ -371,12 +413,13 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
     return Status::Error(EINVAL, "unshare takes only FALLOC_FL_KEEP_SIZE");
   if (len == 0) return Status::Error(EINVAL);
   if (off > kMaxFileSize || len > kMaxFileSize - off) return Status::Error(EFBIG);
+  const uint64_t size = fs.I(ino)->size, end = off + len;
+  LFS_ASSIGN_OR_RETURN(const LayoutChange change, FallocateChange(ino, mode, off, len, size));
+  LFS_RETURN_IF_ERROR(fs.GuardChange(c, change));
   // Every mode, even one that changes no byte (preallocation, unshare),
   // drops privileges, as ext4's and XFS's fallocate do (file_modified).
   fs.DropPrivs(c, ino);
 
-  const Inode& in = *fs.I(ino);
-  const uint64_t size = in.size, end = off + len;
   const uint64_t fb = off / kBlock;
   Intent it{};
   it.ino = ino;
@@ -403,17 +446,12 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
   }
 
   if (mode & (FALLOC_FL_COLLAPSE_RANGE | FALLOC_FL_INSERT_RANGE)) {
-    if (!Aligned(off) || !Aligned(len))
-      return Status::Error(EINVAL, "offset and length must be multiples of the block size");
+    // The range was checked with the change (FallocateChange).
+    it.new_size = change.new_size;
     if (mode & FALLOC_FL_COLLAPSE_RANGE) {
-      if (end >= size) return Status::Error(EINVAL, "the range reaches the end of the file");
       it.type = kIntentCollapse;
-      it.new_size = size - len;
     } else {
-      if (off >= size) return Status::Error(EINVAL, "offset at or past the end of the file");
-      if (len > kMaxFileSize - size) return Status::Error(EFBIG);
       it.type = kIntentInsert;
-      it.new_size = size + len;
       it.cursor = std::max(n->extents.end_block(), fb);
     }
     if (n->extents.ChainBlocksFor(4) > fs.alloc_.free_blocks())
@@ -504,13 +542,16 @@ Result<uint64_t> Filesystem::Impl::CloneLocked(const Cred& c, Ino src, uint64_t 
   const size_t maps = sn->extents.Overlapping(src_off / kBlock, nb).size();
   if (dn->extents.ChainBlocksFor(maps + 2) > alloc_.free_blocks())
     return Status::Error(ENOSPC, "pool is full");
+  // Both files' layouts change: the source's blocks become shared.
+  const uint64_t new_size = std::max(dst_size, dst_off + len);
+  LFS_RETURN_IF_ERROR(GuardChange(c, Remap(src, src_off, nb * kBlock, src_size, src_size)));
+  LFS_RETURN_IF_ERROR(GuardChange(c, Remap(dst, dst_off, nb * kBlock, dst_size, new_size)));
   DropPrivs(c, dst);  // as generic_remap_file_range_prep does
   // Bytes between the destination's end of file and the range read as zeros.
   if (dst_off > dst_size)
     LFS_RETURN_IF_ERROR(ZeroRange(dst, dst_size, std::min(RoundUp(dst_size), dst_off)));
 
-  LFS_RETURN_IF_ERROR(RunClone(src, src_off / kBlock, dst, dst_off / kBlock, nb,
-                               std::max(dst_size, dst_off + len)));
+  LFS_RETURN_IF_ERROR(RunClone(src, src_off / kBlock, dst, dst_off / kBlock, nb, new_size));
   return len;
 }
 
@@ -535,6 +576,78 @@ Result<uint64_t> Filesystem::CloneRange(const Cred& c, Ino src, uint64_t src_off
   return impl_->CloneLocked(c, src, src_off, dst, dst_off, len);
 }
 
+namespace {
+
+// How copy_file_range moves its bytes; deciding changes nothing.
+struct CopyPlan {
+  // Offsets in the same place of their blocks, and room for the edges: the
+  // whole blocks between are shared (`nb` of them, the `mid` bytes), the
+  // partial ones at the edges (`head`, `tail` bytes) are copied into fresh
+  // blocks, and all of it lands in one intent, atomically. Otherwise the
+  // bytes are copied through the write path.
+  bool clone = false;
+  uint64_t head = 0, mid = 0, tail = 0, nb = 0;
+};
+
+CopyPlan PlanCopy(const Filesystem::Impl& fs, Ino src, uint64_t src_off, Ino dst, uint64_t dst_off,
+                  uint64_t len) REQUIRES(fs.mu_) {
+  CopyPlan p;
+  if (src_off % kBlock != dst_off % kBlock) return p;
+  p.head = std::min(len, (kBlock - src_off % kBlock) % kBlock);
+  p.mid = RoundDown(len - p.head);
+  p.tail = len - p.head - p.mid;
+  // The last partial block may be shared too when it ends the source and
+  // covers the destination's end (the clone rule at end of file).
+  if (p.tail && src_off + len == fs.I(src)->size && dst_off + len >= fs.I(dst)->size) {
+    p.mid += p.tail;
+    p.tail = 0;
+  }
+  p.nb = RoundUp(p.mid) / kBlock;
+  // Within one file an edge block may be a block the clone reads (the
+  // source's last block is the destination's first): copy instead.
+  auto clone_reads = [&](uint64_t dst_at) {
+    const uint64_t b = dst_at / kBlock, first = (src_off + p.head) / kBlock;
+    return src == dst && b >= first && b < first + p.nb;
+  };
+  const bool edges_clash = (p.head && clone_reads(dst_off)) ||
+                           (p.tail && clone_reads(dst_off + p.head + p.mid));
+  const size_t nedges = (p.head ? 1 : 0) + (p.tail ? 1 : 0);
+  const size_t maps = fs.N(src)->extents.Overlapping((src_off + p.head) / kBlock, p.nb).size();
+  p.clone = !edges_clash && fs.alloc_.free_blocks() >=
+                                nedges + fs.N(dst)->extents.ChainBlocksFor(maps + 2 + 2 * nedges);
+  return p;
+}
+
+// The changes a copy planned as `p` makes, for the layout guard. A copy by
+// write is one write of the destination. A copy by clone changes the
+// source's shared blocks and the destination's, as CloneRange reports
+// them, and writes the edges; an edge always allocates, as it is written
+// into a fresh block that replaces the destination's. The size change, if
+// any, goes with the destination's last change, the one reaching the new
+// end. REQUIRES: a lock.
+std::vector<LayoutChange> CopyChanges(const Filesystem::Impl& fs, const CopyPlan& p, Ino src,
+                                      uint64_t src_off, Ino dst, uint64_t dst_off, uint64_t len) {
+  if (!p.clone) return {fs.WriteChange(dst, dst_off, len)};
+  const uint64_t src_size = fs.I(src)->size, dst_size = fs.I(dst)->size;
+  auto edge = [&](uint64_t off, uint64_t n) {
+    LayoutChange ch = Remap(dst, off, n, dst_size, dst_size);
+    ch.kind = LayoutChangeKind::kAllocatingWrite;
+    return ch;
+  };
+  std::vector<LayoutChange> out;
+  if (p.nb) out.push_back(Remap(src, src_off + p.head, p.nb * kBlock, src_size, src_size));
+  if (p.head) out.push_back(edge(dst_off, p.head));
+  if (p.nb) out.push_back(Remap(dst, dst_off + p.head, p.nb * kBlock, dst_size, dst_size));
+  if (p.tail) out.push_back(edge(dst_off + p.head + p.mid, p.tail));
+  if (dst_off + len > dst_size) {
+    out.back().size_changes = true;
+    out.back().new_size = dst_off + len;
+  }
+  return out;
+}
+
+}  // namespace
+
 Result<uint64_t> Filesystem::CopyFileRange(const Cred& c, Ino src, uint64_t src_off, Ino dst,
                                            uint64_t dst_off, uint64_t len) {
   Impl& fs = *impl_;
@@ -550,16 +663,23 @@ Result<uint64_t> Filesystem::CopyFileRange(const Cred& c, Ino src, uint64_t src_
   if (dst_off > kMaxFileSize || len > kMaxFileSize - dst_off) return Status::Error(EFBIG);
   if (src == dst && src_off < dst_off + len && dst_off < src_off + len)
     return Status::Error(EINVAL, "ranges of one file overlap");
+  const CopyPlan p = PlanCopy(fs, src, src_off, dst, dst_off, len);
+  // Every change is asked about before any is made (the copy by write is
+  // asked once for all its writes), so a refusal leaves no trace.
+  for (const LayoutChange& ch : CopyChanges(fs, p, src, src_off, dst, dst_off, len))
+    LFS_RETURN_IF_ERROR(fs.GuardChange(c, ch));
   fs.DropPrivs(c, dst);  // before any byte changes, whichever path below runs
 
-  // Copies [so, so + n) to do through the write path (which copies shared
-  // blocks before changing them), straight from the pool mapping.
-  auto copy = [&](uint64_t so, uint64_t d, uint64_t n) REQUIRES(fs.mu_) -> Result<uint64_t> {
+  if (!p.clone) {
+    // Through the write path (which copies shared blocks before changing
+    // them), straight from the pool mapping, with write(2)'s durability
+    // contract, a megabyte at a time.
     uint64_t done = 0;
-    while (done < n) {
-      const uint64_t k = std::min<uint64_t>(n - done, 1 << 20);
-      std::vector<struct iovec> iov = fs.Segments(src, so + done, k);
-      auto w = fs.WriteLocked(c, dst, d + done, iov.data(), static_cast<int>(iov.size()));
+    while (done < len) {
+      const uint64_t k = std::min<uint64_t>(len - done, 1 << 20);
+      std::vector<struct iovec> iov = fs.Segments(src, src_off + done, k);
+      auto w = fs.WriteLocked(c, dst, dst_off + done, iov.data(), static_cast<int>(iov.size()),
+                              /*guard_asked=*/true);
       if (!w.ok()) {
         if (done > 0) return done;
         return w.status();
@@ -568,63 +688,32 @@ Result<uint64_t> Filesystem::CopyFileRange(const Cred& c, Ino src, uint64_t src_
       if (*w < k) break;
     }
     return done;
-  };
-
-  if (src_off % kBlock == dst_off % kBlock) {
-    // Offsets in the same place of their blocks: the whole blocks are
-    // shared, the partial ones at the edges are copied into fresh blocks,
-    // and all of it lands in one intent, atomically.
-    const uint64_t head = std::min(len, (kBlock - src_off % kBlock) % kBlock);
-    uint64_t mid = RoundDown(len - head);
-    uint64_t tail = len - head - mid;
-    // The last partial block may be shared too when it ends the source and
-    // covers the destination's end (the clone rule at end of file).
-    if (tail && src_off + len == src_size && dst_off + len >= fs.I(dst)->size) {
-      mid += tail;
-      tail = 0;
-    }
-    const size_t nedges = (head ? 1 : 0) + (tail ? 1 : 0);
-    const uint64_t nb = RoundUp(mid) / kBlock;
-    // Within one file an edge block may be a block the clone reads (the
-    // source's last block is the destination's first): copy instead.
-    auto clone_reads = [&](uint64_t dst_at) {
-      const uint64_t b = dst_at / kBlock, first = (src_off + head) / kBlock;
-      return src == dst && b >= first && b < first + nb;
-    };
-    const bool edges_clash =
-        (head && clone_reads(dst_off)) || (tail && clone_reads(dst_off + head + mid));
-    const size_t maps = sn->extents.Overlapping((src_off + head) / kBlock, nb).size();
-    if (!edges_clash &&
-        fs.alloc_.free_blocks() >= nedges + dn->extents.ChainBlocksFor(maps + 2 + 2 * nedges)) {
-      const uint64_t dst_size = fs.I(dst)->size;
-      if (dst_off > dst_size)
-        LFS_RETURN_IF_ERROR(fs.ZeroRange(dst, dst_size, std::min(RoundUp(dst_size), dst_off)));
-      // Source bytes for an edge: in the pool, or zeros.
-      auto src_bytes = [&](uint64_t off) -> const char* {
-        const auto m = sn->extents.Find(off / kBlock);
-        if (!m || m->unwritten()) return fs.zeros_;
-        return fs.pool_.BlockPtr(m->pool_block + (off / kBlock - m->file_block)) + off % kBlock;
-      };
-      std::vector<Impl::EdgeBlock> edges;
-      if (head) {
-        const uint32_t from = static_cast<uint32_t>(dst_off % kBlock);
-        edges.push_back(fs.MakeEdge(dst, dst_off / kBlock, from, from + static_cast<uint32_t>(head),
-                                    src_bytes(src_off)));
-      }
-      if (tail) {
-        const uint64_t at = dst_off + head + mid;
-        edges.push_back(fs.MakeEdge(dst, at / kBlock, 0, static_cast<uint32_t>(tail),
-                                    src_bytes(src_off + head + mid)));
-      }
-      LFS_RETURN_IF_ERROR(fs.RunClone(src, (src_off + head) / kBlock, dst,
-                                      (dst_off + head) / kBlock, nb,
-                                      std::max(fs.I(dst)->size, dst_off + len), edges));
-      return len;
-    }
   }
-  // Otherwise the bytes are copied through the write path, with write(2)'s
-  // durability contract.
-  return copy(src_off, dst_off, len);
+
+  const uint64_t dst_size = fs.I(dst)->size;
+  if (dst_off > dst_size)
+    LFS_RETURN_IF_ERROR(fs.ZeroRange(dst, dst_size, std::min(RoundUp(dst_size), dst_off)));
+  // Source bytes for an edge: in the pool, or zeros.
+  auto src_bytes = [&](uint64_t off) -> const char* {
+    const auto m = sn->extents.Find(off / kBlock);
+    if (!m || m->unwritten()) return fs.zeros_;
+    return fs.pool_.BlockPtr(m->pool_block + (off / kBlock - m->file_block)) + off % kBlock;
+  };
+  std::vector<Impl::EdgeBlock> edges;
+  if (p.head) {
+    const uint32_t from = static_cast<uint32_t>(dst_off % kBlock);
+    edges.push_back(fs.MakeEdge(dst, dst_off / kBlock, from, from + static_cast<uint32_t>(p.head),
+                                src_bytes(src_off)));
+  }
+  if (p.tail) {
+    const uint64_t at = dst_off + p.head + p.mid;
+    edges.push_back(fs.MakeEdge(dst, at / kBlock, 0, static_cast<uint32_t>(p.tail),
+                                src_bytes(src_off + p.head + p.mid)));
+  }
+  LFS_RETURN_IF_ERROR(fs.RunClone(src, (src_off + p.head) / kBlock, dst,
+                                  (dst_off + p.head) / kBlock, p.nb,
+                                  std::max(dst_size, dst_off + len), edges));
+  return len;
 }
 
 std::vector<struct iovec> Filesystem::Impl::Segments(Ino ino, uint64_t off, uint64_t len) const {
@@ -759,6 +848,11 @@ Result<Filesystem::DefragReport> Filesystem::Defrag(const Cred& c, Ino ino) {
     // The piece's extents go before the new ones come, so only the pieces
     // the new run is split into (and a split at the cursor) need slots.
     if (!fs.PlanSlots(op, ino, got.size() + 1).ok()) break;
+    // The guard says whether this piece may move (a refusal ends the defrag
+    // with its error; the pieces moved so far stay moved).
+    const uint64_t from = piece.front().file_block, size = fs.I(ino)->size;
+    LFS_RETURN_IF_ERROR(fs.GuardChange(
+        c, Remap(ino, from * kBlock, (piece.back().file_end() - from) * kBlock, size, size)));
     // Copy, then switch the map in one transaction.
     std::vector<Mapping> fresh;
     size_t gi = 0;
@@ -842,6 +936,11 @@ Result<uint64_t> Filesystem::MoveExtents(const Cred& c, Ino orig, Ino donor, uin
   if (on->extents.ChainBlocksFor(2 * count + 4) + dn->extents.ChainBlocksFor(2 * count + 4) >
       fs.alloc_.free_blocks())
     return Status::Error(ENOSPC, "pool is full");
+  const uint64_t osize = fs.I(orig)->size, dsize = fs.I(donor)->size;
+  LFS_RETURN_IF_ERROR(
+      fs.GuardChange(c, Remap(orig, orig_block * kBlock, count * kBlock, osize, osize)));
+  LFS_RETURN_IF_ERROR(
+      fs.GuardChange(c, Remap(donor, donor_block * kBlock, count * kBlock, dsize, dsize)));
   // The original reads as before, so it keeps its privileges (as on ext4).
   // The donor's range gets the original's bytes: unlike ext4, which keeps
   // the donor's capability, drop it by the rule of every other change, so
