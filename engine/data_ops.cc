@@ -303,6 +303,14 @@ LayoutChange Filesystem::Impl::WriteChange(Ino ino, uint64_t off, uint64_t len) 
   ch.old_size = I(ino)->size;
   ch.size_changes = off + len > ch.old_size;
   ch.new_size = std::max(ch.old_size, off + len);
+  if (ch.kind == LayoutChangeKind::kAllocatingWrite) {
+    // New blocks replace whole blocks, bytes beside the write's included;
+    // and a write past the end may copy the old last block (if shared) to
+    // zero its tail. Report every block whose mapping may change.
+    const uint64_t from = std::min(off, ch.old_size) / kBlock * kBlock;
+    ch.offset = from;
+    ch.length = RoundUp(off + len) - from;
+  }
   return ch;
 }
 

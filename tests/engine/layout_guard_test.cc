@@ -232,13 +232,20 @@ std::vector<Case> Cases() {
   auto on_v = [](Kind kind, uint64_t off, uint64_t len, uint64_t new_size) {
     return [=](const World& w) { return std::vector{Want(w.v, kind, off, len, V, new_size)}; };
   };
+  // An allocating write of v: every block whose mapping may change, from
+  // the block of the write (or of the old end of file, when the write
+  // starts past it) to the end of the write's last block.
+  auto alloc_v = [on_v](uint64_t off, uint64_t len, uint64_t new_size) {
+    const uint64_t from = std::min<uint64_t>(off, V) / B * B;
+    return on_v(kAlloc, from, (off + len + B - 1) / B * B - from, new_size);
+  };
   return {
       {"overwrite", write(10, 3), on_v(kOver, 10, 3, V)},
-      {"write into a hole", write(3 * B + 5, 10), on_v(kAlloc, 3 * B + 5, 10, V)},
+      {"write into a hole", write(3 * B + 5, 10), alloc_v(3 * B + 5, 10, V)},
       {"write into an unwritten block", write(4 * B + 5, 10), on_v(kOver, 4 * B + 5, 10, V)},
-      {"write into a shared block", write(2 * B + 5, 10), on_v(kAlloc, 2 * B + 5, 10, V)},
-      {"write at the end of file, in its last block", write(V, 10), on_v(kAlloc, V, 10, V + 10)},
-      {"write past the end of file", write(9 * B, 10), on_v(kAlloc, 9 * B, 10, 9 * B + 10)},
+      {"write into a shared block", write(2 * B + 5, 10), alloc_v(2 * B + 5, 10, V)},
+      {"write at the end of file, in its last block", write(V, 10), alloc_v(V, 10, V + 10)},
+      {"write past the end of file", write(9 * B, 10), alloc_v(9 * B, 10, 9 * B + 10)},
       {"truncate down", truncate(2 * B + 7, 0), on_v(kUnmap, 2 * B, kToEnd, 2 * B + 7)},
       {"truncate up", truncate(9 * B, 0), on_v(kUnmap, 5 * B, kToEnd, 9 * B)},
       {"truncate and touch", truncate(B, SetAttrArgs::kMtimeNow), on_v(kUnmap, B, kToEnd, B)},
@@ -304,8 +311,7 @@ std::vector<Case> Cases() {
        }},
       {"copy_file_range by clone, one edge only", copy(100, 100, 50),
        on_v(kAlloc, 100, 50, V)},
-      {"copy_file_range by write, filling a hole", copy(0, 10, 3 * B),
-       on_v(kAlloc, 10, 3 * B, V)},
+      {"copy_file_range by write, filling a hole", copy(0, 10, 3 * B), alloc_v(10, 3 * B, V)},
       {"copy_file_range by write, over owned blocks", copy(0, 10, 100), on_v(kOver, 10, 100, V)},
       {"defrag", [](World& w, const Cred& c) { return w.fs->Defrag(c, w.v).status(); },
        [](const World& w) {
@@ -475,7 +481,9 @@ TEST_SUITE("layout_guard") {
     auto n = WriteAs(*w.fs, User(), w.v, off, std::string(100, 'x'));
     REQUIRE(n.ok());
     CHECK(*n == 10);
-    CHECK(AskedLines(w.guard) == WantLines({Want(w.v, kAlloc, off, 10, V, kMaxFileSize)}));
+    // The write's whole last block (the size limit is block-aligned).
+    CHECK(AskedLines(w.guard) ==
+          WantLines({Want(w.v, kAlloc, V / B * B, kMaxFileSize - V / B * B, V, kMaxFileSize)}));
   }
 
   TEST_CASE("LayoutGuard: copy_file_range by write asks once, however many writes it takes") {
@@ -489,7 +497,8 @@ TEST_SUITE("layout_guard") {
     REQUIRE(n.ok());
     CHECK(*n == data.size());
     CHECK(AskedLines(w.guard) ==
-          WantLines({Want(w.v, kAlloc, 10, data.size(), V, data.size() + 10)}));
+          WantLines({Want(w.v, kAlloc, 0, (data.size() + 10 + B - 1) / B * B, V,
+                          data.size() + 10)}));
     CHECK((ReadAll(fs, w.v, 10, data.size()) == data));
   }
 

@@ -615,6 +615,24 @@ TEST_SUITE("leases") {
     close(f);
   }
 
+  TEST_CASE("an allocating write breaks a lease on other bytes of the blocks it maps") {
+    TestFs fs;
+    LEASEFS_ONLY(fs, "layout leases");
+    MakeFile(fs, "f", 0, kAlice);
+    REQUIRE(truncate(fs.path("f").c_str(), 4 * B) == 0);  // all holes
+    LeaseHolder p(fs.path("f"), {O_RDWR, kAlice, 0});
+    REQUIRE(p.ready() == "ready");
+    // Bytes [0, 100) of block 0 only: a write to bytes 200.. of that block
+    // maps a block under them too.
+    REQUIRE(StartsWith(p.Do(TakeArgs(0, 100, LEASEFS_LEASE_READ, LEASEFS_LEASE_EXCLUSIVE)),
+                       "OK "));
+    int q = open(fs.path("f").c_str(), O_RDWR);
+    REQUIRE(q >= 0);
+    CHECK(SYS(pwrite(q, "x", 1, 200)) == "ETXTBSY");
+    CHECK(SYS(pwrite(q, "x", 1, B + 200)) == "OK");  // the next block: not the lease's
+    close(q);
+  }
+
   TEST_CASE("scenario 15: write-layout, conversion to unbreakable, and its rules") {
     TestFs fs(WithOptions("lease_break_time=5"));
     LEASEFS_ONLY(fs, "layout leases");
