@@ -32,6 +32,12 @@ namespace leasefs::lease {
 using engine::LayoutChange;
 using engine::LayoutChangeKind;
 
+// Events carry the kind of change as the ABI numbers it.
+static_assert(static_cast<uint32_t>(LayoutChangeKind::kUnmap) == LEASEFS_CHANGE_UNMAP);
+static_assert(static_cast<uint32_t>(LayoutChangeKind::kAllocatingWrite) ==
+              LEASEFS_CHANGE_ALLOCATING_WRITE);
+static_assert(static_cast<uint32_t>(LayoutChangeKind::kOverwrite) == LEASEFS_CHANGE_OVERWRITE);
+
 // What a WaitToken and the table's waiters share: the table's mutex and the
 // condition variable signalled on every change of the table.
 struct TableSync {
@@ -720,7 +726,7 @@ void LeaseTable::Impl::BreakDone(const engine::Cred& by, const LayoutChange& c, 
   e.why = static_cast<uint32_t>(c.kind);
   e.ino = c.ino;
   e.offset = c.offset;
-  e.length = c.length;
+  e.length = c.length == LayoutChange::kToEnd ? 0 : c.length;  // the ABI's "to the end"
   e.actor_pid = by.pid();
   e.err = err;
   log_.Append(e);

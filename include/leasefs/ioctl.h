@@ -194,8 +194,9 @@ struct leasefs_move_extent {
  * broken since it was granted, or is gone (released, revoked), so that the
  * holder starts again. A request with `id` 0 whose range overlaps one of this
  * open file's leases gives EEXIST.
- * LEASEFS_LEASE_UNLOCK releases the lease with exactly that range (ENOENT if
- * none), or every lease of the open file when offset and length are both 0.
+ * LEASEFS_LEASE_UNLOCK releases the lease with exactly that range, or every
+ * lease of the open file when offset and length are both 0; ENOENT if there
+ * is none to release.
  *
  * Who may take one: the file's owner (or root, standing in for CAP_LEASE),
  * or anybody on a descriptor open for writing; others get EACCES, since a
@@ -294,6 +295,12 @@ struct leasefs_lease_list {
 #define LEASEFS_EVENT_REFUSED 5u    /* a change was refused (unbreakable): `err` */
 #define LEASEFS_EVENT_BREAK_DONE 6u /* the breaker may proceed (`err` 0), or gave up (`err`) */
 
+/* `why` of BREAK, REFUSED and BREAK_DONE: the kind of change (as the engine's
+ * layout guard is told it). */
+#define LEASEFS_CHANGE_UNMAP 0u            /* blocks may leave or move: truncate, fallocate, clone... */
+#define LEASEFS_CHANGE_ALLOCATING_WRITE 1u /* a write that maps new blocks or extends the file */
+#define LEASEFS_CHANGE_OVERWRITE 2u        /* a write into blocks the file owns alone */
+
 #define LEASEFS_WHY_UNLOCK 0u
 #define LEASEFS_WHY_CLOSE 1u
 #define LEASEFS_WHY_EXIT 2u
@@ -304,7 +311,7 @@ struct leasefs_event {
 	__u64 seq;
 	__u64 time;       /* CLOCK_REALTIME nanoseconds */
 	__u32 type;       /* LEASEFS_EVENT_* */
-	__u32 why;        /* RELEASE: LEASEFS_WHY_*; BREAK/REFUSED: the change's kind */
+	__u32 why;        /* RELEASE: LEASEFS_WHY_*; BREAK, REFUSED, BREAK_DONE: LEASEFS_CHANGE_* */
 	__u64 lease_id;   /* 0 for BREAK_DONE */
 	__u64 ino;
 	__u64 offset;

@@ -129,10 +129,16 @@ std::string EventWhy(uint32_t type, uint32_t why) {
   }
   if (type == LEASEFS_EVENT_BREAK || type == LEASEFS_EVENT_REFUSED ||
       type == LEASEFS_EVENT_BREAK_DONE) {
-    // ioctl.h names no constants for these: the numbers are the daemon's
-    // kinds of layout change (engine/layout_guard.h, LayoutChangeKind).
-    static const char* const kKinds[] = {"unmap", "allocating-write", "overwrite"};
-    return why < std::size(kKinds) ? kKinds[why] : fmt::format("change {}", why);
+    switch (why) {
+      case LEASEFS_CHANGE_UNMAP:
+        return "unmap";
+      case LEASEFS_CHANGE_ALLOCATING_WRITE:
+        return "allocating-write";
+      case LEASEFS_CHANGE_OVERWRITE:
+        return "overwrite";
+      default:
+        return fmt::format("change {}", why);
+    }
   }
   return "";
 }
