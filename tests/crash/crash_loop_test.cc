@@ -356,8 +356,8 @@ TEST_SUITE("crash") {
       // Whatever the crash left: at most d, d/f, o and s.
       Snapshot snap = TakeSnapshot(m.mnt());
       CHECK(snap.errors.empty());
-      for (const auto& child : snap.nodes.at(snap.root).children) {
-        const auto& name = child.first;  // not a binding: clang 14 cannot capture those
+      for (const auto& entry : snap.nodes.at(snap.root).children) {
+        const auto& name = entry.first;  // not a binding: clang 14 cannot capture those
         CHECK_MESSAGE((name == "d" || name == "o" || name == "s"), "unexpected /" << name);
       }
       unlink((m.mnt() + "/d/f").c_str());
