@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The leasefs demo: format a pool in a temporary file, mount it, use it as an
-# ordinary filesystem, unmount, remount, verify every byte, and fsck it.
+# ordinary filesystem, unmount, remount, verify every byte, break a layout
+# lease, and fsck it.
 # Usage: tools/demo.sh [BUILD_DIR]    (./dev demo runs it after building)
 set -euo pipefail
 
@@ -8,6 +9,7 @@ build=$(realpath "${1:-build}")
 leasefs="$build/fusefs/daemon/leasefs"
 mkfs="$build/tools/mkfs.leasefs"
 fsck="$build/tools/fsck.leasefs"
+leasectl="$build/tools/leasectl"
 
 pool=$(mktemp /dev/shm/leasefs-demo-XXXXXX)
 mnt=$(mktemp -d /tmp/leasefs-demo-mnt-XXXXXX)
@@ -27,7 +29,7 @@ cleanup() {
 trap cleanup EXIT
 
 mount_pool() {
-  "$leasefs" "$pool" "$mnt" -f -o allow_other &
+  "$leasefs" "$pool" "$mnt" -f -o allow_other,lease_break_time=5 &
   pid=$!
   for _ in $(seq 200); do
     if grep -q " $mnt fuse.leasefs " /proc/mounts && stat "$mnt" >/dev/null 2>&1; then return 0; fi
@@ -75,6 +77,17 @@ unmount_pool
 mount_pool
 (cd "$mnt" && sha256sum --quiet -c "$sums") && echo "all files intact"
 readlink "$mnt/src/hello-symlink"
+
+step "hold a layout lease, and watch another process break it"
+"$leasectl" hold --range 0:4M "$mnt/docs/random.bin" &
+holder=$!
+sleep 0.5
+echo "punching a hole in the leased range (waits for the holder to let go):"
+start=$(date +%s%N)
+fallocate --punch-hole --offset 0 --length 1M "$mnt/docs/random.bin"
+echo "the punch went ahead after $(( ($(date +%s%N) - start) / 1000000 )) ms"
+wait "$holder"
+"$leasectl" events "$mnt"
 unmount_pool
 
 step "check the pool offline"
