@@ -109,9 +109,11 @@ std::pair<uint64_t, uint64_t> QueryRange(const LayoutChange& c) {
 }
 
 struct Owner {
-  Owner(uint64_t s, pid_t t, UniqueFd fd) : serial(s), tgid(t), pidfd(std::move(fd)) {}
+  Owner(uint64_t s, pid_t t, uid_t u, UniqueFd fd)
+      : serial(s), tgid(t), uid(u), pidfd(std::move(fd)) {}
   const uint64_t serial;  // the table's epoll key for it
   const pid_t tgid;
+  const uid_t uid;  // of the request that first made it an owner
   const UniqueFd pidfd;
   // Guarded by the table's mutex.
   std::unordered_set<LeaseId> leases;
@@ -177,6 +179,7 @@ struct Notice {
   std::shared_ptr<Owner> owner;
   int signal;
   uint64_t sigval;
+  uid_t taker;  // the uid that took the lease, and asked for the signal
 };
 
 // What a change's conflicting leases ask of the breaker.
@@ -212,7 +215,10 @@ class LeaseTable::Impl {
 
  private:
   // --- owners
-  Result<std::shared_ptr<Owner>> OwnerOf(pid_t tid) EXCLUDES(mu_);
+  Result<std::shared_ptr<Owner>> OwnerOf(pid_t tid, uid_t uid) EXCLUDES(mu_);
+  // Whether `uid` may have one more owner process (max_processes_per_uid),
+  // after dropping its idle ones if need be.
+  bool RoomForOwner(uid_t uid) REQUIRES(mu_);
   std::shared_ptr<Owner> KnownOwner(pid_t tgid) EXCLUDES(mu_);
   std::shared_ptr<Owner> AddOwner(std::shared_ptr<Owner> fresh) REQUIRES(mu_);
   void OwnerDied(uint64_t serial) REQUIRES(mu_);
@@ -266,6 +272,7 @@ class LeaseTable::Impl {
   std::unordered_map<uid_t, size_t> per_uid_ GUARDED_BY(mu_);
   std::unordered_map<pid_t, std::shared_ptr<Owner>> owners_ GUARDED_BY(mu_);  // by tgid
   std::unordered_map<uint64_t, std::shared_ptr<Owner>> owner_serials_ GUARDED_BY(mu_);
+  std::unordered_map<uid_t, size_t> owners_per_uid_ GUARDED_BY(mu_);  // in owner_serials_
   std::deque<uint64_t> idle_owners_ GUARDED_BY(mu_);  // may name busy or gone ones
   std::atomic<uint64_t> next_serial_{1};
   std::set<std::pair<uint64_t, LeaseId>> deadlines_ GUARDED_BY(mu_);  // breaking leases
@@ -357,24 +364,31 @@ std::shared_ptr<Owner> LeaseTable::Impl::KnownOwner(pid_t tgid) {
   }
   // A process that died and whose pid went to a new one would lend the new
   // one its owner, and its death, once handled, would take the new leases.
-  // No check here: the thread handles a death within moments, and a pid
-  // comes round again only after the kernel has handed out every other one
-  // (pid_max, 4 million by default); a poll of the pidfd would double the
-  // cost of an acquire. AddOwner, the slow path, does check.
+  // No check here: the thread handles a death within milliseconds, and a pid
+  // comes round again only after the kernel has handed out the others
+  // (pid_max: 32768 on small machines, 4 million on large ones); a poll of
+  // the pidfd would double the cost of an acquire. AddOwner, the slow path,
+  // does check.
   return known;
 }
 
 // The owner of leases taken by thread `tid`: its process. Known owners are
 // found by pid first, which is right when tid is a live process's leader
 // (a live task's pid is unique); otherwise /proc says which process.
-Result<std::shared_ptr<Owner>> LeaseTable::Impl::OwnerOf(pid_t tid) {
+Result<std::shared_ptr<Owner>> LeaseTable::Impl::OwnerOf(pid_t tid, uid_t uid) {
   if (auto known = KnownOwner(tid)) return known;
   LFS_ASSIGN_OR_RETURN(const pid_t tgid, ThreadGroupOf(tid));
   if (tgid != tid) {
     if (auto known = KnownOwner(tgid)) return known;
   }
+  {
+    MutexLock l(&mu_);
+    if (!RoomForOwner(uid)) {
+      return Status::Error(ENOLCK, "too many processes of this uid hold leases");
+    }
+  }
   LFS_ASSIGN_OR_RETURN(UniqueFd pidfd, OpenPidfd(tgid));
-  auto fresh = std::make_shared<Owner>(next_serial_.fetch_add(1), tgid, std::move(pidfd));
+  auto fresh = std::make_shared<Owner>(next_serial_.fetch_add(1), tgid, uid, std::move(pidfd));
   epoll_event ev{};
   ev.events = EPOLLIN;
   ev.data.u64 = fresh->serial;
@@ -395,6 +409,7 @@ std::shared_ptr<Owner> LeaseTable::Impl::AddOwner(std::shared_ptr<Owner> fresh) 
   }
   owners_[fresh->tgid] = fresh;
   owner_serials_[fresh->serial] = fresh;
+  ++owners_per_uid_[fresh->uid];
   idle_owners_.push_back(fresh->serial);
   TrimIdleOwners();
   return fresh;
@@ -420,7 +435,25 @@ void LeaseTable::Impl::DropOwner(const std::shared_ptr<Owner>& ref) {
   auto it = owners_.find(owner->tgid);
   if (it != owners_.end() && it->second == owner) owners_.erase(it);
   // Closing the pidfd (when the last reference goes) takes it out of epoll.
-  owner_serials_.erase(owner->serial);
+  if (owner_serials_.erase(owner->serial) != 0) {
+    auto n = owners_per_uid_.find(owner->uid);
+    if (n != owners_per_uid_.end() && --n->second == 0) owners_per_uid_.erase(n);
+  }
+}
+
+bool LeaseTable::Impl::RoomForOwner(uid_t uid) {
+  if (uid == 0) return true;
+  auto n = owners_per_uid_.find(uid);
+  if (n == owners_per_uid_.end() || n->second < options_.max_processes_per_uid) return true;
+  // Drop this uid's owners that hold no lease and that no call is using
+  // (only the two maps hold them).
+  std::vector<std::shared_ptr<Owner>> idle;
+  for (const auto& [serial, owner] : owner_serials_) {
+    if (owner->uid == uid && owner->leases.empty() && owner.use_count() == 2) idle.push_back(owner);
+  }
+  for (const auto& owner : idle) DropOwner(owner);
+  n = owners_per_uid_.find(uid);
+  return n == owners_per_uid_.end() || n->second < options_.max_processes_per_uid;
 }
 
 // Drops owners nobody uses (no lease, no call in progress: only the two maps
@@ -472,7 +505,7 @@ Result<LeaseId> LeaseTable::Impl::SetLease(const Holder& h, const LeaseRequest& 
   if (req.type == LEASEFS_LEASE_UNLOCK) return Unlock(h, req);
   std::shared_ptr<Owner> owner;
   if (h.tid != 0 && req.convert == 0) {
-    LFS_ASSIGN_OR_RETURN(owner, OwnerOf(h.tid));
+    LFS_ASSIGN_OR_RETURN(owner, OwnerOf(h.tid, h.uid));
   }
   const uint64_t end = EndOf(req.offset, req.length);
   MutexLock l(&mu_);
@@ -520,7 +553,7 @@ Status LeaseTable::Impl::CheckOwnState(const Holder& h, const LeaseRequest& req)
     }
   }
   auto u = per_uid_.find(h.uid);
-  if (u != per_uid_.end() && u->second >= options_.max_leases_per_uid) {
+  if (h.uid != 0 && u != per_uid_.end() && u->second >= options_.max_leases_per_uid) {
     return Status::Error(ENOLCK, "too many leases for this uid");
   }
   return Status::Ok();
@@ -657,7 +690,7 @@ void LeaseTable::Impl::MarkBreaking(Lease* l, uint64_t now, const LayoutChange& 
   ++inodes_[l->ino].breaking;
   ++open_files_[l->open_file].alerting;
   Log(LEASEFS_EVENT_BREAK, *l, static_cast<uint32_t>(c.kind), actor, 0);
-  notices->push_back({l->open_file, l->owner, l->signal, l->sigval});
+  notices->push_back({l->open_file, l->owner, l->signal, l->sigval, l->uid});
 }
 
 // The break time ran out: the lease stops counting, and stays on its open
@@ -796,7 +829,11 @@ void LeaseTable::Impl::Send(const std::vector<Notice>& notices) {
       notifier_->LeaseBreaking(n.open_file);
     }
     // A holder that is gone cannot be told; its death releases the lease.
-    if (n.signal != 0 && n.owner) (void)QueueSignal(n.owner->pidfd.get(), n.signal, n.sigval);
+    // The daemon may be root: it sends only what the taker could send to
+    // the process as it is now (Linux checks F_SETSIG signals alike).
+    if (n.signal != 0 && n.owner &&
+        MaySignal(n.taker, n.owner->tgid, n.owner->pidfd.get()))
+      (void)QueueSignal(n.owner->pidfd.get(), n.signal, n.sigval);
   }
 }
 

@@ -55,9 +55,12 @@ struct Options {
   std::chrono::milliseconds break_time{45000};
   WriteBreak write_break = WriteBreak::kUnmapOnly;
   PinnedBreak pinned_break = PinnedBreak::kRefuse;
-  // Leases (tombstones of revoked ones included) one uid may hold; ENOLCK
-  // beyond.
-  size_t max_leases_per_uid = 1'000'000;
+  // Leases (tombstones of revoked ones included) one uid other than root
+  // may hold; ENOLCK beyond. Each costs the daemon about 400 bytes.
+  size_t max_leases_per_uid = 100'000;
+  // Processes of one uid other than root that may hold leases at once (the
+  // table keeps a pidfd for each); ENOLCK beyond.
+  size_t max_processes_per_uid = 1024;
 };
 
 // The daemon's id of an open file description; nonzero.
@@ -182,7 +185,9 @@ class LeaseTable final : public engine::LayoutGuard {
   //              or is not one of this open file's
   //   EWOULDBLOCK a break is in progress on the range and NONBLOCK was given
   //   EINTR      `wait` was cancelled while waiting
-  //   ENOLCK     holder.uid holds options().max_leases_per_uid leases
+  //   ENOLCK     holder.uid (not root) holds options().max_leases_per_uid
+  //              leases, or has options().max_processes_per_uid processes
+  //              holding leases and this would be one more
   //   ENOENT     UNLOCK matched no lease
   //   ESRCH      the calling thread is gone
   //   ESHUTDOWN  the table is shutting down

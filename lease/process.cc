@@ -47,6 +47,24 @@ bool PidfdExited(int pidfd) {
   return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) != 0;
 }
 
+bool MaySignal(uid_t sender, pid_t pid, int pidfd) {
+  if (sender == 0) return true;
+  const std::string path = "/proc/" + std::to_string(pid) + "/status";
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return false;
+  char buf[4096];
+  const ssize_t n = ::read(fd.get(), buf, sizeof(buf) - 1);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  // "Uid:\treal\teffective\tsaved\tfs"
+  const char* line = std::strstr(buf, "\nUid:");
+  if (line == nullptr) return false;
+  unsigned long real = 0, effective = 0, saved = 0;
+  if (std::sscanf(line + 5, "%lu %lu %lu", &real, &effective, &saved) != 3) return false;
+  if (PidfdExited(pidfd)) return false;  // the pid may name another process now
+  return sender == real || sender == saved;
+}
+
 Status QueueSignal(int pidfd, int signal, uint64_t value) {
   siginfo_t info;
   std::memset(&info, 0, sizeof(info));

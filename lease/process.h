@@ -24,6 +24,15 @@ Result<UniqueFd> OpenPidfd(pid_t pid);
 // Whether the process behind `pidfd` has exited (its pidfd polls readable).
 bool PidfdExited(int pidfd);
 
+// Whether a process of uid `sender` may have `signal`s delivered to the
+// process `pid` behind `pidfd` on its behalf: the rule Linux applies to
+// F_SETSIG signals at delivery (sigio_perm): root, or `sender` is the
+// target's real or saved uid. Read from /proc/<pid>/status, then `pidfd`
+// is checked alive, so the numbers are that process's. A target that
+// changed its uids since the lease was taken (a set-uid exec) is thereby
+// protected. False when it cannot be told.
+bool MaySignal(uid_t sender, pid_t pid, int pidfd);
+
 // Queues `signal` to the process behind `pidfd` as sigqueue(3) would, from
 // this process: si_code SI_QUEUE, si_pid and si_uid ours, si_value `value`
 // (si_fd, which overlaps si_value, reads its low 32 bits).

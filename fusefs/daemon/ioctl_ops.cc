@@ -99,10 +99,9 @@ leasefs_event ToAbi(const lease::Event& e) {
   return o;
 }
 
-// The longest LEASEFS_IOC_EVENTS waits, and how many may wait at once: each
-// holds a worker, which breakers need too.
+// The longest LEASEFS_IOC_EVENTS waits: each holds a worker (and counts
+// among the caller's deferred requests, Server::kMaxDeferredPerUser).
 constexpr std::chrono::milliseconds kMaxEventWait{1000};
-constexpr int kMaxEventWaiters = 8;
 
 }  // namespace
 
@@ -326,7 +325,14 @@ int Server::DoSetLease(fuse_req_t req, const OpenFile& file, const void* in, siz
       InterruptScope interruptible(q, token.get());
       granted = leases_.table().SetLease(holder, r, token.get());
     }
-    return granted.ok() ? reply(q, *granted) : ErrnoOf(granted.status());
+    if (!granted.ok()) return ErrnoOf(granted.status());
+    // A caller killed while it waited no longer holds the request's file,
+    // which may have been released meanwhile: its lease would stay forever.
+    if (files_.Find(holder.open_file) == nullptr) {
+      leases_.table().CloseOpenFile(holder.open_file);
+      return EBADF;
+    }
+    return reply(q, *granted);
   });
   return 0;
 }
@@ -367,12 +373,7 @@ int Server::DoLeaseEvents(fuse_req_t req, const void* in, size_t in_size, size_t
                                     nullptr, &lost);
   if (!now.ok()) return ErrnoOf(now.status());
   if (!now->empty() || lost != 0 || head.timeout_ms == 0) return reply(req, *now, lost);
-  // Nothing yet: wait on a worker, for at most a second, and only a few at
-  // a time (breakers need workers too).
-  if (event_waiters_.fetch_add(1) >= kMaxEventWaiters) {
-    event_waiters_.fetch_sub(1);
-    return EBUSY;
-  }
+  // Nothing yet: wait on a worker, for at most a second.
   const auto timeout = std::min(kMaxEventWait, std::chrono::milliseconds(head.timeout_ms));
   Defer(req, [this, after, timeout, reply](fuse_req_t q) {
     std::shared_ptr<lease::WaitToken> token = leases_.table().NewWaitToken();
@@ -382,7 +383,6 @@ int Server::DoLeaseEvents(fuse_req_t req, const void* in, size_t in_size, size_t
       InterruptScope interruptible(q, token.get());
       events = leases_.table().Events(after, LEASEFS_EVENTS_MAX, timeout, token.get(), &missed);
     }
-    event_waiters_.fetch_sub(1);
     return events.ok() ? reply(q, *events, missed) : ErrnoOf(events.status());
   });
   return 0;

@@ -1,5 +1,6 @@
 // leasefs: the FUSE daemon that serves one leasefs pool at a mount point.
 #include <fuse_lowlevel.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <cerrno>
@@ -301,8 +302,19 @@ int RunLoop(fuse_session* se, unsigned threads) {
 // Objects go in reverse order, also when an exception leaves: the mount
 // point, signal handlers, deferred requests, engine (pool marked clean),
 // pool lock, session, server.
+// Lets the daemon use as many descriptors as it may: it keeps one pidfd per
+// process holding leases (lease/), and users of the mount should not be able
+// to run it out at the usual soft limit of 1024.
+void RaiseFileLimit() {
+  rlimit r{};
+  if (getrlimit(RLIMIT_NOFILE, &r) != 0 || r.rlim_cur >= r.rlim_max) return;
+  r.rlim_cur = r.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &r);  // failing leaves the limit where it was
+}
+
 int Serve(const DaemonOptions& opts, const std::string& pool_path, const std::string& mnt,
           Background* background) {
+  RaiseFileLimit();
   Server server(opts.timeouts, LeaseOptions(opts.leases));
   SessionPtr session = NewSession(opts, pool_path, &server);
   if (!session) return 1;

@@ -602,6 +602,47 @@ int Server::DoFallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off, off
                     });
 }
 
+// One user's place among the deferred requests, held by the task: given
+// back when the task is done or dropped (a pool shutting down drops it).
+class Server::DeferredSlot {
+ public:
+  DeferredSlot(Server* s, uid_t uid) : s_(s), uid_(uid) {}
+  ~DeferredSlot() {
+    MutexLock l(&s_->deferred_mu_);
+    if (--s_->deferred_by_uid_[uid_] == 0) s_->deferred_by_uid_.erase(uid_);
+  }
+  DeferredSlot(const DeferredSlot&) = delete;
+  DeferredSlot& operator=(const DeferredSlot&) = delete;
+
+ private:
+  Server* const s_;
+  const uid_t uid_;
+};
+
+void Server::Defer(fuse_req_t req, WaitPool::Task task) noexcept {
+  const uid_t uid = fuse_req_ctx(req)->uid;
+  std::shared_ptr<DeferredSlot> slot;
+  try {
+    {
+      MutexLock l(&deferred_mu_);
+      int& n = deferred_by_uid_[uid];
+      if (uid != 0 && n >= kMaxDeferredPerUser) {
+        fuse_reply_err(req, EAGAIN);
+        return;
+      }
+      ++n;
+    }
+    slot = std::make_shared<DeferredSlot>(this, uid);
+    waiters_.Submit(req, [slot, task = std::move(task)](fuse_req_t r) { return task(r); });
+  } catch (...) {
+    if (!slot) {  // the count went up but no slot holds it
+      MutexLock l(&deferred_mu_);
+      if (--deferred_by_uid_[uid] == 0) deferred_by_uid_.erase(uid);
+    }
+    fuse_reply_err(req, ENOMEM);
+  }
+}
+
 int Server::WithBreaks(fuse_req_t req, const engine::Cred& cred, bool nonblock, LayoutCall call,
                        const std::function<LayoutCall()>& owned) {
   int rc = call(req, cred);

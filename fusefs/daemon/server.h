@@ -23,6 +23,7 @@
 #include <atomic>
 #include <functional>
 #include <memory>
+#include <unordered_map>
 #include <string>
 
 #include <fuse_lowlevel.h>
@@ -66,11 +67,16 @@ class Server {
     fs_->SetLayoutGuard(&leases_);
   }
 
+  // The most requests of one user (other than root) that may wait on
+  // workers at once; more get EAGAIN. Workers are shared by every user of
+  // the mount (and their number capped), and a waiting write holds a copy
+  // of its data: without this one user could take them all, and memory.
+  static constexpr int kMaxDeferredPerUser = 16;
+
   // Answers `req` from a worker thread: task(req) follows the Do* contract.
-  // Returns at once; the loop thread goes on with other requests.
-  void Defer(fuse_req_t req, WaitPool::Task task) noexcept {
-    waiters_.Submit(req, std::move(task));
-  }
+  // Returns at once; the loop thread goes on with other requests. Replies
+  // EAGAIN itself when the caller has kMaxDeferredPerUser requests waiting.
+  void Defer(fuse_req_t req, WaitPool::Task task) noexcept;
   // Finishes every deferred request and stops the workers. Call after the
   // session loop returned and before the session is destroyed.
   void Shutdown() noexcept {
@@ -201,7 +207,10 @@ class Server {
   WaitPool waiters_{kMaxWaitThreads};
   OpenFiles files_;
   LeaseEdge leases_;  // after files_, which it uses
-  std::atomic<int> event_waiters_{0};
+  // Deferred requests per user, for kMaxDeferredPerUser.
+  class DeferredSlot;
+  Mutex deferred_mu_;
+  std::unordered_map<uid_t, int> deferred_by_uid_ GUARDED_BY(deferred_mu_);
   std::unique_ptr<PeerFiles> peers_;
   bool kernel_checks_permissions_ = true;
 };

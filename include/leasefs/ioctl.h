@@ -203,6 +203,10 @@ struct leasefs_move_extent {
  * lease lets its holder make writers wait (Linux lets only the owner).
  * Regular files only (EINVAL).
  *
+ * Limits: a user other than root may hold 100,000 leases from 1024
+ * processes (ENOLCK beyond), and have 16 requests waiting at once, for
+ * breaks, for leases or for events (EAGAIN beyond).
+ *
  * Conflicts: READ leases coexist with each other and with one WRITE lease;
  * EXCLUSIVE and WRITE|UNBREAKABLE coexist with nothing. A conflicting lease
  * gives EAGAIN. While a break is in progress on a range, a new lease on it
@@ -210,7 +214,9 @@ struct leasefs_move_extent {
  *
  * Breaks: the holder learns of a break by POLLPRI on its file descriptor
  * and, if it asked, by a signal: `signal` is sent to the process that took
- * the lease with si_code SI_QUEUE and si_value = `sigval`; si_fd overlaps the
+ * the lease (if the lease's taker may still signal it: same real or saved
+ * uid, as Linux checks F_SETSIG) with si_code SI_QUEUE and si_value =
+ * `sigval`; si_fd overlaps the
  * low 32 bits of si_value, so a holder that passes its fd number as sigval
  * reads it in si_fd, as with F_SETSIG. The holder releases the lease; if it
  * does not within the mount's lease-break time, the lease is revoked. A

@@ -780,6 +780,38 @@ TEST_SUITE("leases") {
     CHECK(released == 100);
   }
 
+  TEST_CASE("one user may keep at most 16 requests waiting; the 17th gets EAGAIN") {
+    TestFs fs(WithOptions("lease_break_time=3"));
+    LEASEFS_ONLY(fs, "layout leases");
+    constexpr int kFiles = 20;
+    std::vector<std::unique_ptr<LeaseHolder>> holders;
+    std::vector<std::string> paths;
+    for (int i = 0; i < kFiles; ++i) {
+      const std::string name = "f" + std::to_string(i);
+      MakeFile(fs, name, B);
+      paths.push_back(fs.path(name));
+      holders.push_back(std::make_unique<LeaseHolder>(paths.back(), LeaseHolder::Options{}));
+      REQUIRE(holders.back()->ready() == "ready");
+      REQUIRE(StartsWith(holders.back()->Do(TakeArgs(0, 0, LEASEFS_LEASE_READ, 0)), "OK "));
+    }
+    // Bob breaks all twenty at once; nobody releases.
+    const int rc = RunAs(kBob, kBob, {}, [&] {
+      std::vector<int> results(kFiles, -1);
+      std::vector<std::thread> threads;
+      for (int i = 0; i < kFiles; ++i) {
+        threads.emplace_back([&, i] { results[i] = truncate(paths[i].c_str(), 0) == 0 ? 0 : errno; });
+      }
+      for (auto& t : threads) t.join();
+      int ok = 0, again = 0;
+      for (int r : results) {
+        ok += r == 0;
+        again += r == EAGAIN;
+      }
+      return ok == 16 && again == kFiles - 16 ? 0 : 100 + again;
+    });
+    CHECK(rc == 0);
+  }
+
   TEST_CASE("breakers racing each other all get through once the holder lets go") {
     TestFs fs(WithOptions("lease_break_time=10"));
     LEASEFS_ONLY(fs, "layout leases");

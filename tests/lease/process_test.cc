@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "base/unique_fd.h"
+#include "lease/process.h"
 #include "tests/lease/test_util.h"
 
 namespace leasefs::lease::test {
@@ -95,7 +96,9 @@ class Child {
 };
 
 Holder ChildHolder(const Child& c, OpenFileId of, engine::Ino ino = kIno) {
-  Holder h = H(of);
+  // Taken as the child's own user: the break signal goes only where its
+  // taker could send it.
+  Holder h = H(of, true, getuid());
   h.tid = c.pid();
   h.ino = ino;
   return h;
@@ -194,6 +197,58 @@ TEST_CASE("Process: a thread that is gone cannot take a lease (ESRCH)") {
   h.tid = pid;
   CHECK(Err(t.SetLease(h, Req(R, 0, 10), nullptr)) == ESRCH);
   CHECK(t.List(0, 10, nullptr).empty());
+}
+
+TEST_CASE("Process: a uid has at most max_processes_per_uid processes holding leases") {
+  Options o = Opts();
+  o.max_processes_per_uid = 2;
+  LeaseTable t(o, nullptr);
+  Child a, b, c, d;
+  auto as_user = [](const Child& ch, OpenFileId of, uid_t uid) {
+    Holder h = ChildHolder(ch, of);
+    h.uid = uid;
+    return h;
+  };
+  REQUIRE(t.SetLease(as_user(a, 1, 1000), Req(R, 0, 10), nullptr).ok());
+  REQUIRE(t.SetLease(as_user(b, 2, 1000), Req(R, 0, 10), nullptr).ok());
+  CHECK(Err(t.SetLease(as_user(c, 3, 1000), Req(R, 0, 10), nullptr)) == ENOLCK);
+  CHECK(t.SetLease(as_user(c, 3, 1001), Req(R, 0, 10), nullptr).ok());  // another uid
+  CHECK(Err(t.SetLease(as_user(d, 4, 1000), Req(R, 0, 10), nullptr)) == ENOLCK);
+  // A process whose leases are gone makes room.
+  REQUIRE(t.SetLease(as_user(a, 1, 1000), Unlock(0, 0), nullptr).ok());
+  CHECK(t.SetLease(as_user(d, 4, 1000), Req(R, 0, 10), nullptr).ok());
+}
+
+TEST_CASE("Process: a signal goes only where the lease's taker could send it now") {
+  if (geteuid() != 0) {
+    MESSAGE("skipped: needs root to change a child's uids");
+    return;
+  }
+  int ready[2];
+  REQUIRE(pipe(ready) == 0);
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // As a set-uid program would: real 1000, saved 1001 (effective 1001).
+    if (setresuid(1000, 1001, 1001) != 0) _exit(1);
+    char c = 'r';
+    (void)!write(ready[1], &c, 1);
+    pause();
+    _exit(0);
+  }
+  char c;
+  REQUIRE(read(ready[0], &c, 1) == 1);
+  auto pidfd = OpenPidfd(child);
+  REQUIRE(pidfd.ok());
+  CHECK(MaySignal(0, child, pidfd->get()));
+  CHECK(MaySignal(1000, child, pidfd->get()));   // its real uid
+  CHECK(MaySignal(1001, child, pidfd->get()));   // its saved uid
+  CHECK(!MaySignal(1002, child, pidfd->get()));  // a stranger
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  CHECK(!MaySignal(1000, child, pidfd->get()));  // gone: its pid may be another's
+  close(ready[0]);
+  close(ready[1]);
 }
 
 }  // TEST_SUITE
