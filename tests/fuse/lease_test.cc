@@ -302,6 +302,31 @@ void MakeFile(TestFs& fs, const std::string& name, uint64_t size, uid_t uid = 0)
   REQUIRE(chown(p.c_str(), uid, uid) == 0);
 }
 
+// F and G of 2 MiB each, written 64 KiB at a time in turn, so that F's
+// blocks are in many pieces and a defrag has work.
+void Interleave(TestFs& fs, const std::string& f, const std::string& g) {
+  int wf = open(fs.path(f).c_str(), O_WRONLY), wg = open(fs.path(g).c_str(), O_WRONLY);
+  REQUIRE(wf >= 0);
+  REQUIRE(wg >= 0);
+  for (uint64_t off = 0; off < 2 * MiB; off += 64 * 1024) {
+    REQUIRE(PwriteAll(wf, Pattern(64 * 1024, off), static_cast<off_t>(off)) == "");
+    REQUIRE(PwriteAll(wg, Pattern(64 * 1024, off + 1), static_cast<off_t>(off)) == "");
+  }
+  close(wf);
+  close(wg);
+}
+
+// A fallocate-mode ioctl (COLLAPSE, INSERT, UNSHARE) on fd, as SYS() says.
+std::string RangeIoctl(int fd, unsigned long cmd, uint64_t off, uint64_t len) {
+  leasefs_range r{off, len, 0, 0};
+  return SYS(ioctl(fd, cmd, &r));
+}
+
+std::string CloneIoctl(int dst, int src, uint64_t src_off, uint64_t len, uint64_t dst_off) {
+  leasefs_clone_range c{src, src_off, len, dst_off};
+  return SYS(ioctl(dst, LEASEFS_IOC_CLONE_RANGE, &c));
+}
+
 std::string TakeArgs(uint64_t off, uint64_t len, uint32_t type, uint32_t flags,
                      uint64_t convert = 0) {
   return "take " + std::to_string(off) + " " + std::to_string(len) + " " + std::to_string(type) +
@@ -422,16 +447,7 @@ TEST_SUITE("leases") {
     LEASEFS_ONLY(fs, "layout leases");
     MakeFile(fs, "f", 0, kAlice);
     MakeFile(fs, "g", 0);
-    {
-      // Interleaved, so that F is in many pieces and a defrag has work.
-      int wf = open(fs.path("f").c_str(), O_WRONLY), wg = open(fs.path("g").c_str(), O_WRONLY);
-      for (uint64_t off = 0; off < 2 * MiB; off += 64 * 1024) {
-        REQUIRE(PwriteAll(wf, Pattern(64 * 1024, off), static_cast<off_t>(off)) == "");
-        REQUIRE(PwriteAll(wg, Pattern(64 * 1024, off + 1), static_cast<off_t>(off)) == "");
-      }
-      close(wf);
-      close(wg);
-    }
+    Interleave(fs, "f", "g");
     LeaseHolder p(fs.path("f"), {O_RDWR, kAlice, 0});
     REQUIRE(p.ready() == "ready");
     // The lease covers the file up to its end, so a change of size reaches it.
@@ -444,12 +460,7 @@ TEST_SUITE("leases") {
     const std::string map_f = BlockMap(f), map_g = BlockMap(g);
     const std::string data_f = PreadAll(f, 2 * MiB, 0);
     auto range = [&](unsigned long cmd, uint64_t off, uint64_t len) {
-      leasefs_range r{off, len, 0, 0};
-      return SYS(ioctl(f, cmd, &r));
-    };
-    auto clone = [](int dst, int src, uint64_t so, uint64_t len, uint64_t dof) {
-      leasefs_clone_range c{src, so, len, dof};
-      return SYS(ioctl(dst, LEASEFS_IOC_CLONE_RANGE, &c));
+      return RangeIoctl(f, cmd, off, len);
     };
     CHECK(SYS(ftruncate(f, 4096)) == "ETXTBSY");
     CHECK(SYS(ftruncate(f, 4 * MiB)) == "ETXTBSY");
@@ -460,8 +471,8 @@ TEST_SUITE("leases") {
     CHECK(range(LEASEFS_IOC_COLLAPSE_RANGE, 0, B) == "ETXTBSY");
     CHECK(range(LEASEFS_IOC_INSERT_RANGE, 0, B) == "ETXTBSY");
     CHECK(range(LEASEFS_IOC_UNSHARE_RANGE, 0, B) == "ETXTBSY");
-    CHECK(clone(f, g, 0, B, 0) == "ETXTBSY");  // F as the destination
-    CHECK(clone(g, f, 0, B, 0) == "ETXTBSY");  // F as the source
+    CHECK(CloneIoctl(f, g, 0, B, 0) == "ETXTBSY");  // F as the destination
+    CHECK(CloneIoctl(g, f, 0, B, 0) == "ETXTBSY");  // F as the source
     loff_t in = 0, out = 0;
     CHECK(SYS(copy_file_range(g, &in, f, &out, B, 0)) == "ETXTBSY");
     in = out = 0;
@@ -489,16 +500,7 @@ TEST_SUITE("leases") {
     LEASEFS_ONLY(fs, "layout leases");
     MakeFile(fs, "f", 0);
     MakeFile(fs, "g", 0);
-    {
-      // Interleaved, so that F is in many pieces and a defrag has work.
-      int wf = open(fs.path("f").c_str(), O_WRONLY), wg = open(fs.path("g").c_str(), O_WRONLY);
-      for (uint64_t off = 0; off < 2 * MiB; off += 64 * 1024) {
-        REQUIRE(PwriteAll(wf, Pattern(64 * 1024, off), static_cast<off_t>(off)) == "");
-        REQUIRE(PwriteAll(wg, Pattern(64 * 1024, off + 1), static_cast<off_t>(off)) == "");
-      }
-      close(wf);
-      close(wg);
-    }
+    Interleave(fs, "f", "g");
     LeaseHolder p(fs.path("f"), {});
     REQUIRE(p.ready() == "ready");
     int f = open(fs.path("f").c_str(), O_RDWR);
@@ -506,12 +508,7 @@ TEST_SUITE("leases") {
     REQUIRE(f >= 0);
     REQUIRE(g >= 0);
     auto range = [&](unsigned long cmd, uint64_t off, uint64_t len) {
-      leasefs_range r{off, len, 0, 0};
-      return SYS(ioctl(f, cmd, &r));
-    };
-    auto clone = [](int dst, int src, uint64_t so, uint64_t len, uint64_t dof) {
-      leasefs_clone_range c{src, so, len, dof};
-      return SYS(ioctl(dst, LEASEFS_IOC_CLONE_RANGE, &c));
+      return RangeIoctl(f, cmd, off, len);
     };
     const std::vector<std::pair<std::string, std::function<std::string()>>> changes = {
         {"defrag", [&] { leasefs_defrag d{}; return SYS(ioctl(f, LEASEFS_IOC_DEFRAG, &d)); }},
@@ -542,8 +539,8 @@ TEST_SUITE("leases") {
            if (t >= 0) close(t);
            return r;
          }},
-        {"clone into", [&] { return clone(f, g, 0, MiB, 0); }},
-        {"clone from", [&] { return clone(g, f, 0, B, MiB); }},
+        {"clone into", [&] { return CloneIoctl(f, g, 0, MiB, 0); }},
+        {"clone from", [&] { return CloneIoctl(g, f, 0, B, MiB); }},
         {"copy_file_range into",
          [&] {
            loff_t in = 0, out = 0;
