@@ -205,7 +205,7 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
     case LEASEFS_IOC_BMAP: {
       leasefs_bmap b;
       if (!ReadArg(in, in_size, &b) || out_size < sizeof(b)) return EINVAL;
-      if (b.start > kMaxOff) return EINVAL;
+      if (b.start > kMaxOff || b.reserved != 0) return EINVAL;
       // Runs and size from one snapshot: a concurrent truncate cannot make
       // them disagree.
       auto map = fs_->BlockMap(ino, b.start / kBlock, LEASEFS_BMAP_MAX + 1);

@@ -143,7 +143,7 @@ struct leasefs_bmap {
 	__u32 block_size; /* out: pool block size */
 	__u32 count;      /* out: entries filled in extents[] */
 	__u32 flags;      /* out: LEASEFS_BMAP_MORE */
-	__u32 reserved;
+	__u32 reserved;   /* in: zero */
 	struct leasefs_extent extents[LEASEFS_BMAP_MAX];
 };
 #define LEASEFS_IOC_BMAP _IOWR(LEASEFS_IOC_MAGIC, 0x85, struct leasefs_bmap)

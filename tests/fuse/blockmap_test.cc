@@ -122,6 +122,10 @@ TEST_SUITE("blockmap") {
     CHECK(SYS(ioctl(b.get(), _IOW('L', 0x80, uint32_t), &word)) == "ENOTTY");
     leasefs_bmap bm{};
     CHECK(SYS(ioctl(dir.get(), LEASEFS_IOC_BMAP, &bm)) == "ENOTTY");
+    bm.reserved = 1;  // reserved fields must be zero
+    CHECK(SYS(ioctl(b.get(), LEASEFS_IOC_BMAP, &bm)) == "EINVAL");
+    bm.reserved = 0;
+    CHECK(SYS(ioctl(b.get(), LEASEFS_IOC_BMAP, &bm)) == "OK");
   }
 
   TEST_CASE("the ABI version answers on files and directories") {
