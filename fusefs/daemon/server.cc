@@ -461,7 +461,7 @@ int Server::DoWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t 
     count = 1;
   }
   // The write, from segments that must live as long as the call.
-  auto write_from = [this, ino, off](const iovec* v, int n) -> LayoutCall {
+  auto write_from = [this, ino, off](const iovec* v, int n) {
     return [this, ino, off, v, n](fuse_req_t r, const engine::Cred& c) {
       // The kernel sends a direct-I/O WRITE without dropping privileges
       // first: the engine does.
@@ -643,17 +643,15 @@ void Server::Defer(fuse_req_t req, WaitPool::Task task) noexcept {
   }
 }
 
-int Server::WithBreaks(fuse_req_t req, const engine::Cred& cred, bool nonblock, LayoutCall call,
-                       const std::function<LayoutCall()>& owned) {
-  int rc = call(req, cred);
-  if (rc != ERESTART) return rc;
+int Server::BreakThenRetry(fuse_req_t req, const engine::Cred& cred, bool nonblock,
+                           LayoutCall call) {
   std::optional<engine::LayoutChange> change = LeaseEdge::TakeRefused();
   if (!change) return EIO;  // ERESTART comes from the guard alone
   if (nonblock) {
     // Start the break (holders are told) but do not wait for it.
     Status s = leases_.table().Break(cred, *change, /*nonblock=*/true, nullptr);
     if (!s.ok()) return ErrnoOf(s);
-    rc = call(req, cred);  // the leases went meanwhile
+    const int rc = call(req, cred);  // the leases went meanwhile
     if (rc != ERESTART) return rc;
     LeaseEdge::TakeRefused();
     return EWOULDBLOCK;
@@ -662,7 +660,7 @@ int Server::WithBreaks(fuse_req_t req, const engine::Cred& cred, bool nonblock, 
   engine::Cred later = CredWithGroups(req);
   later.set_open_file(cred.open_file());
   Defer(req, [this, later = std::move(later), change = *change,
-              again = owned ? owned() : std::move(call)](fuse_req_t r) {
+              again = std::move(call)](fuse_req_t r) {
     return BreakAndRetry(r, later, again, change);
   });
   return 0;

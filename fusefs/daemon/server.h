@@ -21,8 +21,10 @@
 #include <fcntl.h>
 
 #include <atomic>
+#include <cstddef>
 #include <functional>
 #include <memory>
+#include <type_traits>
 #include <unordered_map>
 #include <string>
 
@@ -183,10 +185,23 @@ class Server {
   // `nonblock`, starts the break and fails with EWOULDBLOCK; otherwise
   // hands the request to a worker (Defer) that breaks, waiting as the break
   // protocol says, and runs the call again until the guard lets it through.
-  // `owned` is the call the worker runs instead, for a call whose arguments
-  // do not outlive the loop's handler (a write's data); null: `call`.
-  int WithBreaks(fuse_req_t req, const engine::Cred& cred, bool nonblock, LayoutCall call,
-                 const std::function<LayoutCall()>& owned = nullptr);
+  // `owned()` makes the call the worker runs instead, for a call whose
+  // arguments do not outlive the loop's handler (a write's data); without
+  // it, `call` itself. Nothing is allocated unless a lease is in the way:
+  // this runs on every write.
+  template <typename Call, typename Owned = std::nullptr_t>
+  int WithBreaks(fuse_req_t req, const engine::Cred& cred, bool nonblock, Call&& call,
+                 Owned&& owned = nullptr) {
+    const int rc = call(req, cred);
+    if (rc != ERESTART) return rc;
+    if constexpr (std::is_null_pointer_v<std::decay_t<Owned>>) {
+      return BreakThenRetry(req, cred, nonblock, LayoutCall(std::forward<Call>(call)));
+    } else {
+      return BreakThenRetry(req, cred, nonblock, owned());
+    }
+  }
+  // After `call` was refused (ERESTART) on the loop: WithBreaks's slow path.
+  int BreakThenRetry(fuse_req_t req, const engine::Cred& cred, bool nonblock, LayoutCall call);
   // On a worker: breaks the leases in the way of `change` (what the guard
   // refused), then runs `call` again, as often as the guard asks.
   int BreakAndRetry(fuse_req_t req, const engine::Cred& cred, const LayoutCall& call,
