@@ -18,7 +18,18 @@ int LeaseError(int fd, int err) {
   return (v.features & LEASEFS_FEATURE_LEASES) == 0 ? -EOPNOTSUPP : -ENOTTY;
 }
 
-int SetLease(int fd, leasefs_lease* l) {
+// LEASEFS_IOC_SETLEASE with these fields (the reserved ones zero); the
+// daemon's answer in *l.
+int SetLease(int fd, uint64_t offset, uint64_t length, uint32_t type, uint32_t flags, int signal,
+             uint64_t sigval, uint64_t id, leasefs_lease* l) {
+  *l = leasefs_lease{};
+  l->offset = offset;
+  l->length = length;
+  l->type = type;
+  l->flags = flags;
+  l->signal = signal;
+  l->sigval = sigval;
+  l->id = id;
   if (ioctl(fd, LEASEFS_IOC_SETLEASE, l) != 0) return LeaseError(fd, errno);
   return 0;
 }
@@ -37,14 +48,9 @@ int leasefs_abi_version(int fd, uint32_t* version, uint64_t* features) {
 
 int leasefs_set_lease(int fd, uint64_t offset, uint64_t length, uint32_t type, uint32_t flags,
                       int signal, uint64_t sigval, uint64_t* id_out) {
-  leasefs_lease l{};
-  l.offset = offset;
-  l.length = length;
-  l.type = type;
-  l.flags = flags;
-  l.signal = signal;
-  l.sigval = sigval;
-  if (const int rc = SetLease(fd, &l); rc != 0) return rc;
+  leasefs_lease l;
+  if (const int rc = SetLease(fd, offset, length, type, flags, signal, sigval, 0, &l); rc != 0)
+    return rc;
   if (id_out != nullptr) *id_out = l.id;
   return 0;
 }
@@ -53,23 +59,13 @@ int leasefs_convert_lease(int fd, uint64_t id, uint64_t offset, uint64_t length,
                           uint32_t flags, int signal, uint64_t sigval) {
   // id 0 would ask for a new lease, which a conversion must never do.
   if (id == 0) return -EINVAL;
-  leasefs_lease l{};
-  l.offset = offset;
-  l.length = length;
-  l.type = type;
-  l.flags = flags;
-  l.signal = signal;
-  l.sigval = sigval;
-  l.id = id;
-  return SetLease(fd, &l);
+  leasefs_lease l;
+  return SetLease(fd, offset, length, type, flags, signal, sigval, id, &l);
 }
 
 int leasefs_release_lease(int fd, uint64_t offset, uint64_t length) {
-  leasefs_lease l{};
-  l.offset = offset;
-  l.length = length;
-  l.type = LEASEFS_LEASE_UNLOCK;
-  return SetLease(fd, &l);
+  leasefs_lease l;
+  return SetLease(fd, offset, length, LEASEFS_LEASE_UNLOCK, 0, 0, 0, 0, &l);
 }
 
 int leasefs_release_all(int fd) {
