@@ -401,6 +401,76 @@ class Filesystem {
   // True if a change of `ino`'s bytes by `c` would drop anything now.
   bool WouldRemovePrivs(const Cred& c, Ino ino);
 
+  // --- The DAX path and the quarantine (docs/dax.md) --------------------------
+
+  // Who may still reach pool blocks handed out for DAX: a process, named so
+  // that the name survives a daemon restart and is never reused (a pid alone
+  // is): its pid, its start time (field 22 of /proc/PID/stat, clock ticks
+  // after boot) and the boot it ran in (the first 64 bits of
+  // /proc/sys/kernel/random/boot_id). The engine stores it and never
+  // interprets it; the daemon decides who is alive.
+  struct ReachOwner {
+    int32_t pid = 0;
+    uint64_t start_ticks = 0;
+    uint64_t boot_id = 0;
+    bool operator==(const ReachOwner&) const = default;
+  };
+  // One extent handed out: file blocks [file_block, +length) are pool blocks
+  // [pool_block, +length), or a hole (pool_block 0) that reads as zeros.
+  struct DaxRun {
+    uint64_t file_block = 0;
+    uint64_t pool_block = 0;
+    uint64_t length = 0;  // blocks
+    bool hole = false;
+    bool operator==(const DaxRun&) const = default;
+  };
+  struct DaxMapping {
+    std::vector<DaxRun> runs;  // in file order, covering [off, off + covered)
+    uint64_t covered = 0;      // bytes, a multiple of the block size
+    uint64_t file_size = 0;
+  };
+  // Hands out the pool blocks of file bytes [off, off + len) (block-aligned,
+  // len > 0) as at most `max_runs` runs, and records each run that has
+  // blocks in the pool's quarantine table as reachable by `owner` under
+  // `map_id` (one record per contiguous pool run, all staged in one
+  // transaction). Stops at the end of the file rounded up to a block, and
+  // after max_runs runs: `covered` says how far it got.
+  // First, in [off, off + covered): unwritten blocks are zeroed and marked
+  // written (no layout change: the guard is not asked); with `writable`,
+  // holes get zeroed blocks of their own and blocks shared by reflink are
+  // copied, which asks the layout guard once (kAllocatingWrite over the
+  // range, no size change) when there is any such block, as the holder's
+  // own change (c.open_file()).
+  // Errors: EINVAL (alignment, len 0, not a regular file: EISDIR for a
+  // directory), ENOSPC (no blocks for the holes or copies: nothing is
+  // changed; or the table has no room for the records: blocks given to holes
+  // stay given, nothing is recorded), and what the layout guard answers.
+  Result<DaxMapping> MapForDax(const Cred& c, Ino ino, uint64_t off, uint64_t len, bool writable,
+                               uint64_t map_id, const ReachOwner& owner, size_t max_runs);
+  // Removes every record of `map_id`; blocks they kept that no file owns and
+  // no other record covers are free again. Returns how many records it
+  // removed (0: none had that id). Cannot fail otherwise.
+  size_t DropReach(uint64_t map_id);
+  // One record of the table, as the mapping list reports it.
+  struct ReachRecord {
+    uint64_t map_id = 0;
+    Ino ino = 0;
+    uint64_t file_block = 0;
+    uint64_t pool_block = 0;
+    uint64_t length = 0;       // blocks
+    uint64_t quarantined = 0;  // blocks of it that only the quarantine holds
+    bool writable = false;
+    ReachOwner owner;
+  };
+  // Every record in use, in map_id order (then pool block).
+  std::vector<ReachRecord> ReachRecords();
+  struct QuarantineStats {
+    uint64_t records = 0;      // in use
+    uint64_t capacity = 0;     // records the table holds
+    uint64_t quarantined = 0;  // blocks that only the quarantine holds
+  };
+  QuarantineStats Quarantine();
+
   // --- Misc ----------------------------------------------------------------
 
   // access(2) for the caller. mask: F_OK or R_OK|W_OK|X_OK. Errors: EACCES.

@@ -56,6 +56,7 @@
 #define LEASEFS_ABI_VERSION 1
 #define LEASEFS_FEATURE_BLOCK_MAP (1ull << 0) /* collapse/insert/unshare, clone, defrag, bmap, move_ext */
 #define LEASEFS_FEATURE_LEASES (1ull << 1)    /* layout leases, the lease list and the event log */
+#define LEASEFS_FEATURE_DAX (1ull << 2)       /* the DAX path: pool info, map, unmap, mapping list */
 
 struct leasefs_version {
 	__u32 abi_version; /* out: LEASEFS_ABI_VERSION of the daemon */
@@ -336,5 +337,125 @@ struct leasefs_events {
 	struct leasefs_event events[LEASEFS_EVENTS_MAX];
 };
 #define LEASEFS_IOC_EVENTS _IOWR(LEASEFS_IOC_MAGIC, 0x8a, struct leasefs_events)
+
+/* --- the DAX path (docs/dax.md) ----------------------------------------------------
+ * A lease holder maps the pool blocks of its file straight into its address
+ * space: it learns where the pool is (DAX_INFO), opens it itself (the right
+ * to open the pool is the right to use DAX, as with a /dev/dax device),
+ * asks for the blocks of a range of the file (DAX_MAP) and maps them with
+ * mmap(2) of the pool at the pool offsets given. Loads and stores then reach
+ * the pool with no daemon on the path; read(2) and write(2) of the file see
+ * them at once, and they see read(2)'s and write(2)'s.
+ *
+ * The daemon records every range it hands out as reachable by the calling
+ * process (persistently, in the pool's quarantine table), until the process
+ * confirms that it has dropped its mapping (DAX_UNMAP) or dies. A block of
+ * such a range that its file lets go (a truncate, a punch, a defrag...) is
+ * given to no other file meanwhile: it stays in the quarantine, where a late
+ * store can harm nothing. */
+
+/* On any file or directory of the mount. */
+struct leasefs_dax_info {
+	__u64 pool_bytes; /* out: bytes of the pool the filesystem spans */
+	__u8 uuid[16];    /* out: the pool's uuid, as its superblock has it: check it after open */
+	__u32 block_size; /* out */
+	__u32 path_len;   /* out: strlen(path) */
+	__u64 reserved[4];
+	char path[4096];  /* out: absolute path of the pool as the daemon opened it, NUL-terminated */
+};
+#define LEASEFS_IOC_DAX_INFO _IOR(LEASEFS_IOC_MAGIC, 0x8b, struct leasefs_dax_info)
+
+/* DAX_MAP, on the leased file: the pool blocks of [offset, offset + length)
+ * (both block-aligned, length > 0; EINVAL otherwise), for the calling
+ * process. The open file must hold an active lease (not breaking or revoked)
+ * covering the whole range: any lease for a read-only mapping; a WRITE lease
+ * (with any flags) for LEASEFS_DAX_WRITE, and the file open for writing
+ * (EBADF otherwise). No covering lease: EPERM; one that is breaking: EAGAIN.
+ *
+ * Before handing out a range for writing, the daemon gives it blocks of its
+ * own as the holder's own change under its WRITE lease: holes get zeroed
+ * blocks, preallocated (unwritten) blocks are zeroed and marked written,
+ * blocks shared by reflink are copied. A read-only range gets its unwritten
+ * blocks zeroed and marked written too (so that a later write into them,
+ * which changes no layout, is seen through the mapping); its holes stay
+ * holes (LEASEFS_DAX_HOLE: map zeros; a write that fills one breaks the
+ * lease first). Blocks at or past the end of the file (rounded up to a
+ * block) are not handed out: `length` on the way out says how many bytes
+ * the extents cover, which is less than asked at the end of the file or
+ * when LEASEFS_DAX_MAX extents were not enough (ask again for the rest).
+ *
+ * Errors: EPERM and EAGAIN as above; EINVAL (alignment, flags, reserved
+ * fields, not a regular file); ENOSPC (the pool has no blocks for the holes,
+ * or the quarantine table has no room for the records: docs/dax.md);
+ * EDQUOT (the caller's user has as many records as a user may); and what a
+ * layout change may answer (EINTR, EWOULDBLOCK...). */
+#define LEASEFS_DAX_WRITE 0x1u /* in: the mapping will be written */
+#define LEASEFS_DAX_HOLE 0x1u  /* extent flag: no block; reads as zeros */
+#define LEASEFS_DAX_MAX 256
+
+struct leasefs_dax_extent {
+	__u64 file_offset;
+	__u64 pool_offset; /* byte offset in the pool (0 for a hole) */
+	__u64 length;
+	__u32 flags;       /* LEASEFS_DAX_HOLE */
+	__u32 reserved;
+};
+
+struct leasefs_dax_map {
+	__u64 offset;    /* in */
+	__u64 length;    /* in: bytes asked for; out: bytes the extents cover */
+	__u32 flags;     /* in: LEASEFS_DAX_WRITE */
+	__u32 count;     /* out: entries filled in extents[] */
+	__u64 map_id;    /* out: names this mapping for DAX_UNMAP */
+	__u64 file_size; /* out */
+	__u64 reserved[2];
+	struct leasefs_dax_extent extents[LEASEFS_DAX_MAX];
+};
+#define LEASEFS_IOC_DAX_MAP _IOWR(LEASEFS_IOC_MAGIC, 0x8c, struct leasefs_dax_map)
+
+/* DAX_UNMAP, on any file or directory of the mount: the calling process
+ * confirms that it no longer maps the pool blocks of mapping `map_id` (it
+ * has munmap'ed them, or replaced them by other memory). Blocks of it that
+ * no file owns any more leave the quarantine. map_id 0: every mapping of
+ * the calling process. Errors: ENOENT (no such mapping of this process). */
+struct leasefs_dax_unmap {
+	__u64 map_id;
+	__u64 reserved[3];
+};
+#define LEASEFS_IOC_DAX_UNMAP _IOW(LEASEFS_IOC_MAGIC, 0x8d, struct leasefs_dax_unmap)
+
+/* The mappings of the mount and the quarantine, on any file or directory of
+ * it, in map_id order after `after` (call again with after = the last
+ * map_id while LEASEFS_LIST_MORE is set). One record per contiguous pool
+ * run of a mapping. */
+#define LEASEFS_DAX_REC_WRITE 0x1u   /* handed out for writing */
+#define LEASEFS_DAX_REC_CLOSED 0x2u  /* its open file is closed (the process still lives) */
+#define LEASEFS_DAX_REC_UNLEASED 0x4u /* no lease covers it any more (released or revoked) */
+#define LEASEFS_DAX_REC_RESTART 0x8u /* made before the daemon last started */
+
+struct leasefs_dax_record {
+	__u64 map_id;
+	__u64 ino;
+	__u64 file_offset;
+	__u64 pool_offset;
+	__u64 length;
+	__u64 quarantined; /* bytes of it no file owns any more, kept from reuse */
+	__s32 owner_pid;
+	__u32 flags;       /* LEASEFS_DAX_REC_* */
+	__u64 open_file;   /* 0 once closed, or after a restart */
+	__u64 reserved[2];
+};
+#define LEASEFS_DAX_LIST_MAX 128
+struct leasefs_dax_list {
+	__u64 after;  /* in */
+	__u32 count;  /* out */
+	__u32 flags;  /* out: LEASEFS_LIST_MORE */
+	__u64 quarantined_total; /* out: bytes in quarantine, whole pool */
+	__u64 records_total;     /* out: records in use */
+	__u64 records_max;       /* out: records the pool's table holds */
+	__u64 reserved[2];
+	struct leasefs_dax_record records[LEASEFS_DAX_LIST_MAX];
+};
+#define LEASEFS_IOC_DAX_LIST _IOWR(LEASEFS_IOC_MAGIC, 0x8e, struct leasefs_dax_list)
 
 #endif /* LEASEFS_IOCTL_H */
