@@ -6,8 +6,10 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
+#include "lease/client/leasefs_dax.h"
 #include "lease/client/leasefs_lease.h"
 
 static int failures;
@@ -42,6 +44,11 @@ int main(void) {
   expect("read_events", leasefs_read_events(fd, 0, 0, events, 2, &count, &lost), -ENOTTY);
   expect("abi_version(-1)", leasefs_abi_version(-1, NULL, NULL), -EBADF);
   expect("set_lease(-1)", leasefs_set_lease(-1, 0, 0, LEASEFS_LEASE_READ, 0, 0, 0, NULL), -EBADF);
+  struct leasefs_dax_mapping m;
+  expect("dax_map", leasefs_dax_map(fd, 0, 4096, PROT_READ, MAP_SHARED, NULL, &m), -ENOTTY);
+  expect("dax_confirm", leasefs_dax_confirm(fd, 0), -ENOTTY);
+  expect("dax_pool_fd", leasefs_dax_pool_fd(fd, 0), -ENOTTY);
+  expect("dax_map(-1)", leasefs_dax_map(-1, 0, 4096, PROT_READ, MAP_SHARED, NULL, &m), -EBADF);
   close(fd);
   return failures == 0 ? 0 : 1;
 }
