@@ -99,12 +99,52 @@ void Op::StageDeltas() {
       while (k < end - at && rc[k] == v) ++k;
       assert(static_cast<int64_t>(v) + net >= 0);
       const uint32_t nv = static_cast<uint32_t>(static_cast<int64_t>(v) + net);
-      tx.Fill32(rc + j, nv, k - j);
-      if (nv == 0) freed_.push_back({at + j, k - j});
+      if (nv == 0) {
+        StageLastRef({at + j, k - j});
+      } else {
+        tx.Fill32(rc + j, nv, k - j);
+      }
       j = k;
     }
   }
   deltas_.clear();
+}
+
+void Op::StageLastRef(const BlockRange& r) {
+  // The one place where blocks lose their last reference. A block that a
+  // reach record covers may still be reached by a DAX mapping (a revoked or
+  // slow holder's late store): it keeps refcount 1, held by the quarantine,
+  // and is given to no file until DropReach. The others are free after the
+  // commit.
+  uint32_t* rc = fs_.pool_.refcount(r.start);
+  uint64_t at = r.start;
+  for (const BlockRange& c : covered().CoveredParts(r)) {
+    if (c.start > at) {
+      tx.Fill32(rc + (at - r.start), 0, c.start - at);
+      freed_.push_back({at, c.start - at});
+    }
+    tx.Fill32(rc + (c.start - r.start), 1, c.count);
+    quarantine_.push_back(c);
+    at = c.end();
+  }
+  if (at < r.end()) {
+    tx.Fill32(rc + (at - r.start), 0, r.end() - at);
+    freed_.push_back({at, r.end() - at});
+  }
+}
+
+void Op::FreeQuarantined(const BlockRange& r) {
+  tx.Fill32(fs_.pool_.refcount(r.start), 0, r.count);
+  freed_.push_back(r);
+  // At once, so that records of one op that overlap free a block only once.
+  quarantined().Erase(r);
+}
+
+void Op::Unreserve(const BlockRange& r) {
+  auto it = std::find(reserved_.begin(), reserved_.end(), r);
+  assert(it != reserved_.end());
+  reserved_.erase(it);
+  alloc().Free(r);
 }
 
 void Op::Commit() {
@@ -115,6 +155,7 @@ void Op::Commit() {
   (void)reserved;
   fs_.journal_->Commit(tx);
   committed_ = true;
+  for (const BlockRange& r : quarantine_) quarantined().Insert(r);
   for (const BlockRange& r : freed_) alloc().Free(r);
 }
 
@@ -452,6 +493,7 @@ Status Filesystem::Impl::Load(MountReport* report) {
   // (free_inodes_, alloc_) and what the orphan pass below requires.
   WriterLock l(&mu_);
   const Superblock& sb = *pool_.sb;
+  FinishTornUpgrade();
   LFS_RETURN_IF_ERROR(ValidateSuperblock(sb, media_->size()));
   if (sb.feature_ro_compat != 0 && !read_only_)
     return Status::Error(EROFS, "pool has features this leasefs can only mount read-only");
@@ -508,6 +550,7 @@ Status Filesystem::Impl::Load(MountReport* report) {
                                std::to_string(names[ino]) + " entries naming it");
   }
 
+  LFS_RETURN_IF_ERROR(LoadReach());
   LFS_RETURN_IF_ERROR(CheckRefcounts());
   alloc_.Init(sb.data_start, sb.data_blocks, pool_.refcount(sb.data_start));
   // About 0.2% of the data area, as ext4 keeps reserved clusters for the
@@ -529,6 +572,10 @@ Status Filesystem::Impl::Load(MountReport* report) {
   }
   for (Ino ino = 1; ino < sb.inode_count; ++ino) report->inodes_in_use += N(ino) ? 1 : 0;
 
+  if (!read_only_ && sb.version == kFormatVersionV1) {
+    LFS_RETURN_IF_ERROR(UpgradeV1());
+    report->upgraded = true;
+  }
   if (!read_only_) {
     auto* msb = reinterpret_cast<Superblock*>(media_->base());
     // The mutable area: single aligned 8-byte stores (state + reserved1
@@ -541,6 +588,16 @@ Status Filesystem::Impl::Load(MountReport* report) {
   }
   report->seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return Status::Ok();
+}
+
+void Filesystem::Impl::FinishTornUpgrade() {
+  if (read_only_) return;
+  const auto* primary = reinterpret_cast<const Superblock*>(media_->base());
+  const auto* backup =
+      reinterpret_cast<const Superblock*>(media_->base() + kBackupSuperBlock * kBlockSize);
+  if (!IsTornUpgrade(*primary, *backup)) return;
+  media_->CopyFlush(media_->base(), backup, kSuperChecksummedBytes + 8);
+  media_->Drain();
 }
 
 Status Filesystem::Impl::CheckRefcounts() {
@@ -567,9 +624,21 @@ Status Filesystem::Impl::CheckRefcounts() {
       LFS_RETURN_IF_ERROR(add(xb, 1));
     }
   }
-  const QuarantineEntry* q = pool_.quarantine();
-  for (uint64_t i = 0; i < pool_.quarantine_count(); ++i)
-    if (q[i].length) LFS_RETURN_IF_ERROR(add(q[i].pool_block, q[i].length));
+  // A block a reach record covers and no file references is quarantined:
+  // the quarantine holds its one reference (LoadReach has indexed the
+  // records).
+  for (const BlockRange& c : covered_.CoveredParts({sb.data_start, sb.data_blocks})) {
+    for (uint64_t b = c.start; b < c.end();) {
+      if (refs[b - sb.data_start] != 0) {
+        ++b;
+        continue;
+      }
+      uint64_t e = b;
+      while (e < c.end() && refs[e - sb.data_start] == 0) refs[e++ - sb.data_start] = 1;
+      quarantined_.Insert({b, e - b});
+      b = e;
+    }
+  }
   const uint32_t* table = pool_.refcount(sb.data_start);
   for (uint64_t i = 0; i < sb.data_blocks; ++i) {
     if (table[i] != refs[i])

@@ -170,7 +170,8 @@ struct MountReport {
   bool was_clean = true;  // the previous unmount was clean
   uint64_t orphans_reclaimed = 0;
   uint64_t inodes_in_use = 0;
-  double seconds = 0;  // time the mount took
+  bool upgraded = false;  // a version-1 pool was upgraded to the current format
+  double seconds = 0;     // time the mount took
 };
 
 class Filesystem {

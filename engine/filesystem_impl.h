@@ -14,6 +14,7 @@
 #pragma once
 
 #include <atomic>
+#include <map>
 #include <memory>
 #include <set>
 #include <string_view>
@@ -27,6 +28,7 @@
 #include "engine/journal.h"
 #include "engine/layout.h"
 #include "engine/pool.h"
+#include "engine/reach_index.h"
 
 namespace leasefs::engine {
 
@@ -44,8 +46,9 @@ class Filesystem::Impl {
   Impl(std::unique_ptr<Media> media, const MountOptions& opts);
 
   Status Load(MountReport* report);
-  // Checks every data block's refcount against the references to it.
-  Status CheckRefcounts();
+  // Checks every data block's refcount against the references to it (the
+  // files', and the quarantine's), and builds quarantined_.
+  Status CheckRefcounts() REQUIRES(mu_);
   void MarkClean();
 
   // --- lookups (any lock) ---------------------------------------------------
@@ -250,6 +253,26 @@ class Filesystem::Impl {
   std::set<Ino> free_inodes_ GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Node>> nodes_;  // by inode number; changed under mu_ only
 
+  // --- the quarantine: reach records (dax_ops.cc; docs/pool_format.md) -----
+  // At mount, before the refcounts are checked: a version-1 pool is upgraded
+  // (its table must be empty; a read-only mount only checks that), then
+  // every record is validated and indexed. Errors: EUCLEAN naming the record.
+  Status LoadReach() REQUIRES(mu_);
+  // Rewrites a version-1 superblock as version 2, backup first (docs/
+  // pool_format.md "Upgrading a version-1 pool"). REQUIRES: LoadReach found
+  // the table empty; a writable mount.
+  Status UpgradeV1() REQUIRES(mu_);
+  // Restores a primary superblock that a crash tore during UpgradeV1 from
+  // the backup (writable mounts only; anything else is left to validation).
+  void FinishTornUpgrade();
+  layout::QuarantineRecord* Record(uint64_t slot) const { return pool_.quarantine() + slot; }
+  // Blocks some record covers, blocks only the quarantine holds (a subset),
+  // the free slots of the table (lowest first) and the slots of each map_id.
+  Coverage covered_ GUARDED_BY(mu_);
+  BlockSet quarantined_ GUARDED_BY(mu_);
+  std::set<uint64_t> free_records_ GUARDED_BY(mu_);
+  std::multimap<uint64_t, uint64_t> records_by_map_ GUARDED_BY(mu_);
+
   static constexpr size_t kZeroBytes = 1 << 20;
 };
 
@@ -271,6 +294,8 @@ class Op {
   // Errors: ENOSPC (nothing is reserved then).
   Status Reserve(uint64_t count, uint64_t goal, std::vector<BlockRange>* out,
                  Use use = Use::kOrdinary);
+  // Gives back `r`, one of the ranges Reserve appended to *out.
+  void Unreserve(const BlockRange& r);
   // Reserves up to `count` ordinary blocks; returns how many.
   uint64_t ReserveUpTo(uint64_t count, uint64_t goal, std::vector<BlockRange>* out);
   // Stages refcount 1 for reserved blocks that are now referenced.
@@ -284,6 +309,10 @@ class Op {
   // Blocks that reach zero go back to the allocator after the commit. Do
   // not mix with Claim on the same blocks in one op.
   void AddRefs(const BlockRange& r, int delta) { deltas_.push_back({r, delta}); }
+  // Stages refcount 0 for quarantined blocks `r` that no record covers any
+  // more (DropReach); they go back to the allocator after the commit.
+  // REQUIRES: every block of r is quarantined and uncovered.
+  void FreeQuarantined(const BlockRange& r);
   // Journal bytes still free for this transaction.
   size_t room() const;
   void Commit();
@@ -297,6 +326,9 @@ class Op {
   // the analysis cannot carry into the member functions.
   BlockAllocator& alloc() NO_THREAD_SAFETY_ANALYSIS { return fs_.alloc_; }
   uint64_t available() NO_THREAD_SAFETY_ANALYSIS { return fs_.AvailableBlocks(); }
+  // fs_.covered_ and fs_.quarantined_, likewise.
+  const Coverage& covered() NO_THREAD_SAFETY_ANALYSIS { return fs_.covered_; }
+  BlockSet& quarantined() NO_THREAD_SAFETY_ANALYSIS { return fs_.quarantined_; }
 
  public:
   Tx tx;
@@ -309,10 +341,15 @@ class Op {
   std::vector<BlockRange> reserved_;  // given back unless committed
   uint64_t claimed_ = 0;
   std::vector<BlockRange> freed_;  // to the allocator after the commit
+  std::vector<BlockRange> quarantine_;  // quarantined by this op (StageLastRef)
   std::vector<std::pair<BlockRange, int>> deltas_;  // AddRefs, staged by Commit
   bool committed_ = false;
 
   void StageDeltas();
+  // Stages the loss of the last reference of every block of `r`: refcount 0
+  // and free after the commit, or, where a reach record covers the block,
+  // refcount 1 and quarantined.
+  void StageLastRef(const BlockRange& r);
 };
 
 // d_type of a mode.

@@ -23,7 +23,11 @@ inline constexpr uint32_t kBlockSize = 4096;
 inline constexpr uint32_t kBlockShift = 12;
 static_assert(1u << kBlockShift == kBlockSize);
 
-inline constexpr uint32_t kFormatVersion = 1;
+// Version 2 made the quarantine table a table of reach records (below).
+// A version-1 pool never had an entry in that table; mount upgrades it in
+// place (docs/pool_format.md "Upgrading a version-1 pool").
+inline constexpr uint32_t kFormatVersion = 2;
+inline constexpr uint32_t kFormatVersionV1 = 1;
 
 // "\x89LEASEFS": the high-bit first byte marks the file as binary and catches
 // 7-bit channels (the trick PNG's signature uses); the rest names the format.
@@ -338,29 +342,60 @@ inline constexpr uint32_t kXattrSpace = kBlockSize - sizeof(XattrBlockHeader);
 // ---------------------------------------------------------------------------
 // Block reference counts: one uint32 per data block, from block
 // refcount_start; entry i is data block data_start + i. 0 = free. Otherwise
-// the number of references: extents of files (a block shared by reflink is
-// counted once per extent that maps it), the inode fields that name extent
-// and xattr blocks, and quarantine entries.
+// the references from files (extents, the inode fields that name extent and
+// xattr blocks; a block shared by reflink is counted once per extent that
+// maps it), plus one if a reach record covers the block and no file
+// references it (the block is then "quarantined").
 
 inline constexpr uint32_t kRefcountsPerBlock = kBlockSize / sizeof(uint32_t);
 
 // ---------------------------------------------------------------------------
-// Quarantine: blocks that no file owns but that a revoked lease or a live pin
-// could still reach. Each entry holds one reference on each of its blocks.
+// Quarantine table (version 2): reach records. A record says that process
+// `owner` may still reach pool blocks [pool_block, +length), which were
+// handed out for DAX under mapping `map_id`. It is written when the blocks
+// are handed out and removed when the owner confirms the unmap or is gone. A
+// block that its files let go of while a record covers it stays allocated
+// (refcount 1, held by the quarantine) and is never given to another file.
 
-enum QuarantineReason : uint32_t {
-  kQuarantineRevokedLease = 1,
-  kQuarantinePinned = 2,
+enum QuarantineRecordFlags : uint32_t {
+  kReachWritable = 1u << 0,  // handed out for writing
 };
+inline constexpr uint32_t kKnownReachFlags = kReachWritable;
 
-struct QuarantineEntry {
+struct QuarantineRecord {
+  uint64_t pool_block;  // first pool block, inside the data area
+  uint32_t length;      // blocks; 0 = free record
+  uint32_t flags;       // QuarantineRecordFlags
+  uint64_t map_id;      // the mapping (never 0 in a live record)
+  uint64_t ino;         // the file the blocks belonged to when handed out
+  uint64_t file_block;  // and where in it
+  int32_t owner_pid;    // > 0
+  uint32_t reserved;
+  uint64_t owner_start;  // the owner's start time (clock ticks after boot)
+  uint64_t owner_boot;   // the boot it ran in (first 64 bits of boot_id)
+};
+static_assert(sizeof(QuarantineRecord) == 64);
+static_assert(offsetof(QuarantineRecord, length) == 8);
+static_assert(offsetof(QuarantineRecord, flags) == 12);
+static_assert(offsetof(QuarantineRecord, map_id) == 16);
+static_assert(offsetof(QuarantineRecord, ino) == 24);
+static_assert(offsetof(QuarantineRecord, file_block) == 32);
+static_assert(offsetof(QuarantineRecord, owner_pid) == 40);
+static_assert(offsetof(QuarantineRecord, owner_start) == 48);
+static_assert(offsetof(QuarantineRecord, owner_boot) == 56);
+inline constexpr uint32_t kQuarantinePerBlock = kBlockSize / sizeof(QuarantineRecord);
+static_assert(kQuarantinePerBlock == 64);
+
+// Version 1's entry, 32 bytes, 128 per block. Nothing ever wrote one; fsck
+// still reads a version-1 table by this layout.
+struct QuarantineEntryV1 {
   uint64_t pool_block;
   uint32_t length;  // blocks; 0 = free entry
-  uint32_t reason;  // QuarantineReason
-  uint64_t tag;     // the lease or pin that put the blocks here
+  uint32_t reason;
+  uint64_t tag;
   int64_t since_ns;
 };
-static_assert(sizeof(QuarantineEntry) == 32);
-inline constexpr uint32_t kQuarantinePerBlock = kBlockSize / sizeof(QuarantineEntry);
+static_assert(sizeof(QuarantineEntryV1) == 32);
+inline constexpr uint32_t kQuarantineV1PerBlock = kBlockSize / sizeof(QuarantineEntryV1);
 
 }  // namespace leasefs::layout

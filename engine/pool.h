@@ -21,8 +21,9 @@ struct PoolView {
   uint32_t* refcount(uint64_t block) const {
     return reinterpret_cast<uint32_t*>(BlockPtr(sb->refcount_start)) + (block - sb->data_start);
   }
-  layout::QuarantineEntry* quarantine() const {
-    return reinterpret_cast<layout::QuarantineEntry*>(BlockPtr(sb->quarantine_start));
+  // The quarantine table (version 2: reach records).
+  layout::QuarantineRecord* quarantine() const {
+    return reinterpret_cast<layout::QuarantineRecord*>(BlockPtr(sb->quarantine_start));
   }
   uint64_t quarantine_count() const { return sb->quarantine_blocks * layout::kQuarantinePerBlock; }
   // True if [block, block + count) lies inside the data area.

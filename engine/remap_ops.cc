@@ -754,15 +754,8 @@ Result<Filesystem::BlockMapView> Filesystem::BlockMap(Ino ino, uint64_t from_blo
   BlockMapView view;
   view.file_size = fs.I(ino)->size;
   std::vector<BlockMapRun>& out = view.runs;
-  std::vector<QuarantineEntry> held;  // usually none
-  const QuarantineEntry* q = fs.pool_.quarantine();
-  for (uint64_t i = 0; i < fs.pool_.quarantine_count(); ++i)
-    if (q[i].length) held.push_back(q[i]);
-  auto quarantined = [&](uint64_t b) {
-    for (const QuarantineEntry& e : held)
-      if (b >= e.pool_block && b - e.pool_block < e.length) return true;
-    return false;
-  };
+  // Blocks a reach record covers: a DAX mapping may reach them.
+  auto quarantined = [&fs](uint64_t b) REQUIRES_SHARED(fs.mu_) { return fs.covered_.Covers(b); };
   for (auto m = n->extents.NextFrom(from_block); m && out.size() < max;
        m = n->extents.NextFrom(m->file_end())) {
     uint64_t skip = from_block > m->file_block ? from_block - m->file_block : 0;

@@ -29,7 +29,8 @@ Status ComputeGeometry(uint64_t pool_bytes, const GeometryOptions& opts, Superbl
   if (inodes < 16 || inodes > (uint64_t{1} << 32))
     return Status::Error(EINVAL, "inode count must be between 15 and 2^32-1");
   inodes = DivRoundUp(inodes, kInodesPerBlock) * kInodesPerBlock;
-  const uint64_t quarantine = std::clamp<uint64_t>(total / 16384, 1, 64);
+  // About one table block per 8192 pool blocks: 128 to 8192 reach records.
+  const uint64_t quarantine = std::clamp<uint64_t>(total / 8192, 2, 128);
 
   sb->pool_bytes = total * kBlockSize;
   sb->total_blocks = total;
@@ -55,6 +56,24 @@ Status ComputeGeometry(uint64_t pool_bytes, const GeometryOptions& opts, Superbl
 }
 
 uint64_t SuperblockChecksum(const Superblock& sb) { return XXH64(&sb, kSuperChecksummedBytes, 0); }
+
+Superblock UpgradedFromV1(const Superblock& v1) {
+  Superblock v2 = v1;
+  v2.version = kFormatVersion;
+  v2.checksum = SuperblockChecksum(v2);
+  return v2;
+}
+
+bool IsTornUpgrade(const Superblock& primary, const Superblock& backup) {
+  if (backup.version != kFormatVersion || SuperblockChecksum(backup) != backup.checksum)
+    return false;
+  if (primary.version != kFormatVersionV1 && primary.version != kFormatVersion) return false;
+  Superblock p = primary;
+  p.version = backup.version;
+  p.checksum = backup.checksum;
+  return std::memcmp(&p, &backup, kSuperChecksummedBytes + 8) == 0 &&
+         SuperblockChecksum(primary) != primary.checksum;
+}
 
 namespace {
 

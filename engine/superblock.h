@@ -23,6 +23,16 @@ Status ComputeGeometry(uint64_t pool_bytes, const GeometryOptions& opts, layout:
 
 uint64_t SuperblockChecksum(const layout::Superblock& sb);
 
+// A version-1 superblock as the upgrade to version 2 rewrites it: the same
+// bytes but the version and the checksum (docs/pool_format.md "Upgrading a
+// version-1 pool"). The mutable area is copied unchanged.
+layout::Superblock UpgradedFromV1(const layout::Superblock& v1);
+// True if `primary` is an upgrade to version 2 torn by a crash: its checksum
+// fails, it differs from `backup` (a version-2 superblock whose checksum
+// holds) only in the version and checksum words, and its version is 1 or 2.
+// Restoring the primary from the backup finishes the upgrade.
+bool IsTornUpgrade(const layout::Superblock& primary, const layout::Superblock& backup);
+
 // Checks magic, version, checksum, features and that every region lies inside
 // a pool of `media_bytes` without overlapping another.
 // Errors: EUCLEAN (not a leasefs pool, corrupt, or inconsistent geometry) and

@@ -99,6 +99,7 @@ Status Checker::Run() {
   writer_->Commit();
 
   blocks_->Finish();
+  CountQuarantined();  // before anything allocates a block
   CheckConnectivity();
   CheckLinkCounts();
   writer_->Commit();  // before the stored refcounts are compared
@@ -175,6 +176,19 @@ Status Checker::PickSuperblock(const Superblock& primary, const Superblock& back
     return Status::Ok();
   }
   if (b.err() == EOPNOTSUPP) return b;
+  if (b.ok() && engine::IsTornUpgrade(primary, backup)) {
+    // A crash in the middle of the mount's upgrade to version 2: the next
+    // mount finishes it the same way.
+    Note("superblock", "an upgrade to format version " + std::to_string(kFormatVersion) +
+                           " was interrupted; the backup holds it" +
+                           (opts_.repair ? ", restored the primary from it" : ""));
+    if (opts_.repair) {
+      media_.CopyFlush(BlockPtr(kSuperBlock), &backup, kSuperChecksummedBytes + 8);
+      media_.Drain();
+    }
+    sb_ = backup;
+    return Status::Ok();
+  }
   if (b.ok()) {
     Problem("superblock", "primary is invalid: " + std::string(p.message()),
             "restored it from the backup in block 1");
@@ -200,6 +214,16 @@ Status Checker::PickSuperblock(const Superblock& primary, const Superblock& back
 void Checker::CheckBackup(const Superblock& primary, const Status& backup_status) {
   const char* backup = BlockPtr(kBackupSuperBlock);
   if (std::memcmp(&primary, backup, kSuperChecksummedBytes + 8) == 0) return;
+  if (primary.version == kFormatVersionV1 && backup_status.ok()) {
+    // The mount's upgrade writes the backup first: a crash before the
+    // primary leaves this, and the next mount upgrades both.
+    const Superblock upgraded = engine::UpgradedFromV1(primary);
+    if (std::memcmp(&upgraded, backup, kSuperChecksummedBytes + 8) == 0) {
+      Note("superblock", "the backup is already upgraded to format version " +
+                             std::to_string(kFormatVersion) + "; the next mount upgrades the primary");
+      return;
+    }
+  }
   Problem("superblock",
           backup_status.ok()
               ? "backup in block 1 differs from the primary"

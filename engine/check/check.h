@@ -51,7 +51,7 @@ struct CheckOptions {
   bool repair = false;
   // With repair: fix only if no fix loses data. The pool is checked first
   // without writing; if any fix would discard data (a file's blocks, an entry's
-  // name, extended attributes, a quarantine entry), nothing is repaired and
+  // name, extended attributes), nothing is repaired and
   // every problem is reported as an error (fsck -p).
   bool preen = false;
   // Adds notes about the pool's geometry and state.
@@ -79,6 +79,8 @@ struct CheckReport {
   uint64_t data_blocks = 0;
   uint64_t data_blocks_used = 0;  // blocks with a non-zero reference count
   uint64_t orphans = 0;           // nlink == 0 (found; reclaimed if repairing)
+  uint64_t reach_records = 0;       // valid records in the quarantine table (version 2)
+  uint64_t quarantined_blocks = 0;  // blocks only the quarantine holds
 
   bool clean() const noexcept { return errors == 0 && repaired == 0; }
   // fsck(8) exit status: 4 if errors remain, else 1 if any were corrected,

@@ -70,7 +70,7 @@ struct DirRef {
   uint32_t target;
 };
 
-// A live quarantine entry inside the data area.
+// A valid reach record (version 2).
 struct QuarantineRef {
   uint64_t pool_block;
   uint64_t loc;
@@ -216,6 +216,11 @@ class Checker {
 
   // --- quarantine and reference counts (refcounts.cc)
   void CheckQuarantine();
+  void CheckQuarantineV1();
+  std::string RecordProblem(const layout::QuarantineRecord& q) const;
+  std::vector<std::pair<uint64_t, uint64_t>> CoveredRuns() const;
+  void DropRecordsOverMetadata();
+  void CountQuarantined();
   void CheckRefcounts();
   void ReportRefcountRun(uint64_t first, uint64_t count, uint32_t stored, uint32_t want,
                          bool expected);

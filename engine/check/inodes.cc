@@ -567,10 +567,11 @@ void Checker::ClearCountedInode(uint64_t ino) {
 // Metadata blocks that something else references too
 
 // Claims make metadata blocks exclusive among metadata; a claimed block with
-// more than one reference is therefore also mapped by a file extent or covered
-// by a quarantine entry. The metadata keeps the block (its header vouches for
-// it); the other references go.
+// more than one reference is therefore also mapped by a file extent. The
+// metadata keeps the block (its header vouches for it); the other references
+// go, and so do reach records that cover metadata.
 void Checker::ResolveSharedMetadata() {
+  DropRecordsOverMetadata();
   const std::vector<uint64_t> shared = blocks_->SharedMetadata();
   if (shared.empty()) return;
   // The first shared block in [block, block + length), or 0.
@@ -578,16 +579,6 @@ void Checker::ResolveSharedMetadata() {
     auto it = std::lower_bound(shared.begin(), shared.end(), block);
     return it != shared.end() && *it - block < length ? *it : 0;
   };
-  for (QuarantineRef& q : quarantine_) {
-    const uint64_t hit = first_shared(q.pool_block, q.length);
-    if (hit == 0) continue;
-    Problem("quarantine entry " + std::to_string(q.index),
-            "covers block " + std::to_string(hit) + ", which holds metadata", "removed the entry",
-            true);
-    writer_->Zero(Ptr(q.loc), sizeof(QuarantineEntry));
-    blocks_->Remove(q.pool_block, q.length);
-    q.length = 0;
-  }
   for (uint64_t ino = 1; ino < info_.size(); ++ino) {
     for (Ref* r = RefsBegin(ino); r != RefsEnd(ino) && info_[ino].type != 0; ++r) {
       if (r->kind != RefKind::kData || r->length == 0) continue;

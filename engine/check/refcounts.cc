@@ -1,5 +1,6 @@
-// Phase "quarantine" (first: its entries are references too) and phase
-// "refcounts" (last): invariant 7 of docs/pool_format.md.
+// Phase "quarantine" (first: the records, checked on their own) and phase
+// "refcounts" (last): invariant 7 of docs/pool_format.md. A reach record
+// holds a reference only on the blocks it covers that no file references.
 #include <algorithm>
 #include <cstring>
 
@@ -11,22 +12,97 @@ namespace leasefs::check::internal {
 using namespace layout;
 
 void Checker::CheckQuarantine() {
-  auto* table = reinterpret_cast<QuarantineEntry*>(BlockPtr(sb_.quarantine_start));
+  if (sb_.version == kFormatVersionV1) {
+    CheckQuarantineV1();
+    return;
+  }
+  auto* table = reinterpret_cast<QuarantineRecord*>(BlockPtr(sb_.quarantine_start));
   const uint64_t count = sb_.quarantine_blocks * kQuarantinePerBlock;
   for (uint64_t i = 0; i < count; ++i) {
-    QuarantineEntry q;
+    QuarantineRecord q;
     std::memcpy(&q, &table[i], sizeof(q));
     if (q.length == 0) continue;
-    if (!InData(q.pool_block, q.length)) {
-      Problem("quarantine entry " + std::to_string(i),
-              Plural(q.length, "block", "blocks") + " from block " + std::to_string(q.pool_block) +
-                  " lie outside the data area",
-              "removed the entry", true);
-      writer_->Zero(&table[i], sizeof(QuarantineEntry));
+    const std::string what = RecordProblem(q);
+    if (!what.empty()) {
+      // Not lossy: a record keeps no file's data, only blocks from reuse.
+      Problem("quarantine record " + std::to_string(i), what, "removed the record");
+      writer_->Zero(&table[i], sizeof(QuarantineRecord));
       continue;
     }
-    blocks_->Add(q.pool_block, q.length);
     quarantine_.push_back({q.pool_block, Offset(&table[i]), q.length, static_cast<uint32_t>(i)});
+  }
+}
+
+std::string Checker::RecordProblem(const QuarantineRecord& q) const {
+  if (!InData(q.pool_block, q.length))
+    return Plural(q.length, "block", "blocks") + " from block " + std::to_string(q.pool_block) +
+           " lie outside the data area";
+  if (q.map_id == 0) return "map id 0";
+  if (q.owner_pid <= 0) return "owner pid " + std::to_string(q.owner_pid);
+  if (q.flags & ~kKnownReachFlags) return "unknown flags " + std::to_string(q.flags);
+  return {};
+}
+
+// Version 1 reserved the table, and no version of leasefs wrote it: an entry
+// there is damage. Removing it lets the next mount upgrade the pool.
+void Checker::CheckQuarantineV1() {
+  auto* table = reinterpret_cast<QuarantineEntryV1*>(BlockPtr(sb_.quarantine_start));
+  const uint64_t count = sb_.quarantine_blocks * kQuarantineV1PerBlock;
+  static const QuarantineEntryV1 kZero{};
+  for (uint64_t i = 0; i < count; ++i) {
+    if (std::memcmp(&table[i], &kZero, sizeof(kZero)) == 0) continue;
+    Problem("quarantine entry " + std::to_string(i),
+            "a format version 1 pool never uses its quarantine table", "removed the entry");
+    writer_->Zero(&table[i], sizeof(QuarantineEntryV1));
+  }
+}
+
+// The union of the live records' ranges, in block order.
+std::vector<std::pair<uint64_t, uint64_t>> Checker::CoveredRuns() const {
+  std::vector<std::pair<uint64_t, uint64_t>> r;  // [first, end)
+  for (const QuarantineRef& q : quarantine_)
+    if (q.length) r.emplace_back(q.pool_block, q.pool_block + q.length);
+  std::sort(r.begin(), r.end());
+  std::vector<std::pair<uint64_t, uint64_t>> out;
+  for (const auto& [b, e] : r) {
+    if (!out.empty() && b <= out.back().second) {
+      out.back().second = std::max(out.back().second, e);
+    } else {
+      out.emplace_back(b, e);
+    }
+  }
+  return out;
+}
+
+// A record covering metadata (chain, xattr or directory blocks) is damage:
+// DAX hands out file data only, and a covered block never changes owner.
+// The metadata keeps the block; the record goes.
+void Checker::DropRecordsOverMetadata() {
+  std::vector<uint64_t> claimed;  // covered and claimed, ascending
+  for (const auto& [b, e] : CoveredRuns())
+    for (uint64_t x = b; x < e; ++x)
+      if (blocks_->claimed(x)) claimed.push_back(x);
+  if (claimed.empty()) return;
+  for (QuarantineRef& q : quarantine_) {
+    auto it = std::lower_bound(claimed.begin(), claimed.end(), q.pool_block);
+    if (it == claimed.end() || *it - q.pool_block >= q.length) continue;
+    Problem("quarantine record " + std::to_string(q.index),
+            "covers block " + std::to_string(*it) + ", which holds metadata", "removed the record");
+    writer_->Zero(Ptr(q.loc), sizeof(QuarantineRecord));
+    q.length = 0;
+  }
+}
+
+// Once the files' references are counted: every covered block that no file
+// references holds one reference, the quarantine's.
+void Checker::CountQuarantined() {
+  for (const QuarantineRef& q : quarantine_) report_->reach_records += q.length ? 1 : 0;
+  for (const auto& [b, e] : CoveredRuns()) {
+    for (uint64_t x = b; x < e; ++x) {
+      if (blocks_->count(x) != 0) continue;
+      blocks_->Increment(x);
+      ++report_->quarantined_blocks;
+    }
   }
 }
 

@@ -159,7 +159,7 @@ TEST_SUITE("check") {
   TEST_CASE("Superblock: a newer format version is refused, not repaired") {
     Image img;
     for (uint64_t copy : {0, 1}) {
-      img.super(copy)->version = 2;
+      img.super(copy)->version = kFormatVersion + 1;
       Reseal(img.super(copy));
     }
     check::CheckOptions opts;
@@ -220,7 +220,7 @@ TEST_SUITE("check") {
     img.CommitWithoutApplying({{8, Bytes(&zero, sizeof(zero))}});
     ExpectRepaired(img, {"journal: committed transaction 1 is corrupt: journal record outside "
                          "the metadata regions"});
-    CHECK(img.super(0)->version == 1);
+    CHECK(img.super(0)->version == kFormatVersion);
   }
 
   TEST_CASE("Journal: a torn commit is ignored with a note") {

@@ -48,8 +48,8 @@ uint32_t* Image::refcount(uint64_t pool_block) {
   return reinterpret_cast<uint32_t*>(block(sb_.refcount_start)) + (pool_block - sb_.data_start);
 }
 
-QuarantineEntry* Image::quarantine(uint64_t index) {
-  return reinterpret_cast<QuarantineEntry*>(block(sb_.quarantine_start)) + index;
+QuarantineRecord* Image::quarantine(uint64_t index) {
+  return reinterpret_cast<QuarantineRecord*>(block(sb_.quarantine_start)) + index;
 }
 
 Extent* Image::inline_extent(uint64_t ino, uint32_t slot) {
@@ -257,11 +257,18 @@ uint64_t Image::SetXattrs(uint64_t ino,
   return b;
 }
 
-uint32_t Image::AddQuarantine(uint64_t pool_block, uint32_t length) {
+uint32_t Image::AddQuarantine(uint64_t pool_block, uint32_t length, uint64_t map_id) {
   for (uint32_t i = 0;; ++i) {
     if (quarantine(i)->length != 0) continue;
-    *quarantine(i) = QuarantineEntry{pool_block, length, kQuarantineRevokedLease, 7, 1};
-    for (uint32_t j = 0; j < length; ++j) ++*refcount(pool_block + j);
+    QuarantineRecord r{};
+    r.pool_block = pool_block;
+    r.length = length;
+    r.map_id = map_id;
+    r.ino = 99;
+    r.owner_pid = 7;
+    *quarantine(i) = r;
+    for (uint32_t j = 0; j < length; ++j)
+      if (*refcount(pool_block + j) == 0) *refcount(pool_block + j) = 1;
     return i;
   }
 }

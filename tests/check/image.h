@@ -47,7 +47,7 @@ class Image {
   layout::Inode* inode(uint64_t ino);
   char* block(uint64_t pool_block);
   uint32_t* refcount(uint64_t pool_block);
-  layout::QuarantineEntry* quarantine(uint64_t index);
+  layout::QuarantineRecord* quarantine(uint64_t index);
   layout::Extent* inline_extent(uint64_t ino, uint32_t slot);
   // The pool offset of `p`, which points into the pool.
   uint64_t offset(const void* p) const;
@@ -83,8 +83,10 @@ class Image {
   uint64_t AddChainBlock(uint64_t ino);
   // Gives `ino` an xattr block holding `attrs` (refcount 1).
   uint64_t SetXattrs(uint64_t ino, const std::vector<std::pair<std::string, std::string>>& attrs);
-  // A quarantine entry over [pool_block, +length) (refcounts + 1).
-  uint32_t AddQuarantine(uint64_t pool_block, uint32_t length);
+  // A reach record over [pool_block, +length) (map id `map_id`, owner pid
+  // 7); every block of it that is free (refcount 0) becomes quarantined
+  // (refcount 1), as when its file let go of it.
+  uint32_t AddQuarantine(uint64_t pool_block, uint32_t length, uint64_t map_id = 1);
 
   // Commits `tx` to the journal up to the commit point only, as a crash right
   // after it would leave it: nothing is applied.

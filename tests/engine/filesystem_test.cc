@@ -485,7 +485,7 @@ TEST_SUITE("filesystem") {
   TEST_CASE("Filesystem: a newer format version is refused as such") {
     auto img = FormattedPool()->Snapshot();
     auto* sb = reinterpret_cast<layout::Superblock*>(img.data());
-    sb->version = 2;
+    sb->version = layout::kFormatVersion + 1;
     auto bad = Filesystem::Mount(SimMedia::FromImage(img), MountOptions{});
     REQUIRE_FALSE(bad.ok());
     CHECK(bad.status().err() == EOPNOTSUPP);

@@ -40,8 +40,14 @@ DESCRIPTION
   longer reachable from the root are moved to /lost+found (created if needed,
   mode 0700). Repairs that lose data: clearing invalid extents, extent chains
   and xattr blocks, truncating a directory at its first bad block, clearing
-  inodes that cannot be mended, removing entries with invalid or repeated names,
-  removing quarantine entries that are out of bounds or cover metadata.
+  inodes that cannot be mended, removing entries with invalid or repeated names.
+  Removing a damaged reach record of the quarantine table (one outside the
+  data area, with no map id or owner, or covering metadata) loses no data.
+
+  The summary counts the reach records (blocks handed out for DAX that a
+  process may still reach) and the blocks only the quarantine holds, when
+  there are any. A format version 1 pool is checked as version 1; the next
+  writable mount upgrades it to version 2.
 
   Each problem is printed as one line ("error: inode 12: nlink 3 but 2
   entries name it"), followed by a one-line summary.
@@ -85,6 +91,10 @@ std::string Summary(const std::string& pool, const check::CheckReport& r) {
        " data blocks";
   if (r.orphans != 0)
     s += ", " + std::to_string(r.orphans) + (r.orphans == 1 ? " orphan" : " orphans");
+  if (r.reach_records != 0 || r.quarantined_blocks != 0)
+    s += ", " + std::to_string(r.reach_records) +
+         (r.reach_records == 1 ? " reach record" : " reach records") + " (" +
+         std::to_string(r.quarantined_blocks) + " blocks quarantined)";
   return s;
 }
 
