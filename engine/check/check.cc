@@ -214,13 +214,16 @@ Status Checker::PickSuperblock(const Superblock& primary, const Superblock& back
 void Checker::CheckBackup(const Superblock& primary, const Status& backup_status) {
   const char* backup = BlockPtr(kBackupSuperBlock);
   if (std::memcmp(&primary, backup, kSuperChecksummedBytes + 8) == 0) return;
-  if (primary.version == kFormatVersionV1 && backup_status.ok()) {
+  if (primary.version == kFormatVersionV1) {
     // The mount's upgrade writes the backup first: a crash before the
     // primary leaves this, and the next mount upgrades both.
     const Superblock upgraded = engine::UpgradedFromV1(primary);
-    if (std::memcmp(&upgraded, backup, kSuperChecksummedBytes + 8) == 0) {
-      Note("superblock", "the backup is already upgraded to format version " +
-                             std::to_string(kFormatVersion) + "; the next mount upgrades the primary");
+    Superblock b;
+    std::memcpy(&b, backup, sizeof(b));
+    if (std::memcmp(&upgraded, &b, kSuperChecksummedBytes + 8) == 0 ||
+        engine::IsTornUpgrade(b, upgraded)) {
+      Note("superblock", "the backup is upgraded (or part way) to format version " +
+                             std::to_string(kFormatVersion) + "; the next mount finishes the upgrade");
       return;
     }
   }
