@@ -356,6 +356,28 @@ void CopyRange(Filesystem& fs, const std::string& src, uint64_t src_off, const s
   REQUIRE(*n == want);
 }
 
+void MapDax(Filesystem& fs, const std::string& path, uint64_t off, uint64_t len, bool writable,
+            uint64_t map_id) {
+  auto m = fs.MapForDax(kRoot, At(fs, path), off, len, writable, map_id, {99, 1, 2}, 256);
+  REQUIRE_MESSAGE(m.ok(), m.status().ToString());
+}
+
+// The reach records, the quarantine, and /s's and /t's block maps.
+std::string ReachState(Filesystem& fs) {
+  const auto q = fs.Quarantine();
+  std::string out = "records " + std::to_string(q.records) + ", quarantined " +
+                    std::to_string(q.quarantined) + "\n";
+  for (const auto& r : fs.ReachRecords())
+    out += std::to_string(r.map_id) + ": " + std::to_string(r.file_block) + "+" +
+           std::to_string(r.length) + " at " + std::to_string(r.pool_block) + ", " +
+           std::to_string(r.quarantined) + " quarantined\n";
+  auto exists = [&fs](const char* name) { return fs.Lookup(kRoot, 1, name).ok(); };
+  std::vector<std::string> files;
+  for (const char* p : {"s", "t"})
+    if (exists(p)) files.push_back(std::string("/") + p);
+  return out + MapSummary(fs, files, true, true);
+}
+
 constexpr int kPunch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
 constexpr int kZeroKeep = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
 
@@ -523,6 +545,48 @@ std::vector<Scenario> BlockMapScenarios() {
     };
     d.invisible = true;
     s.push_back(d);
+  }
+
+  // --- the DAX path: handing out blocks (with the block-map changes that
+  // come first) and the quarantine (docs/pool_format.md "Quarantine")
+  {
+    Scenario m{"map a range for DAX writable: holes filled, unwritten converted, shared copied",
+               Cloned, [](Filesystem& fs) { MapDax(fs, "/s", 0, 16 * B, true, 7); }};
+    m.extra = ReachState;
+    s.push_back(m);
+  }
+  {
+    Scenario m{"map a range for DAX read-only: unwritten converted",
+               Sources, [](Filesystem& fs) { MapDax(fs, "/s", 8 * B, 8 * B, false, 7); }};
+    m.extra = ReachState;
+    s.push_back(m);
+  }
+  auto mapped = [](Filesystem& fs) {
+    Sources(fs);
+    MapDax(fs, "/s", 0, 16 * B, true, 7);
+    MapDax(fs, "/s", 4 * B, 4 * B, false, 8);  // overlaps the first
+  };
+  {
+    Scenario m{"truncate a range DAX mappings cover", mapped,
+               [](Filesystem& fs) { Truncate(fs, At(fs, "/s"), B + 10); }};
+    m.extra = ReachState;
+    s.push_back(m);
+  }
+  {
+    Scenario m{"unlink a file DAX mappings cover", mapped,
+               [](Filesystem& fs) { Remove(fs, "s"); }};
+    m.extra = ReachState;
+    s.push_back(m);
+  }
+  {
+    Scenario m{"drop a DAX mapping: its quarantined blocks not covered by another are freed",
+               [=](Filesystem& fs) {
+                 mapped(fs);
+                 Truncate(fs, At(fs, "/s"), B + 10);
+               },
+               [](Filesystem& fs) { REQUIRE(fs.DropReach(7) > 0); }};
+    m.extra = ReachState;
+    s.push_back(m);
   }
 
   // The smallest pool will do for these (every crash image is a copy of it).
