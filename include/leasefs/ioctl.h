@@ -124,7 +124,8 @@ struct leasefs_defrag {
  * set. */
 #define LEASEFS_EXTENT_UNWRITTEN 0x1u   /* allocated, reads as zeros */
 #define LEASEFS_EXTENT_SHARED 0x2u      /* refcount > 1 (reflink) */
-#define LEASEFS_EXTENT_QUARANTINED 0x4u /* also held by the quarantine */
+#define LEASEFS_EXTENT_QUARANTINED 0x4u /* a DAX mapping may reach it: kept from reuse
+                                         * (quarantined) if the file lets go of it */
 
 struct leasefs_extent {
 	__u64 file_offset;
