@@ -442,15 +442,21 @@ class Filesystem {
   // copied, which asks the layout guard once (kAllocatingWrite over the
   // range, no size change) when there is any such block, as the holder's
   // own change (c.open_file()).
-  // Errors: EINVAL (alignment, len 0, not a regular file: EISDIR for a
-  // directory), ENOSPC (no blocks for the holes or copies: nothing is
-  // changed; or the table has no room for the records: blocks given to holes
-  // stay given, nothing is recorded), and what the layout guard answers.
+  // Everything (the block-map changes and the records) is one transaction:
+  // after a crash it is wholly there or wholly absent. The runs may be cut
+  // short of max_runs when one transaction would not hold them.
+  // Errors: EINVAL (alignment, len 0, map_id 0, owner.pid <= 0, max_runs 0,
+  // not a regular file: EISDIR for a directory), ENOENT, EROFS, ENOSPC (no
+  // blocks for the holes or copies, or the table has no room for the
+  // records: nothing is changed either way), and what the layout guard
+  // answers (nothing is changed then either).
   Result<DaxMapping> MapForDax(const Cred& c, Ino ino, uint64_t off, uint64_t len, bool writable,
                                uint64_t map_id, const ReachOwner& owner, size_t max_runs);
   // Removes every record of `map_id`; blocks they kept that no file owns and
   // no other record covers are free again. Returns how many records it
-  // removed (0: none had that id). Cannot fail otherwise.
+  // removed (0: none had that id, or a read-only mount). Cannot fail
+  // otherwise. One transaction, or several for more records than one holds
+  // (each leaves a consistent pool: records not yet removed keep theirs).
   size_t DropReach(uint64_t map_id);
   // One record of the table, as the mapping list reports it.
   struct ReachRecord {

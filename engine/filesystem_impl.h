@@ -111,9 +111,11 @@ class Filesystem::Impl {
   // transactions as its size needs. REQUIRES: nlink == 0, no references.
   // It does not ask the layout guard (and cannot fail): a file with a layout
   // lease is open, and an open file holds a reference (the kernel's lookup
-  // count), so no lease can be on an inode freed here. Whatever outlives its
-  // open file and must keep the blocks put (pins, a later issue) must hold a
-  // reference of its own (Filesystem::Ref) until it is gone.
+  // count), so no lease can be on an inode freed here. A DAX mapping that
+  // outlives its open file needs nothing more: its reach records keep the
+  // blocks it may reach quarantined (Op::StageLastRef). Whatever else must
+  // keep the blocks put (pins, a later issue) must hold a reference of its
+  // own (Filesystem::Ref) until it is gone.
   void FreeInode(Ino ino) REQUIRES(mu_);
   // Frees `ino` if nothing keeps it any more.
   void MaybeFree(Ino ino) REQUIRES(mu_);
