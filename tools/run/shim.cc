@@ -86,9 +86,14 @@ struct MmapCall {
   off_t off;
 };
 
+// MAP_SYNC (with MAP_SHARED_VALIDATE) asks that no page fault of the mapping
+// need the filesystem's metadata to reach media first: a DAX mapping of the
+// pool needs none at all (DAX_MAP made the blocks durable before it handed
+// them out), so the shim grants it, as a local DAX filesystem does. That the
+// pool's own medium is persistent is the pool's business (/dev/dax, /dev/pmem).
 constexpr int kFlagsWeMap = MAP_SHARED | MAP_PRIVATE | MAP_SHARED_VALIDATE | MAP_FIXED |
                             MAP_FIXED_NOREPLACE | MAP_NORESERVE | MAP_POPULATE | MAP_NONBLOCK |
-                            MAP_DENYWRITE | MAP_EXECUTABLE;
+                            MAP_DENYWRITE | MAP_EXECUTABLE | MAP_SYNC;
 
 bool IsShared(int flags) { return (flags & MAP_TYPE) != MAP_PRIVATE; }
 
