@@ -36,6 +36,47 @@ Result<pid_t> ThreadGroupOf(pid_t tid) {
   return static_cast<pid_t>(tgid);
 }
 
+Result<uint64_t> ProcessStartTicks(pid_t pid) {
+  if (pid <= 0) return Status::Error(ESRCH, "no process");
+  const std::string path = "/proc/" + std::to_string(pid) + "/stat";
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return Status::Error(errno == ENOENT ? ESRCH : errno, path);
+  char buf[1024];
+  const ssize_t n = ::read(fd.get(), buf, sizeof(buf) - 1);
+  if (n <= 0) return Status::Error(n < 0 && errno == ESRCH ? ESRCH : EIO, path);
+  buf[n] = '\0';
+  // "pid (comm) state ppid ...": comm may hold spaces and parentheses, so
+  // count fields from the last ')'; starttime is field 22, the 20th after it.
+  const char* p = std::strrchr(buf, ')');
+  if (p == nullptr) return Status::Error(EIO, path + ": no comm");
+  for (int field = 2; field < 22 && p != nullptr; ++field) p = std::strchr(p + 1, ' ');
+  if (p == nullptr) return Status::Error(EIO, path + ": short");
+  char* end = nullptr;
+  const unsigned long long ticks = std::strtoull(p + 1, &end, 10);
+  if (end == p + 1) return Status::Error(EIO, path + ": bad starttime");
+  return static_cast<uint64_t>(ticks);
+}
+
+uint64_t BootId() {
+  UniqueFd fd(::open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return 0;
+  char buf[64];
+  const ssize_t n = ::read(fd.get(), buf, sizeof(buf) - 1);
+  if (n <= 0) return 0;
+  uint64_t id = 0;
+  int digits = 0;
+  for (ssize_t i = 0; i < n && digits < 16; ++i) {
+    const char c = buf[i];
+    int v = -1;
+    if (c >= '0' && c <= '9') v = c - '0';
+    if (c >= 'a' && c <= 'f') v = c - 'a' + 10;
+    if (v < 0) continue;  // the dashes
+    id = id << 4 | static_cast<uint64_t>(v);
+    ++digits;
+  }
+  return id;
+}
+
 Result<UniqueFd> OpenPidfd(pid_t pid) {
   const int fd = pidfd_open(pid, 0);
   if (fd < 0) return Status::FromErrno("pidfd_open");

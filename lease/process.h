@@ -18,6 +18,16 @@ namespace leasefs::lease {
 // of a request in flight). Errors: ESRCH (no such thread), EIO (unreadable).
 Result<pid_t> ThreadGroupOf(pid_t tid);
 
+// When process `pid` started: field 22 of /proc/<pid>/stat, in clock ticks
+// after boot. With the pid and BootId() it names a process for good (a pid
+// alone is reused). The caller checks afterwards, through a pidfd opened
+// before, that the process is still the one it meant. Errors: ESRCH, EIO.
+Result<uint64_t> ProcessStartTicks(pid_t pid);
+
+// The first 64 bits of this boot's /proc/sys/kernel/random/boot_id (0 if it
+// cannot be read).
+uint64_t BootId();
+
 // pidfd_open(pid, 0). Errors: ESRCH, EMFILE, ...
 Result<UniqueFd> OpenPidfd(pid_t pid);
 

@@ -111,12 +111,15 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
     if (out_size < sizeof(leasefs_version)) return EINVAL;
     leasefs_version v{};
     v.abi_version = LEASEFS_ABI_VERSION;
-    v.features = LEASEFS_FEATURE_BLOCK_MAP | LEASEFS_FEATURE_LEASES;
+    v.features = LEASEFS_FEATURE_BLOCK_MAP | LEASEFS_FEATURE_LEASES | LEASEFS_FEATURE_DAX;
     fuse_reply_ioctl(req, 0, &v, sizeof(v));
     return 0;
   }
   if (cmd == LEASEFS_IOC_LIST_LEASES) return DoListLeases(req, in, in_size, out_size);
   if (cmd == LEASEFS_IOC_EVENTS) return DoLeaseEvents(req, in, in_size, out_size);
+  if (cmd == LEASEFS_IOC_DAX_INFO) return DoDaxInfo(req, out_size);
+  if (cmd == LEASEFS_IOC_DAX_UNMAP) return DoDaxUnmap(req, in, in_size);
+  if (cmd == LEASEFS_IOC_DAX_LIST) return DoDaxList(req, in, in_size, out_size);
   if (flags & FUSE_IOCTL_DIR) return ENOTTY;  // the others apply to files only
   OpenFile* const file = FileOf(fi);
   if (file == nullptr) return EBADF;  // the kernel always sends a file's handle
@@ -124,6 +127,8 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
   switch (cmd) {
     case LEASEFS_IOC_SETLEASE:
       return DoSetLease(req, *file, in, in_size, out_size);
+    case LEASEFS_IOC_DAX_MAP:
+      return DoDaxMap(req, *file, in, in_size, out_size);
     case LEASEFS_IOC_GETLEASE: {
       leasefs_getlease g;
       if (!ReadArg(in, in_size, &g) || out_size < sizeof(g)) return EINVAL;

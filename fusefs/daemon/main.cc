@@ -330,6 +330,7 @@ int Serve(const DaemonOptions& opts, const std::string& pool_path, const std::st
   MountedEngine engine(std::move(fs));
   server.Attach(engine.get(), session.get());
   server.SetMountpoint(mnt);
+  server.SetPoolPath(pool_path);
   server.SetKernelChecksPermissions(opts.default_permissions);
   DeferredDrain drain(&server);
   SignalHandlers signals(session.get());

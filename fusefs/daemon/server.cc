@@ -503,6 +503,7 @@ void Server::DoRelease(const fuse_file_info* fi) {
   OpenFile* f = FileOf(fi);
   if (f == nullptr) return;
   leases_.table().CloseOpenFile(f->id());
+  if (dax_ != nullptr) dax_->FileClosed(f->id());
   files_.Release(f);
 }
 

@@ -33,6 +33,7 @@
 
 #include <cstddef>
 
+#include "fusefs/daemon/dax.h"
 #include "fusefs/daemon/lease_edge.h"
 #include "fusefs/daemon/open_file.h"
 #include "fusefs/daemon/options.h"
@@ -63,11 +64,16 @@ class Server {
 
   // Sets the filesystem to serve and the session serving it (for cache
   // invalidations). REQUIRES: before the session loop starts.
-  void Attach(engine::Filesystem* fs, fuse_session* se) noexcept {
+  // Also takes over the DAX mappings a previous daemon left (DaxMaps).
+  void Attach(engine::Filesystem* fs, fuse_session* se) {
     fs_ = fs;
     se_ = se;
     fs_->SetLayoutGuard(&leases_);
+    dax_ = std::make_unique<DaxMaps>(fs);
   }
+  // The pool's path as DAX clients should open it (absolute).
+  // REQUIRES: before the session loop starts.
+  void SetPoolPath(const std::string& path) { pool_path_ = path; }
 
   // The most requests of one user (other than root) that may wait on
   // workers at once; more get EAGAIN. Workers are shared by every user of
@@ -84,6 +90,7 @@ class Server {
   void Shutdown() noexcept {
     leases_.table().Shutdown();  // ends the waits of deferred requests
     waiters_.Shutdown();
+    dax_.reset();  // its thread uses the engine, which goes next
   }
 
   // --- Operations (see fuse_lowlevel.h for each request's meaning) -----
@@ -180,6 +187,16 @@ class Server {
                  size_t out_size);
   int DoListLeases(fuse_req_t req, const void* in, size_t in_size, size_t out_size);
   int DoLeaseEvents(fuse_req_t req, const void* in, size_t in_size, size_t out_size);
+  // The DAX path (dax_ops.cc, docs/dax.md).
+  int DoDaxInfo(fuse_req_t req, size_t out_size);
+  int DoDaxMap(fuse_req_t req, const OpenFile& file, const void* in, size_t in_size,
+               size_t out_size);
+  int DoDaxUnmap(fuse_req_t req, const void* in, size_t in_size);
+  int DoDaxList(fuse_req_t req, const void* in, size_t in_size, size_t out_size);
+  // Whether `file` holds active leases covering [off, off + len) (WRITE
+  // ones if `write`): 0, EPERM (not covered, or not WRITE), EAGAIN (one is
+  // breaking or revoked).
+  int DaxLeaseCovers(const OpenFile& file, uint64_t off, uint64_t len, bool write);
 
   // Runs `call` now, as `cred`. If a lease must be broken first: with
   // `nonblock`, starts the break and fails with EWOULDBLOCK; otherwise
@@ -228,6 +245,8 @@ class Server {
   std::unordered_map<uid_t, int> deferred_by_uid_ GUARDED_BY(deferred_mu_);
   std::unique_ptr<PeerFiles> peers_;
   bool kernel_checks_permissions_ = true;
+  std::unique_ptr<DaxMaps> dax_;  // set by Attach
+  std::string pool_path_;
 };
 
 // The credentials of the process that sent `req`. Its supplementary groups

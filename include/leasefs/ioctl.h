@@ -392,7 +392,7 @@ struct leasefs_dax_info {
  * layout change may answer (EINTR, EWOULDBLOCK...). */
 #define LEASEFS_DAX_WRITE 0x1u /* in: the mapping will be written */
 #define LEASEFS_DAX_HOLE 0x1u  /* extent flag: no block; reads as zeros */
-#define LEASEFS_DAX_MAX 256
+#define LEASEFS_DAX_MAX 128
 
 struct leasefs_dax_extent {
 	__u64 file_offset;

@@ -16,5 +16,6 @@ void AddBmapCommand(CLI::App& app, int* rc);
 void AddHoldCommand(CLI::App& app, int* rc);
 void AddLeasesCommand(CLI::App& app, int* rc);
 void AddEventsCommand(CLI::App& app, int* rc);
+void AddDaxCommand(CLI::App& app, int* rc);
 
 }  // namespace leasefs::leasectl

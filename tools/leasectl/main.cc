@@ -33,6 +33,7 @@ DESCRIPTION
     hold       hold a layout lease on a file, like flock(1)
     leases     list every layout lease of a mount
     events     print what happens to the layout leases of a mount
+    dax        list the DAX mappings of a mount and its quarantine
 
   Errors are one line on stderr: "leasectl: SUBCOMMAND: FILE: reason". A file
   on any other filesystem gives "not a leasefs file".
@@ -49,6 +50,7 @@ constexpr AddCommandFn kCommands[] = {
     AddHoldCommand,
     AddLeasesCommand,
     AddEventsCommand,
+    AddDaxCommand,
 };
 
 bool HasSubcommand(const CLI::App& app, const std::string& name) {

@@ -1,0 +1,266 @@
+#include "fusefs/daemon/dax.h"
+
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <system_error>
+
+#include "lease/process.h"
+
+namespace leasefs::daemon {
+
+namespace {
+
+uint64_t ThisBoot() {
+  static const uint64_t boot = lease::BootId();
+  return boot;
+}
+
+// Whether the process a record names is still the same living process.
+// Returns its pidfd when it is.
+std::shared_ptr<UniqueFd> StillAlive(const engine::Filesystem::ReachOwner& who) {
+  if (who.pid <= 0 || who.boot_id != ThisBoot()) return nullptr;
+  auto pidfd = lease::OpenPidfd(who.pid);
+  if (!pidfd.ok()) return nullptr;
+  auto start = lease::ProcessStartTicks(who.pid);
+  if (!start.ok() || *start != who.start_ticks) return nullptr;
+  // The stat just read was this pidfd's process if it has not exited since.
+  if (lease::PidfdExited(pidfd->get())) return nullptr;
+  return std::make_shared<UniqueFd>(std::move(*pidfd));
+}
+
+}  // namespace
+
+Result<DaxMaps::Process> DaxMaps::Identify(pid_t tid) {
+  if (tid <= 0) return Status::Error(EPERM, "caller outside the mount's pid namespace");
+  LFS_ASSIGN_OR_RETURN(pid_t pid, lease::ThreadGroupOf(tid));
+  LFS_ASSIGN_OR_RETURN(UniqueFd pidfd, lease::OpenPidfd(pid));
+  LFS_ASSIGN_OR_RETURN(uint64_t start, lease::ProcessStartTicks(pid));
+  if (lease::PidfdExited(pidfd.get())) return Status::Error(ESRCH, "caller exited");
+  Process p;
+  p.pid = pid;
+  p.owner = {pid, start, ThisBoot()};
+  p.pidfd = std::make_shared<UniqueFd>(std::move(pidfd));
+  return p;
+}
+
+DaxMaps::DaxMaps(engine::Filesystem* fs)
+    : fs_(fs),
+      epoll_(epoll_create1(EPOLL_CLOEXEC)),
+      wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = 0;
+  if (!epoll_.valid() || !wake_.valid() ||
+      epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0) {
+    throw std::system_error(errno, std::generic_category(), "dax maps: epoll");
+  }
+  Adopt();
+  thread_ = std::thread([this] { ThreadLoop(); });
+}
+
+DaxMaps::~DaxMaps() {
+  {
+    MutexLock l(&mu_);
+    stop_ = true;
+  }
+  const uint64_t one = 1;
+  [[maybe_unused]] ssize_t n = ::write(wake_.get(), &one, sizeof(one));
+  thread_.join();
+}
+
+void DaxMaps::Adopt() {
+  // Group the records by mapping: each mapping has one owner.
+  std::map<uint64_t, std::pair<engine::Filesystem::ReachOwner, size_t>> found;
+  for (const auto& r : fs_->ReachRecords()) {
+    auto [it, fresh] = found.try_emplace(r.map_id, r.owner, 0);
+    ++it->second.second;
+  }
+  std::vector<uint64_t> dead;
+  size_t kept = 0;
+  {
+    MutexLock l(&mu_);
+    for (const auto& [id, rec] : found) {
+      next_id_ = std::max(next_id_, id + 1);
+      auto pidfd = StillAlive(rec.first);
+      if (pidfd == nullptr) {
+        dead.push_back(id);
+        continue;
+      }
+      Process p;
+      p.pid = rec.first.pid;
+      p.owner = rec.first;
+      p.pidfd = std::move(pidfd);
+      // Made before us: which user made it is not recorded; root's share.
+      Owner* o = OwnerFor(p, 0);
+      if (o == nullptr) {
+        dead.push_back(id);  // cannot watch it: cannot keep it forever either
+        continue;
+      }
+      o->maps.push_back(id);
+      maps_[id] = Map{o->serial, 0, true, rec.second, 0};
+      ++kept;
+    }
+  }
+  DropAll(dead);
+  if (!found.empty()) {
+    std::fprintf(stderr,
+                 "leasefs: DAX mappings from before: %zu kept (their processes live), %zu "
+                 "dropped\n",
+                 kept, dead.size());
+  }
+}
+
+uint64_t DaxMaps::NextId() {
+  MutexLock l(&mu_);
+  return next_id_++;
+}
+
+Result<size_t> DaxMaps::Allowance(uid_t uid, size_t want) {
+  if (uid == 0) return want;
+  const uint64_t cap = fs_->Quarantine().capacity / kUserShareDivisor;
+  MutexLock l(&mu_);
+  size_t procs = 0;
+  for (const auto& [serial, o] : owners_) procs += o.uid == uid;
+  if (procs >= kMaxOwnersPerUser) {
+    return Status::Error(ENOLCK, "too many processes of this user have DAX mappings");
+  }
+  const size_t used = records_by_uid_[uid];
+  if (used >= cap) return Status::Error(EDQUOT, "this user has its share of the quarantine table");
+  return std::min<size_t>(want, cap - used);
+}
+
+DaxMaps::Owner* DaxMaps::OwnerFor(const Process& proc, uid_t uid) {
+  for (auto& [serial, o] : owners_) {
+    if (o.id == proc.owner) return &o;
+  }
+  const uint64_t serial = next_serial_++;
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = serial;
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, proc.pidfd->get(), &ev) != 0) return nullptr;
+  Owner& o = owners_[serial];
+  o.pid = proc.pid;
+  o.uid = uid;
+  o.id = proc.owner;
+  o.pidfd = proc.pidfd;
+  o.serial = serial;
+  return &o;
+}
+
+void DaxMaps::Add(const Process& proc, uid_t uid, uint64_t map_id, uint64_t open_file,
+                  size_t records) {
+  bool drop = false;
+  {
+    MutexLock l(&mu_);
+    Owner* o = OwnerFor(proc, uid);
+    if (o == nullptr) {
+      drop = true;
+    } else {
+      o->maps.push_back(map_id);
+      maps_[map_id] = Map{o->serial, open_file, false, records, uid};
+      records_by_uid_[uid] += records;
+      // Registered before this check: a death after it is the thread's.
+      if (lease::PidfdExited(o->pidfd->get())) {
+        Bury(o->serial);
+        drop = true;
+      }
+    }
+  }
+  if (drop) DropAll({map_id});
+}
+
+std::vector<uint64_t> DaxMaps::Bury(uint64_t serial) {
+  std::vector<uint64_t> ids;
+  auto it = owners_.find(serial);
+  if (it == owners_.end()) return ids;
+  for (uint64_t id : it->second.maps) {
+    auto m = maps_.find(id);
+    if (m == maps_.end()) continue;
+    auto& used = records_by_uid_[m->second.uid];
+    used -= std::min(used, m->second.records);
+    maps_.erase(m);
+    ids.push_back(id);
+  }
+  // Closing the last reference to the pidfd takes it out of epoll; take it
+  // out now in case a request still holds one.
+  epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.pidfd->get(), nullptr);
+  owners_.erase(it);
+  return ids;
+}
+
+void DaxMaps::DropAll(const std::vector<uint64_t>& ids) {
+  for (uint64_t id : ids) fs_->DropReach(id);
+}
+
+Result<size_t> DaxMaps::Unmap(const Process& proc, uint64_t map_id) {
+  std::vector<uint64_t> ids;
+  {
+    MutexLock l(&mu_);
+    for (auto& [serial, o] : owners_) {
+      if (!(o.id == proc.owner)) continue;
+      for (auto it = o.maps.begin(); it != o.maps.end();) {
+        if (map_id != 0 && *it != map_id) {
+          ++it;
+          continue;
+        }
+        auto m = maps_.find(*it);
+        if (m != maps_.end()) {
+          auto& used = records_by_uid_[m->second.uid];
+          used -= std::min(used, m->second.records);
+          maps_.erase(m);
+        }
+        ids.push_back(*it);
+        it = o.maps.erase(it);
+      }
+      break;
+    }
+  }
+  if (ids.empty()) return Status::Error(ENOENT, "no such mapping of this process");
+  DropAll(ids);
+  return ids.size();
+}
+
+void DaxMaps::FileClosed(uint64_t open_file) {
+  MutexLock l(&mu_);
+  for (auto& [id, m] : maps_) {
+    if (m.open_file == open_file) m.open_file = 0;
+  }
+}
+
+std::map<uint64_t, DaxMaps::MapInfo> DaxMaps::Infos() const {
+  std::map<uint64_t, MapInfo> out;
+  MutexLock l(&mu_);
+  for (const auto& [id, m] : maps_) out[id] = MapInfo{m.open_file, m.restart};
+  return out;
+}
+
+void DaxMaps::ThreadLoop() {
+  for (;;) {
+    epoll_event events[16];
+    const int n = epoll_wait(epoll_.get(), events, 16, -1);
+    if (n < 0 && errno != EINTR) return;
+    std::vector<uint64_t> dead;
+    {
+      MutexLock l(&mu_);
+      if (stop_) return;
+      for (int i = 0; i < n; ++i) {
+        const uint64_t key = events[i].data.u64;
+        if (key == 0) {
+          uint64_t v;
+          [[maybe_unused]] ssize_t r = ::read(wake_.get(), &v, sizeof(v));
+          continue;
+        }
+        auto ids = Bury(key);
+        dead.insert(dead.end(), ids.begin(), ids.end());
+      }
+    }
+    DropAll(dead);
+  }
+}
+
+}  // namespace leasefs::daemon

@@ -1,0 +1,123 @@
+// DaxMaps: who has which pool blocks mapped through the DAX path, and the
+// end of every mapping (docs/dax.md).
+//
+// The engine keeps the records themselves, persistently, in the pool's
+// quarantine table (engine::Filesystem::MapForDax, DropReach): a block of a
+// recorded range that its file lets go is given to no other file until the
+// record goes. This class decides when a record goes: when the process that
+// made the mapping confirms it dropped it (DAX_UNMAP), or when that process
+// dies (seen through a pidfd by this class's own thread, within
+// milliseconds). At start it takes over the records a previous daemon left:
+// those whose process is gone are dropped at once, the others are watched
+// like new ones.
+//
+// Thread safety: every method may be called from any thread. One mutex
+// guards the maps; engine calls (DropReach) are made without it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "base/result.h"
+#include "base/thread_annotations.h"
+#include "base/unique_fd.h"
+#include "engine/filesystem.h"
+
+namespace leasefs::daemon {
+
+class DaxMaps {
+ public:
+  // Records of one non-root user may take at most this share of the pool's
+  // table (EDQUOT beyond), so that no user can keep the others from DAX.
+  static constexpr uint64_t kUserShareDivisor = 4;
+  // Processes of one non-root user with mappings at once (a pidfd each).
+  static constexpr size_t kMaxOwnersPerUser = 1024;
+
+  // Takes over the records already in `fs`'s table (see above), then starts
+  // the thread. `fs` must outlive this.
+  explicit DaxMaps(engine::Filesystem* fs);
+  ~DaxMaps();
+  DaxMaps(const DaxMaps&) = delete;
+  DaxMaps& operator=(const DaxMaps&) = delete;
+
+  // The process a request's thread belongs to, named for the records.
+  struct Process {
+    pid_t pid = 0;
+    engine::Filesystem::ReachOwner owner;
+    std::shared_ptr<UniqueFd> pidfd;
+  };
+  // Errors: ESRCH (gone), EPERM (outside our pid namespace: tid 0).
+  static Result<Process> Identify(pid_t tid);
+
+  // A fresh mapping id (never 0, above every id in the table).
+  uint64_t NextId();
+
+  // Before MapForDax: how many more records `uid` may have (0: EDQUOT), and
+  // room for its process (ENOLCK when the user has too many processes).
+  Result<size_t> Allowance(uid_t uid, size_t want);
+
+  // After a successful MapForDax of `map_id` with `records` records: the
+  // mapping belongs to `proc` (of user `uid`) and to open file `open_file`.
+  // If the process died meanwhile, the records are dropped at once.
+  void Add(const Process& proc, uid_t uid, uint64_t map_id, uint64_t open_file, size_t records);
+
+  // DAX_UNMAP by process `proc`: map_id, or all of them for 0. Returns the
+  // number of mappings dropped; ENOENT when none matched.
+  Result<size_t> Unmap(const Process& proc, uint64_t map_id);
+
+  // The open file is closed; its mappings stay until their process drops
+  // them or dies.
+  void FileClosed(uint64_t open_file);
+
+  // What the list reports about a mapping beyond the engine's record.
+  struct MapInfo {
+    uint64_t open_file = 0;  // 0: closed, or made before this daemon started
+    bool restart = false;    // made before this daemon started
+  };
+  std::map<uint64_t, MapInfo> Infos() const;
+
+ private:
+  struct Owner {
+    pid_t pid = 0;
+    uid_t uid = 0;
+    engine::Filesystem::ReachOwner id;
+    std::shared_ptr<UniqueFd> pidfd;
+    uint64_t serial = 0;  // epoll key
+    std::vector<uint64_t> maps;
+  };
+  struct Map {
+    uint64_t owner_serial = 0;
+    uint64_t open_file = 0;
+    bool restart = false;
+    size_t records = 0;
+    uid_t uid = 0;
+  };
+
+  // The owner for `proc`, watched; created if new. nullptr if epoll fails.
+  Owner* OwnerFor(const Process& proc, uid_t uid) REQUIRES(mu_);
+  // Removes the maps of a dead owner; returns their ids (to drop, unlocked).
+  std::vector<uint64_t> Bury(uint64_t serial) REQUIRES(mu_);
+  void DropAll(const std::vector<uint64_t>& ids);
+  void ThreadLoop();
+  void Adopt();
+
+  engine::Filesystem* const fs_;
+  mutable Mutex mu_;
+  uint64_t next_id_ GUARDED_BY(mu_) = 1;
+  uint64_t next_serial_ GUARDED_BY(mu_) = 1;
+  std::unordered_map<uint64_t, Owner> owners_ GUARDED_BY(mu_);  // by serial
+  std::map<uint64_t, Map> maps_ GUARDED_BY(mu_);                 // by map id
+  std::unordered_map<uid_t, size_t> records_by_uid_ GUARDED_BY(mu_);
+  UniqueFd epoll_;
+  UniqueFd wake_;
+  bool stop_ GUARDED_BY(mu_) = false;
+  std::thread thread_;
+};
+
+}  // namespace leasefs::daemon
