@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "fusefs/daemon/background.h"
+#include "fusefs/daemon/fuse_io.h"
 #include "fusefs/daemon/mountpoint.h"
 #include "fusefs/daemon/options.h"
 #include "fusefs/daemon/pool_lock.h"
@@ -81,6 +82,12 @@ OPTIONS
                          does: refuse (ETXTBSY, the default), fence (revoke
                          the pins, quarantine the blocks, proceed) or wait.
                          Pins come with a later release; see docs/leases.md
+    mmap=MODE            shared (the default): mmap(MAP_SHARED) of a file
+                         works, through the kernel's page cache, coherent
+                         with read and write (Linux 6.6 or later; older
+                         kernels refuse it with ENODEV, see docs/mmap.md);
+                         private-only: only MAP_PRIVATE mappings work, and
+                         no file data is ever cached by the kernel
     ro                   mount read-only; the pool is not written at all,
                          and no memory is reserved for it (any size works)
     relatime, strictatime, noatime
@@ -281,6 +288,27 @@ void LogMounted(const DaemonOptions& opts, const std::string& mnt, const Filesys
   std::fflush(stderr);
 }
 
+// Says once at INIT whether shared mappings of files work (fuse_io.h).
+void LogSharedMmap(const InitOutcome& o) {
+  if (o.granted & kFuseDirectIoAllowMmap) {
+    fuse_log(FUSE_LOG_INFO, "leasefs: mmap(MAP_SHARED) of files: on\n");
+  } else {
+    fuse_log(FUSE_LOG_WARNING,
+             "leasefs: mmap(MAP_SHARED) of files: off, the kernel did not %s "
+             "FUSE_DIRECT_IO_ALLOW_MMAP (Linux 6.6 or later has it)\n",
+             o.offered ? "take" : "offer");
+  }
+}
+
+// Asks the kernel at INIT to let files be mapped shared, unless the mount
+// said mmap=private-only. Failing that, mounts without it.
+void RequestSharedMmap(const DaemonOptions& opts, fuse_session* se) {
+  if (!opts.shared_mmap) return;
+  if (int rc = InstallInitFlagsIo(se, kFuseDirectIoAllowMmap, LogSharedMmap); rc != 0)
+    std::fprintf(stderr, "leasefs: mmap(MAP_SHARED) of files: off: %s\n",
+                 Status::Error(-rc).ToString().c_str());
+}
+
 // Serves requests until unmount or a signal. Returns fuse_session_loop's
 // result: 0 or a signal number when ended normally, -errno on error.
 int RunLoop(fuse_session* se, unsigned threads) {
@@ -337,6 +365,7 @@ int Serve(const DaemonOptions& opts, const std::string& pool_path, const std::st
   if (!signals.installed()) return Fail("cannot install signal handlers");
   if (fuse_session_mount(session.get(), mnt.c_str()) != 0) return 1;
   SessionMount mounted(session.get());
+  RequestSharedMmap(opts, session.get());
   // Without the record a successor refuses instead of waiting; still mounted.
   if (Status s = lock->Publish(mnt); !s.ok())
     std::fprintf(stderr, "leasefs: no holder record for %s: %s\n", opts.pool.c_str(),

@@ -80,6 +80,11 @@ bool ApplyOwnOption(std::string_view key, const std::string& value, DaemonOption
     opts->leases.every_write_breaks = value == "xfs-faithful";
     return true;
   }
+  if (key == "mmap") {
+    *ok = value == "shared" || value == "private-only";
+    opts->shared_mmap = value != "private-only";
+    return true;
+  }
   if (key == "pinned_break") {
     using Pinned = LeaseMountOptions::Pinned;
     static constexpr std::pair<std::string_view, Pinned> kNames[] = {

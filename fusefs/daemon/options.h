@@ -51,6 +51,10 @@ struct DaemonOptions {
   bool nodiratime = false;
   // The kernel checks permissions too (see ApplyOption). On by default.
   bool default_permissions = true;
+  // -o mmap=shared (the default): mmap(MAP_SHARED) of a file works, the
+  // kernel caching the mapped pages (docs/mmap.md); mmap=private-only: it
+  // fails with ENODEV, as FUSE has it for direct-I/O files.
+  bool shared_mmap = true;
   Timeouts timeouts;
   LeaseMountOptions leases;
   // Options for libfuse, each already escaped as fuse_opt expects ("\,").
@@ -66,7 +70,7 @@ struct DaemonOptions {
 std::vector<std::string> SplitOptionList(std::string_view list);
 
 // Applies one -o item to *opts: threads=, attr_timeout=, entry_timeout=,
-// negative_timeout=, lease_break_time=, write_break=, pinned_break=,
+// negative_timeout=, lease_break_time=, write_break=, pinned_break=, mmap=,
 // default_permissions and no_default_permissions are leasefs's; "ro"/"rw" set read_only and also go to libfuse; the atime
 // options (noatime, atime, relatime, norelatime, strictatime, nostrictatime,
 // nodiratime, diratime) set the flags above, and FuseArgs passes the kernel

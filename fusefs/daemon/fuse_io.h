@@ -1,0 +1,50 @@
+// InitFlagsIo: the daemon's own reads and writes of /dev/fuse, so that it can
+// grant the kernel INIT flags that libfuse 3.14 knows no capability for.
+//
+// Why this exists: files are served with FOPEN_DIRECT_IO, and the kernel
+// refuses mmap(MAP_SHARED) of such a file with ENODEV unless the INIT reply
+// carries FUSE_DIRECT_IO_ALLOW_MMAP (Linux >= 6.6, bit 36 of the 64-bit INIT
+// flags, i.e. bit 4 of fuse_init_out.flags2). libfuse 3.14 builds the INIT
+// reply itself and has no way to set that bit, but it lets a daemon replace
+// the read() and writev() it does on the session's descriptor
+// (fuse_session_custom_io). Ours read and write exactly as libfuse does (one
+// read(2) or writev(2) per message, errno as the system call left it), note
+// the INIT request as it passes, and add the flags to its reply. See
+// docs/mmap.md.
+//
+// The io takes no splice callbacks, so libfuse stops offering splice; the
+// daemon turns splice off anyway (Server::DoInit).
+//
+// Thread safety: one session per process. Install before the session loop
+// starts; the callbacks then run on every loop thread at once.
+#pragma once
+
+#include <fuse_lowlevel.h>
+
+#include <cstdint>
+
+namespace leasefs::daemon {
+
+// FUSE_DIRECT_IO_ALLOW_MMAP (named FUSE_DIRECT_IO_RELAX in Linux 6.6), which
+// the <linux/fuse.h> of Debian bookworm (protocol 7.38) does not have.
+inline constexpr uint64_t kFuseDirectIoAllowMmap = uint64_t{1} << 36;
+
+// What became of the extra flags at INIT.
+struct InitOutcome {
+  bool init_seen = false;  // an INIT request came and was answered
+  uint64_t offered = 0;    // the asked-for flags the kernel offered
+  uint64_t granted = 0;    // those of them our reply carried to the kernel
+};
+
+// Makes the session read and write its descriptor through our io, which adds
+// `flags` (bits of the 64-bit INIT flags, kFuseDirectIoAllowMmap) to the INIT
+// reply wherever the kernel offered them, and calls `on_init` (if not null)
+// on the thread that sent the reply, once it was sent. REQUIRES: after
+// fuse_session_mount, before the session loop; once per process. Returns 0
+// or -errno (that of fuse_session_custom_io).
+int InstallInitFlagsIo(fuse_session* se, uint64_t flags, void (*on_init)(const InitOutcome&));
+
+// The outcome so far (init_seen false until the INIT reply was sent).
+InitOutcome InitFlagsOutcome();
+
+}  // namespace leasefs::daemon
