@@ -437,6 +437,21 @@ TEST_CASE("blocks a holder still maps are quarantined when its file lets them go
   REQUIRE(truncate(f.c_str(), 0) == 0);
   l = DaxList(dir);
   CHECK(l.quarantined_total == 16 * B);
+  // The tools show it: leasectl dax in full, leasectl leases as a total.
+  const std::string leasectl = ToolPath("LEASECTL_BIN", "leasectl");
+  const ProcessResult dax = Run({leasectl, "dax", t.m.mnt()});
+  CHECK(dax.exit_code == 0);
+  CHECK_MESSAGE(dax.output.find(" 64K     64K         " + std::to_string(holder.pid())) !=
+                    std::string::npos,
+                dax.output);
+  CHECK_MESSAGE(dax.output.find(" write,unleased\n") != std::string::npos, dax.output);
+  CHECK_MESSAGE(dax.output.find("1 of ") != std::string::npos, dax.output);
+  CHECK_MESSAGE(dax.output.find("records in use, 64K quarantined\n") != std::string::npos,
+                dax.output);
+  const ProcessResult leases = Run({leasectl, "leases", t.m.mnt()});
+  CHECK_MESSAGE(leases.output.find("quarantine: 65536 bytes kept from reuse; DAX records: 1 "
+                                   "(leasectl dax)\n") != std::string::npos,
+                leases.output);
   const uint64_t free_before = FreeBlocks(t.m.mnt());
   // A new file takes space; none of it may be the quarantined blocks. Then
   // the holder stores through its stale mapping: the new file is untouched.

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include <fmt/core.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include "lease/client/leasefs_lease.h"
@@ -44,11 +45,15 @@ DESCRIPTION
   deadline to release it) or revoked (the break time ran out; the lease is
   gone but stays listed until its holder releases it). PID is the process
   that took the lease and OPEN-FILE the daemon's id of the open file
-  description it belongs to. "no leases" when there are none.
+  description it belongs to. "no leases" when there are none. When DAX
+  mappings are recorded, a last line gives the bytes in quarantine (blocks
+  no file owns that a mapping may still reach) and the number of records;
+  `leasectl dax` lists them.
 
   --json prints {"monotonic_now", "leases": [{"id", "file" (null when not
   found), "ino", "offset", "length", "type", "flags": [...], "state",
-  "holder_pid", "open_file", "breaking_since", "break_deadline"}]} instead;
+  "holder_pid", "open_file", "breaking_since", "break_deadline"}],
+  "dax_records", "quarantined_bytes"} instead;
   the times are CLOCK_MONOTONIC nanoseconds (0: none), as is
   "monotonic_now", the time of the listing.
 
@@ -130,10 +135,24 @@ int Run(const Args& a) {
   if (fstat(fd.get(), &st) != 0) return Fail("leases", a.path, errno);
   const std::vector<LeaseRow> rows = Rows(leases, st.st_dev);
   const uint64_t now = MonotonicNs();
-  if (a.json)
-    fmt::print("{}\n", LeasesJson(rows, now).dump(2));
-  else
+  // The quarantine, where a lease's blocks go when a revoked holder may
+  // still reach them (docs/dax.md); `leasectl dax` lists it in full.
+  auto dax = std::make_unique<leasefs_dax_list>();
+  const bool have_dax = ioctl(fd.get(), LEASEFS_IOC_DAX_LIST, dax.get()) == 0;
+  if (a.json) {
+    auto j = LeasesJson(rows, now);
+    if (have_dax) {
+      j["dax_records"] = dax->records_total;
+      j["quarantined_bytes"] = dax->quarantined_total;
+    }
+    fmt::print("{}\n", j.dump(2));
+  } else {
     fmt::print("{}", FormatLeases(rows, now));
+    if (have_dax && dax->records_total > 0) {
+      fmt::print("quarantine: {} bytes kept from reuse; DAX records: {} (leasectl dax)\n",
+                 dax->quarantined_total, dax->records_total);
+    }
+  }
   return kExitOk;
 }
 
