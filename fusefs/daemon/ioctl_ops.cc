@@ -15,6 +15,7 @@
 #include <chrono>
 #include <limits>
 #include <memory>
+#include <vector>
 
 #include "leasefs/ioctl.h"
 #include "fusefs/daemon/reply.h"
@@ -145,16 +146,21 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       if (!file->writable()) return EBADF;  // as fallocate(2) on a read-only fd
       if (r.flags != 0 || r.reserved != 0) return EINVAL;
       if (r.offset > kMaxOff || r.length > kMaxOff || r.length == 0) return EINVAL;
-      return WithBreaks(req, by, file->nonblock(),
-                        [this, ino, mode = FallocateMode(cmd), r](fuse_req_t q,
-                                                                  const engine::Cred& c) {
-                          const Status s = fs_->Fallocate(c, ino, mode, r.offset, r.length);
-                          if (!s.ok()) return ErrnoOf(s);
-                          // The kernel does not know the size may have changed.
-                          fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
-                          fuse_reply_ioctl(q, 0, nullptr, 0);
-                          return 0;
-                        });
+      // Collapse and insert move every byte from the offset on; unshare
+      // moves none (cached pages stay right), only the attributes change.
+      std::vector<PageRange> stale;
+      if (cmd != LEASEFS_IOC_UNSHARE_RANGE) stale.push_back({ino, r.offset, 0});
+      return WithPageCache(req, by, file->nonblock(), stale,
+                           [this, ino, mode = FallocateMode(cmd), r, stale](
+                               fuse_req_t q, const engine::Cred& c) {
+                             const Status s = fs_->Fallocate(c, ino, mode, r.offset, r.length);
+                             if (!s.ok()) return ErrnoOf(s);
+                             // The kernel does not know the size may have changed.
+                             fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
+                             DropCachedPages(stale);
+                             fuse_reply_ioctl(q, 0, nullptr, 0);
+                             return 0;
+                           });
     }
     case LEASEFS_IOC_CLONE_RANGE: {
       leasefs_clone_range c;
@@ -167,15 +173,19 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       // Our duplicate of the source stays open until the clone is done,
       // also when it waits for a break.
       auto held = std::make_shared<PeerFile>(std::move(*src));
-      return WithBreaks(req, by, file->nonblock(),
-                        [this, ino, c, held](fuse_req_t q, const engine::Cred& cr) {
-                          auto n = fs_->CloneRange(cr, held->ino, c.src_offset, ino,
-                                                   c.dest_offset, c.src_length);
-                          if (!n.ok()) return ErrnoOf(n.status());
-                          fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
-                          fuse_reply_ioctl(q, 0, nullptr, 0);
-                          return 0;
-                        });
+      // The source's dirty pages are written back before the clone reads
+      // it; the destination's bytes are replaced (length 0: to the end).
+      const std::vector<PageRange> stale = {{held->ino, c.src_offset, c.src_length},
+                                            {ino, c.dest_offset, c.src_length}};
+      return WithPageCache(req, by, file->nonblock(), stale,
+                           [this, ino, c, held, stale](fuse_req_t q, const engine::Cred& cr) {
+                             auto n = fs_->CloneRange(cr, held->ino, c.src_offset, ino,
+                                                      c.dest_offset, c.src_length);
+                             if (!n.ok()) return ErrnoOf(n.status());
+                             DropCachedPages(stale);
+                             fuse_reply_ioctl(q, 0, nullptr, 0);
+                             return 0;
+                           });
     }
     case LEASEFS_IOC_DEFRAG: {
       leasefs_defrag d;
@@ -241,17 +251,23 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       if (!donor.ok()) return ErrnoOf(donor.status());
       if (int err = DonorError(*donor); err != 0) return err;
       auto held = std::make_shared<PeerFile>(std::move(*donor));
-      return WithBreaks(req, by, file->nonblock(),
-                        [this, ino, m, held](fuse_req_t q, const engine::Cred& c) mutable {
-                          auto moved = fs_->MoveExtents(c, ino, held->ino, m.orig_start,
-                                                        m.donor_start, m.len);
-                          if (!moved.ok()) return ErrnoOf(moved.status());
-                          m.moved_len = *moved;
-                          fuse_lowlevel_notify_inval_inode(se_, ino, 0, 0);
-                          fuse_lowlevel_notify_inval_inode(se_, held->ino, 0, 0);
-                          fuse_reply_ioctl(q, 0, &m, sizeof(m));
-                          return 0;
-                        });
+      // The original's bytes are copied (its dirty pages must be written
+      // back first) into blocks that then hold the donor's range. Ranges in
+      // blocks, as ext4's; an overflowing one is refused by the engine.
+      const std::vector<PageRange> stale = {
+          {ino, m.orig_start * kBlock, m.len * kBlock},
+          {held->ino, m.donor_start * kBlock, m.len * kBlock}};
+      return WithPageCache(req, by, file->nonblock(), stale,
+                           [this, ino, m, held, stale](fuse_req_t q,
+                                                       const engine::Cred& c) mutable {
+                             auto moved = fs_->MoveExtents(c, ino, held->ino, m.orig_start,
+                                                           m.donor_start, m.len);
+                             if (!moved.ok()) return ErrnoOf(moved.status());
+                             m.moved_len = *moved;
+                             DropCachedPages(stale);
+                             fuse_reply_ioctl(q, 0, &m, sizeof(m));
+                             return 0;
+                           });
     }
     default:
       return ENOTTY;

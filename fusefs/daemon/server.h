@@ -27,6 +27,7 @@
 #include <type_traits>
 #include <unordered_map>
 #include <string>
+#include <vector>
 
 #include <fuse_lowlevel.h>
 #include <sys/stat.h>
@@ -90,6 +91,7 @@ class Server {
   void Shutdown() noexcept {
     leases_.table().Shutdown();  // ends the waits of deferred requests
     waiters_.Shutdown();
+    flushers_.Shutdown();
     dax_.reset();  // its thread uses the engine, which goes next
   }
 
@@ -198,6 +200,32 @@ class Server {
   // breaking or revoked).
   int DaxLeaseCovers(const OpenFile& file, uint64_t off, uint64_t len, bool write);
 
+  // --- The kernel's cached pages of files (page_cache.cc, docs/mmap.md) --
+  // Bytes of a file that a change rewrites behind the kernel's back (the
+  // leasefs ioctls): its cached pages there go stale. length 0: to the end.
+  struct PageRange {
+    fuse_ino_t ino;
+    uint64_t offset;
+    uint64_t length;
+  };
+  // The most threads WithPageCache runs at once.
+  static constexpr size_t kMaxFlushThreads = 8;
+  // WithBreaks for a change whose bytes the kernel may hold in its page
+  // cache: `call` must run DropCachedPages(stale) after its engine call and
+  // before it replies. With shared mappings on, the kernel may hold dirty
+  // pages there, which it writes back (WRITE requests) when told to drop
+  // them: so then the whole change runs on a flusher thread (never a loop
+  // thread, which those WRITEs need, nor a WaitPool worker, which a WRITE
+  // that breaks a lease needs), and `stale` is dropped before every try too,
+  // so that the change reads and shifts only bytes already written back.
+  int WithPageCache(fuse_req_t req, const engine::Cred& cred, bool nonblock,
+                    std::vector<PageRange> stale, LayoutCall call);
+  // Writes back and drops the kernel's cached pages of `ranges`, and its
+  // cached attributes of their files. May wait for WRITE requests when
+  // shared mappings are on: REQUIRES no engine lock held, and a flusher
+  // thread then (see WithPageCache).
+  void DropCachedPages(const std::vector<PageRange>& ranges) noexcept;
+
   // Runs `call` now, as `cred`. If a lease must be broken first: with
   // `nonblock`, starts the break and fails with EWOULDBLOCK; otherwise
   // hands the request to a worker (Defer) that breaks, waiting as the break
@@ -237,6 +265,7 @@ class Server {
   engine::Filesystem* fs_ = nullptr;
   fuse_session* se_ = nullptr;
   WaitPool waiters_{kMaxWaitThreads};
+  WaitPool flushers_{kMaxFlushThreads};  // see WithPageCache
   OpenFiles files_;
   LeaseEdge leases_;  // after files_, which it uses
   // Deferred requests per user, for kMaxDeferredPerUser.
