@@ -624,14 +624,8 @@ TEST_SUITE("fuse.data") {
     REQUIRE(ftruncate(fd.get(), 3 * 4096) == 0);
     void* p = mmap(nullptr, 3 * 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd.get(), 0);
     const std::string mmap_result = p == MAP_FAILED ? ErrnoName(errno) : "OK";
-    if (!fs.reference()) {
-      // leasefs serves files with direct I/O so that DAX holders and FUSE
-      // readers see the same bytes (DESIGN.md section 3), and libfuse 3.14
-      // cannot ask the kernel to allow shared mappings of such files: the
-      // kernel refuses them. Shared mappings are the DAX path's job.
-      CHECK(mmap_result == "ENODEV");
-      return;
-    }
+    // leasefs too: it grants the kernel FUSE_DIRECT_IO_ALLOW_MMAP
+    // (docs/mmap.md; tests/fuse/mmap_test.cc has the rest).
     REQUIRE(mmap_result == "OK");
     std::memcpy(static_cast<char*>(p) + 4000, "mapped!", 7);
     CHECK(SYS(msync(p, 3 * 4096, MS_SYNC)) == "OK");
