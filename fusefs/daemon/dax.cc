@@ -129,9 +129,18 @@ Result<size_t> DaxMaps::Allowance(uid_t uid, size_t want) {
   if (procs >= kMaxOwnersPerUser) {
     return Status::Error(ENOLCK, "too many processes of this user have DAX mappings");
   }
-  const size_t used = records_by_uid_[uid];
+  size_t& used = records_by_uid_[uid];
   if (used >= cap) return Status::Error(EDQUOT, "this user has its share of the quarantine table");
-  return std::min<size_t>(want, cap - used);
+  const size_t n = std::min<size_t>(want, cap - used);
+  used += n;
+  return n;
+}
+
+void DaxMaps::GiveBack(uid_t uid, size_t reserved) {
+  if (uid == 0) return;
+  MutexLock l(&mu_);
+  size_t& used = records_by_uid_[uid];
+  used -= std::min(used, reserved);
 }
 
 DaxMaps::Owner* DaxMaps::OwnerFor(const Process& proc, uid_t uid) {
@@ -152,18 +161,25 @@ DaxMaps::Owner* DaxMaps::OwnerFor(const Process& proc, uid_t uid) {
   return &o;
 }
 
-void DaxMaps::Add(const Process& proc, uid_t uid, uint64_t map_id, uint64_t open_file,
-                  size_t records) {
+bool DaxMaps::Add(const Process& proc, uid_t uid, uint64_t map_id, uint64_t open_file,
+                  size_t records, size_t reserved) {
   bool drop = false;
   {
     MutexLock l(&mu_);
+    if (uid != 0) {  // settle the reservation: what was not used goes back
+      size_t& used = records_by_uid_[uid];
+      used -= std::min(used, reserved - std::min(reserved, records));
+    }
     Owner* o = OwnerFor(proc, uid);
     if (o == nullptr) {
+      if (uid != 0) {
+        size_t& used = records_by_uid_[uid];
+        used -= std::min(used, records);
+      }
       drop = true;
     } else {
       o->maps.push_back(map_id);
-      maps_[map_id] = Map{o->serial, open_file, false, records, uid};
-      records_by_uid_[uid] += records;
+      maps_[map_id] = Map{o->serial, open_file, false, uid != 0 ? records : 0, uid};
       // Registered before this check: a death after it is the thread's.
       if (lease::PidfdExited(o->pidfd->get())) {
         Bury(o->serial);
@@ -172,6 +188,7 @@ void DaxMaps::Add(const Process& proc, uid_t uid, uint64_t map_id, uint64_t open
     }
   }
   if (drop) DropAll({map_id});
+  return !drop;
 }
 
 std::vector<uint64_t> DaxMaps::Bury(uint64_t serial) {
@@ -217,6 +234,13 @@ Result<size_t> DaxMaps::Unmap(const Process& proc, uint64_t map_id) {
         ids.push_back(*it);
         it = o.maps.erase(it);
       }
+      // Nothing left to watch it for: it no longer counts among the user's
+      // processes either.
+      if (o.maps.empty()) {
+        epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, o.pidfd->get(), nullptr);
+        const uint64_t key = serial;  // not a reference into the node erased
+        owners_.erase(key);
+      }
       break;
     }
   }
@@ -235,7 +259,7 @@ void DaxMaps::FileClosed(uint64_t open_file) {
 std::map<uint64_t, DaxMaps::MapInfo> DaxMaps::Infos() const {
   std::map<uint64_t, MapInfo> out;
   MutexLock l(&mu_);
-  for (const auto& [id, m] : maps_) out[id] = MapInfo{m.open_file, m.restart};
+  for (const auto& [id, m] : maps_) out[id] = MapInfo{m.open_file, m.restart, m.uid};
   return out;
 }
 

@@ -58,14 +58,21 @@ class DaxMaps {
   // A fresh mapping id (never 0, above every id in the table).
   uint64_t NextId();
 
-  // Before MapForDax: how many more records `uid` may have (0: EDQUOT), and
-  // room for its process (ENOLCK when the user has too many processes).
+  // Before MapForDax: reserves up to `want` records of `uid`'s share and
+  // returns how many (EDQUOT when none are left; ENOLCK when the user has
+  // too many processes with mappings). Reserved at once, so that racing
+  // calls cannot all spend the same share; Add or GiveBack settles it.
   Result<size_t> Allowance(uid_t uid, size_t want);
+  // Returns a reservation that MapForDax did not use (it failed).
+  void GiveBack(uid_t uid, size_t reserved);
 
-  // After a successful MapForDax of `map_id` with `records` records: the
-  // mapping belongs to `proc` (of user `uid`) and to open file `open_file`.
-  // If the process died meanwhile, the records are dropped at once.
-  void Add(const Process& proc, uid_t uid, uint64_t map_id, uint64_t open_file, size_t records);
+  // After a successful MapForDax of `map_id` with `records` records (of the
+  // `reserved` Allowance gave): the mapping belongs to `proc` (of user `uid`)
+  // and to open file `open_file`. False if it cannot be watched (the records
+  // are dropped then) or the process died meanwhile (dropped too): the
+  // caller must not hand the extents out.
+  bool Add(const Process& proc, uid_t uid, uint64_t map_id, uint64_t open_file, size_t records,
+           size_t reserved);
 
   // DAX_UNMAP by process `proc`: map_id, or all of them for 0. Returns the
   // number of mappings dropped; ENOENT when none matched.
@@ -79,6 +86,7 @@ class DaxMaps {
   struct MapInfo {
     uint64_t open_file = 0;  // 0: closed, or made before this daemon started
     bool restart = false;    // made before this daemon started
+    uid_t uid = 0;           // whose share it counts against
   };
   std::map<uint64_t, MapInfo> Infos() const;
 

@@ -61,7 +61,6 @@ int Server::DoDaxMap(fuse_req_t req, const OpenFile& file, const void* in, size_
                      size_t out_size) {
   auto m = std::make_shared<leasefs_dax_map>();
   if (!ReadArg(in, in_size, m.get()) || out_size < sizeof(*m)) return EINVAL;
-  if (m->reserved[0] != 0 || m->reserved[1] != 0) return EINVAL;
   if ((m->flags & ~LEASEFS_DAX_WRITE) != 0) return EINVAL;
   const uint64_t off = m->offset, len = m->length;
   if (off % kBlock != 0 || len % kBlock != 0 || len == 0 || off > kMaxOff ||
@@ -76,8 +75,6 @@ int Server::DoDaxMap(fuse_req_t req, const OpenFile& file, const void* in, size_
   auto proc = DaxMaps::Identify(ctx->pid);
   if (!proc.ok()) return ErrnoOf(proc.status());
   const uid_t uid = ctx->uid;
-  auto allowance = dax_->Allowance(uid, LEASEFS_DAX_MAX);
-  if (!allowance.ok()) return ErrnoOf(allowance.status());
   const uint64_t map_id = dax_->NextId();
   const uint64_t file_id = file.id();
   const engine::Ino ino = file.ino();
@@ -85,15 +82,20 @@ int Server::DoDaxMap(fuse_req_t req, const OpenFile& file, const void* in, size_
   later.set_open_file(file_id);
   // Filling holes may zero many blocks: a worker does it, and the breaks of
   // other holders' leases it may need.
-  Defer(req, [this, m, off, len, write, proc = *proc, uid, allowance = *allowance, map_id,
-              file_id, ino, later = std::move(later)](fuse_req_t r) {
-    LayoutCall call = [this, m, off, len, write, proc, uid, allowance, map_id, file_id, ino](
+  Defer(req, [this, m, off, len, write, proc = *proc, uid, map_id, file_id, ino,
+              later = std::move(later)](fuse_req_t r) {
+    LayoutCall call = [this, m, off, len, write, proc, uid, map_id, file_id, ino](
                           fuse_req_t q, const engine::Cred& c) {
       std::shared_ptr<OpenFile> f = files_.Find(file_id);
       if (f == nullptr) return EBADF;  // released while we waited
       if (int err = DaxLeaseCovers(*f, off, len, write); err != 0) return err;
-      auto got = fs_->MapForDax(c, ino, off, len, write, map_id, proc.owner, allowance);
-      if (!got.ok()) return ErrnoOf(got.status());
+      auto allowance = dax_->Allowance(uid, LEASEFS_DAX_MAX);  // reserved until settled
+      if (!allowance.ok()) return ErrnoOf(allowance.status());
+      auto got = fs_->MapForDax(c, ino, off, len, write, map_id, proc.owner, *allowance);
+      if (!got.ok()) {
+        dax_->GiveBack(uid, *allowance);
+        return ErrnoOf(got.status());
+      }
       leasefs_dax_map& out = *m;
       const uint32_t flags = out.flags;
       out = leasefs_dax_map{};
@@ -113,7 +115,13 @@ int Server::DoDaxMap(fuse_req_t req, const OpenFile& file, const void* in, size_
         records += !run.hole;
       }
       out.count = static_cast<uint32_t>(n);
-      if (records > 0) dax_->Add(proc, uid, map_id, file_id, records);
+      const auto* sb = reinterpret_cast<const layout::Superblock*>(fs_->media().base());
+      std::memcpy(out.pool_uuid, sb->uuid, sizeof(out.pool_uuid));
+      if (records == 0) {
+        dax_->GiveBack(uid, *allowance);
+      } else if (!dax_->Add(proc, uid, map_id, file_id, records, *allowance)) {
+        return ENOMEM;  // its records are gone: the extents must not go out
+      }
       // A caller that can no longer hear the answer cannot have mapped it.
       if (fuse_reply_ioctl(q, 0, &out, sizeof(out)) != 0 && records > 0) {
         (void)dax_->Unmap(proc, map_id);
@@ -147,6 +155,14 @@ int Server::DoDaxList(fuse_req_t req, const void* in, size_t in_size, size_t out
   const uint64_t after = list->after;
   const auto records = fs_->ReachRecords();  // in map_id order
   const auto infos = dax_->Infos();
+  // Where other users' files lie in the pool and which processes map them
+  // is theirs: a user other than root sees its own mappings (and the totals).
+  const uid_t caller = fuse_req_ctx(req)->uid;
+  auto visible = [&](uint64_t map_id) {
+    if (caller == 0) return true;
+    const auto it = infos.find(map_id);
+    return it != infos.end() && !it->second.restart && it->second.uid == caller;
+  };
   const auto stats = fs_->Quarantine();
   *list = leasefs_dax_list{};
   list->after = after;
@@ -161,6 +177,10 @@ int Server::DoDaxList(fuse_req_t req, const void* in, size_t in_size, size_t out
   while (i < records.size()) {
     size_t j = i;
     while (j < records.size() && records[j].map_id == records[i].map_id) ++j;
+    if (!visible(records[i].map_id)) {
+      i = j;
+      continue;
+    }
     if (list->count + (j - i) > LEASEFS_DAX_LIST_MAX) {
       list->flags |= LEASEFS_LIST_MORE;
       break;

@@ -409,7 +409,9 @@ struct leasefs_dax_map {
 	__u32 count;     /* out: entries filled in extents[] */
 	__u64 map_id;    /* out: names this mapping for DAX_UNMAP */
 	__u64 file_size; /* out */
-	__u64 reserved[2];
+	__u8 pool_uuid[16]; /* out: the pool's uuid (as DAX_INFO's): a client that keeps the
+	                       pool open checks it on every map, since a device number, and
+	                       thus a cache keyed by it, may come back for another mount */
 	struct leasefs_dax_extent extents[LEASEFS_DAX_MAX];
 };
 #define LEASEFS_IOC_DAX_MAP _IOWR(LEASEFS_IOC_MAGIC, 0x8c, struct leasefs_dax_map)

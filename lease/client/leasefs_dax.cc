@@ -240,6 +240,9 @@ int MapAll(const MapJob& job) {
     req.flags = job.writable ? LEASEFS_DAX_WRITE : 0;
     if (ioctl(job.fd, LEASEFS_IOC_DAX_MAP, &req) != 0) return -errno;
     out->map_ids[out->map_id_count++] = req.map_id;
+    // The pool we map from must be the one these extents are of: a cached
+    // pool of a mount whose device number came back for another one is not.
+    if (std::memcmp(req.pool_uuid, job.info.uuid, sizeof req.pool_uuid) != 0) return -ESTALE;
     if (!AnswerMakesSense(req, pos, end, job.info)) return -EPROTO;
     if (const int rc = MapExtents(job, req, &digest); rc != 0) return rc;
     pos += req.length;
@@ -270,12 +273,35 @@ bool ValidArgs(uint64_t offset, uint64_t length, int prot, int map_flags, const 
 
 extern "C" {
 
+namespace {
+
+int DaxMap(int fd, uint64_t offset, uint64_t length, int prot, int map_flags, void* addr_hint,
+           struct leasefs_dax_mapping* out, bool cached);
+
+}  // namespace
+
 int leasefs_dax_map(int fd, uint64_t offset, uint64_t length, int prot, int map_flags,
                     void* addr_hint, struct leasefs_dax_mapping* out) {
+  const int rc = DaxMap(fd, offset, length, prot, map_flags, addr_hint, out, true);
+  if (rc != -ESTALE) return rc;
+  // The cache named another pool (see MapAll): ask afresh, uncached.
+  return DaxMap(fd, offset, length, prot, map_flags, addr_hint, out, false);
+}
+
+}  // extern "C"
+
+namespace {
+
+int DaxMap(int fd, uint64_t offset, uint64_t length, int prot, int map_flags, void* addr_hint,
+           struct leasefs_dax_mapping* out, bool cached) {
   if (out == nullptr) return -EINVAL;
   MapJob job{};
   MountSlot* slot = nullptr;
-  if (const int rc = MountInfo(fd, &job.info, &slot); rc != 0) return rc;
+  if (cached) {
+    if (const int rc = MountInfo(fd, &job.info, &slot); rc != 0) return rc;
+  } else if (const int rc = QueryInfo(fd, &job.info, nullptr); rc != 0) {
+    return rc;
+  }
   if (!ValidArgs(offset, length, prot, map_flags, job.info)) return -EINVAL;
   job.writable = map_flags == MAP_SHARED && (prot & PROT_WRITE) != 0;
   job.pool = PoolFd(fd, job.writable, job.info, slot);
@@ -298,6 +324,8 @@ int leasefs_dax_map(int fd, uint64_t offset, uint64_t length, int prot, int map_
   job = MapJob{fd, job.pool, prot, map_flags, job.writable, static_cast<char*>(base),
                offset, length, job.info, out};
   const int rc = MapAll(job);
+  // A stale slot is never used again: this mount's calls go uncached.
+  if (rc == -ESTALE && slot != nullptr) slot->ready.store(false, std::memory_order_release);
   if (rc == 0 && addr_hint != nullptr && out->covered < length) {
     Reserve(static_cast<char*>(base) + out->covered, length - out->covered);
   }
@@ -313,6 +341,10 @@ int leasefs_dax_map(int fd, uint64_t offset, uint64_t length, int prot, int map_
   *out = leasefs_dax_mapping{};
   return rc;
 }
+
+}  // namespace
+
+extern "C" {
 
 int leasefs_dax_unmap(int fd, const struct leasefs_dax_mapping* m, int keep_reserved) {
   int rc = 0;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <atomic>
 #include <climits>
 #include <cstring>
 #include <functional>
@@ -325,13 +326,16 @@ TEST_CASE("DAX_MAP needs an active covering lease, and checks every field") {
   CHECK(Errno(DaxMap(fd, 0, 0, 0, &m)) == "EINVAL");
   CHECK(Errno(DaxMap(fd, 0, B, 0x2, &m)) == "EINVAL");
   CHECK(Errno(DaxMap(fd, (1ull << 63) - B, 2 * B, 0, &m)) == "EINVAL");
+  // pool_uuid is an answer only: whatever comes in is overwritten.
   m = leasefs_dax_map{};
-  m.length = B;
-  m.reserved[1] = 1;
-  CHECK(Errno(ioctl(fd, LEASEFS_IOC_DAX_MAP, &m) == 0 ? 0 : errno) == "EINVAL");
-  CHECK(Errno(DaxMap(fd, 0, 4 * B, 0, &m)) == "OK");
+  m.length = 4 * B;
+  std::memset(m.pool_uuid, 0xee, sizeof(m.pool_uuid));
+  CHECK(Errno(ioctl(fd, LEASEFS_IOC_DAX_MAP, &m) == 0 ? 0 : errno) == "OK");
   CHECK(m.length == 4 * B);
   CHECK(m.file_size == 8 * B);
+  leasefs_dax_info info{};
+  REQUIRE(ioctl(fd, LEASEFS_IOC_DAX_INFO, &info) == 0);
+  CHECK(memcmp(m.pool_uuid, info.uuid, 16) == 0);
   CHECK(Errno(DaxUnmap(fd, m.map_id)) == "OK");
   CHECK(Errno(DaxUnmap(fd, m.map_id)) == "ENOENT");
   // A WRITE lease on a read-only descriptor (the owner may take one) still
@@ -739,6 +743,86 @@ TEST_CASE("revocation over many rounds: late stores never reach a file, the quar
   const ProcessResult fsck = m.Fsck();
   CHECK_MESSAGE(fsck.exit_code == 0, fsck.output);
   }
+}
+
+TEST_CASE("a user's share of the table holds against racing maps; the list shows it its own") {
+  if (!CanMountFuse()) return;
+  Mounted t;  // 256 MiB: a table of 512 records, a quarter for each user
+  const int dir = open(t.m.mnt().c_str(), O_RDONLY);
+  const uint64_t capacity = DaxList(dir).records_max;
+  REQUIRE(capacity == 512);
+  // Two files written a block at a time in turn: each is 200 runs of one
+  // block, so a map of one gives LEASEFS_DAX_MAX records.
+  const std::string a = t.m.path("frag-a"), b = t.m.path("frag-b");
+  {
+    const int fa = open(a.c_str(), O_RDWR | O_CREAT, 0666), fb = open(b.c_str(), O_RDWR | O_CREAT, 0666);
+    for (uint64_t i = 0; i < 200; ++i) {
+      REQUIRE(PwriteAll(fa, std::string(B, 'a'), i * B) == "");
+      REQUIRE(PwriteAll(fb, std::string(B, 'b'), i * B) == "");
+    }
+    fchmod(fa, 0666);
+    close(fa);
+    close(fb);
+  }
+  // Alice maps it from 6 threads at once, each through its own descriptor
+  // and lease: together they get her share and no more.
+  const pid_t alice = fork();
+  REQUIRE(alice >= 0);
+  if (alice == 0) {
+    if (setgid(kAlice) != 0 || setuid(kAlice) != 0) _exit(2);
+    std::vector<std::thread> threads;
+    std::atomic<int> edquot{0}, mapped{0};
+    for (int i = 0; i < 6; ++i) {
+      threads.emplace_back([&] {
+        // Open for writing: a lease on a file of another owner needs it.
+        const int fd = open(a.c_str(), O_RDWR);
+        if (fd < 0 || SetLease(fd, 0, 0, LEASEFS_LEASE_READ) != 0) return;
+        leasefs_dax_map m;
+        const int e = DaxMap(fd, 0, 200 * B, 0, &m);
+        if (e == EDQUOT) ++edquot;
+        if (e == 0) ++mapped;
+        // Keep the descriptor (and its mapping's record) open.
+      });
+    }
+    for (auto& th : threads) th.join();
+    // 6 maps of 128 records against a share of 128: one fits, the rest
+    // find the share spent (a map may also get a part of what is left).
+    if (edquot.load() == 0) _exit(7);
+    pause();
+    _exit(0);
+  }
+  // Wait until her threads are done: the table stops growing.
+  uint64_t last = ~0ull;
+  for (int i = 0; i < 200; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    const uint64_t now = DaxList(dir).records_total;
+    if (now == last && now > 0) break;
+    last = now;
+  }
+  const leasefs_dax_list all = DaxList(dir);  // root sees every record
+  CHECK(all.records_total == capacity / 4);
+  uint64_t hers = 0;
+  for (uint32_t i = 0; i < all.count; ++i) hers += all.records[i].owner_pid == alice;
+  CHECK(all.count > 0);
+  CHECK(hers == all.count);  // nobody else maps anything
+  // Bob sees none of hers, only the totals.
+  const pid_t bob = fork();
+  REQUIRE(bob >= 0);
+  if (bob == 0) {
+    if (setgid(kBob) != 0 || setuid(kBob) != 0) _exit(2);
+    const int d = open(t.m.mnt().c_str(), O_RDONLY);
+    leasefs_dax_list l{};
+    if (ioctl(d, LEASEFS_IOC_DAX_LIST, &l) != 0) _exit(3);
+    _exit(l.count == 0 && l.records_total == capacity / 4 ? 0 : 4);
+  }
+  int status = 0;
+  REQUIRE(waitpid(bob, &status, 0) == bob);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  kill(alice, SIGKILL);
+  waitpid(alice, nullptr, 0);
+  CHECK(Eventually([&] { return DaxList(dir).records_total == 0; }));
+  close(dir);
 }
 
 }  // namespace
