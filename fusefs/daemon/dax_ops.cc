@@ -78,11 +78,12 @@ int Server::DoDaxMap(fuse_req_t req, const OpenFile& file, const void* in, size_
   const uint64_t map_id = dax_->NextId();
   const uint64_t file_id = file.id();
   const engine::Ino ino = file.ino();
+  const bool nonblock = file.nonblock();
   engine::Cred later = CredWithGroups(req);
   later.set_open_file(file_id);
   // Filling holes may zero many blocks: a worker does it, and the breaks of
   // other holders' leases it may need.
-  Defer(req, [this, m, off, len, write, proc = *proc, uid, map_id, file_id, ino,
+  Defer(req, [this, m, off, len, write, proc = *proc, uid, map_id, file_id, ino, nonblock,
               later = std::move(later)](fuse_req_t r) {
     LayoutCall call = [this, m, off, len, write, proc, uid, map_id, file_id, ino](
                           fuse_req_t q, const engine::Cred& c) {
@@ -130,6 +131,9 @@ int Server::DoDaxMap(fuse_req_t req, const OpenFile& file, const void* in, size_
     };
     const int rc = call(r, later);
     if (rc != ERESTART) return rc;
+    // As any layout change through an O_NONBLOCK descriptor: start the
+    // breaks, do not wait for them.
+    if (nonblock) return BreakThenRetry(r, later, true, call);
     auto change = LeaseEdge::TakeRefused();
     return change ? BreakAndRetry(r, later, call, *change) : EIO;
   });

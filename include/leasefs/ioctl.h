@@ -385,6 +385,11 @@ struct leasefs_dax_info {
  * the extents cover, which is less than asked at the end of the file or
  * when LEASEFS_DAX_MAX extents were not enough (ask again for the rest).
  *
+ * Filling holes for a writable mapping breaks other processes' leases on
+ * the range first; on a descriptor opened O_NONBLOCK the call starts those
+ * breaks and fails with EWOULDBLOCK instead of waiting, as every layout
+ * change through such a descriptor does.
+ *
  * Errors: EPERM and EAGAIN as above; EINVAL (alignment, flags, reserved
  * fields, not a regular file); ENOSPC (the pool has no blocks for the holes,
  * or the quarantine table has no room for the records: docs/dax.md);

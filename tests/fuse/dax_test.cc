@@ -825,5 +825,31 @@ TEST_CASE("a user's share of the table holds against racing maps; the list shows
   close(dir);
 }
 
+TEST_CASE("a writable map that must break others' leases: O_NONBLOCK gives EWOULDBLOCK, not a wait") {
+  if (!CanMountFuse()) return;
+  Mounted t;  // break time 1 s
+  const std::string f = t.m.path("f");
+  REQUIRE(WriteFile(f, "") == "");
+  REQUIRE(truncate(f.c_str(), 8 * B) == 0);  // holes: a writable map fills them
+  const int reader = open(f.c_str(), O_RDWR);
+  REQUIRE(SetLease(reader, 0, 0, LEASEFS_LEASE_READ) == 0);
+  const int writer = open(f.c_str(), O_RDWR | O_NONBLOCK);
+  REQUIRE(SetLease(writer, 0, 0, LEASEFS_LEASE_WRITE) == 0);  // coexists with READ ones
+  leasefs_dax_map m;
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(Errno(DaxMap(writer, 0, 8 * B, LEASEFS_DAX_WRITE, &m)) == "EAGAIN");  // EWOULDBLOCK
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(500));
+  leasefs_getlease g{};
+  REQUIRE(ioctl(reader, LEASEFS_IOC_GETLEASE, &g) == 0);
+  CHECK(g.lease.state == LEASEFS_STATE_BREAKING);  // the break was started
+  CHECK(DaxList(writer).records_total == 0);
+  REQUIRE(SetLease(reader, 0, 0, LEASEFS_LEASE_UNLOCK) == 0);
+  CHECK(Errno(DaxMap(writer, 0, 8 * B, LEASEFS_DAX_WRITE, &m)) == "OK");
+  CHECK(m.length == 8 * B);
+  CHECK(Errno(DaxUnmap(writer, 0)) == "OK");
+  close(writer);
+  close(reader);
+}
+
 }  // namespace
 }  // namespace leasefs::testing

@@ -108,7 +108,10 @@ int OpenInode(int fd, const struct stat& st, bool fd_writable) {
   if (i < 0) return -ENFILE;
   char path[64];
   std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-  const int own = open(path, (fd_writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+  // O_NONBLOCK: a DAX_MAP that would have to wait for other holders' leases
+  // to break fails with EWOULDBLOCK instead (the shim then uses the kernel's
+  // mmap), so that the shim's lock is never held across a break.
+  const int own = open(path, (fd_writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK);
   if (own < 0) {
     const int err = errno;
     g_state.inodes[i].used = false;
