@@ -127,10 +127,20 @@ Status Filesystem::Impl::LoadReach() {
     if (why)
       return Status::Corruption("quarantine record " + std::to_string(slot) + " " + why +
                                 " (fsck.leasefs -y removes it)");
-    covered_.Add({r.pool_block, r.length});
+    IndexRecord(r);
     records_by_map_.emplace(r.map_id, slot);
   }
   return Status::Ok();
+}
+
+void Filesystem::Impl::IndexRecord(const QuarantineRecord& r) {
+  covered_.Add({r.pool_block, r.length});
+  if (r.flags & kReachWritable) writable_.Add({r.pool_block, r.length});
+}
+
+void Filesystem::Impl::UnindexRecord(const QuarantineRecord& r) {
+  covered_.Remove({r.pool_block, r.length});
+  if (r.flags & kReachWritable) writable_.Remove({r.pool_block, r.length});
 }
 
 Status Filesystem::Impl::UpgradeV1() {
@@ -145,6 +155,13 @@ Status Filesystem::Impl::UpgradeV1() {
   media_->CopyFlush(base + kSuperBlock * kBlockSize, &v2, kSuperChecksummedBytes + 8);
   media_->Drain();
   return Status::Ok();
+}
+
+bool Filesystem::Impl::SharesWritablyCovered(Ino ino, uint64_t fb, uint64_t count) const {
+  if (writable_.empty()) return false;
+  for (const Mapping& m : N(ino)->extents.Overlapping(fb, count))
+    if (!m.unwritten() && WritablyCovered(m.pool_block, m.length)) return true;
+  return false;
 }
 
 // ---------------------------------------------------------------------------
@@ -316,7 +333,7 @@ Result<Filesystem::DaxMapping> Filesystem::MapForDax(const Cred& c, Ino ino, uin
     rec.owner_start = owner.start_ticks;
     rec.owner_boot = owner.boot_id;
     op.tx.Put(fs.Record(slot), rec);
-    fs.covered_.Add({r.pool_block, r.length});
+    fs.IndexRecord(rec);
     fs.records_by_map_.emplace(map_id, slot);
   }
   op.Commit();
@@ -343,8 +360,8 @@ size_t Filesystem::DropReach(uint64_t map_id) {
     for (; done < slots.size() && (ranges.empty() || op.room() > kSpare + kCostPerDrop); ++done) {
       QuarantineRecord* rec = fs.Record(slots[done]);
       ranges.push_back({rec->pool_block, rec->length});
+      fs.UnindexRecord(*rec);
       op.tx.Put(rec, QuarantineRecord{});
-      fs.covered_.Remove(ranges.back());
       fs.free_records_.insert(slots[done]);
     }
     for (const BlockRange& r : ranges)

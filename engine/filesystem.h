@@ -304,13 +304,23 @@ class Filesystem {
   // finished at the next mount). Asks the layout guard twice (kUnmap), for
   // src's blocks (they become shared) and then dst's, with dst's size change
   // if it grows; a clone of no bytes asks nothing.
+  // A range mapped for writing through DAX cannot be shared: a holder whose
+  // lease is revoked may still store through its mapping, and those stores
+  // must never reach another file. So a clone fails with ETXTBSY, before it
+  // asks anything, when a writable reach record (MapForDax) covers any
+  // block of the source range it would share; clone it once the mapping is
+  // gone (DropReach). Read-only records do not stop it.
   // Errors: EINVAL (alignment, overlap within one file, past src's EOF),
   // EISDIR, EACCES (src not readable / dst not writable by c), EFBIG,
-  // ENOSPC (extent slots), and what the layout guard answers.
+  // ENOSPC (extent slots), ETXTBSY (mapped for writing through DAX), and
+  // what the layout guard answers.
   Result<uint64_t> CloneRange(const Cred& c, Ino src, uint64_t src_off, Ino dst, uint64_t dst_off,
                               uint64_t len);
   // copy_file_range: clones the block-aligned middle of the range and copies
-  // the rest. Returns the bytes copied (short at src's end of file). Asks
+  // the rest; when a writable reach record covers a block of the middle
+  // (see CloneRange), it copies the whole range instead, so that such a
+  // block is never shared. Returns the bytes copied (short at src's end of
+  // file). Asks
   // the layout guard about everything before changing anything: when it
   // clones, about the middle as CloneRange does (src, then dst) and about
   // the partial blocks at either end as writes of dst that allocate (they
@@ -359,8 +369,9 @@ class Filesystem {
   // range (count cut at its end of file), then for donor's.
   // Errors: EINVAL (same inode, not regular, ranges past the size limit, a
   // setuid or setgid donor, as on ext4), ENODATA (donor has a hole in its
-  // range), EBUSY (a block of either range is shared), and what the layout
-  // guard answers.
+  // range), EBUSY (a block of either range is shared, or covered by a
+  // writable reach record: the exchange would hand it to the other file),
+  // and what the layout guard answers.
   Result<uint64_t> MoveExtents(const Cred& c, Ino orig, Ino donor, uint64_t orig_block,
                                uint64_t donor_block, uint64_t count);
 

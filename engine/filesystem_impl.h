@@ -268,9 +268,29 @@ class Filesystem::Impl {
   // the backup (writable mounts only; anything else is left to validation).
   void FinishTornUpgrade();
   layout::QuarantineRecord* Record(uint64_t slot) const { return pool_.quarantine() + slot; }
-  // Blocks some record covers, blocks only the quarantine holds (a subset),
-  // the free slots of the table (lowest first) and the slots of each map_id.
+  // Indexes a live record, or forgets one about to be cleared.
+  void IndexRecord(const layout::QuarantineRecord& r) REQUIRES(mu_);
+  void UnindexRecord(const layout::QuarantineRecord& r) REQUIRES(mu_);
+  // True if a writable record covers any block of [pool_block, +count).
+  // Such a block must never get a reference from a second place (another
+  // file, or another offset of its own): a revoked holder's late stores
+  // would land there. So clone refuses it (ETXTBSY), copy_file_range copies
+  // instead of sharing, and move-extents refuses it (EBUSY). A read-only
+  // record's blocks may be shared: a reader cannot change another file.
+  bool WritablyCovered(uint64_t pool_block, uint64_t count) const REQUIRES_SHARED(mu_) {
+    return !writable_.CoveredParts({pool_block, count}).empty();
+  }
+  // True if a clone of file blocks [fb, +count) of `ino` would share a
+  // block WritablyCovered (unwritten blocks are not shared: holes take
+  // their place).
+  bool SharesWritablyCovered(Ino ino, uint64_t fb, uint64_t count) const REQUIRES_SHARED(mu_);
+  // Blocks some record covers, those some writable record covers (a
+  // subset: no file may get a second reference to them, see
+  // WritablyCovered), blocks only the quarantine holds (a subset of the
+  // first), the free slots of the table (lowest first) and the slots of
+  // each map_id.
   Coverage covered_ GUARDED_BY(mu_);
+  Coverage writable_ GUARDED_BY(mu_);
   BlockSet quarantined_ GUARDED_BY(mu_);
   std::set<uint64_t> free_records_ GUARDED_BY(mu_);
   std::multimap<uint64_t, uint64_t> records_by_map_ GUARDED_BY(mu_);

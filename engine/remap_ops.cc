@@ -539,6 +539,11 @@ Result<uint64_t> Filesystem::Impl::CloneLocked(const Cred& c, Ino src, uint64_t 
   if (src == dst && src_off < dst_off + len && dst_off < src_off + len)
     return Status::Error(EINVAL, "ranges of one file overlap");
   const uint64_t nb = RoundUp(len) / kBlock;
+  // A clone shares or fails; it cannot copy what must not be shared.
+  if (SharesWritablyCovered(src, src_off / kBlock, nb))
+    return Status::Error(ETXTBSY,
+                         "a range mapped for writing through DAX cannot be shared; clone it once "
+                         "the mapping is gone");
   const size_t maps = sn->extents.Overlapping(src_off / kBlock, nb).size();
   if (dn->extents.ChainBlocksFor(maps + 2) > alloc_.free_blocks())
     return Status::Error(ENOSPC, "pool is full");
@@ -613,8 +618,12 @@ CopyPlan PlanCopy(const Filesystem::Impl& fs, Ino src, uint64_t src_off, Ino dst
                            (p.tail && clone_reads(dst_off + p.head + p.mid));
   const size_t nedges = (p.head ? 1 : 0) + (p.tail ? 1 : 0);
   const size_t maps = fs.N(src)->extents.Overlapping((src_off + p.head) / kBlock, p.nb).size();
-  p.clone = !edges_clash && fs.alloc_.free_blocks() >=
-                                nedges + fs.N(dst)->extents.ChainBlocksFor(maps + 2 + 2 * nedges);
+  // Blocks a writable DAX record covers are never shared (WritablyCovered):
+  // then the whole range is copied, as the write path copies it.
+  p.clone = !edges_clash &&
+            fs.alloc_.free_blocks() >=
+                nedges + fs.N(dst)->extents.ChainBlocksFor(maps + 2 + 2 * nedges) &&
+            !fs.SharesWritablyCovered(src, (src_off + p.head) / kBlock, p.nb);
   return p;
 }
 
@@ -926,6 +935,12 @@ Result<uint64_t> Filesystem::MoveExtents(const Cred& c, Ino orig, Ino donor, uin
     if (fs.AnyShared(m.pool_block, m.length)) return Status::Error(EBUSY, "shared blocks");
   for (const Mapping& m : dn->extents.Overlapping(donor_block, count))
     if (fs.AnyShared(m.pool_block, m.length)) return Status::Error(EBUSY, "shared blocks");
+  // The exchange gives each file's blocks to the other: a revoked holder of
+  // a writable DAX mapping would then store into the other file.
+  for (const auto& [node, from] : {std::pair{on, orig_block}, std::pair{dn, donor_block}})
+    for (const Mapping& m : node->extents.Overlapping(from, count))
+      if (fs.WritablyCovered(m.pool_block, m.length))
+        return Status::Error(EBUSY, "blocks mapped for writing through DAX");
   if (on->extents.ChainBlocksFor(2 * count + 4) + dn->extents.ChainBlocksFor(2 * count + 4) >
       fs.alloc_.free_blocks())
     return Status::Error(ENOSPC, "pool is full");

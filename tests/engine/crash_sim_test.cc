@@ -589,6 +589,20 @@ std::vector<Scenario> BlockMapScenarios() {
     s.push_back(m);
   }
 
+  {
+    // Aligned offsets, but a writable mapping covers the source's blocks:
+    // nothing may be shared, so the bytes are copied (write(2)'s contract).
+    Scenario m{"copy_file_range of a range a writable DAX mapping covers: copied, not shared",
+               [](Filesystem& fs) {
+                 Sources(fs);
+                 MapDax(fs, "/s", 0, 8 * B, true, 7);
+               },
+               [](Filesystem& fs) { CopyRange(fs, "/s", 0, "/t", 0, 8 * B, 8 * B); }};
+    m.extra = ReachState;
+    m.bytewise = "/t";
+    s.push_back(m);
+  }
+
   // The smallest pool will do for these (every crash image is a copy of it).
   for (Scenario& sc : s) sc.pool_bytes = kMinPoolBytes;
 

@@ -560,6 +560,170 @@ TEST_SUITE("dax") {
     CHECK(report->findings.back().ToString() == "error: quarantine record 0: map id 0");
   }
 
+  // --- no second owner for a block a writable record covers ----------------
+
+  // Covered, plus /g: 4 blocks of its own (pool g..g+3), the donor of moves.
+  struct Shared : Covered {
+    Ino g = 0;
+    uint64_t gd = 0;
+  };
+
+  Shared MakeShared() {
+    Shared s;
+    static_cast<Covered&>(s) = MakeCovered();
+    s.g = MustCreate(*s.fs, 1, "g");
+    MustWrite(*s.fs, s.g, 0, Pattern(4 * B, 'g'));
+    s.gd = PoolOf(*s.fs, s.g, 0);
+    return s;
+  }
+
+  TEST_CASE("Clone: a source range a writable record covers is ETXTBSY, before the guard") {
+    Shared s = MakeShared();
+    Filesystem& fs = *s.fs;
+    RecordingGuard guard;
+    fs.SetLayoutGuard(&guard);
+    const std::string fmap = MapDump(fs, s.f), gmap = MapDump(fs, s.g);
+    const uint64_t free_before = FreeBlocks(fs);
+    auto err = [&](Ino src, uint64_t src_off, Ino dst, uint64_t dst_off, uint64_t len) {
+      auto r = fs.CloneRange(kRoot, src, src_off, dst, dst_off, len);
+      return r.ok() ? 0 : r.status().err();
+    };
+    CHECK(err(s.f, 0, s.g, 0, 2 * B) == ETXTBSY);
+    CHECK(err(s.f, 7 * B, s.g, 0, B) == ETXTBSY);    // the last block alone
+    CHECK(err(s.f, 0, s.g, 0, 0) == ETXTBSY);        // to the end of file
+    CHECK(err(s.f, 0, s.f, 8 * B, 2 * B) == ETXTBSY);  // onto itself, past its end
+    auto r = fs.CloneRange(kRoot, s.f, 0, s.g, 0, 2 * B);
+    CHECK(std::string(r.status().message()) ==
+          "a range mapped for writing through DAX cannot be shared; clone it once the mapping "
+          "is gone");
+    CHECK(guard.asked.empty());
+    CHECK(MapDump(fs, s.f) == fmap);
+    CHECK(MapDump(fs, s.g) == gmap);
+    CHECK(FreeBlocks(fs) == free_before);
+    // The other way round shares nothing of /f's: /g's blocks replace them,
+    // and /f's two blocks go to the quarantine.
+    CHECK(err(s.g, 0, s.f, 0, 2 * B) == 0);
+    CHECK(fs.Quarantine().quarantined == 2);
+    // Once the mapping is gone, /f's remaining blocks may be shared.
+    CHECK(fs.DropReach(1) == 1);
+    CHECK(err(s.f, 2 * B, s.g, 0, 2 * B) == 0);
+    CHECK(PoolOf(fs, s.g, 0) == s.d + 2);
+    CHECK(Fsck(s.raw) == "");
+  }
+
+  TEST_CASE("Clone: a read-only record's blocks may be shared; a writable one's after remount not") {
+    Shared s = MakeShared();
+    Filesystem& fs = *s.fs;
+    const Ino h = MustCreate(fs, 1, "h");
+    MustWrite(fs, h, 0, Pattern(2 * B, 'h'));
+    const uint64_t hd = PoolOf(fs, h, 0);
+    MustMap(fs, h, 0, 2 * B, false, 2);
+    REQUIRE(fs.CloneRange(kRoot, h, 0, s.g, 0, 2 * B).ok());
+    CHECK(PoolOf(fs, s.g, 0) == hd);
+    CHECK(MapDump(fs, h) == "size " + std::to_string(2 * B) + " [0 " + std::to_string(hd) +
+                                " 2 f6 rc2]");
+    // A writable record survives a remount, and so does the rule.
+    fs.Unmount();
+    const std::vector<char> image = s.raw->Snapshot();
+    s.fs.reset();
+    auto again = MountImage(image);
+    auto r = again->CloneRange(kRoot, s.f, 3 * B, MustLookup(*again, 1, "h"), 0, B);
+    CHECK(r.status().err() == ETXTBSY);
+    CHECK(again->CloneRange(kRoot, MustLookup(*again, 1, "h"), 0, s.f, 0, B).ok());
+  }
+
+  TEST_CASE("Clone: a covered block made unwritten is not shared, so the clone goes ahead") {
+    Shared s = MakeShared();
+    Filesystem& fs = *s.fs;
+    // Zero range keeps /f's own blocks, marked unwritten.
+    REQUIRE(fs.Fallocate(kRoot, s.f, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, 0, 2 * B).ok());
+    REQUIRE(PoolOf(fs, s.f, 0) == s.d);
+    auto r = fs.CloneRange(kRoot, s.f, 0, s.g, 0, 2 * B);
+    REQUIRE(r.ok());
+    CHECK(PoolOf(fs, s.g, 0) == 0);  // a hole, as unwritten blocks clone
+    CHECK(ReadAll(fs, s.g) == std::string(2 * B, '\0') + Pattern(4 * B, 'g').substr(2 * B));
+    // One block further the clone would share a written covered block.
+    CHECK(fs.CloneRange(kRoot, s.f, 0, s.g, 0, 3 * B).status().err() == ETXTBSY);
+  }
+
+  TEST_CASE("copy_file_range: a middle a writable record covers is copied, not shared") {
+    Shared s = MakeShared();
+    Filesystem& fs = *s.fs;
+    RecordingGuard guard;
+    fs.SetLayoutGuard(&guard);
+    const Ino h = MustCreate(fs, 1, "h");
+    // Offsets alike within their blocks: without the record, blocks 1-6 of
+    // /f would be shared.
+    auto n = fs.CopyFileRange(kRoot, s.f, B + 100, h, B + 100, 6 * B);
+    REQUIRE(n.ok());
+    CHECK(*n == 6 * B);
+    CHECK(ReadAll(fs, h) ==
+          std::string(B + 100, '\0') + Pattern(8 * B, 'k').substr(B + 100, 6 * B));
+    auto map = fs.BlockMap(h, 0, SIZE_MAX);
+    REQUIRE(map.ok());
+    for (const auto& r : map->runs) {
+      CHECK(r.refcount == 1);
+      CHECK((r.pool_block + r.length <= s.d || r.pool_block >= s.d + 8));
+    }
+    CHECK(MapDump(fs, s.f).find(" rc1]") != std::string::npos);
+    CHECK(MapDump(fs, s.f).find("rc2") == std::string::npos);
+    // Asked as one write of /h: /f's layout does not change, its holder
+    // keeps its lease.
+    REQUIRE(guard.asked.size() == 1);
+    CHECK(guard.asked[0].ino == h);
+    CHECK(guard.asked[0].kind == LayoutChangeKind::kAllocatingWrite);
+    CHECK(guard.asked[0].offset == 0);  // from the old end of file, in whole blocks
+    CHECK(guard.asked[0].length == 8 * B);
+    CHECK(guard.asked[0].new_size == 7 * B + 100);
+
+    SUBCASE("a read-only record's blocks are shared as before") {
+      const Ino ro = MustCreate(fs, 1, "ro"), to = MustCreate(fs, 1, "to");
+      MustWrite(fs, ro, 0, Pattern(3 * B, 'r'));
+      MustMap(fs, ro, 0, 3 * B, false, 2);
+      REQUIRE(fs.CopyFileRange(kRoot, ro, 0, to, 0, 3 * B).ok());
+      CHECK(PoolOf(fs, to, 0) == PoolOf(fs, ro, 0));
+    }
+    SUBCASE("once the mapping is gone, the middle is shared") {
+      REQUIRE(fs.DropReach(1) == 1);
+      const Ino to = MustCreate(fs, 1, "to");
+      REQUIRE(fs.CopyFileRange(kRoot, s.f, 0, to, 0, 8 * B).ok());
+      CHECK(PoolOf(fs, to, 0) == s.d);
+    }
+    CHECK(Fsck(s.raw) == "");
+  }
+
+  TEST_CASE("MoveExtents: a block a writable record covers, in either range, is EBUSY") {
+    Shared s = MakeShared();
+    Filesystem& fs = *s.fs;
+    const Ino o = MustCreate(fs, 1, "o");
+    MustWrite(fs, o, 0, Pattern(4 * B, 'o'));
+    RecordingGuard guard;
+    fs.SetLayoutGuard(&guard);
+    const std::string fmap = MapDump(fs, s.f), gmap = MapDump(fs, s.g), omap = MapDump(fs, o);
+    auto move = [&](Ino orig, Ino donor, uint64_t ob, uint64_t db, uint64_t count) {
+      auto r = fs.MoveExtents(kRoot, orig, donor, ob, db, count);
+      if (!r.ok()) return std::string(r.status().message()) + " " + std::to_string(r.status().err());
+      return std::to_string(*r);
+    };
+    const std::string busy = "blocks mapped for writing through DAX " + std::to_string(EBUSY);
+    CHECK(move(s.f, s.g, 6, 0, 4) == busy);  // the original's (cut to /f's end: 6-7)
+    CHECK(move(o, s.f, 0, 4, 4) == busy);    // the donor's
+    CHECK(guard.asked.empty());
+    CHECK(MapDump(fs, s.f) == fmap);
+    CHECK(MapDump(fs, s.g) == gmap);
+    CHECK(MapDump(fs, o) == omap);
+    CHECK(move(o, s.g, 0, 0, 4) == "4");  // neither covered
+    SUBCASE("read-only records do not stop it") {
+      MustMap(fs, o, 0, 4 * B, false, 2);
+      CHECK(move(o, s.g, 0, 0, 4) == "4");
+    }
+    SUBCASE("once the mapping is gone, it moves") {
+      REQUIRE(fs.DropReach(1) == 1);
+      CHECK(move(s.f, s.g, 0, 0, 4) == "4");
+    }
+    CHECK(Fsck(s.raw) == "");
+  }
+
   // --- version 1 ------------------------------------------------------------
 
   std::vector<char> V1Image() {
