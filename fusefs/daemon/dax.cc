@@ -102,7 +102,7 @@ void DaxMaps::Adopt() {
         continue;
       }
       o->maps.push_back(id);
-      maps_[id] = Map{o->serial, 0, true, rec.second, 0};
+      maps_[id] = Map{o->serial, 0, true, rec.second, 0, Range{}};
       ++kept;
     }
   }
@@ -162,7 +162,7 @@ DaxMaps::Owner* DaxMaps::OwnerFor(const Process& proc, uid_t uid) {
 }
 
 bool DaxMaps::Add(const Process& proc, uid_t uid, uint64_t map_id, uint64_t open_file,
-                  size_t records, size_t reserved) {
+                  size_t records, size_t reserved, const Range& range) {
   bool drop = false;
   {
     MutexLock l(&mu_);
@@ -179,7 +179,7 @@ bool DaxMaps::Add(const Process& proc, uid_t uid, uint64_t map_id, uint64_t open
       drop = true;
     } else {
       o->maps.push_back(map_id);
-      maps_[map_id] = Map{o->serial, open_file, false, uid != 0 ? records : 0, uid};
+      maps_[map_id] = Map{o->serial, open_file, false, uid != 0 ? records : 0, uid, range};
       // Registered before this check: a death after it is the thread's.
       if (lease::PidfdExited(o->pidfd->get())) {
         Bury(o->serial);
@@ -214,8 +214,9 @@ void DaxMaps::DropAll(const std::vector<uint64_t>& ids) {
   for (uint64_t id : ids) fs_->DropReach(id);
 }
 
-Result<size_t> DaxMaps::Unmap(const Process& proc, uint64_t map_id) {
+Result<std::vector<DaxMaps::Range>> DaxMaps::Unmap(const Process& proc, uint64_t map_id) {
   std::vector<uint64_t> ids;
+  std::vector<Range> ranges;
   {
     MutexLock l(&mu_);
     for (auto& [serial, o] : owners_) {
@@ -229,6 +230,7 @@ Result<size_t> DaxMaps::Unmap(const Process& proc, uint64_t map_id) {
         if (m != maps_.end()) {
           auto& used = records_by_uid_[m->second.uid];
           used -= std::min(used, m->second.records);
+          ranges.push_back(m->second.range);
           maps_.erase(m);
         }
         ids.push_back(*it);
@@ -246,7 +248,15 @@ Result<size_t> DaxMaps::Unmap(const Process& proc, uint64_t map_id) {
   }
   if (ids.empty()) return Status::Error(ENOENT, "no such mapping of this process");
   DropAll(ids);
-  return ids.size();
+  return ranges;
+}
+
+bool DaxMaps::WritableMapped(engine::Ino ino) const {
+  MutexLock l(&mu_);
+  for (const auto& [id, m] : maps_) {
+    if (m.range.writable && m.range.ino == ino) return true;
+  }
+  return false;
 }
 
 void DaxMaps::FileClosed(uint64_t open_file) {

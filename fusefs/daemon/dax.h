@@ -71,12 +71,22 @@ class DaxMaps {
   // and to open file `open_file`. False if it cannot be watched (the records
   // are dropped then) or the process died meanwhile (dropped too): the
   // caller must not hand the extents out.
+  struct Range {
+    engine::Ino ino = 0;
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    bool writable = false;
+  };
   bool Add(const Process& proc, uid_t uid, uint64_t map_id, uint64_t open_file, size_t records,
-           size_t reserved);
+           size_t reserved, const Range& range);
 
   // DAX_UNMAP by process `proc`: map_id, or all of them for 0. Returns the
-  // number of mappings dropped; ENOENT when none matched.
-  Result<size_t> Unmap(const Process& proc, uint64_t map_id);
+  // file ranges of the mappings dropped; ENOENT when none matched.
+  Result<std::vector<Range>> Unmap(const Process& proc, uint64_t map_id);
+
+  // Whether some process may still store into `ino` through a writable
+  // DAX mapping made by this daemon.
+  bool WritableMapped(engine::Ino ino) const;
 
   // The open file is closed; its mappings stay until their process drops
   // them or dies.
@@ -105,6 +115,7 @@ class DaxMaps {
     bool restart = false;
     size_t records = 0;
     uid_t uid = 0;
+    Range range;
   };
 
   // The owner for `proc`, watched; created if new. nullptr if epoll fails.

@@ -81,15 +81,19 @@ int Server::DoDaxMap(fuse_req_t req, const OpenFile& file, const void* in, size_
   const bool nonblock = file.nonblock();
   engine::Cred later = CredWithGroups(req);
   later.set_open_file(file_id);
-  // Filling holes may zero many blocks: a worker does it, and the breaks of
-  // other holders' leases it may need.
-  Defer(req, [this, m, off, len, write, proc = *proc, uid, map_id, file_id, ino, nonblock,
-              later = std::move(later)](fuse_req_t r) {
+  // Filling holes may zero many blocks, and plain mappings' dirty pages go
+  // back to the pool first: off the loop, where pages may be dropped.
+  DeferFlushing(req, [this, m, off, len, write, proc = *proc, uid, map_id, file_id, ino, nonblock,
+                      later = std::move(later)](fuse_req_t r) {
     LayoutCall call = [this, m, off, len, write, proc, uid, map_id, file_id, ino](
                           fuse_req_t q, const engine::Cred& c) {
       std::shared_ptr<OpenFile> f = files_.Find(file_id);
       if (f == nullptr) return EBADF;  // released while we waited
       if (int err = DaxLeaseCovers(*f, off, len, write); err != 0) return err;
+      // The kernel's cached pages of the range (plain mappings of the file)
+      // are written back and dropped: the holder sees their stores, and they
+      // read the pool again when next touched (docs/mmap.md, "DAX").
+      if (SharedMappings()) DropCachedPages({{ino, off, len}});
       auto allowance = dax_->Allowance(uid, LEASEFS_DAX_MAX);  // reserved until settled
       if (!allowance.ok()) return ErrnoOf(allowance.status());
       auto got = fs_->MapForDax(c, ino, off, len, write, map_id, proc.owner, *allowance);
@@ -120,7 +124,8 @@ int Server::DoDaxMap(fuse_req_t req, const OpenFile& file, const void* in, size_
       std::memcpy(out.pool_uuid, sb->uuid, sizeof(out.pool_uuid));
       if (records == 0) {
         dax_->GiveBack(uid, *allowance);
-      } else if (!dax_->Add(proc, uid, map_id, file_id, records, *allowance)) {
+      } else if (!dax_->Add(proc, uid, map_id, file_id, records, *allowance,
+                            DaxMaps::Range{ino, off, got->covered, write})) {
         return ENOMEM;  // its records are gone: the extents must not go out
       }
       // A caller that can no longer hear the answer cannot have mapped it.
@@ -148,7 +153,20 @@ int Server::DoDaxUnmap(fuse_req_t req, const void* in, size_t in_size) {
   if (!proc.ok()) return ErrnoOf(proc.status());
   auto dropped = dax_->Unmap(*proc, u.map_id);
   if (!dropped.ok()) return ErrnoOf(dropped.status());
-  fuse_reply_ioctl(req, 0, nullptr, 0);
+  // What the holder stored, plain mappings of the file must read again.
+  std::vector<PageRange> stale;
+  for (const DaxMaps::Range& r : *dropped) {
+    if (r.writable && r.length > 0) stale.push_back({r.ino, r.offset, r.length});
+  }
+  if (stale.empty() || !SharedMappings()) {
+    fuse_reply_ioctl(req, 0, nullptr, 0);
+    return 0;
+  }
+  DeferFlushing(req, [this, stale = std::move(stale)](fuse_req_t r) {
+    DropCachedPages(stale);
+    fuse_reply_ioctl(r, 0, nullptr, 0);
+    return 0;
+  });
   return 0;
 }
 

@@ -20,6 +20,8 @@ bool SharedMmapOn() { return InitFlagsOutcome().granted & kFuseDirectIoAllowMmap
 
 }  // namespace
 
+bool Server::SharedMappings() noexcept { return SharedMmapOn(); }
+
 void Server::DropCachedPages(const std::vector<PageRange>& ranges) noexcept {
   for (const PageRange& r : ranges) {
     // The kernel writes back the dirty pages of the range (launder) before

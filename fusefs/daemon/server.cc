@@ -496,6 +496,17 @@ int Server::DoWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t 
 }
 
 int Server::DoFsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
+  // A file some process stores into through DAX: fsync is also where plain
+  // mappings of it catch up with those stores (docs/mmap.md, "DAX"); the
+  // kernel wrote their dirty pages back before it sent this.
+  if (SharedMappings() && dax_ != nullptr && dax_->WritableMapped(ino)) {
+    DeferFlushing(req, [this, ino, datasync](fuse_req_t r) {
+      const Status s = fs_->Fsync(ino, datasync != 0);
+      if (s.ok()) DropCachedPages({{ino, 0, 0}});
+      return ReplyStatus(r, s);
+    });
+    return 0;
+  }
   return ReplyStatus(req, fs_->Fsync(ino, datasync != 0));
 }
 

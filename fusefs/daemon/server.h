@@ -225,6 +225,18 @@ class Server {
   // shared mappings are on: REQUIRES no engine lock held, and a flusher
   // thread then (see WithPageCache).
   void DropCachedPages(const std::vector<PageRange>& ranges) noexcept;
+  // Whether the kernel may hold dirty pages of our files (shared mappings
+  // are on, fuse_io.h).
+  static bool SharedMappings() noexcept;
+  // Runs `task` (a Do* continuation) where it may drop cached pages: on a
+  // flusher thread when shared mappings are on, else as Defer does.
+  void DeferFlushing(fuse_req_t req, WaitPool::Task task) noexcept {
+    if (SharedMappings()) {
+      flushers_.Submit(req, std::move(task));
+    } else {
+      Defer(req, std::move(task));
+    }
+  }
 
   // Runs `call` now, as `cred`. If a lease must be broken first: with
   // `nonblock`, starts the break and fails with EWOULDBLOCK; otherwise

@@ -851,5 +851,39 @@ TEST_CASE("a writable map that must break others' leases: O_NONBLOCK gives EWOUL
   close(reader);
 }
 
+TEST_CASE("DAX holders and plain (page-cache) mappings meet at DAX_MAP, fsync, msync and DAX_UNMAP") {
+  if (!CanMountFuse()) return;
+  Mounted t;
+  const std::string f = t.m.path("f");
+  REQUIRE(WriteFile(f, std::string(4 * B, 'a')) == "");
+  const int plain_fd = open(f.c_str(), O_RDWR);
+  char* plain = static_cast<char*>(mmap(nullptr, 4 * B, PROT_READ | PROT_WRITE, MAP_SHARED, plain_fd, 0));
+  REQUIRE(plain != MAP_FAILED);
+  plain[1] = 'p';  // a dirty cached page
+  const int fd = open(f.c_str(), O_RDWR);
+  REQUIRE(SetLease(fd, 0, 0, LEASEFS_LEASE_WRITE) == 0);
+  leasefs_dax_map m;
+  REQUIRE(Errno(DaxMap(fd, 0, 4 * B, LEASEFS_DAX_WRITE, &m)) == "OK");
+  const int pool = OpenPool(fd);
+  char* dax = MapExtents(pool, m, PROT_READ | PROT_WRITE);
+  CHECK(dax[1] == 'p');  // DAX_MAP wrote the dirty page back first
+  dax[0] = 'D';
+  REQUIRE(fsync(fd) == 0);  // the file's sync point: plain mappings read again
+  CHECK(plain[0] == 'D');
+  plain[2 * B] = 'q';
+  REQUIRE(msync(plain, 4 * B, MS_SYNC) == 0);  // the plain mapping's sync point
+  CHECK(dax[2 * B] == 'q');
+  CHECK(plain[3 * B] == 'a');  // cached now
+  dax[3 * B] = 'E';
+  munmap(dax, m.length);
+  REQUIRE(Errno(DaxUnmap(fd, m.map_id)) == "OK");  // and the holder's last word
+  CHECK(plain[3 * B] == 'E');
+  CHECK(PreadAll(fd, 4, 0) == "Dpaa");
+  munmap(plain, 4 * B);
+  close(pool);
+  close(fd);
+  close(plain_fd);
+}
+
 }  // namespace
 }  // namespace leasefs::testing

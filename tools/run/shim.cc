@@ -12,8 +12,10 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
@@ -351,6 +353,32 @@ void* ShimMremap(void* old, size_t old_size, size_t new_size, int flags, void* n
   return RemapPiece(PieceAt(a), old_len, new_len, flags, new_addr);
 }
 
+// --- msync ---------------------------------------------------------------------------------
+
+// msync of DAX pieces: the pool pages are persisted by the real msync; then
+// an fsync of each writable-mapped file is where plain (page-cache)
+// mappings of it catch up with our stores (docs/mmap.md, "DAX").
+int ShimMsync(void* addr, size_t len, int flags) {
+  const int rc = static_cast<int>(syscall(SYS_msync, addr, len, flags));
+  if (rc != 0 || (flags & MS_ASYNC) != 0) return rc;
+  int fds[kMaxInodes];
+  int n = 0;
+  {
+    Locked lock;
+    char* a = static_cast<char*>(addr);
+    char* b = a + RoundUp(len, PageSize());
+    for (const Piece& p : g_state.pieces) {
+      if (!p.used || p.addr >= b || p.addr + p.len <= a) continue;
+      const Region& g = g_state.regions[p.region];
+      if (!g.m.writable || g.m.map_flags != MAP_SHARED) continue;
+      const int fd = g_state.inodes[g.inode].fd;
+      if (std::find(fds, fds + n, fd) == fds + n && n < kMaxInodes) fds[n++] = fd;
+    }
+  }
+  for (int i = 0; i < n; ++i) (void)fsync(fds[i]);
+  return 0;
+}
+
 // --- mprotect, munmap ------------------------------------------------------------------
 
 int ShimMprotect(void* addr, size_t len, int prot) {
@@ -518,6 +546,11 @@ LEASEFS_EXPORT void* mmap64(void* addr, size_t len, int prot, int flags, int fd,
 LEASEFS_EXPORT int munmap(void* addr, size_t len) {
   if (InShim() || PieceCount() == 0) return leasefs::run::RealMunmap(addr, len);
   return leasefs::run::ShimMunmap(addr, len);
+}
+
+LEASEFS_EXPORT int msync(void* addr, size_t len, int flags) {
+  if (InShim() || PieceCount() == 0) return static_cast<int>(syscall(SYS_msync, addr, len, flags));
+  return leasefs::run::ShimMsync(addr, len, flags);
 }
 
 LEASEFS_EXPORT int mprotect(void* addr, size_t len, int prot) {
