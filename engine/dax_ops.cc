@@ -94,6 +94,12 @@ constexpr size_t kSpare = 8192;
 // Journal bytes a record's removal may cost: the record and two refcount
 // fills (DropReach).
 constexpr size_t kCostPerDrop = 160;
+// Blocks one MapForDax call zeroes or copies at most (64 MiB): the work is
+// done under the writer lock, which every other call of the mount waits
+// for. Filling a never-touched block of a tmpfs-backed pool costs a page
+// fault (about 5 s per GiB measured in a VM), so an unbounded call would
+// stall the mount for seconds; the caller asks again for the rest.
+constexpr uint64_t kMaxFillBlocks = (uint64_t{64} << 20) / kBlock;
 
 }  // namespace
 
@@ -168,7 +174,8 @@ bool Filesystem::Impl::SharesWritablyCovered(Ino ino, uint64_t fb, uint64_t coun
 // MapForDax
 
 // Plans MapForDax's change: the steps over [first, first + count), cut so that
-// they make at most `max_runs` runs and fit one transaction, with new blocks
+// they make at most `max_runs` runs, fill at most kMaxFillBlocks blocks and
+// fit one transaction, with new blocks
 // reserved in `op` for holes and shared blocks when `writable`. Fills
 // out->runs and out->covered. Errors: ENOSPC (no blocks).
 static Status PlanDax(Filesystem::Impl& fs, Op& op, Ino ino, uint64_t first, uint64_t count,
@@ -194,9 +201,15 @@ static Status PlanDax(Filesystem::Impl& fs, Op& op, Ino ino, uint64_t first, uin
     runs.push_back({fb, hole ? 0 : pb, len, hole});
     return true;
   };
-  for (const Piece& p : Survey(fs, em, first, count, writable)) {
+  uint64_t fill_left = kMaxFillBlocks;
+  for (Piece p : Survey(fs, em, first, count, writable)) {
     if (steps->size() >= max_steps) break;
     const bool needs = writable && (p.kind == Piece::kHole || p.kind == Piece::kShared);
+    if (needs || p.kind == Piece::kUnwritten) {  // blocks FillDaxBlocks writes
+      if (fill_left == 0) break;
+      p.length = std::min(p.length, fill_left);
+      fill_left -= p.length;
+    }
     if (!needs) {
       if (!append(p.file_block, p.pool_block, p.length, p.kind == Piece::kHole)) break;
       steps->push_back({p.kind, p.file_block, p.length, p.pool_block, 0, false});

@@ -445,8 +445,10 @@ class Filesystem {
   // len > 0) as at most `max_runs` runs, and records each run that has
   // blocks in the pool's quarantine table as reachable by `owner` under
   // `map_id` (one record per contiguous pool run, all staged in one
-  // transaction). Stops at the end of the file rounded up to a block, and
-  // after max_runs runs: `covered` says how far it got.
+  // transaction). Stops at the end of the file rounded up to a block, after
+  // max_runs runs, and once it has zeroed or copied 64 MiB of blocks (the
+  // work is done under the writer lock, so one call must not hold it for
+  // long): `covered` says how far it got; ask again for the rest.
   // First, in [off, off + covered): unwritten blocks are zeroed and marked
   // written (no layout change: the guard is not asked); with `writable`,
   // holes get zeroed blocks of their own and blocks shared by reflink are

@@ -44,6 +44,8 @@ class Media {
   // memcpy into the pool followed by Flush of the destination (no Drain).
   virtual void CopyFlush(void* dst, const void* src, size_t n);
   // memset into the pool followed by Flush of the destination (no Drain).
+  // (Pmem2Media leaves out the holes of a pool file when zeroing: they read
+  // as zeros already.)
   virtual void SetFlush(void* dst, int c, size_t n);
 
   // Bytes a single Flush covers at least (4096 for msync-based media, 64 for
@@ -105,6 +107,10 @@ class Pmem2Media final : public PoolMedia {
 
  private:
   Pmem2Media(UniqueFd fd, pmem2_map* map);
+  // Zeroes the parts of [p, p+n) that are not holes of the pool file (all
+  // of it on a device). SetFlush's way for large zeroing.
+  void ZeroData(char* p, size_t n);
+  static constexpr size_t kSkipHolesBytes = 1 << 20;  // and the chunk it looks at
 
   pmem2_map* map_;
   size_t flush_unit_;

@@ -4,6 +4,7 @@
 // file lets go of it, DropReach, remount, fsck, and the upgrade of a
 // version-1 pool.
 #include <fcntl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include "engine/filesystem.h"
 #include "engine/layout.h"
 #include "engine/layout_guard.h"
+#include "engine/media.h"
 #include "engine/superblock.h"
 #include "leasefs/ioctl.h"
 #include "tests/engine/test_pool.h"
@@ -199,6 +201,70 @@ TEST_SUITE("dax") {
       CHECK(Describe(m.runs) == Describe({R(6, l.d + 4, 1)}));
       CHECK(m.covered == B);
     }
+  }
+
+  TEST_CASE("MapForDax: one call zeroes or copies at most 64 MiB; written blocks do not count") {
+    constexpr uint64_t kCap = (uint64_t{64} << 20) / B;  // blocks
+    auto fs = MustMount(FormattedPool(80 << 20));
+    const Ino f = MustCreate(*fs, 1, "f");
+    MustWrite(*fs, f, 0, Pattern(8 * B, 'w'));  // blocks 0-7 written, then a hole
+    SetAttrArgs a;
+    a.valid = SetAttrArgs::kSize;
+    a.size = (8 + kCap + 8) * B;
+    REQUIRE(fs->SetAttr(kRoot, f, a).ok());
+    auto total = [](const Filesystem::DaxMapping& m) {
+      uint64_t n = 0;
+      for (const Run& r : m.runs) n += r.length;
+      return n;
+    };
+    const uint64_t free_before = FreeBlocks(*fs);
+    const auto m = MustMap(*fs, f, 0, (8 + kCap + 8) * B, true, 1);
+    CHECK(m.covered == (8 + kCap) * B);
+    CHECK(total(m) == 8 + kCap);
+    CHECK(FreeBlocks(*fs) == free_before - kCap);
+    const auto rest = MustMap(*fs, f, m.covered, (kCap + 16) * B, true, 2);
+    CHECK(rest.covered == 8 * B);
+    CHECK(total(rest) == 8);
+    CHECK(FreeBlocks(*fs) == free_before - kCap - 8);
+    // All of it has blocks now: nothing left to fill, one call covers it.
+    CHECK(MustMap(*fs, f, 0, (8 + kCap + 8) * B, true, 3).covered == (8 + kCap + 8) * B);
+  }
+
+  TEST_CASE("Pmem2Media: zeroing a large range leaves the pool file's holes alone") {
+    const std::string dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    const std::string path = dir + "/leasefs-zero-test-" + std::to_string(getpid());
+    MapOptions o;
+    o.create = true;
+    o.create_size = 16 << 20;
+    auto m = OpenPool(path, o);
+    unlink(path.c_str());
+    REQUIRE_MESSAGE(m.ok(), m.status().ToString());
+    char* base = (*m)->base();
+    const int fd = (*m)->fd();
+    const bool holes = lseek(fd, 0, SEEK_HOLE) == 0;  // a fresh file: all hole, if it can tell
+    constexpr size_t K = 1024, M = 1024 * K;
+    auto fill = [&](size_t at, size_t n, char c) { (*m)->SetFlush(base + at, c, n); };
+    fill(508 * K, 4 * K, 'y');         // just before the range
+    fill(M, 8 * K, 'x');               // data in it
+    fill(3 * M + 4 * K, 4 * K, 'x');
+    fill(4 * M + 512 * K, 4 * K, 'z');  // just after it
+    (*m)->Drain();
+    (*m)->SetFlush(base + 512 * K, 0, 4 * M);
+    (*m)->Drain();
+    // First (reading a tmpfs hole through a shared mapping allocates it):
+    // the holes in the range were not written, the data around them was
+    // zeroed a chunk (1 MiB) at a time.
+    if (holes) {
+      CHECK(lseek(fd, 512 * K, SEEK_DATA) == static_cast<off_t>(M));
+      CHECK(lseek(fd, M, SEEK_HOLE) == static_cast<off_t>(2 * M));
+      CHECK(lseek(fd, 2 * M, SEEK_DATA) == static_cast<off_t>(3 * M + 4 * K));
+      CHECK(lseek(fd, 3 * M + 4 * K, SEEK_HOLE) == static_cast<off_t>(4 * M));
+    } else {
+      MESSAGE("the pool file's filesystem reports no holes: only the bytes were checked");
+    }
+    CHECK(std::all_of(base + 512 * K, base + 4 * M + 512 * K, [](char c) { return c == 0; }));
+    CHECK(std::string(base + 508 * K, 4 * K) == std::string(4 * K, 'y'));
+    CHECK(std::string(base + 4 * M + 512 * K, 4 * K) == std::string(4 * K, 'z'));
   }
 
   TEST_CASE("MapForDax: bad arguments") {
