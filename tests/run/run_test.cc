@@ -19,6 +19,7 @@
 #include <sys/wait.h>
 
 #include "base/unique_fd.h"
+#include "tests/run/probe.h"
 #include "tests/support/mount.h"
 
 namespace leasefs::testing {
@@ -54,71 +55,17 @@ std::string ReadAt(const std::string& path, size_t off, size_t len) {
   return s;
 }
 
-// The probe, run under leasefs-run with a pipe each way.
-class Probe {
+// The probe, run under leasefs-run (tests/run/probe.h).
+class DaxProbe : public Probe {
  public:
-  explicit Probe(const std::vector<std::string>& args) {
-    int in[2], out[2];
-    REQUIRE(pipe2(in, O_CLOEXEC) == 0);
-    REQUIRE(pipe2(out, O_CLOEXEC) == 0);
-    pid_ = fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      dup2(in[0], 0);
-      dup2(out[1], 1);
-      std::vector<std::string> argv = {RunBin(), ProbeBin()};
-      argv.insert(argv.end(), args.begin(), args.end());
-      std::vector<char*> cargv;
-      for (std::string& a : argv) cargv.push_back(a.data());
-      cargv.push_back(nullptr);
-      execv(cargv[0], cargv.data());
-      _exit(127);
-    }
-    close(in[0]);
-    close(out[1]);
-    to_ = UniqueFd(in[1]);
-    from_ = UniqueFd(out[0]);
-  }
-  ~Probe() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      Wait();
-    }
-  }
-  Probe(const Probe&) = delete;
-  Probe& operator=(const Probe&) = delete;
-
-  // The next line the probe prints ("" at end of file or after 30 s).
-  std::string Line() {
-    std::string line;
-    char c;
-    while (true) {
-      pollfd p{from_.get(), POLLIN, 0};
-      if (poll(&p, 1, 30000) != 1 || read(from_.get(), &c, 1) != 1) return line;
-      if (c == '\n') return line;
-      line += c;
-    }
-  }
-  void Go() { REQUIRE(write(to_.get(), "go\n", 3) == 3); }
-  // Its exit code (128 + signal if it died).
-  int Wait() {
-    int status = 0;
-    while (waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
-    }
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-
- private:
-  pid_t pid_ = -1;
-  UniqueFd to_, from_;
+  explicit DaxProbe(const std::vector<std::string>& args) : Probe(RunBin(), ProbeBin(), args) {}
 };
 
 TEST_CASE("leasefs-run: stores through the DAX mapping and FUSE writes see each other at once") {
   TestMount m(Options());
   const std::string f = m.path("coherence");
   MakeFile(f, 16 * KiB, '.');
-  Probe probe({"coherence", f, m.pool()});
+  DaxProbe probe({"coherence", f, m.pool()});
   REQUIRE(probe.Line() == "stored");
   CHECK(ReadAt(f, 0, 9) == "dax-store");
   {
@@ -135,7 +82,7 @@ TEST_CASE("leasefs-run: a truncate by another process breaks the lease; the prog
   TestMount m(Options());
   const std::string f = m.path("break");
   MakeFile(f, 16 * KiB, '.');
-  Probe probe({"break", f, m.pool()});
+  DaxProbe probe({"break", f, m.pool()});
   REQUIRE(probe.Line() == "mapped");
   // Waits until the shim's watcher has dropped the DAX mapping and released.
   REQUIRE(truncate(f.c_str(), 8 * KiB) == 0);
@@ -149,7 +96,7 @@ TEST_CASE("leasefs-run: MAP_PRIVATE maps the pool copy-on-write") {
   TestMount m(Options());
   const std::string f = m.path("private");
   MakeFile(f, 8 * KiB, 'p');
-  Probe probe({"private", f, m.pool()});
+  DaxProbe probe({"private", f, m.pool()});
   CHECK(probe.Line() == "ok");
   CHECK(probe.Wait() == 0);
   CHECK(ReadAt(f, 0, 8 * KiB) == std::string(8 * KiB, 'p'));
@@ -159,7 +106,7 @@ TEST_CASE("leasefs-run: a fork's child stores through the inherited DAX mapping"
   TestMount m(Options());
   const std::string f = m.path("fork");
   MakeFile(f, 8 * KiB, 'f');
-  Probe probe({"fork", f, m.pool()});
+  DaxProbe probe({"fork", f, m.pool()});
   CHECK(probe.Line() == "ok");
   CHECK(probe.Wait() == 0);
   CHECK(ReadAt(f, 100, 10) == "from-child");
@@ -172,7 +119,7 @@ TEST_CASE("leasefs-run: a file of another filesystem is mapped as itself") {
   REQUIRE(fd >= 0);
   close(fd);
   MakeFile(tmpl, 4 * KiB, 'q');
-  Probe probe({"plain", tmpl, m.pool()});
+  DaxProbe probe({"plain", tmpl, m.pool()});
   CHECK(probe.Line() == "ok");
   CHECK(probe.Wait() == 0);
   CHECK(ReadAt(tmpl, 0, 1) == "z");
