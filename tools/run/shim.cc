@@ -298,11 +298,35 @@ void* MoveGrow(int p, uint64_t old_len, uint64_t new_len, void* to) {
     (void)ForgetRange(a + keep, a + old_len, -1);
   }
   MovePages(a, dest, keep);
-  g_state.pieces[p].addr = dest;
+  // The range may be several pieces (a mapping grown by mremap is two).
+  for (Piece& c : g_state.pieces) {
+    if (c.used && c.addr >= a && c.addr < a + keep) c.addr = dest + (c.addr - a);
+  }
   return dest;
 }
 
-// mremap of piece `p`, which is exactly [a, a + old_len).
+// True if [piece p's start, end) is what the kernel would take for one
+// mapping: pieces that follow each other in memory and in the file, of one
+// file, with one protection and mapping type (a mapping that mremap grew is
+// two pieces, as the shim maps the tail by itself).
+bool OneMapping(int p, const char* end) {
+  for (;;) {
+    const Piece& c = g_state.pieces[p];
+    if (end <= c.addr + c.len) return true;
+    const int q = PieceAt(c.addr + c.len);
+    if (q < 0) return false;
+    const Piece& d = g_state.pieces[q];
+    const Region& g = g_state.regions[c.region];
+    const Region& h = g_state.regions[d.region];
+    if (d.addr != c.addr + c.len || d.file_off != c.file_off + c.len || d.prot != c.prot ||
+        g.inode != h.inode || g.m.map_flags != h.m.map_flags)
+      return false;
+    p = q;
+  }
+}
+
+// mremap of the pieces from `p` on that are exactly [a, a + old_len) (one
+// mapping, see OneMapping).
 void* RemapPiece(int p, uint64_t old_len, uint64_t new_len, int flags, void* new_addr) {
   char* a = g_state.pieces[p].addr;
   if ((flags & MREMAP_FIXED) != 0) return MoveGrow(p, old_len, new_len, new_addr);
@@ -335,14 +359,13 @@ void* ShimMremap(void* old, size_t old_size, size_t new_size, int flags, void* n
   if (p0 < 0) return RealMremap(old, old_size, new_size, flags, new_addr);
   const uint64_t page = PageSize();
   const uint64_t old_len = RoundUp(old_size, page), new_len = RoundUp(new_size, page);
-  const Piece& c = g_state.pieces[p0];
   if (reinterpret_cast<uintptr_t>(a) % page != 0 || old_len == 0 || new_len == 0 ||
       (flags & ~(MREMAP_MAYMOVE | MREMAP_FIXED)) != 0 ||
       ((flags & MREMAP_FIXED) != 0 && (flags & MREMAP_MAYMOVE) == 0)) {
     errno = EINVAL;
     return MAP_FAILED;
   }
-  if (a + old_len > c.addr + c.len) {
+  if (!OneMapping(p0, a + old_len)) {
     errno = EFAULT;  // as the kernel for a range over more than one mapping
     return MAP_FAILED;
   }
