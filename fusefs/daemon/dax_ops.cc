@@ -8,25 +8,16 @@
 #include <memory>
 
 #include "engine/layout.h"
+#include "fusefs/daemon/ioctl_args.h"
 #include "fusefs/daemon/reply.h"
 #include "fusefs/daemon/server.h"
 #include "leasefs/ioctl.h"
 
 namespace leasefs::daemon {
 
-namespace {
-
-constexpr uint64_t kBlock = layout::kBlockSize;
-constexpr uint64_t kMaxOff = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
-
-template <typename T>
-bool ReadArg(const void* in, size_t in_size, T* out) {
-  if (in_size != sizeof(T) || in == nullptr) return false;
-  std::memcpy(out, in, sizeof(T));
-  return true;
-}
-
-}  // namespace
+using ioctl_args::kBlock;
+using ioctl_args::kMaxOff;
+using ioctl_args::ReadArg;
 
 int Server::DoDaxInfo(fuse_req_t req, size_t out_size) {
   if (out_size < sizeof(leasefs_dax_info)) return EINVAL;

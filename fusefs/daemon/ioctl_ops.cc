@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "leasefs/ioctl.h"
+#include "fusefs/daemon/ioctl_args.h"
 #include "fusefs/daemon/reply.h"
 #include "fusefs/daemon/server.h"
 #include "engine/layout.h"
@@ -26,15 +27,9 @@ namespace leasefs::daemon {
 
 namespace {
 
-constexpr uint64_t kBlock = layout::kBlockSize;
-constexpr uint64_t kMaxOff = static_cast<uint64_t>(std::numeric_limits<off_t>::max());
-
-template <typename T>
-bool ReadArg(const void* in, size_t in_size, T* out) {
-  if (in_size != sizeof(T) || in == nullptr) return false;
-  std::memcpy(out, in, sizeof(T));
-  return true;
-}
+using ioctl_args::kBlock;
+using ioctl_args::kMaxOff;
+using ioctl_args::ReadArg;
 
 int FallocateMode(unsigned cmd) {
   switch (cmd) {
