@@ -343,6 +343,7 @@ Result<Filesystem::DaxMapping> Filesystem::MapForDax(const Cred& c, Ino ino, uin
     rec.ino = ino;
     rec.file_block = r.file_block;
     rec.owner_pid = owner.pid;
+    rec.uid = c.uid();
     rec.owner_start = owner.start_ticks;
     rec.owner_boot = owner.boot_id;
     op.tx.Put(fs.Record(slot), rec);
@@ -400,6 +401,7 @@ std::vector<Filesystem::ReachRecord> Filesystem::ReachRecords() {
     rr.quarantined = fs.quarantined_.CountIn({r.pool_block, r.length});
     rr.writable = (r.flags & kReachWritable) != 0;
     rr.owner = {r.owner_pid, r.owner_start, r.owner_boot};
+    rr.uid = r.uid;
     out.push_back(rr);
   }
   std::stable_sort(out.begin(), out.end(), [](const ReachRecord& a, const ReachRecord& b) {

@@ -444,8 +444,8 @@ class Filesystem {
   // Hands out the pool blocks of file bytes [off, off + len) (block-aligned,
   // len > 0) as at most `max_runs` runs, and records each run that has
   // blocks in the pool's quarantine table as reachable by `owner` under
-  // `map_id` (one record per contiguous pool run, all staged in one
-  // transaction). Stops at the end of the file rounded up to a block, after
+  // `map_id`, made by user c.uid() (one record per contiguous pool run, all
+  // staged in one transaction). Stops at the end of the file rounded up to a block, after
   // max_runs runs, and once it has zeroed or copied 64 MiB of blocks (the
   // work is done under the writer lock, so one call must not hold it for
   // long): `covered` says how far it got; ask again for the rest.
@@ -481,6 +481,10 @@ class Filesystem {
     uint64_t quarantined = 0;  // blocks of it that only the quarantine holds
     bool writable = false;
     ReachOwner owner;
+    // The user whose request made it (MapForDax's c.uid()): an attribute of
+    // the record, not part of the owner's name. 0 in records of pools
+    // written before it was kept.
+    uint32_t uid = 0;
   };
   // Every record in use, in map_id order (then pool block).
   std::vector<ReachRecord> ReachRecords();

@@ -370,7 +370,7 @@ struct QuarantineRecord {
   uint64_t ino;         // the file the blocks belonged to when handed out
   uint64_t file_block;  // and where in it
   int32_t owner_pid;    // > 0
-  uint32_t reserved;
+  uint32_t uid;          // the user who made the mapping (any value)
   uint64_t owner_start;  // the owner's start time (clock ticks after boot)
   uint64_t owner_boot;   // the boot it ran in (first 64 bits of boot_id)
 };
@@ -381,6 +381,7 @@ static_assert(offsetof(QuarantineRecord, map_id) == 16);
 static_assert(offsetof(QuarantineRecord, ino) == 24);
 static_assert(offsetof(QuarantineRecord, file_block) == 32);
 static_assert(offsetof(QuarantineRecord, owner_pid) == 40);
+static_assert(offsetof(QuarantineRecord, uid) == 44);
 static_assert(offsetof(QuarantineRecord, owner_start) == 48);
 static_assert(offsetof(QuarantineRecord, owner_boot) == 56);
 inline constexpr uint32_t kQuarantinePerBlock = kBlockSize / sizeof(QuarantineRecord);

@@ -40,7 +40,7 @@ std::string Checker::RecordProblem(const QuarantineRecord& q) const {
   if (q.map_id == 0) return "map id 0";
   if (q.owner_pid <= 0) return "owner pid " + std::to_string(q.owner_pid);
   if (q.flags & ~kKnownReachFlags) return "unknown flags " + std::to_string(q.flags);
-  return {};
+  return {};  // uid: any value is a user's
 }
 
 // Version 1 reserved the table, and no version of leasefs wrote it: an entry

@@ -626,6 +626,39 @@ TEST_SUITE("dax") {
     CHECK(report->findings.back().ToString() == "error: quarantine record 0: map id 0");
   }
 
+  TEST_CASE("Records: the user whose request made a mapping is kept, across a remount") {
+    Covered c = MakeCovered();  // map id 1, by root
+    Filesystem& fs = *c.fs;
+    const Cred user(1000, 1000), high(4000000000u, 7);
+    REQUIRE(fs.MapForDax(user, c.f, 0, 2 * B, false, 2, kOwner, 16).ok());
+    REQUIRE(fs.MapForDax(high, c.f, 4 * B, 2 * B, true, 3, kOwner, 16).ok());
+    auto uids = [](const std::vector<Filesystem::ReachRecord>& recs) {
+      std::string s;
+      for (const auto& r : recs) s += std::to_string(r.map_id) + ":" + std::to_string(r.uid) + " ";
+      return s;
+    };
+    CHECK(uids(fs.ReachRecords()) == "1:0 2:1000 3:4000000000 ");
+    // On media: the 4 bytes after owner_pid.
+    layout::Superblock sb;
+    std::memcpy(&sb, c.raw->base(), sizeof(sb));
+    std::vector<uint32_t> raw;
+    for (uint64_t i = 0; i < 3; ++i) {
+      uint32_t u;
+      std::memcpy(&u, c.raw->base() + sb.quarantine_start * B + i * 64 + 44, 4);
+      raw.push_back(u);
+    }
+    CHECK(raw == std::vector<uint32_t>{0, 1000, 4000000000u});
+    CHECK(Fsck(c.raw) == "");  // any uid is valid
+    fs.Unmount();
+    const std::vector<char> image = c.raw->Snapshot();
+    c.fs.reset();
+    auto again = MountImage(image);
+    const auto recs = again->ReachRecords();
+    CHECK(uids(recs) == "1:0 2:1000 3:4000000000 ");
+    REQUIRE(recs.size() == 3);
+    CHECK(recs[2].owner == kOwner);  // the owner is the process alone
+  }
+
   // --- no second owner for a block a writable record covers ----------------
 
   // Covered, plus /g: 4 blocks of its own (pool g..g+3), the donor of moves.
