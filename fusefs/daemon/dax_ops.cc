@@ -33,19 +33,37 @@ int Server::DoDaxInfo(fuse_req_t req, size_t out_size) {
   return 0;
 }
 
-int Server::DaxLeaseCovers(const OpenFile& file, uint64_t off, uint64_t len, bool write) {
+int Server::DaxLeaseCovers(const OpenFile& file, uint64_t off, uint64_t len, bool* all_write) {
   // One open file's leases never overlap, so the leases covering the range
   // follow one another; walk them.
   const uint64_t end = off + len;
+  *all_write = true;
   for (uint64_t pos = off; pos < end;) {
     const lease::LeaseInfo l = leases_.table().GetLease(file.id(), pos);
     if (l.state == LEASEFS_STATE_NONE) return EPERM;
     if (l.state != LEASEFS_STATE_ACTIVE) return EAGAIN;
-    if (write && l.type != LEASEFS_LEASE_WRITE) return EPERM;
+    if (l.type != LEASEFS_LEASE_WRITE) *all_write = false;
     if (l.length == 0) break;  // to the end of the file, whatever its size
     pos = l.offset + l.length;
   }
   return 0;
+}
+
+bool Server::DaxNeedsBlocks(engine::Ino ino, uint64_t off, uint64_t len) {
+  // A hole or a shared block inside the file (past its end nothing is
+  // handed out); unwritten blocks are only zeroed, no layout change.
+  auto map = fs_->BlockMap(ino, off / kBlock, len / kBlock + 1);
+  if (!map.ok()) return true;
+  const uint64_t eof_block = (map->file_size + kBlock - 1) / kBlock;
+  const uint64_t first = off / kBlock, last = std::min((off + len) / kBlock, eof_block);
+  uint64_t at = first;
+  for (const auto& r : map->runs) {
+    if (r.file_block >= last) break;
+    if (r.file_block > at) return true;  // a hole
+    if ((r.flags & LEASEFS_EXTENT_SHARED) != 0) return true;
+    at = std::max(at, r.file_block + r.length);
+  }
+  return at < last;
 }
 
 int Server::DoDaxMap(fuse_req_t req, const OpenFile& file, const void* in, size_t in_size,
@@ -61,7 +79,8 @@ int Server::DoDaxMap(fuse_req_t req, const OpenFile& file, const void* in, size_
   const bool write = (m->flags & LEASEFS_DAX_WRITE) != 0;
   if (write && !file.writable()) return EBADF;  // as mmap(PROT_WRITE, MAP_SHARED)
   // A quick answer for the common mistakes; checked again on the worker.
-  if (int err = DaxLeaseCovers(file, off, len, write); err != 0) return err;
+  bool quick_all_write = false;
+  if (int err = DaxLeaseCovers(file, off, len, &quick_all_write); err != 0) return err;
   const fuse_ctx* ctx = fuse_req_ctx(req);
   auto proc = DaxMaps::Identify(ctx->pid);
   if (!proc.ok()) return ErrnoOf(proc.status());
@@ -80,7 +99,13 @@ int Server::DoDaxMap(fuse_req_t req, const OpenFile& file, const void* in, size_
                           fuse_req_t q, const engine::Cred& c) {
       std::shared_ptr<OpenFile> f = files_.Find(file_id);
       if (f == nullptr) return EBADF;  // released while we waited
-      if (int err = DaxLeaseCovers(*f, off, len, write); err != 0) return err;
+      bool all_write = false;
+      if (int err = DaxLeaseCovers(*f, off, len, &all_write); err != 0) return err;
+      // Stores through a mapping change no layout, so any layout lease will
+      // do for them, as it did for RDMA in the debate; but giving the range
+      // blocks of its own is the holder's layout change, which only its
+      // WRITE lease survives.
+      if (write && !all_write && DaxNeedsBlocks(ino, off, len)) return EPERM;
       // The kernel's cached pages of the range (plain mappings of the file)
       // are written back and dropped: the holder sees their stores, and they
       // read the pool again when next touched (docs/mmap.md, "DAX").

@@ -195,10 +195,13 @@ class Server {
                size_t out_size);
   int DoDaxUnmap(fuse_req_t req, const void* in, size_t in_size);
   int DoDaxList(fuse_req_t req, const void* in, size_t in_size, size_t out_size);
-  // Whether `file` holds active leases covering [off, off + len) (WRITE
-  // ones if `write`): 0, EPERM (not covered, or not WRITE), EAGAIN (one is
-  // breaking or revoked).
-  int DaxLeaseCovers(const OpenFile& file, uint64_t off, uint64_t len, bool write);
+  // Whether `file` holds active leases covering [off, off + len): 0, EPERM
+  // (not covered), EAGAIN (one is breaking or revoked); *all_write says
+  // whether they are all WRITE leases.
+  int DaxLeaseCovers(const OpenFile& file, uint64_t off, uint64_t len, bool* all_write);
+  // Whether a writable DAX map of the range would have to give it blocks
+  // (holes or reflinked blocks inside the file).
+  bool DaxNeedsBlocks(engine::Ino ino, uint64_t off, uint64_t len);
 
   // --- The kernel's cached pages of files (page_cache.cc, docs/mmap.md) --
   // Bytes of a file that a change rewrites behind the kernel's back (the

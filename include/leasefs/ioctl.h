@@ -370,8 +370,11 @@ struct leasefs_dax_info {
  * (both block-aligned, length > 0; EINVAL otherwise), for the calling
  * process. The open file must hold an active lease (not breaking or revoked)
  * covering the whole range: any lease for a read-only mapping; a WRITE lease
- * (with any flags) for LEASEFS_DAX_WRITE, and the file open for writing
- * (EBADF otherwise). No covering lease: EPERM; one that is breaking: EAGAIN.
+ * (with any flags) for LEASEFS_DAX_WRITE when the range needs blocks of
+ * its own (below), any lease when it does not (stores change no layout),
+ * and the file open for writing for LEASEFS_DAX_WRITE (EBADF otherwise).
+ * No covering lease, or a READ one where blocks are needed: EPERM; one that
+ * is breaking: EAGAIN.
  *
  * Before handing out a range for writing, the daemon gives it blocks of its
  * own as the holder's own change under its WRITE lease: holes get zeroed
