@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <system_error>
 
+#include "engine/layout.h"
 #include "lease/process.h"
 
 namespace leasefs::daemon {
@@ -74,35 +75,51 @@ DaxMaps::~DaxMaps() {
 }
 
 void DaxMaps::Adopt() {
-  // Group the records by mapping: each mapping has one owner.
-  std::map<uint64_t, std::pair<engine::Filesystem::ReachOwner, size_t>> found;
+  // Group the records by mapping: each mapping has one owner and one user.
+  struct Found {
+    engine::Filesystem::ReachOwner owner;
+    uid_t uid = 0;
+    size_t records = 0;
+    Range range;
+  };
+  std::map<uint64_t, Found> found;
   for (const auto& r : fs_->ReachRecords()) {
-    auto [it, fresh] = found.try_emplace(r.map_id, r.owner, 0);
-    ++it->second.second;
+    auto [it, fresh] = found.try_emplace(r.map_id);
+    Found& f = it->second;
+    if (fresh) {
+      f.owner = r.owner;
+      f.uid = r.uid;
+      f.range = Range{r.ino, r.file_block * layout::kBlockSize, 0, r.writable};
+    }
+    ++f.records;
+    f.range.length = r.file_block * layout::kBlockSize + r.length * layout::kBlockSize -
+                     f.range.offset;
   }
   std::vector<uint64_t> dead;
   size_t kept = 0;
   {
     MutexLock l(&mu_);
-    for (const auto& [id, rec] : found) {
+    for (const auto& [id, f] : found) {
       next_id_ = std::max(next_id_, id + 1);
-      auto pidfd = StillAlive(rec.first);
+      auto pidfd = StillAlive(f.owner);
       if (pidfd == nullptr) {
         dead.push_back(id);
         continue;
       }
       Process p;
-      p.pid = rec.first.pid;
-      p.owner = rec.first;
+      p.pid = f.owner.pid;
+      p.owner = f.owner;
       p.pidfd = std::move(pidfd);
-      // Made before us: which user made it is not recorded; root's share.
-      Owner* o = OwnerFor(p, 0);
+      // Charged to the user who made it, as before the restart.
+      Owner* o = OwnerFor(p, f.uid);
       if (o == nullptr) {
         dead.push_back(id);  // cannot watch it: cannot keep it forever either
         continue;
       }
       o->maps.push_back(id);
-      maps_[id] = Map{o->serial, 0, true, rec.second, 0, Range{}};
+      const size_t charged = f.uid != 0 ? f.records : 0;
+      records_by_uid_[f.uid] += charged;
+      maps_[id] = Map{o->serial, 0, true, charged, f.uid, f.range};
       ++kept;
     }
   }

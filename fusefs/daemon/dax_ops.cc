@@ -199,7 +199,7 @@ int Server::DoDaxList(fuse_req_t req, const void* in, size_t in_size, size_t out
   auto visible = [&](uint64_t map_id) {
     if (caller == 0) return true;
     const auto it = infos.find(map_id);
-    return it != infos.end() && !it->second.restart && it->second.uid == caller;
+    return it != infos.end() && it->second.uid == caller;
   };
   const auto stats = fs_->Quarantine();
   *list = leasefs_dax_list{};
