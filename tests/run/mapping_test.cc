@@ -19,6 +19,7 @@
 
 #include "base/unique_fd.h"
 #include "leasefs/ioctl.h"
+#include "tests/run/asan_order.h"
 #include "tests/run/probe.h"
 #include "tests/support/mount.h"
 

@@ -11,6 +11,7 @@
 
 #include <doctest/doctest.h>
 
+#include "tests/run/asan_order.h"
 #include "tests/support/mount.h"
 
 namespace leasefs::testing {
