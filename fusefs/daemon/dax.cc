@@ -21,17 +21,16 @@ uint64_t ThisBoot() {
   return boot;
 }
 
-// Whether the process a record names is still the same living process.
-// Returns its pidfd when it is.
-std::shared_ptr<UniqueFd> StillAlive(const engine::Filesystem::ReachOwner& who) {
-  if (who.pid <= 0 || who.boot_id != ThisBoot()) return nullptr;
-  auto pidfd = lease::OpenPidfd(who.pid);
-  if (!pidfd.ok()) return nullptr;
-  auto start = lease::ProcessStartTicks(who.pid);
-  if (!start.ok() || *start != who.start_ticks) return nullptr;
-  // The stat just read was this pidfd's process if it has not exited since.
-  if (lease::PidfdExited(pidfd->get())) return nullptr;
-  return std::make_shared<UniqueFd>(std::move(*pidfd));
+// Process `pid` as it is now, pinned by a pidfd opened before its start
+// time is read, so that the two name one process (ESRCH if it is gone).
+Result<DaxMaps::Process> Pin(pid_t pid) {
+  LFS_ASSIGN_OR_RETURN(UniqueFd pidfd, lease::OpenPidfd(pid));
+  LFS_ASSIGN_OR_RETURN(uint64_t start, lease::ProcessStartTicks(pid));
+  if (lease::PidfdExited(pidfd.get())) return Status::Error(ESRCH, "process exited");
+  DaxMaps::Process p;
+  p.owner = {pid, start, ThisBoot()};
+  p.pidfd = std::make_shared<UniqueFd>(std::move(pidfd));
+  return p;
 }
 
 }  // namespace
@@ -39,14 +38,7 @@ std::shared_ptr<UniqueFd> StillAlive(const engine::Filesystem::ReachOwner& who) 
 Result<DaxMaps::Process> DaxMaps::Identify(pid_t tid) {
   if (tid <= 0) return Status::Error(EPERM, "caller outside the mount's pid namespace");
   LFS_ASSIGN_OR_RETURN(pid_t pid, lease::ThreadGroupOf(tid));
-  LFS_ASSIGN_OR_RETURN(UniqueFd pidfd, lease::OpenPidfd(pid));
-  LFS_ASSIGN_OR_RETURN(uint64_t start, lease::ProcessStartTicks(pid));
-  if (lease::PidfdExited(pidfd.get())) return Status::Error(ESRCH, "caller exited");
-  Process p;
-  p.pid = pid;
-  p.owner = {pid, start, ThisBoot()};
-  p.pidfd = std::make_shared<UniqueFd>(std::move(pidfd));
-  return p;
+  return Pin(pid);
 }
 
 DaxMaps::DaxMaps(engine::Filesystem* fs)
@@ -101,17 +93,14 @@ void DaxMaps::Adopt() {
     MutexLock l(&mu_);
     for (const auto& [id, f] : found) {
       next_id_ = std::max(next_id_, id + 1);
-      auto pidfd = StillAlive(f.owner);
-      if (pidfd == nullptr) {
+      // Still the same living process: the pid, its start time and the boot.
+      auto p = f.owner.pid > 0 ? Pin(f.owner.pid) : Result<Process>(Status::Error(ESRCH));
+      if (!p.ok() || !(p->owner == f.owner)) {
         dead.push_back(id);
         continue;
       }
-      Process p;
-      p.pid = f.owner.pid;
-      p.owner = f.owner;
-      p.pidfd = std::move(pidfd);
       // Charged to the user who made it, as before the restart.
-      Owner* o = OwnerFor(p, f.uid);
+      Owner* o = OwnerFor(*p, f.uid);
       if (o == nullptr) {
         dead.push_back(id);  // cannot watch it: cannot keep it forever either
         continue;
@@ -154,10 +143,14 @@ Result<size_t> DaxMaps::Allowance(uid_t uid, size_t want) {
 }
 
 void DaxMaps::GiveBack(uid_t uid, size_t reserved) {
-  if (uid == 0) return;
   MutexLock l(&mu_);
+  Uncharge(uid, reserved);
+}
+
+void DaxMaps::Uncharge(uid_t uid, size_t records) {
+  if (uid == 0) return;  // root has no share to keep
   size_t& used = records_by_uid_[uid];
-  used -= std::min(used, reserved);
+  used -= std::min(used, records);
 }
 
 DaxMaps::Owner* DaxMaps::OwnerFor(const Process& proc, uid_t uid) {
@@ -170,7 +163,6 @@ DaxMaps::Owner* DaxMaps::OwnerFor(const Process& proc, uid_t uid) {
   ev.data.u64 = serial;
   if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, proc.pidfd->get(), &ev) != 0) return nullptr;
   Owner& o = owners_[serial];
-  o.pid = proc.pid;
   o.uid = uid;
   o.id = proc.owner;
   o.pidfd = proc.pidfd;
@@ -183,16 +175,11 @@ bool DaxMaps::Add(const Process& proc, uid_t uid, uint64_t map_id, uint64_t open
   bool drop = false;
   {
     MutexLock l(&mu_);
-    if (uid != 0) {  // settle the reservation: what was not used goes back
-      size_t& used = records_by_uid_[uid];
-      used -= std::min(used, reserved - std::min(reserved, records));
-    }
+    // Settle the reservation: what was not used goes back.
+    Uncharge(uid, reserved - std::min(reserved, records));
     Owner* o = OwnerFor(proc, uid);
     if (o == nullptr) {
-      if (uid != 0) {
-        size_t& used = records_by_uid_[uid];
-        used -= std::min(used, records);
-      }
+      Uncharge(uid, records);
       drop = true;
     } else {
       o->maps.push_back(map_id);
@@ -215,8 +202,7 @@ std::vector<uint64_t> DaxMaps::Bury(uint64_t serial) {
   for (uint64_t id : it->second.maps) {
     auto m = maps_.find(id);
     if (m == maps_.end()) continue;
-    auto& used = records_by_uid_[m->second.uid];
-    used -= std::min(used, m->second.records);
+    Uncharge(m->second.uid, m->second.records);
     maps_.erase(m);
     ids.push_back(id);
   }
@@ -245,8 +231,7 @@ Result<std::vector<DaxMaps::Range>> DaxMaps::Unmap(const Process& proc, uint64_t
         }
         auto m = maps_.find(*it);
         if (m != maps_.end()) {
-          auto& used = records_by_uid_[m->second.uid];
-          used -= std::min(used, m->second.records);
+          Uncharge(m->second.uid, m->second.records);
           ranges.push_back(m->second.range);
           maps_.erase(m);
         }

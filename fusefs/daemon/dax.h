@@ -48,8 +48,7 @@ class DaxMaps {
 
   // The process a request's thread belongs to, named for the records.
   struct Process {
-    pid_t pid = 0;
-    engine::Filesystem::ReachOwner owner;
+    engine::Filesystem::ReachOwner owner;  // owner.pid is its pid
     std::shared_ptr<UniqueFd> pidfd;
   };
   // Errors: ESRCH (gone), EPERM (outside our pid namespace: tid 0).
@@ -102,7 +101,6 @@ class DaxMaps {
 
  private:
   struct Owner {
-    pid_t pid = 0;
     uid_t uid = 0;
     engine::Filesystem::ReachOwner id;
     std::shared_ptr<UniqueFd> pidfd;
@@ -120,6 +118,8 @@ class DaxMaps {
 
   // The owner for `proc`, watched; created if new. nullptr if epoll fails.
   Owner* OwnerFor(const Process& proc, uid_t uid) REQUIRES(mu_);
+  // Gives back `records` of `uid`'s share (none is kept for root).
+  void Uncharge(uid_t uid, size_t records) REQUIRES(mu_);
   // Removes the maps of a dead owner; returns their ids (to drop, unlocked).
   std::vector<uint64_t> Bury(uint64_t serial) REQUIRES(mu_);
   void DropAll(const std::vector<uint64_t>& ids);

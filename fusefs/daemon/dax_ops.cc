@@ -50,20 +50,13 @@ int Server::DaxLeaseCovers(const OpenFile& file, uint64_t off, uint64_t len, boo
 }
 
 bool Server::DaxNeedsBlocks(engine::Ino ino, uint64_t off, uint64_t len) {
-  // A hole or a shared block inside the file (past its end nothing is
-  // handed out); unwritten blocks are only zeroed, no layout change.
-  auto map = fs_->BlockMap(ino, off / kBlock, len / kBlock + 1);
-  if (!map.ok()) return true;
-  const uint64_t eof_block = (map->file_size + kBlock - 1) / kBlock;
-  const uint64_t first = off / kBlock, last = std::min((off + len) / kBlock, eof_block);
-  uint64_t at = first;
-  for (const auto& r : map->runs) {
-    if (r.file_block >= last) break;
-    if (r.file_block > at) return true;  // a hole
-    if ((r.flags & LEASEFS_EXTENT_SHARED) != 0) return true;
-    at = std::max(at, r.file_block + r.length);
-  }
-  return at < last;
+  // Exactly the blocks a write of the same bytes would map anew (holes,
+  // reflinked blocks; unwritten ones are the file's own), up to the end of
+  // the file, past which nothing is handed out.
+  auto e = fs_->GetAttr(ino);
+  if (!e.ok()) return true;
+  const auto size = static_cast<uint64_t>(e->attr.st_size);
+  return size > off && fs_->WouldAllocate(ino, off, std::min(len, size - off));
 }
 
 int Server::DoDaxMap(fuse_req_t req, const OpenFile& file, const void* in, size_t in_size,
