@@ -136,54 +136,18 @@ bool Eventually(const std::function<bool()>& pred, int ms = 3000) {
 // ignores everything would), and dies with the test's SIGKILL.
 class MapHolder {
  public:
-  MapHolder(const std::string& path, uint64_t len, uid_t uid = 0) {
-    int sv[2];
-    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-    pid_ = fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      close(sv[0]);
-      _exit(Child(path, len, uid, sv[1]));
-    }
-    close(sv[1]);
-    sock_ = sv[0];
-    ready_ = Line(10000);
-  }
-  ~MapHolder() {
-    Kill();
-    close(sock_);
+  MapHolder(const std::string& path, uint64_t len, uid_t uid = 0)
+      : child_([&](int sock) { return Child(path, len, uid, sock); }) {
+    ready_ = child_.Reply(10000);
   }
   const std::string& ready() const { return ready_; }
-  pid_t pid() const { return pid_; }
-  std::string Ask(const std::string& cmd) {
-    const std::string l = cmd + "\n";
-    if (write(sock_, l.data(), l.size()) != static_cast<ssize_t>(l.size())) return "EPIPE";
-    return Line(10000);
-  }
-  void Kill() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
+  pid_t pid() const { return child_.pid(); }
+  std::string Ask(const std::string& cmd) { return child_.Ask(cmd, 10000); }
+  void Kill() { child_.Kill(); }
 
  private:
-  std::string Line(int timeout_ms) {
-    std::string out;
-    char c;
-    for (;;) {
-      pollfd p{sock_, POLLIN, 0};
-      if (poll(&p, 1, timeout_ms) <= 0) return "TIMEOUT";
-      if (read(sock_, &c, 1) != 1) return "EOF";
-      if (c == '\n') return out;
-      out += c;
-    }
-  }
   static int Child(const std::string& path, uint64_t len, uid_t uid, int sock) {
-    auto say = [sock](const std::string& s) {
-      const std::string l = s + "\n";
-      return write(sock, l.data(), l.size()) == static_cast<ssize_t>(l.size());
-    };
+    auto say = [sock](const std::string& s) { SayLine(sock, s); };
     if (uid != 0 && (setgid(uid) != 0 || setuid(uid) != 0)) return say("setuid"), 1;
     const int fd = open(path.c_str(), O_RDWR);
     if (fd < 0) return say("open " + ErrnoName(errno)), 1;
@@ -210,12 +174,7 @@ class MapHolder {
     std::vector<std::pair<char*, uint64_t>> sprayed;
     if (p != nullptr) sprayed.push_back({p, m.length});
     std::string cmd;
-    char c;
-    while (read(sock, &c, 1) == 1) {
-      if (c != '\n') {
-        cmd += c;
-        continue;
-      }
+    while (ReadLine(sock, &cmd) && cmd != "exit") {
       if (cmd.rfind("store ", 0) == 0 && p != nullptr) {
         std::memset(p, std::stoi(cmd.substr(6)), m.length);
         say("stored");
@@ -264,12 +223,10 @@ class MapHolder {
         if (p != nullptr) munmap(p, m.length);
         say(Errno(DaxUnmap(fd, m.map_id)));
       }
-      cmd.clear();
     }
     return 0;
   }
-  pid_t pid_ = -1;
-  int sock_ = -1;
+  CommandedChild child_;
   std::string ready_;
 };
 

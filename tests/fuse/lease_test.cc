@@ -95,78 +95,28 @@ class LeaseHolder {
     int signal = 0;  // blocked in the holder, so that `sigwait` can take it
   };
 
-  LeaseHolder(const std::string& path, Options o) : opts_(o) {
-    int sv[2];
-    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
-    pid_ = fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      close(sv[0]);
-      _exit(Child(path, sv[1]));
-    }
-    close(sv[1]);
-    sock_ = sv[0];
-    ready_ = Reply(10000);
-  }
-  ~LeaseHolder() {
-    if (pid_ > 0) {
-      Send("exit");
-      Reap(2000);
-    }
-    if (sock_ >= 0) close(sock_);
+  LeaseHolder(const std::string& path, Options o)
+      : opts_(o), child_([this, path](int sock) { return Child(path, sock); }) {
+    ready_ = child_.Reply(10000);
   }
   LeaseHolder(const LeaseHolder&) = delete;
   LeaseHolder& operator=(const LeaseHolder&) = delete;
 
   // "ready", or why the child could not open the file.
   const std::string& ready() const { return ready_; }
-  pid_t pid() const { return pid_; }
+  pid_t pid() const { return child_.pid(); }
 
   // Sends one command; returns its one-line answer ("TIMEOUT" if none comes).
   std::string Do(const std::string& cmd, int timeout_ms = 20000) {
-    Send(cmd);
-    return Reply(timeout_ms);
+    return child_.Ask(cmd, timeout_ms);
   }
   // Sends a command without waiting for its answer (Reply() reads it).
-  void Send(const std::string& cmd) {
-    const std::string line = cmd + "\n";
-    (void)!write(sock_, line.data(), line.size());
-  }
-  std::string Reply(int timeout_ms) {
-    std::string line;
-    const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-    for (;;) {
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
-      pollfd p{sock_, POLLIN, 0};
-      if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0) return "TIMEOUT";
-      char c;
-      if (read(sock_, &c, 1) != 1) return "EOF";
-      if (c == '\n') return line;
-      line += c;
-    }
-  }
-
+  void Send(const std::string& cmd) { child_.Send(cmd); }
+  std::string Reply(int timeout_ms) { return child_.Reply(timeout_ms); }
   // SIGKILL, and reap it.
-  void Kill() {
-    if (pid_ <= 0) return;
-    kill(pid_, SIGKILL);
-    Reap(5000);
-  }
+  void Kill() { child_.Kill(); }
 
  private:
-  void Reap(int timeout_ms) {
-    for (int waited = 0; waited < timeout_ms; waited += 10) {
-      if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
-        pid_ = -1;
-        return;
-      }
-      usleep(10000);
-    }
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
   // The child: never returns to doctest.
   int Child(const std::string& path, int sock) {
     if (opts_.signal != 0) {
@@ -178,29 +128,19 @@ class LeaseHolder {
     if (opts_.uid != 0 && (setgroups(0, nullptr) != 0 || setgid(opts_.uid) != 0 ||
                            setuid(opts_.uid) != 0))
       return 126;
-    auto say = [sock](const std::string& s) {
-      const std::string line = s + "\n";
-      (void)!write(sock, line.data(), line.size());
-    };
     const int fd = open(path.c_str(), opts_.open_flags);
     if (fd < 0) {
-      say("open " + ErrnoName(errno));
+      SayLine(sock, "open " + ErrnoName(errno));
       return 1;
     }
-    say("ready");
+    SayLine(sock, "ready");
     std::string line;
-    char c;
-    while (read(sock, &c, 1) == 1) {
-      if (c != '\n') {
-        line += c;
-        continue;
-      }
+    while (ReadLine(sock, &line)) {
       std::istringstream in(line);
-      line.clear();
       std::string cmd;
       in >> cmd;
       if (cmd == "exit") return 0;
-      say(Command(cmd, in, fd));
+      SayLine(sock, Command(cmd, in, fd));
     }
     return 0;
   }
@@ -287,9 +227,8 @@ class LeaseHolder {
     return "unknown command " + cmd;
   }
 
-  Options opts_;
-  pid_t pid_ = -1;
-  int sock_ = -1;
+  Options opts_;  // before child_: the child reads it as soon as it is forked
+  CommandedChild child_;
   std::string ready_;
 };
 

@@ -2,6 +2,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -380,6 +383,81 @@ std::string AsUser(uid_t uid, gid_t gid, const std::vector<gid_t>& groups,
 }
 
 // --- main ------------------------------------------------------------------------
+
+// --- Children driven by the test ------------------------------------------------
+
+CommandedChild::CommandedChild(const std::function<int(int sock)>& body) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0)
+    throw std::runtime_error("socketpair: " + ErrnoName(errno));
+  pid_ = fork();
+  if (pid_ < 0) throw std::runtime_error("fork: " + ErrnoName(errno));
+  if (pid_ == 0) {
+    close(sv[0]);
+    _exit(body(sv[1]));  // never back into the test framework
+  }
+  close(sv[1]);
+  sock_ = sv[0];
+}
+
+CommandedChild::~CommandedChild() {
+  if (pid_ > 0) {
+    Send("exit");
+    Reap(2000);
+  }
+  close(sock_);
+}
+
+void CommandedChild::Send(const std::string& cmd) { SayLine(sock_, cmd); }
+
+std::string CommandedChild::Reply(int timeout_ms) {
+  using Clock = std::chrono::steady_clock;
+  std::string line;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    pollfd p{sock_, POLLIN, 0};
+    if (left.count() <= 0 || poll(&p, 1, static_cast<int>(left.count())) <= 0) return "TIMEOUT";
+    char c;
+    if (read(sock_, &c, 1) != 1) return "EOF";
+    if (c == '\n') return line;
+    line += c;
+  }
+}
+
+void CommandedChild::Kill() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  Reap(5000);
+}
+
+void CommandedChild::Reap(int timeout_ms) {
+  for (int waited = 0; waited < timeout_ms; waited += 10) {
+    if (waitpid(pid_, nullptr, WNOHANG) == pid_) {
+      pid_ = -1;
+      return;
+    }
+    usleep(10000);
+  }
+  kill(pid_, SIGKILL);
+  waitpid(pid_, nullptr, 0);
+  pid_ = -1;
+}
+
+void SayLine(int sock, const std::string& line) {
+  const std::string l = line + "\n";
+  (void)!write(sock, l.data(), l.size());
+}
+
+bool ReadLine(int sock, std::string* line) {
+  line->clear();
+  char c;
+  while (read(sock, &c, 1) == 1) {
+    if (c == '\n') return true;
+    *line += c;
+  }
+  return false;
+}
 
 int RunPosixSuite(int argc, char** argv) {
   umask(022);

@@ -209,6 +209,45 @@ std::string AsUser(uid_t uid, gid_t gid, const std::vector<gid_t>& groups,
 
 // --- main ------------------------------------------------------------------------
 
+// --- Children driven by the test ------------------------------------------------
+
+// A child process the test drives with one-line commands over a socket pair
+// (a lease holder, a DAX mapping holder...). The child runs `body` with its
+// end of the socket and exits with what it returns; it answers each command
+// with one line (SayLine), the first one unasked, to say it is ready, and
+// returns when it reads "exit" or the socket closes.
+class CommandedChild {
+ public:
+  explicit CommandedChild(const std::function<int(int sock)>& body);
+  // Sends "exit", waits up to 2 s for the child, then SIGKILLs it.
+  ~CommandedChild();
+  CommandedChild(const CommandedChild&) = delete;
+  CommandedChild& operator=(const CommandedChild&) = delete;
+
+  pid_t pid() const { return pid_; }  // -1 once reaped
+  // Sends one command; returns its one-line answer ("TIMEOUT" if none comes
+  // in time, "EOF" if the child closed the socket).
+  std::string Ask(const std::string& cmd, int timeout_ms = 20000) {
+    Send(cmd);
+    return Reply(timeout_ms);
+  }
+  // Sends a command without waiting for its answer (Reply() reads it).
+  void Send(const std::string& cmd);
+  std::string Reply(int timeout_ms);
+  // SIGKILL, and reap it.
+  void Kill();
+
+ private:
+  void Reap(int timeout_ms);
+  pid_t pid_ = -1;
+  int sock_ = -1;
+};
+
+// The child's side: one answer line; and the next command line (false at
+// the end of the socket).
+void SayLine(int sock, const std::string& line);
+bool ReadLine(int sock, std::string* line);
+
 // The main of every posix_* binary: exits 77 (skipped) when neither reference
 // mode nor a FUSE mount is possible, else runs doctest.
 int RunPosixSuite(int argc, char** argv);
