@@ -532,6 +532,66 @@ TEST_CASE("DAX ioctls from an unprivileged process with garbage: errors only, no
   CHECK(t.m.Unmount() == 0);
 }
 
+TEST_CASE("an unprivileged process races maps, unmaps, releases and truncates: no crash, no record outlives it") {
+  if (!CanMountFuse()) return;
+  Mounted t;  // break time 1 s
+  const std::string f = t.m.path("f");
+  REQUIRE(WriteFile(f, std::string(64 * B, 'r'), 0666) == "");
+  REQUIRE(chmod(f.c_str(), 0666) == 0);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (setgid(kAlice) != 0 || setuid(kAlice) != 0) _exit(2);
+    const int fd = open(f.c_str(), O_RDWR | O_NONBLOCK);
+    if (fd < 0) _exit(3);
+    std::atomic<bool> stop{false};
+    std::atomic<int> mapped{0};
+    // Two threads map and confirm through one open file while a third
+    // releases and retakes its lease and a fourth changes the file's layout.
+    auto mapper = [&] {
+      while (!stop) {
+        leasefs_dax_map m;
+        if (DaxMap(fd, 0, 64 * B, (mapped % 2) ? LEASEFS_DAX_WRITE : 0, &m) == 0) {
+          ++mapped;
+          DaxUnmap(fd, m.map_id);
+        }
+      }
+    };
+    std::thread a(mapper), b(mapper);
+    std::thread leases([&] {
+      while (!stop) {
+        SetLease(fd, 0, 0, LEASEFS_LEASE_WRITE);
+        SetLease(fd, 0, 0, LEASEFS_LEASE_UNLOCK);
+      }
+    });
+    std::thread layout([&] {
+      for (int i = 0; !stop; ++i) {
+        ftruncate(fd, (i % 2 ? 32 : 64) * B);
+        DaxUnmap(fd, 0);
+      }
+    });
+    usleep(3 * 1000 * 1000);
+    stop = true;
+    a.join();
+    b.join();
+    leases.join();
+    layout.join();
+    _exit(mapped > 0 ? 0 : 4);  // the race let some maps through
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  const int dir = open(t.m.mnt().c_str(), O_RDONLY);
+  REQUIRE(dir >= 0);  // the daemon lives
+  CHECK(Eventually([&] { return DaxList(dir).records_total == 0; }));
+  CHECK(DaxList(dir).quarantined_total == 0);
+  close(dir);
+  CHECK(t.m.Unmount() == 0);
+  const ProcessResult fsck = t.m.Fsck();
+  CHECK_MESSAGE(fsck.exit_code == 0, fsck.output);
+}
+
 TEST_CASE("one process cannot confirm another's unmap") {
   if (!CanMountFuse()) return;
   Mounted t;
