@@ -751,9 +751,9 @@ TEST_CASE("revocation over many rounds: late stores never reach a file, the quar
       newcomers.emplace_back(path, std::move(data));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));  // more spraying
-    for (const auto& [path, data] : newcomers) {
+    for (const auto& newcomer : newcomers) {
       bool ok = false;
-      CHECK_MESSAGE(ReadFile(path, &ok) == data, path);
+      CHECK_MESSAGE(ReadFile(newcomer.first, &ok) == newcomer.second, newcomer.first);
     }
   }
   CHECK(DaxList(dir).quarantined_total == (restart ? kRounds / 2 : kRounds) * 32 * B);

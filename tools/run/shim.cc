@@ -191,7 +191,7 @@ int MapRegion(int i, char* base, uint64_t len, uint64_t off, int prot, int flags
       static_cast<unsigned long long>(g_state.inodes[i].ino), static_cast<unsigned long long>(off),
       static_cast<unsigned long long>(len), static_cast<void*>(base),
       static_cast<unsigned long long>(g.m.covered));
-  if (!ForgetRange(base, base + len, r)) Log("piece table full: %p keeps stale pieces", base);
+  if (!ForgetRange(base, base + len, r)) Log("piece table full: %p keeps stale pieces", static_cast<void*>(base));
   return r;
 }
 
