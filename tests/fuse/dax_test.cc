@@ -130,6 +130,51 @@ bool Eventually(const std::function<bool()>& pred, int ms = 3000) {
   return pred();
 }
 
+// Once every holder is gone the last record goes (the daemon notices a death
+// a little later) and nothing stays quarantined.
+void CheckDrained(int dir) {
+  CHECK(Eventually([&] { return DaxList(dir).records_total == 0; }));
+  CHECK(DaxList(dir).quarantined_total == 0);
+}
+
+// Unmounts (the daemon exits 0); fsck then finds the pool clean.
+void CheckUnmountsClean(TestMount& m) {
+  CHECK(m.Unmount() == 0);
+  const ProcessResult fsck = m.Fsck();
+  CHECK_MESSAGE(fsck.exit_code == 0, fsck.output);
+}
+
+// fork(), the child running as `uid` (it exits 2 when it cannot switch):
+// 0 in the child, its pid in the test.
+pid_t ForkAs(uid_t uid) {
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0 && (setgid(uid) != 0 || setuid(uid) != 0)) _exit(2);
+  return pid;
+}
+
+// Reaps child `pid`, which must have exited 0.
+void CheckExitsZero(pid_t pid) {
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+}
+
+// Writes `path` so that every user may open it for writing, whatever the
+// umask.
+void WriteSharedFile(const std::string& path, const std::string& data) {
+  REQUIRE(WriteFile(path, data, 0666) == "");
+  REQUIRE(chmod(path.c_str(), 0666) == 0);
+}
+
+// The state of the lease at offset 0 of `fd` (GETLEASE).
+uint32_t LeaseState(int fd) {
+  leasefs_getlease g{};
+  REQUIRE(ioctl(fd, LEASEFS_IOC_GETLEASE, &g) == 0);
+  return g.lease.state;
+}
+
 // A process that opens `path`, takes a WRITE lease on [0, len), maps it for
 // writing through DAX and then waits; it answers "ready MAP_ID" on its socket.
 // It can be told to "store" a byte over the whole mapping (as a holder that
@@ -458,8 +503,7 @@ TEST_CASE("a holder's death drops its records and frees what they kept") {
   CHECK((DaxList(dir).records[0].flags & LEASEFS_DAX_REC_UNLEASED) != 0);
   CHECK(FreeBlocks(t.m.mnt()) == free0);
   holder.Kill();
-  CHECK(Eventually([&] { return DaxList(dir).records_total == 0; }));
-  CHECK(DaxList(dir).quarantined_total == 0);
+  CheckDrained(dir);
   CHECK(FreeBlocks(t.m.mnt()) == free0 + 8);
   close(dir);
 }
@@ -488,24 +532,18 @@ TEST_CASE("a daemon killed and restarted keeps the records of living holders, dr
   REQUIRE(truncate(f.c_str(), 0) == 0);
   CHECK(DaxList(dir).quarantined_total == 8 * B);
   lives.Kill();
-  CHECK(Eventually([&] { return DaxList(dir).records_total == 0; }));
-  CHECK(DaxList(dir).quarantined_total == 0);
+  CheckDrained(dir);
   close(dir);
-  CHECK(t.m.Unmount() == 0);
-  const ProcessResult fsck = t.m.Fsck();
-  CHECK_MESSAGE(fsck.exit_code == 0, fsck.output);
+  CheckUnmountsClean(t.m);
 }
 
 TEST_CASE("DAX ioctls from an unprivileged process with garbage: errors only, nothing changes") {
   if (!CanMountFuse()) return;
   Mounted t;
   const std::string f = t.m.path("f");
-  REQUIRE(WriteFile(f, std::string(8 * B, 'z'), 0666) == "");
-  REQUIRE(chmod(f.c_str(), 0666) == 0);  // whatever the umask
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
+  WriteSharedFile(f, std::string(8 * B, 'z'));
+  const pid_t pid = ForkAs(kAlice);
   if (pid == 0) {
-    if (setgid(kAlice) != 0 || setuid(kAlice) != 0) _exit(2);
     const int fd = open(f.c_str(), O_RDWR);
     if (fd < 0) _exit(3);
     std::mt19937_64 rng(42);
@@ -520,10 +558,7 @@ TEST_CASE("DAX ioctls from an unprivileged process with garbage: errors only, no
     }
     _exit(0);
   }
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
+  CheckExitsZero(pid);
   bool ok = false;
   CHECK(ReadFile(f, &ok) == std::string(8 * B, 'z'));
   const int dir = open(t.m.mnt().c_str(), O_RDONLY);
@@ -536,12 +571,9 @@ TEST_CASE("an unprivileged process races maps, unmaps, releases and truncates: n
   if (!CanMountFuse()) return;
   Mounted t;  // break time 1 s
   const std::string f = t.m.path("f");
-  REQUIRE(WriteFile(f, std::string(64 * B, 'r'), 0666) == "");
-  REQUIRE(chmod(f.c_str(), 0666) == 0);
-  const pid_t pid = fork();
-  REQUIRE(pid >= 0);
+  WriteSharedFile(f, std::string(64 * B, 'r'));
+  const pid_t pid = ForkAs(kAlice);
   if (pid == 0) {
-    if (setgid(kAlice) != 0 || setuid(kAlice) != 0) _exit(2);
     const int fd = open(f.c_str(), O_RDWR | O_NONBLOCK);
     if (fd < 0) _exit(3);
     std::atomic<bool> stop{false};
@@ -578,26 +610,19 @@ TEST_CASE("an unprivileged process races maps, unmaps, releases and truncates: n
     layout.join();
     _exit(mapped > 0 ? 0 : 4);  // the race let some maps through
   }
-  int status = 0;
-  REQUIRE(waitpid(pid, &status, 0) == pid);
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
+  CheckExitsZero(pid);
   const int dir = open(t.m.mnt().c_str(), O_RDONLY);
   REQUIRE(dir >= 0);  // the daemon lives
-  CHECK(Eventually([&] { return DaxList(dir).records_total == 0; }));
-  CHECK(DaxList(dir).quarantined_total == 0);
+  CheckDrained(dir);
   close(dir);
-  CHECK(t.m.Unmount() == 0);
-  const ProcessResult fsck = t.m.Fsck();
-  CHECK_MESSAGE(fsck.exit_code == 0, fsck.output);
+  CheckUnmountsClean(t.m);
 }
 
 TEST_CASE("one process cannot confirm another's unmap") {
   if (!CanMountFuse()) return;
   Mounted t;
   const std::string f = t.m.path("f");
-  REQUIRE(WriteFile(f, std::string(4 * B, 'q'), 0666) == "");
-  REQUIRE(chmod(f.c_str(), 0666) == 0);
+  WriteSharedFile(f, std::string(4 * B, 'q'));
   MapHolder holder(f, 4 * B, kBob);
   REQUIRE(holder.ready().rfind("ready ", 0) == 0);
   const uint64_t id = std::stoull(holder.ready().substr(6));
@@ -645,14 +670,9 @@ TEST_CASE("scenario 12 with real mappings: DAX stores, opens and reads never bre
       char buf[B];
       _exit(pread(qfd, buf, B, 17 * B) == static_cast<ssize_t>(B) && buf[0] == 'q' ? 0 : 3);
     }
-    int status = 0;
-    REQUIRE(waitpid(q, &status, 0) == q);
-    CHECK(WIFEXITED(status));
-    CHECK(WEXITSTATUS(status) == 0);
+    CheckExitsZero(q);
     CHECK(PreadAll(fd, 3 * B, 17 * B) == std::string(3 * B, 'q'));
-    leasefs_getlease g{};
-    REQUIRE(ioctl(fd, LEASEFS_IOC_GETLEASE, &g) == 0);
-    CHECK(g.lease.state == LEASEFS_STATE_ACTIVE);
+    CHECK(LeaseState(fd) == LEASEFS_STATE_ACTIVE);
     CHECK(CountEvents(fd, LEASEFS_EVENT_BREAK) == 0);
     munmap(p, dm.length);
     CHECK(Errno(DaxUnmap(fd, dm.map_id)) == "OK");
@@ -682,9 +702,7 @@ TEST_CASE("scenario 13 with real mappings: changes outside the mapped, leased ra
                   ? 0
                   : errno) == "OK");
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(1));
-  leasefs_getlease gl{};
-  REQUIRE(ioctl(fd, LEASEFS_IOC_GETLEASE, &gl) == 0);
-  CHECK(gl.lease.state == LEASEFS_STATE_ACTIVE);
+  CHECK(LeaseState(fd) == LEASEFS_STATE_ACTIVE);
   CHECK(std::string(p, 1 << 20) == std::string(1 << 20, 'f'));
   // The punched blocks were not mapped: free at once, nothing quarantined.
   CHECK(DaxList(fd).quarantined_total == 0);
@@ -758,8 +776,7 @@ TEST_CASE("revocation over many rounds: late stores never reach a file, the quar
   }
   CHECK(DaxList(dir).quarantined_total == (restart ? kRounds / 2 : kRounds) * 32 * B);
   holder.Kill();
-  CHECK(Eventually([&] { return DaxList(dir).records_total == 0; }));
-  CHECK(DaxList(dir).quarantined_total == 0);
+  CheckDrained(dir);
   for (const auto& [path, data] : newcomers) REQUIRE(unlink(path.c_str()) == 0);
   for (int round = 0; round < kRounds; ++round) unlink(m.path("d/v" + std::to_string(round)).c_str());
   REQUIRE(rmdir(m.path("d").c_str()) == 0);
@@ -767,9 +784,7 @@ TEST_CASE("revocation over many rounds: late stores never reach a file, the quar
   CHECK(Eventually([&] { return FreeBlocks(m.mnt()) == free0; }));
   CHECK(FreeBlocks(m.mnt()) == free0);
   close(dir);
-  CHECK(m.Unmount() == 0);
-  const ProcessResult fsck = m.Fsck();
-  CHECK_MESSAGE(fsck.exit_code == 0, fsck.output);
+  CheckUnmountsClean(m);
   }
 }
 
@@ -794,10 +809,8 @@ TEST_CASE("a user's share of the table holds against racing maps; the list shows
   }
   // Alice maps it from 6 threads at once, each through its own descriptor
   // and lease: together they get her share and no more.
-  const pid_t alice = fork();
-  REQUIRE(alice >= 0);
+  const pid_t alice = ForkAs(kAlice);
   if (alice == 0) {
-    if (setgid(kAlice) != 0 || setuid(kAlice) != 0) _exit(2);
     std::vector<std::thread> threads;
     std::atomic<int> edquot{0}, mapped{0};
     for (int i = 0; i < 6; ++i) {
@@ -834,19 +847,14 @@ TEST_CASE("a user's share of the table holds against racing maps; the list shows
   CHECK(all.count > 0);
   CHECK(hers == all.count);  // nobody else maps anything
   // Bob sees none of hers, only the totals.
-  const pid_t bob = fork();
-  REQUIRE(bob >= 0);
+  const pid_t bob = ForkAs(kBob);
   if (bob == 0) {
-    if (setgid(kBob) != 0 || setuid(kBob) != 0) _exit(2);
     const int d = open(t.m.mnt().c_str(), O_RDONLY);
     leasefs_dax_list l{};
     if (ioctl(d, LEASEFS_IOC_DAX_LIST, &l) != 0) _exit(3);
     _exit(l.count == 0 && l.records_total == capacity / 4 ? 0 : 4);
   }
-  int status = 0;
-  REQUIRE(waitpid(bob, &status, 0) == bob);
-  CHECK(WIFEXITED(status));
-  CHECK(WEXITSTATUS(status) == 0);
+  CheckExitsZero(bob);
   kill(alice, SIGKILL);
   waitpid(alice, nullptr, 0);
   CHECK(Eventually([&] { return DaxList(dir).records_total == 0; }));
@@ -867,9 +875,7 @@ TEST_CASE("a writable map that must break others' leases: O_NONBLOCK gives EWOUL
   const auto t0 = std::chrono::steady_clock::now();
   CHECK(Errno(DaxMap(writer, 0, 8 * B, LEASEFS_DAX_WRITE, &m)) == "EAGAIN");  // EWOULDBLOCK
   CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(500));
-  leasefs_getlease g{};
-  REQUIRE(ioctl(reader, LEASEFS_IOC_GETLEASE, &g) == 0);
-  CHECK(g.lease.state == LEASEFS_STATE_BREAKING);  // the break was started
+  CHECK(LeaseState(reader) == LEASEFS_STATE_BREAKING);  // the break was started
   CHECK(DaxList(writer).records_total == 0);
   REQUIRE(SetLease(reader, 0, 0, LEASEFS_LEASE_UNLOCK) == 0);
   CHECK(Errno(DaxMap(writer, 0, 8 * B, LEASEFS_DAX_WRITE, &m)) == "OK");
