@@ -160,6 +160,29 @@ int MakeFile(const std::string& path, uint64_t size, bool written) {
   return fd;
 }
 
+// Punches the last block of a file of `size` bytes (the break benchmark's
+// layout change).
+void PunchLastBlock(int fd, uint64_t size) {
+  if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(size - kBlock),
+                kBlock) != 0)
+    Die("punch");
+}
+
+// Gives the punched block back (zeroed), ready for the next punch.
+void RefillLastBlock(int fd, uint64_t size) {
+  char blk[kBlock] = {};
+  if (pwrite(fd, blk, kBlock, static_cast<off_t>(size - kBlock)) != kBlock) Die("refill");
+}
+
+// The copy benchmark's unit: `size` bytes from src to dst in 1 MiB memcpys
+// (whole chunks: `size` must be a multiple of kCopyChunk).
+constexpr uint64_t kCopyChunk = 1 << 20;
+void CopyChunks(char* dst, const char* src, uint64_t size) {
+  for (uint64_t off = 0; off < size; off += kCopyChunk) {
+    std::memcpy(dst + off, src + off, kCopyChunk);
+  }
+}
+
 int Map(const Args& a) {
   const std::string path = a.mnt + "/dax-bench-map";
   std::vector<double> written, holes;
@@ -234,26 +257,22 @@ int Break(const Args& a) {
     if (read(sv[0], &ready, sizeof(ready)) != sizeof(ready)) Die("holder gone");
     const uint64_t t0 = NowNs();
     // A punch of the last block: blocks leave the file, so it breaks.
-    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, kSize - kBlock, kBlock) != 0)
-      Die("punch");
+    PunchLastBlock(fd, kSize);
     const uint64_t t1 = NowNs();
     if (read(sv[0], &woke, sizeof(woke)) != sizeof(woke)) Die("holder gone");
     notice.push_back(static_cast<double>(woke - t0) / 1e3);
     proceed.push_back(static_cast<double>(t1 - t0) / 1e3);
     // Refill the block before the holder maps again (it waits on us).
-    char blk[kBlock] = {};
-    if (pwrite(fd, blk, kBlock, kSize - kBlock) != kBlock) Die("refill");
+    RefillLastBlock(fd, kSize);
     if (write(sv[0], "g", 1) != 1) Die("holder gone");
   }
   kill(holder, SIGKILL);
   waitpid(holder, nullptr, 0);
   for (int i = 0; i < a.iterations; ++i) {
     const uint64_t t0 = NowNs();
-    if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, kSize - kBlock, kBlock) != 0)
-      Die("punch");
+    PunchLastBlock(fd, kSize);
     baseline.push_back(static_cast<double>(NowNs() - t0) / 1e3);
-    char blk[kBlock] = {};
-    if (pwrite(fd, blk, kBlock, kSize - kBlock) != kBlock) Die("refill");
+    RefillLastBlock(fd, kSize);
   }
   close(fd);
   unlink(path.c_str());
@@ -280,31 +299,29 @@ int Copy(const Args& a) {
   if (anon_src == MAP_FAILED || anon_dst == MAP_FAILED) Die("anonymous buffers");
   std::memset(anon_src, 's', a.size);
   std::memset(anon_dst, 'd', a.size);
-  constexpr uint64_t kChunk = 1 << 20;
   // The first store to each page of a shared mapping of a tmpfs file costs a
   // fault of ~30 us here (as for any tmpfs mapping, leasefs or not); time it
   // once, then warm every buffer so that the passes compare copies alone.
   uint64_t t = NowNs();
-  for (uint64_t off = 0; off < a.size; off += kChunk) std::memcpy(dax + off, anon_src + off, kChunk);
+  CopyChunks(dax, anon_src, a.size);
   const double first_touch = static_cast<double>(a.size) / static_cast<double>(NowNs() - t);
-  for (uint64_t off = 0; off < a.size; off += kChunk) std::memcpy(anon_dst + off, dax + off, kChunk);
+  CopyChunks(anon_dst, dax, a.size);
   double t_in = 0, t_out = 0, t_mem = 0;
   uint64_t bytes = 0;
   for (int i = 0; i < std::max(1, a.iterations / 10); ++i) {
     // One pass of each, interleaved, over the whole size in 1 MiB copies.
     t = NowNs();
-    for (uint64_t off = 0; off < a.size; off += kChunk) std::memcpy(dax + off, anon_src + off, kChunk);
+    CopyChunks(dax, anon_src, a.size);
     t_in += static_cast<double>(NowNs() - t);
     t = NowNs();
-    for (uint64_t off = 0; off < a.size; off += kChunk) std::memcpy(anon_dst + off, dax + off, kChunk);
+    CopyChunks(anon_dst, dax, a.size);
     t_out += static_cast<double>(NowNs() - t);
     t = NowNs();
-    for (uint64_t off = 0; off < a.size; off += kChunk)
-      std::memcpy(anon_dst + off, anon_src + off, kChunk);
+    CopyChunks(anon_dst, anon_src, a.size);
     t_mem += static_cast<double>(NowNs() - t);
     bytes += a.size;
   }
-  if (std::memcmp(anon_dst, anon_src, kChunk) != 0) Die("copy check");
+  if (std::memcmp(anon_dst, anon_src, kCopyChunk) != 0) Die("copy check");
   UnmapAll(fd, dax, a.size, &ids);
   close(pool);
   close(fd);
