@@ -55,6 +55,11 @@
  *       test broke the lease) they store 50 ms more and stop. Every store
  *       the file must show (pread), the mapping no longer the pool's: say
  *       "ok STORES".
+ *   dax_probe fixedover FILE POOL  (FILE 16 KiB) map it shared read-write
+ *       (DAX), then mmap(MAP_FIXED) anonymous memory over it and fill that
+ *       with 'Z'; say "replaced"; after a line (the test truncated FILE,
+ *       which would break a lease the shim still held) the memory must still
+ *       be the program's: every byte 'Z', no page the pool's. "ok".
  * Exit status: 0 when every check held, 1 otherwise (with the reason on
  * stderr), 2 for usage errors.
  */
@@ -476,6 +481,28 @@ static int threads(const char* file, const char* pool) {
   return 0;
 }
 
+static int fixedover(const char* file, const char* pool) {
+  char* p = map_file(file, 16 * KIB, MAP_SHARED, NULL);
+  if (p == NULL) return fail("mmap");
+  if (pages_backed_by(p, 16 * KIB, pool) != 4) return fail("the mapping is not the pool's");
+  const int anon = MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED;
+  if (mmap(p, 16 * KIB, PROT_READ | PROT_WRITE, anon, -1, 0) != p)
+    return fail("mmap(MAP_FIXED) over the DAX mapping");
+  memset(p, 'Z', 16 * KIB);
+  say("replaced");
+  if (!wait_line()) return fail("no go-ahead");
+  /* Page by page, so that a file mapped over it (SIGBUS past its end) is
+   * caught at its first page. */
+  for (size_t off = 0; off < 16 * KIB; off += 4 * KIB) {
+    if (pages_backed_by(p + off, 4 * KIB, pool) != 0 ||
+        pages_backed_by(p + off, 4 * KIB, file) != 0)
+      return fail("the program's anonymous memory was replaced");
+    if (!all_bytes(p + off, 4 * KIB, 'Z')) return fail("the program's bytes changed");
+  }
+  say("ok");
+  return munmap(p, 16 * KIB) == 0 ? 0 : fail("munmap");
+}
+
 int main(int argc, char** argv) {
   if (argc == 2 && strcmp(argv[1], "execd") == 0) return execd();
   if (argc != 4) {
@@ -496,6 +523,7 @@ int main(int argc, char** argv) {
   if (strcmp(mode, "forkbreak") == 0) return forkbreak(argv[2], argv[3]);
   if (strcmp(mode, "exec") == 0) return execs(argv[2], argv[3]);
   if (strcmp(mode, "threads") == 0) return threads(argv[2], argv[3]);
+  if (strcmp(mode, "fixedover") == 0) return fixedover(argv[2], argv[3]);
   fprintf(stderr, "dax_probe: unknown mode %s\n", mode);
   return 2;
 }

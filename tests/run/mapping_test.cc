@@ -274,5 +274,24 @@ TEST_CASE("leasefs-run: threads store into a DAX mapping while a break replaces 
   CHECK(NoneLeft(m));
 }
 
+TEST_CASE("leasefs-run: mmap(MAP_FIXED) of anonymous memory over a DAX mapping ends it") {
+  TestMount m(Options());
+  const std::string f = m.path("fixedover");
+  MakeFile(f, std::string(16 * KiB, '.'));
+  DaxProbe probe({"fixedover", f, m.pool()});
+  REQUIRE(probe.Line() == "replaced");
+  // The program's memory replaced the mapping: the shim confirmed it
+  // dropped and let go of the lease, so no break reaches the program.
+  const Records r = List(m);
+  CHECK(r.Of(probe.pid()) == 0);
+  CHECK(r.quarantined == 0);
+  REQUIRE(truncate(f.c_str(), 4 * KiB) == 0);
+  probe.Go();
+  CHECK(probe.Line() == "ok");
+  CHECK(probe.Wait() == 0);
+  CHECK(ReadAll(f) == std::string(4 * KiB, '.'));
+  CHECK(NoneLeft(m));
+}
+
 }  // namespace
 }  // namespace leasefs::testing

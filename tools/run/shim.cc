@@ -463,14 +463,20 @@ bool IsLeasefsDaxLocked(int fd, struct stat* st) {
   return IsLeasefsDax(fd, st);
 }
 
-void* ShimMmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
+// The program's mmap: DAX for a leasefs file, else the kernel's. *dax tells
+// which (a DAX mapping has updated the tables itself).
+void* ProgramMmap(void* addr, size_t len, int prot, int flags, int fd, off_t off, bool* dax) {
+  *dax = false;
   if (!Candidate(addr, len, prot, flags, fd, off)) return RealMmap(addr, len, prot, flags, fd, off);
   struct stat st;
   if (!IsLeasefsDaxLocked(fd, &st)) return RealMmap(addr, len, prot, flags, fd, off);
   const MmapCall c{addr, RoundUp(len, PageSize()), prot, flags, fd, off};
   int err = 0;
   void* reserved = nullptr;
-  if (void* r = DaxMmap(c, st, &err, &reserved); r != MAP_FAILED) return r;
+  if (void* r = DaxMmap(c, st, &err, &reserved); r != MAP_FAILED) {
+    *dax = true;
+    return r;
+  }
   if (err != 0 && g_state.strict) {
     if (reserved != nullptr) (void)RealMunmap(reserved, c.len);
     Log("mmap of inode %llu fails (LEASEFS_RUN_STRICT): %s",
@@ -482,16 +488,30 @@ void* ShimMmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
     Log("mmap of inode %llu: no DAX (%s): the kernel's mmap", static_cast<unsigned long long>(st.st_ino),
         strerror(err));
   }
-  if (reserved != nullptr) {
-    addr = reserved;
-    flags = (flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED;
-  }
-  void* r = RealMmap(addr, len, prot, flags, fd, off);
+  if (reserved == nullptr) return RealMmap(addr, len, prot, flags, fd, off);
+  void* r = RealMmap(reserved, len, prot, (flags & ~MAP_FIXED_NOREPLACE) | MAP_FIXED, fd, off);
   const int saved = errno;
-  if (r == MAP_FAILED && reserved != nullptr) (void)RealMunmap(reserved, c.len);
-  if (r != MAP_FAILED && (flags & MAP_FIXED) != 0 && PieceCount() != 0) {
+  if (r == MAP_FAILED) (void)RealMunmap(reserved, c.len);
+  errno = saved;
+  return r;
+}
+
+// Every mmap of the program ends here. A MAP_FIXED mapping of the kernel's
+// (anonymous, PROT_NONE, another file, or the fallback) may have replaced
+// DAX pieces: the shim forgets them, or a later break would map the file
+// over the program's new memory.
+void* ShimMmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
+  // The shim's own calls: it keeps the tables itself.
+  if (InShim()) return RealMmap(addr, len, prot, flags, fd, off);
+  bool dax = false;
+  void* r = ProgramMmap(addr, len, prot, flags, fd, off, &dax);
+  if (r == MAP_FAILED || dax || (flags & MAP_FIXED) == 0 || PieceCount() == 0) return r;
+  const int saved = errno;
+  {
     Locked lock;
-    (void)ForgetRange(static_cast<char*>(r), static_cast<char*>(r) + c.len, -1);
+    char* a = static_cast<char*>(r);
+    if (!ForgetRange(a, a + RoundUp(len, PageSize()), -1))
+      Log("piece table full: %p keeps stale pieces", r);
   }
   errno = saved;
   return r;
