@@ -55,6 +55,11 @@
  *       test broke the lease) they store 50 ms more and stop. Every store
  *       the file must show (pread), the mapping no longer the pool's: say
  *       "ok STORES".
+ *   dax_probe holefill FILE POOL  (FILE 4 KiB of 'H', then a hole to
+ *       16 KiB) map it shared read-only (DAX: one pool page, the hole zero
+ *       pages), then shared read-write: that mapping must be the pool's (its
+ *       holes filled), the read-only one the kernel's, still reading the
+ *       file's bytes; store "filled" at 8 KiB. "ok".
  *   dax_probe fixedover FILE POOL  (FILE 16 KiB) map it shared read-write
  *       (DAX), then mmap(MAP_FIXED) anonymous memory over it and fill that
  *       with 'Z'; say "replaced"; after a line (the test truncated FILE,
@@ -481,6 +486,24 @@ static int threads(const char* file, const char* pool) {
   return 0;
 }
 
+static int holefill(const char* file, const char* pool) {
+  const int fd = open(file, O_RDWR);
+  if (fd < 0) return fail("open");
+  char* ro = mmap(NULL, 16 * KIB, PROT_READ, MAP_SHARED, fd, 0);
+  if (ro == MAP_FAILED) return fail("mmap read-only");
+  if (pages_backed_by(ro, 16 * KIB, pool) != 1) return fail("the read-only mapping is not DAX");
+  char* rw = mmap(NULL, 16 * KIB, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (rw == MAP_FAILED) return fail("mmap read-write");
+  if (pages_backed_by(rw, 16 * KIB, pool) != 4) return fail("the writable mapping is not DAX");
+  if (pages_backed_by(ro, 16 * KIB, pool) != 0)
+    return fail("the read-only mapping still shows holes");
+  if (!all_bytes(ro, 4 * KIB, 'H') || !all_bytes(ro + 4 * KIB, 12 * KIB, '\0'))
+    return fail("the read-only mapping does not read the file");
+  memcpy(rw + 8 * KIB, "filled", 6);
+  say("ok");
+  return 0;
+}
+
 static int fixedover(const char* file, const char* pool) {
   char* p = map_file(file, 16 * KIB, MAP_SHARED, NULL);
   if (p == NULL) return fail("mmap");
@@ -523,6 +546,7 @@ int main(int argc, char** argv) {
   if (strcmp(mode, "forkbreak") == 0) return forkbreak(argv[2], argv[3]);
   if (strcmp(mode, "exec") == 0) return execs(argv[2], argv[3]);
   if (strcmp(mode, "threads") == 0) return threads(argv[2], argv[3]);
+  if (strcmp(mode, "holefill") == 0) return holefill(argv[2], argv[3]);
   if (strcmp(mode, "fixedover") == 0) return fixedover(argv[2], argv[3]);
   fprintf(stderr, "dax_probe: unknown mode %s\n", mode);
   return 2;

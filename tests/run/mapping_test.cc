@@ -274,6 +274,21 @@ TEST_CASE("leasefs-run: threads store into a DAX mapping while a break replaces 
   CHECK(NoneLeft(m));
 }
 
+TEST_CASE("leasefs-run: a writable mapping of a file with read-only hole mappings is DAX") {
+  TestMount m(Options());
+  const std::string f = m.path("holefill");
+  MakeFile(f, std::string(4 * KiB, 'H'));
+  REQUIRE(truncate(f.c_str(), 16 * KiB) == 0);
+  DaxProbe probe({"holefill", f, m.pool()});
+  // The read-only mapping became the kernel's before the writable one was
+  // leased: it held the inode's only region, whose end released the lease.
+  CHECK(probe.Line() == "ok");
+  CHECK(probe.Wait() == 0);
+  const std::string before = std::string(4 * KiB, 'H') + std::string(12 * KiB, '\0');
+  CHECK(ReadAll(f) == With(before, 8 * KiB, "filled"));
+  CHECK(NoneLeft(m));
+}
+
 TEST_CASE("leasefs-run: mmap(MAP_FIXED) of anonymous memory over a DAX mapping ends it") {
   TestMount m(Options());
   const std::string f = m.path("fixedover");

@@ -200,8 +200,6 @@ int MapLeased(const MmapCall& c, int i, void** base) {
   const bool writable = IsShared(c.flags) && (c.prot & PROT_WRITE) != 0;
   if (const int rc = EnsureLease(i, writable ? LEASEFS_LEASE_WRITE : LEASEFS_LEASE_READ); rc != 0)
     return rc;
-  if (writable) DegradeHoleRegions(i);
-  if (!g_state.inodes[i].used) return -EAGAIN;  // cannot happen: the lease keeps it
   *base = Reserve(c);
   if (*base == MAP_FAILED) return -errno;
   const int r = MapRegion(i, static_cast<char*>(*base), c.len, static_cast<uint64_t>(c.off),
@@ -227,6 +225,12 @@ void* DaxMmap(const MmapCall& c, const struct stat& st, int* err, void** reserve
     return MAP_FAILED;
   }
   Locked lock;
+  // Before the lease: degrading may end the inode's last region, which
+  // releases its lease and descriptor (OpenInode then opens anew).
+  if (shared && (c.prot & PROT_WRITE) != 0) {
+    if (const int old = FindInode(static_cast<uint64_t>(st.st_dev), st.st_ino); old >= 0)
+      DegradeHoleRegions(old);
+  }
   const int i = OpenInode(c.fd, st, acc == O_RDWR);
   if (i < 0) {
     *err = -i;
