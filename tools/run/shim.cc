@@ -54,19 +54,33 @@ struct DevVerdict {
 constexpr int kDevCache = 32;
 DevVerdict g_devs[kDevCache];  // GUARDED_BY(g_mu)
 
+// The verdict cached for device key `key`, or null.
+const DevVerdict* FindVerdict(uint64_t key) {
+  for (const DevVerdict& d : g_devs) {
+    if (d.dev == key) return &d;
+  }
+  return nullptr;
+}
+
 // True if `fd` is a regular file of a leasefs mount whose daemon serves DAX;
-// fills *st. Costs fstat and fstatfs, and the version ioctl once per mount.
+// fills *st. Costs fstat and fstatfs, and the version ioctl once per mount,
+// all without g_mu (which it takes only to read and fill the cache): a
+// thread that waits on the daemon holds up no other thread's mmap.
 bool IsLeasefsDax(int fd, struct stat* st) {
   if (fstat(fd, st) != 0 || !S_ISREG(st->st_mode)) return false;
   struct statfs sf;
   if (fstatfs(fd, &sf) != 0 || sf.f_type != kFuseSuperMagic) return false;
   const uint64_t key = static_cast<uint64_t>(st->st_dev) + 1;
-  for (const DevVerdict& d : g_devs) {
-    if (d.dev == key) return d.dax;
+  {
+    Locked lock;
+    if (const DevVerdict* d = FindVerdict(key)) return d->dax;
   }
+  // Two threads may both ask: the answers are the same, the first is kept.
   uint64_t features = 0;
   const bool dax = leasefs_abi_version(fd, nullptr, &features) == 0 &&
                    (features & LEASEFS_FEATURE_DAX) != 0;
+  Locked lock;
+  if (FindVerdict(key) != nullptr) return dax;
   for (DevVerdict& d : g_devs) {
     if (d.dev == 0) {
       d = DevVerdict{key, dax};
@@ -462,18 +476,13 @@ bool Candidate(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
          off >= 0 && static_cast<uint64_t>(off) % PageSize() == 0;
 }
 
-bool IsLeasefsDaxLocked(int fd, struct stat* st) {
-  Locked lock;
-  return IsLeasefsDax(fd, st);
-}
-
 // The program's mmap: DAX for a leasefs file, else the kernel's. *dax tells
 // which (a DAX mapping has updated the tables itself).
 void* ProgramMmap(void* addr, size_t len, int prot, int flags, int fd, off_t off, bool* dax) {
   *dax = false;
   if (!Candidate(addr, len, prot, flags, fd, off)) return RealMmap(addr, len, prot, flags, fd, off);
   struct stat st;
-  if (!IsLeasefsDaxLocked(fd, &st)) return RealMmap(addr, len, prot, flags, fd, off);
+  if (!IsLeasefsDax(fd, &st)) return RealMmap(addr, len, prot, flags, fd, off);
   const MmapCall c{addr, RoundUp(len, PageSize()), prot, flags, fd, off};
   int err = 0;
   void* reserved = nullptr;
