@@ -74,45 +74,46 @@ MountSlot* SlotFor(int fd, uint64_t dev) {
   return nullptr;
 }
 
-// The pool info of `fd`'s mount: cached when possible. *slot is its slot or null.
-int MountInfo(int fd, PoolInfo* info, MountSlot** slot) {
+// The cache slot of `fd`'s mount in *slot, null when it cannot be had (the
+// caller then asks DAX_INFO itself). 0 or fstat's -errno.
+int SlotOf(int fd, MountSlot** slot) {
   struct stat st;
   if (fstat(fd, &st) != 0) return -errno;
   *slot = SlotFor(fd, static_cast<uint64_t>(st.st_dev));
-  if (*slot != nullptr) {
-    *info = (*slot)->info;
-    return 0;
-  }
-  return QueryInfo(fd, info, nullptr);
+  return 0;
 }
 
-// Opens the pool DAX_INFO names, with the caller's credentials, and checks
-// that it is the mounted one (its superblock's uuid, bytes 40..56 of block 0).
-int OpenPool(int fd, bool writable, const PoolInfo& expect) {
-  PoolInfo info;
-  char path[sizeof(leasefs_dax_info::path)];
-  if (const int rc = QueryInfo(fd, &info, path); rc != 0) return rc;
+using PoolPath = char[sizeof(leasefs_dax_info::path)];
+
+// Opens the pool at `path` (as DAX_INFO named it), with the caller's
+// credentials, and checks that it is the mounted one (its superblock's uuid,
+// bytes 40..56 of block 0).
+int OpenPool(const PoolPath& path, bool writable, const PoolInfo& expect) {
   const int pool = open(path, (writable ? O_RDWR : O_RDONLY) | O_CLOEXEC);
   if (pool < 0) return -errno;
   uint8_t uuid[16];
   if (pread(pool, uuid, sizeof uuid, 40) != static_cast<ssize_t>(sizeof uuid) ||
-      std::memcmp(uuid, expect.uuid, sizeof uuid) != 0 ||
-      std::memcmp(uuid, info.uuid, sizeof uuid) != 0) {
+      std::memcmp(uuid, expect.uuid, sizeof uuid) != 0) {
     close(pool);
     return -ESTALE;
   }
   return pool;
 }
 
-int PoolFd(int fd, bool writable, const PoolInfo& info, MountSlot* slot) {
-  if (slot == nullptr) return OpenPool(fd, writable, info);  // the caller closes it
+// The cached pool descriptor of `slot` (opened on first use: one DAX_INFO
+// for the path, which must still name the slot's pool).
+int PoolFd(int fd, bool writable, MountSlot* slot) {
   std::atomic<int>& cached = writable ? slot->fd_rw : slot->fd_ro;
   int cur = cached.load(std::memory_order_acquire);
   if (cur >= 0) return cur;
   if (!writable) {  // a read-write descriptor serves readers too
     if (const int rw = slot->fd_rw.load(std::memory_order_acquire); rw >= 0) return rw;
   }
-  const int pool = OpenPool(fd, writable, info);
+  PoolInfo now;
+  PoolPath path;
+  if (const int rc = QueryInfo(fd, &now, path); rc != 0) return rc;
+  if (std::memcmp(now.uuid, slot->info.uuid, sizeof now.uuid) != 0) return -ESTALE;
+  const int pool = OpenPool(path, writable, slot->info);
   if (pool < 0) return pool;
   if (cached.compare_exchange_strong(cur, pool, std::memory_order_acq_rel)) return pool;
   close(pool);
@@ -171,6 +172,16 @@ int Confirm(int fd, uint64_t map_id) {
 
 void ConfirmAll(int fd, const uint64_t* ids, unsigned n) {
   for (unsigned i = 0; i < n; ++i) (void)Confirm(fd, ids[i]);
+}
+
+// One DAX_MAP call on `fd` for file bytes [pos, end): 0 with *req the
+// answer, or -errno.
+int AskMap(int fd, uint64_t pos, uint64_t end, bool writable, struct leasefs_dax_map* req) {
+  std::memset(req, 0, sizeof *req);
+  req->offset = pos;
+  req->length = end - pos;
+  req->flags = writable ? LEASEFS_DAX_WRITE : 0;
+  return ioctl(fd, LEASEFS_IOC_DAX_MAP, req) == 0 ? 0 : -errno;
 }
 
 // Checks one DAX_MAP answer for the range asked from `pos` to `end`.
@@ -234,11 +245,8 @@ int MapAll(const MapJob& job) {
   Digest digest;
   while (pos < end) {
     if (out->map_id_count == LEASEFS_DAX_MAP_CALLS) return -E2BIG;
-    struct leasefs_dax_map req{};  // 4 KiB: on the stack, so that no call allocates
-    req.offset = pos;
-    req.length = end - pos;
-    req.flags = job.writable ? LEASEFS_DAX_WRITE : 0;
-    if (ioctl(job.fd, LEASEFS_IOC_DAX_MAP, &req) != 0) return -errno;
+    struct leasefs_dax_map req;  // 4 KiB: on the stack, so that no call allocates
+    if (const int rc = AskMap(job.fd, pos, end, job.writable, &req); rc != 0) return rc;
     out->map_ids[out->map_id_count++] = req.map_id;
     // The pool we map from must be the one these extents are of: a cached
     // pool of a mount whose device number came back for another one is not.
@@ -269,42 +277,26 @@ bool ValidArgs(uint64_t offset, uint64_t length, int prot, int map_flags, const 
   return map_flags == MAP_SHARED || map_flags == MAP_PRIVATE;
 }
 
-}  // namespace
-
-extern "C" {
-
-namespace {
-
-int DaxMap(int fd, uint64_t offset, uint64_t length, int prot, int map_flags, void* addr_hint,
-           struct leasefs_dax_mapping* out, bool cached);
-
-}  // namespace
-
-int leasefs_dax_map(int fd, uint64_t offset, uint64_t length, int prot, int map_flags,
-                    void* addr_hint, struct leasefs_dax_mapping* out) {
-  const int rc = DaxMap(fd, offset, length, prot, map_flags, addr_hint, out, true);
-  if (rc != -ESTALE) return rc;
-  // The cache named another pool (see MapAll): ask afresh, uncached.
-  return DaxMap(fd, offset, length, prot, map_flags, addr_hint, out, false);
-}
-
-}  // extern "C"
-
-namespace {
-
+// One leasefs_dax_map, through the mount cache if `cached`.
 int DaxMap(int fd, uint64_t offset, uint64_t length, int prot, int map_flags, void* addr_hint,
            struct leasefs_dax_mapping* out, bool cached) {
   if (out == nullptr) return -EINVAL;
   MapJob job{};
   MountSlot* slot = nullptr;
   if (cached) {
-    if (const int rc = MountInfo(fd, &job.info, &slot); rc != 0) return rc;
-  } else if (const int rc = QueryInfo(fd, &job.info, nullptr); rc != 0) {
+    if (const int rc = SlotOf(fd, &slot); rc != 0) return rc;
+  }
+  PoolPath path;  // without a slot: DAX_INFO once, for the info and the path
+  if (slot != nullptr) {
+    job.info = slot->info;
+  } else if (const int rc = QueryInfo(fd, &job.info, path); rc != 0) {
     return rc;
   }
   if (!ValidArgs(offset, length, prot, map_flags, job.info)) return -EINVAL;
   job.writable = map_flags == MAP_SHARED && (prot & PROT_WRITE) != 0;
-  job.pool = PoolFd(fd, job.writable, job.info, slot);
+  // Without a slot the descriptor is the call's own, closed below.
+  job.pool = slot != nullptr ? PoolFd(fd, job.writable, slot)
+                             : OpenPool(path, job.writable, job.info);
   if (job.pool < 0) return job.pool;
   void* base = addr_hint;
   if (base == nullptr) {
@@ -346,6 +338,14 @@ int DaxMap(int fd, uint64_t offset, uint64_t length, int prot, int map_flags, vo
 
 extern "C" {
 
+int leasefs_dax_map(int fd, uint64_t offset, uint64_t length, int prot, int map_flags,
+                    void* addr_hint, struct leasefs_dax_mapping* out) {
+  const int rc = DaxMap(fd, offset, length, prot, map_flags, addr_hint, out, true);
+  if (rc != -ESTALE) return rc;
+  // The cache named another pool (see MapAll): ask afresh, uncached.
+  return DaxMap(fd, offset, length, prot, map_flags, addr_hint, out, false);
+}
+
 int leasefs_dax_unmap(int fd, const struct leasefs_dax_mapping* m, int keep_reserved) {
   int rc = 0;
   if (keep_reserved) {
@@ -376,14 +376,10 @@ int leasefs_dax_adopt(int fd, struct leasefs_dax_mapping* m) {
       ConfirmAll(fd, ids, n);
       return -E2BIG;
     }
-    struct leasefs_dax_map req{};
-    req.offset = pos;
-    req.length = end - pos;
-    req.flags = m->writable ? LEASEFS_DAX_WRITE : 0;
-    if (ioctl(fd, LEASEFS_IOC_DAX_MAP, &req) != 0) {
-      const int err = errno;
+    struct leasefs_dax_map req;
+    if (const int rc = AskMap(fd, pos, end, m->writable != 0, &req); rc != 0) {
       ConfirmAll(fd, ids, n);
-      return -err;
+      return rc;
     }
     ids[n++] = req.map_id;
     if (req.count > LEASEFS_DAX_MAX || req.length == 0 || req.length > end - pos) break;
@@ -400,11 +396,14 @@ int leasefs_dax_adopt(int fd, struct leasefs_dax_mapping* m) {
 }
 
 int leasefs_dax_pool_fd(int fd, int writable) {
-  PoolInfo info;
   MountSlot* slot = nullptr;
-  if (const int rc = MountInfo(fd, &info, &slot); rc != 0) return rc;
-  if (slot == nullptr) return -ENFILE;  // not cached: nobody would close it
-  return PoolFd(fd, writable != 0, info, slot);
+  if (const int rc = SlotOf(fd, &slot); rc != 0) return rc;
+  if (slot == nullptr) {
+    PoolInfo info;  // not leasefs, or not cached: nobody would close it
+    const int rc = QueryInfo(fd, &info, nullptr);
+    return rc != 0 ? rc : -ENFILE;
+  }
+  return PoolFd(fd, writable != 0, slot);
 }
 
 }  // extern "C"

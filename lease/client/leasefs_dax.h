@@ -17,7 +17,9 @@
  *
  * Every function returns 0 or a negative errno value, as in leasefs_lease.h.
  * Thread safety: any thread may call any function; the per-mount cache of
- * pool descriptors is guarded by a mutex (which a fork leaves unlocked).
+ * pool descriptors takes no lock (its slots are claimed and published by
+ * compare-and-swap), so a fork in the middle of a call leaves nothing locked
+ * and fork handlers may call in.
  */
 #ifndef LEASEFS_CLIENT_LEASEFS_DAX_H
 #define LEASEFS_CLIENT_LEASEFS_DAX_H
