@@ -32,6 +32,7 @@
 #include "leasefs/ioctl.h"
 #include "tests/fuse/mmap_model.h"
 #include "tests/fuse/posix_fs.h"
+#include "tests/support/sqlite.h"
 
 namespace leasefs::testing {
 namespace {
@@ -184,13 +185,9 @@ TEST_CASE("random mapped and unmapped reads and writes, truncates and ioctls mat
 
 // --- programs -----------------------------------------------------------------
 
-// Runs the sqlite3 shell on `db` with commands (SQL or dot-commands);
-// returns "exit code:output".
+// The sqlite3 shell on `db` (tests/support/sqlite.h): "exit code:output".
 std::string Sqlite(const std::string& db, const std::string& sql, const std::string& more) {
-  std::vector<std::string> argv = {"/usr/bin/sqlite3", "-batch", db, sql};
-  if (!more.empty()) argv.push_back(more);
-  ProcessResult r = Run(argv);
-  return std::to_string(r.exit_code) + ":" + r.output;
+  return RunSqlite({}, db, sql, more);
 }
 
 TEST_CASE("sqlite3 in WAL mode: two writers at once, then integrity_check and exact counts") {
@@ -198,23 +195,9 @@ TEST_CASE("sqlite3 in WAL mode: two writers at once, then integrity_check and ex
   const std::string db = fs.path("t.db");
   CHECK(Sqlite(db, "PRAGMA journal_mode=WAL;") == "0:wal\n");
   CHECK(Sqlite(db, "CREATE TABLE t(w INTEGER, i INTEGER, v TEXT);") == "0:");
-  auto writer = [&](int w, std::string* out) {
-    std::ostringstream sql;
-    sql << "PRAGMA busy_timeout=60000;";
-    for (int tx = 0; tx < 40; ++tx) {
-      sql << "BEGIN IMMEDIATE;";
-      for (int i = 0; i < 25; ++i)
-        sql << "INSERT INTO t VALUES(" << w << "," << tx * 25 + i << ",hex(randomblob(64)));";
-      sql << "COMMIT;";
-    }
-    *out = Sqlite(db, sql.str());
-  };
-  std::string out1, out2;
-  std::thread t1(writer, 1, &out1), t2(writer, 2, &out2);
-  t1.join();
-  t2.join();
-  CHECK(out1 == "0:60000\n");
-  CHECK(out2 == "0:60000\n");
+  const std::vector<std::string> outs = RunWriters({}, db, {1, 2}, 40, 25);
+  CHECK(outs[0] == "0:60000\n");
+  CHECK(outs[1] == "0:60000\n");
   // While a connection is open, its WAL index is a shared mapping of
   // t.db-shm (SQLite deletes the file when the last connection closes).
   // (The shell's own output is buffered, that of .system is not.)

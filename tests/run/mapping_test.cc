@@ -28,27 +28,6 @@ namespace {
 
 constexpr size_t KiB = 1024;
 
-std::string RunBin() { return ToolPath("LEASEFS_RUN_BIN", "build/tools/run/leasefs-run"); }
-std::string ProbeBin() { return ToolPath("DAX_PROBE_BIN", "build/tests/run/dax_probe"); }
-
-MountOptions Options() {
-  MountOptions o;
-  o.pool_size = "64M";
-  o.options = "allow_other,lease_break_time=10";
-  return o;
-}
-
-class DaxProbe : public Probe {
- public:
-  explicit DaxProbe(const std::vector<std::string>& args) : Probe(RunBin(), ProbeBin(), args) {}
-};
-
-void MakeFile(const std::string& path, const std::string& data) {
-  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
-  REQUIRE(fd.valid());
-  REQUIRE(write(fd.get(), data.data(), data.size()) == static_cast<ssize_t>(data.size()));
-}
-
 std::string ReadAll(const std::string& path) {
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   REQUIRE(fd.valid());
@@ -113,9 +92,9 @@ bool NoneLeft(const TestMount& m) {
 }
 
 TEST_CASE("leasefs-run: a program's own truncate of its DAX-mapped file acts as on a local DAX fs") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const std::string f = m.path("self");
-  MakeFile(f, std::string(16 * KiB, '.'));
+  MakeFile(f, 16 * KiB, '.');
   DaxProbe probe({"selftruncate", f, m.pool()});
   // The truncate through the program's own descriptor breaks the shim's
   // lease (another open file description): the mapping becomes the kernel's,
@@ -127,9 +106,9 @@ TEST_CASE("leasefs-run: a program's own truncate of its DAX-mapped file acts as 
 }
 
 TEST_CASE("leasefs-run: munmap of part of a DAX mapping keeps its records until the rest goes") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const std::string f = m.path("unmap");
-  MakeFile(f, std::string(32 * KiB, '.'));
+  MakeFile(f, 32 * KiB, '.');
   DaxProbe probe({"munmap", f, m.pool()});
   REQUIRE(probe.Line() == "mapped");
   uint64_t bytes = 0;
@@ -153,9 +132,9 @@ TEST_CASE("leasefs-run: munmap of part of a DAX mapping keeps its records until 
 }
 
 TEST_CASE("leasefs-run: mremap shrinks, grows and moves a DAX mapping") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const std::string f = m.path("remap");
-  MakeFile(f, std::string(32 * KiB, 'R'));
+  MakeFile(f, 32 * KiB, 'R');
   DaxProbe probe({"mremap", f, m.pool()});
   REQUIRE(probe.Line() == "moved");
   CHECK(List(m).Of(probe.pid()) >= 1);
@@ -169,9 +148,9 @@ TEST_CASE("leasefs-run: mremap shrinks, grows and moves a DAX mapping") {
 }
 
 TEST_CASE("leasefs-run: mprotect of DAX mappings") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const std::string f = m.path("protect");
-  MakeFile(f, std::string(8 * KiB, 'P'));
+  MakeFile(f, 8 * KiB, 'P');
   DaxProbe probe({"mprotect", f, m.pool()});
   CHECK(probe.Line() == "ok");
   CHECK(probe.Wait() == 0);
@@ -181,9 +160,9 @@ TEST_CASE("leasefs-run: mprotect of DAX mappings") {
 }
 
 TEST_CASE("leasefs-run: msync(MS_SYNC) of a DAX mapping reaches another process's plain mapping") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const std::string f = m.path("sync");
-  MakeFile(f, std::string(8 * KiB, 's'));
+  MakeFile(f, 8 * KiB, 's');
   DaxProbe probe({"msync", f, m.pool()});
   REQUIRE(probe.Line() == "mapped");
   // Our own mapping is the kernel's (no shim here): its page is cached now.
@@ -203,9 +182,9 @@ TEST_CASE("leasefs-run: msync(MS_SYNC) of a DAX mapping reaches another process'
 }
 
 TEST_CASE("leasefs-run: a fork's child and its parent both map; a truncate breaks both") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const std::string f = m.path("forkbreak");
-  MakeFile(f, std::string(16 * KiB, 'F'));
+  MakeFile(f, 16 * KiB, 'F');
   DaxProbe probe({"forkbreak", f, m.pool()});
   const std::string forked = probe.Line();
   REQUIRE(forked.rfind("forked ", 0) == 0);
@@ -235,9 +214,9 @@ TEST_CASE("leasefs-run: a fork's child and its parent both map; a truncate break
 }
 
 TEST_CASE("leasefs-run: exec drops the DAX records before the new program runs") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const std::string f = m.path("exec");
-  MakeFile(f, std::string(8 * KiB, 'e'));
+  MakeFile(f, 8 * KiB, 'e');
   DaxProbe probe({"exec", f, m.pool()});
   REQUIRE(probe.Line() == "mapped");
   CHECK(List(m).Of(probe.pid()) >= 1);
@@ -253,9 +232,9 @@ TEST_CASE("leasefs-run: exec drops the DAX records before the new program runs")
 }
 
 TEST_CASE("leasefs-run: threads store into a DAX mapping while a break replaces it") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const std::string f = m.path("threads");
-  MakeFile(f, std::string(64 * KiB, '\0'));
+  MakeFile(f, 64 * KiB, '\0');
   DaxProbe probe({"threads", f, m.pool()});
   REQUIRE(probe.Line() == "running");
   CHECK(List(m).Of(probe.pid()) >= 1);
@@ -275,9 +254,9 @@ TEST_CASE("leasefs-run: threads store into a DAX mapping while a break replaces 
 }
 
 TEST_CASE("leasefs-run: a writable mapping of a file with read-only hole mappings is DAX") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const std::string f = m.path("holefill");
-  MakeFile(f, std::string(4 * KiB, 'H'));
+  MakeFile(f, 4 * KiB, 'H');
   REQUIRE(truncate(f.c_str(), 16 * KiB) == 0);
   DaxProbe probe({"holefill", f, m.pool()});
   // The read-only mapping became the kernel's before the writable one was
@@ -290,9 +269,9 @@ TEST_CASE("leasefs-run: a writable mapping of a file with read-only hole mapping
 }
 
 TEST_CASE("leasefs-run: mmap(MAP_FIXED) of anonymous memory over a DAX mapping ends it") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const std::string f = m.path("fixedover");
-  MakeFile(f, std::string(16 * KiB, '.'));
+  MakeFile(f, 16 * KiB, '.');
   DaxProbe probe({"fixedover", f, m.pool()});
   REQUIRE(probe.Line() == "replaced");
   // The program's memory replaced the mapping: the shim confirmed it

@@ -12,20 +12,13 @@
 #include <doctest/doctest.h>
 
 #include "tests/run/asan_order.h"
+#include "tests/run/probe.h"
 #include "tests/support/mount.h"
 
 namespace leasefs::testing {
 namespace {
 
-std::string RunBin() { return ToolPath("LEASEFS_RUN_BIN", "build/tools/run/leasefs-run"); }
 std::string ModelBin() { return ToolPath("MMAP_MODEL_BIN", "build/tests/run/mmap_model"); }
-
-MountOptions Options() {
-  MountOptions o;
-  o.pool_size = "64M";
-  o.options = "allow_other,lease_break_time=10";
-  return o;
-}
 
 struct ModelResult {
   int exit_code = -1;
@@ -65,7 +58,7 @@ ModelResult RunModel(const TestMount& m, const std::string& name, bool shim, boo
 }
 
 TEST_CASE("leasefs-run: the randomized mmap model run holds; breaks leave kernel mappings") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const ModelResult r = RunModel(m, "dax", true, false, 1500);
   CAPTURE(r.output);
   CHECK(r.exit_code == 0);
@@ -79,7 +72,7 @@ TEST_CASE("leasefs-run: the randomized mmap model run holds; breaks leave kernel
 }
 
 TEST_CASE("leasefs-run: the model run maps again after each break, and is DAX nearly throughout") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const ModelResult r = RunModel(m, "dax", true, true, 1500);
   CAPTURE(r.output);
   CHECK(r.exit_code == 0);
@@ -91,7 +84,7 @@ TEST_CASE("leasefs-run: the model run maps again after each break, and is DAX ne
 }
 
 TEST_CASE("plain mmap: the same model run holds, and no page of it is the pool's") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const ModelResult r = RunModel(m, "plain", false, false, 1500);
   CAPTURE(r.output);
   CHECK(r.exit_code == 0);

@@ -1,8 +1,10 @@
 // A probe program run under leasefs-run with a pipe each way, for the tests
 // of tests/run: the test reads the lines it prints and tells it to go on,
-// acting as "another process" in between.
+// acting as "another process" in between. Also what those tests share: the
+// programs' paths, the mount, the files they start from.
 #pragma once
 
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -15,6 +17,7 @@
 #include <doctest/doctest.h>
 
 #include "base/unique_fd.h"
+#include "tests/support/mount.h"
 
 namespace leasefs::testing {
 
@@ -79,5 +82,31 @@ class Probe {
   pid_t pid_ = -1;
   UniqueFd to_, from_;
 };
+
+inline std::string RunBin() { return ToolPath("LEASEFS_RUN_BIN", "build/tools/run/leasefs-run"); }
+inline std::string ProbeBin() { return ToolPath("DAX_PROBE_BIN", "build/tests/run/dax_probe"); }
+
+// The mount of the tests of tests/run: others may open its files, and a
+// lease nobody releases is revoked after 10 s.
+inline MountOptions RunMountOptions() {
+  MountOptions o;
+  o.pool_size = "64M";
+  o.options = "allow_other,lease_break_time=10";
+  return o;
+}
+
+// dax_probe under leasefs-run.
+class DaxProbe : public Probe {
+ public:
+  explicit DaxProbe(const std::vector<std::string>& args) : Probe(RunBin(), ProbeBin(), args) {}
+};
+
+// A file of `size` bytes of `fill` at `path`, mode 0666.
+inline void MakeFile(const std::string& path, size_t size, char fill) {
+  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
+  REQUIRE(fd.valid());
+  const std::string data(size, fill);
+  REQUIRE(write(fd.get(), data.data(), data.size()) == static_cast<ssize_t>(data.size()));
+}
 
 }  // namespace leasefs::testing

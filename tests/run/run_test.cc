@@ -28,24 +28,6 @@ namespace {
 
 constexpr size_t KiB = 1024;
 
-std::string RunBin() { return ToolPath("LEASEFS_RUN_BIN", "build/tools/run/leasefs-run"); }
-std::string ProbeBin() { return ToolPath("DAX_PROBE_BIN", "build/tests/run/dax_probe"); }
-
-MountOptions Options() {
-  MountOptions o;
-  o.pool_size = "64M";
-  o.options = "allow_other,lease_break_time=10";
-  return o;
-}
-
-// A file of `size` bytes of `fill` on the mount, mode 0666.
-void MakeFile(const std::string& path, size_t size, char fill) {
-  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666));
-  REQUIRE(fd.valid());
-  const std::string data(size, fill);
-  REQUIRE(write(fd.get(), data.data(), data.size()) == static_cast<ssize_t>(data.size()));
-}
-
 std::string ReadAt(const std::string& path, size_t off, size_t len) {
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
   REQUIRE(fd.valid());
@@ -56,14 +38,8 @@ std::string ReadAt(const std::string& path, size_t off, size_t len) {
   return s;
 }
 
-// The probe, run under leasefs-run (tests/run/probe.h).
-class DaxProbe : public Probe {
- public:
-  explicit DaxProbe(const std::vector<std::string>& args) : Probe(RunBin(), ProbeBin(), args) {}
-};
-
 TEST_CASE("leasefs-run: stores through the DAX mapping and FUSE writes see each other at once") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const std::string f = m.path("coherence");
   MakeFile(f, 16 * KiB, '.');
   DaxProbe probe({"coherence", f, m.pool()});
@@ -80,7 +56,7 @@ TEST_CASE("leasefs-run: stores through the DAX mapping and FUSE writes see each 
 }
 
 TEST_CASE("leasefs-run: a truncate by another process breaks the lease; the program goes on") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const std::string f = m.path("break");
   MakeFile(f, 16 * KiB, '.');
   DaxProbe probe({"break", f, m.pool()});
@@ -94,7 +70,7 @@ TEST_CASE("leasefs-run: a truncate by another process breaks the lease; the prog
 }
 
 TEST_CASE("leasefs-run: MAP_PRIVATE maps the pool copy-on-write") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const std::string f = m.path("private");
   MakeFile(f, 8 * KiB, 'p');
   DaxProbe probe({"private", f, m.pool()});
@@ -104,7 +80,7 @@ TEST_CASE("leasefs-run: MAP_PRIVATE maps the pool copy-on-write") {
 }
 
 TEST_CASE("leasefs-run: a fork's child stores through the inherited DAX mapping") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const std::string f = m.path("fork");
   MakeFile(f, 8 * KiB, 'f');
   DaxProbe probe({"fork", f, m.pool()});
@@ -114,7 +90,7 @@ TEST_CASE("leasefs-run: a fork's child stores through the inherited DAX mapping"
 }
 
 TEST_CASE("leasefs-run: a file of another filesystem is mapped as itself") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   char tmpl[] = "/tmp/leasefs-run-plain-XXXXXX";
   const int fd = mkstemp(tmpl);
   REQUIRE(fd >= 0);
@@ -152,19 +128,19 @@ std::string RunFio(const TestMount& m, const std::string& engine) {
 }
 
 TEST_CASE("leasefs-run: fio --ioengine=mmap randrw verifies") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   CHECK(RunFio(m, "mmap") == "");
 }
 
 TEST_CASE("leasefs-run: fio --ioengine=libpmem randrw verifies") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   if (const std::string why = RunFio(m, "libpmem"); !why.empty()) {
     MESSAGE("skipped: " << why);
   }
 }
 
 TEST_CASE("leasefs-run: python3's mmap module writes a leasefs file through DAX") {
-  TestMount m(Options());
+  TestMount m(RunMountOptions());
   const std::string f = m.path("py");
   MakeFile(f, 8 * KiB, '-');
   const std::string script = fmt::format(

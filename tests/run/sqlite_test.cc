@@ -4,53 +4,31 @@
 #include <sys/types.h>
 
 #include <regex>
-#include <sstream>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <doctest/doctest.h>
 
+#include "tests/run/probe.h"
 #include "tests/support/mount.h"
+#include "tests/support/sqlite.h"
 
 namespace leasefs::testing {
 namespace {
 
-std::string RunBin() { return ToolPath("LEASEFS_RUN_BIN", "build/tools/run/leasefs-run"); }
-
 // sqlite3 -batch DB SQL [MORE] under leasefs-run: "exit code:output".
 std::string Sqlite(const std::string& db, const std::string& sql, const std::string& more = "") {
-  std::vector<std::string> argv = {RunBin(), "/usr/bin/sqlite3", "-batch", db, sql};
-  if (!more.empty()) argv.push_back(more);
-  const ProcessResult r = Run(argv);
-  return std::to_string(r.signaled() ? 128 + r.term_signal : r.exit_code) + ":" + r.output;
+  return RunSqlite({RunBin()}, db, sql, more);
 }
 
 TEST_CASE("leasefs-run: sqlite3 in WAL mode, two writers at once, integrity_check and counts") {
-  MountOptions o;
-  o.pool_size = "64M";
-  o.options = "allow_other,lease_break_time=10";
-  TestMount m(o);
+  TestMount m(RunMountOptions());
   const std::string db = m.path("t.db");
   CHECK(Sqlite(db, "PRAGMA journal_mode=WAL;") == "0:wal\n");
   CHECK(Sqlite(db, "CREATE TABLE t(w INTEGER, i INTEGER, v TEXT);") == "0:");
-  auto writer = [&](int w, std::string* out) {
-    std::ostringstream sql;
-    sql << "PRAGMA busy_timeout=60000;";
-    for (int tx = 0; tx < 40; ++tx) {
-      sql << "BEGIN IMMEDIATE;";
-      for (int i = 0; i < 25; ++i)
-        sql << "INSERT INTO t VALUES(" << w << "," << tx * 25 + i << ",hex(randomblob(64)));";
-      sql << "COMMIT;";
-    }
-    *out = Sqlite(db, sql.str());
-  };
-  std::string out1, out2;
-  std::thread t1(writer, 1, &out1), t2(writer, 2, &out2);
-  t1.join();
-  t2.join();
-  CHECK(out1 == "0:60000\n");
-  CHECK(out2 == "0:60000\n");
+  const std::vector<std::string> outs = RunWriters({RunBin()}, db, {1, 2}, 40, 25);
+  CHECK(outs[0] == "0:60000\n");
+  CHECK(outs[1] == "0:60000\n");
   // While a connection is open, its WAL index is mapped: from the pool (the
   // shim's DAX mapping), not from t.db-shm through the kernel. The shell of
   // .system is sqlite3's child ($PPID).
@@ -74,33 +52,17 @@ TEST_CASE("leasefs-run: sqlite3 in WAL mode, two writers at once, integrity_chec
 // index needs coherent shared memory. Run by hand from a shell with these
 // parameters, about one run in four loses a writer to SIGBUS (its rows are
 // then missing, integrity_check still ok); without leasefs-run the same runs
-// always hold. Inside this test it has not failed yet. may_fail keeps the
-// reproduction here without failing the suite until the shim is fixed.
+// always hold. Skipped: may_fail could not fail (a pass and a failure both
+// leave the suite green), and a run that loses a writer would fail the suite
+// one time in four. Run it by hand (-tce='*three writers*' --no-skip) to
+// reproduce until the shim is fixed.
 TEST_CASE("leasefs-run: sqlite3 in WAL mode, three writers of many small transactions" *
-          doctest::may_fail()) {
-  MountOptions o;
-  o.pool_size = "64M";
-  o.options = "allow_other,lease_break_time=10";
-  TestMount m(o);
+          doctest::skip()) {
+  TestMount m(RunMountOptions());
   const std::string db = m.path("t.db");
   REQUIRE(Sqlite(db, "PRAGMA journal_mode=WAL;") == "0:wal\n");
   REQUIRE(Sqlite(db, "CREATE TABLE t(w INTEGER, i INTEGER, v TEXT);") == "0:");
-  std::vector<std::string> outs(3);
-  std::vector<std::thread> writers;
-  for (int w = 0; w < 3; ++w) {
-    writers.emplace_back([&, w] {
-      std::ostringstream sql;
-      sql << "PRAGMA busy_timeout=60000;";
-      for (int tx = 0; tx < 150; ++tx) {
-        sql << "BEGIN IMMEDIATE;";
-        for (int i = 0; i < 5; ++i)
-          sql << "INSERT INTO t VALUES(" << w << "," << tx * 5 + i << ",hex(randomblob(64)));";
-        sql << "COMMIT;";
-      }
-      outs[w] = Sqlite(db, sql.str());
-    });
-  }
-  for (std::thread& t : writers) t.join();
+  const std::vector<std::string> outs = RunWriters({RunBin()}, db, {0, 1, 2}, 150, 5);
   for (const std::string& out : outs) CHECK(out == "0:60000\n");
   CHECK(Sqlite(db, "PRAGMA integrity_check;") == "0:ok\n");
   CHECK(Sqlite(db, "SELECT w, count(*), count(DISTINCT i) FROM t GROUP BY w;") ==
