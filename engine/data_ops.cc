@@ -19,6 +19,7 @@
 #include <linux/falloc.h>
 
 #include "base/clock.h"
+#include "engine/file_runs.h"
 #include "engine/filesystem_impl.h"
 
 namespace leasefs::engine {
@@ -60,71 +61,16 @@ class IovReader {
   size_t off_ = 0;
 };
 
-// What a write or fallocate finds in its block range: runs of blocks that are
-// holes, unwritten, or written, in file order.
-struct Run {
-  uint64_t file_block;
-  uint64_t length;
-  // kShared: written blocks shared by reflink, which a write must copy.
-  enum Kind { kHole, kUnwritten, kWritten, kShared } kind;
-  uint64_t pool_block;  // for every kind but kHole
-  bool NeedsBlocks() const { return kind == kHole || kind == kShared; }
-};
-
-std::vector<Run> Survey(const ExtentMap& em, uint64_t first, uint64_t count) {
-  std::vector<Run> runs;
-  uint64_t at = first;
-  for (const Mapping& m : em.Overlapping(first, count)) {
-    if (m.file_block > at) runs.push_back({at, m.file_block - at, Run::kHole, 0});
-    runs.push_back(
-        {m.file_block, m.length, m.unwritten() ? Run::kUnwritten : Run::kWritten, m.pool_block});
-    at = m.file_end();
-  }
-  if (at < first + count) runs.push_back({at, first + count - at, Run::kHole, 0});
-  return runs;
-}
-
-// Splits written runs into the parts whose blocks are shared (refcount > 1)
-// and the parts that are not.
-std::vector<Run> SplitShared(const Filesystem::Impl& fs, std::vector<Run> runs) {
-  std::vector<Run> out;
-  out.reserve(runs.size());
-  for (const Run& r : runs) {
-    if (r.kind != Run::kWritten) {
-      out.push_back(r);
-      continue;
-    }
-    const uint32_t* rc = fs.pool_.refcount(r.pool_block);
-    for (uint64_t i = 0; i < r.length;) {
-      const bool shared = rc[i] > 1;
-      uint64_t j = i + 1;
-      while (j < r.length && (rc[j] > 1) == shared) ++j;
-      out.push_back({r.file_block + i, j - i, shared ? Run::kShared : Run::kWritten,
-                     r.pool_block + i});
-      i = j;
-    }
-  }
-  return out;
-}
-
 // Stretches the first and last runs, when unwritten, to their whole extents
 // (Survey clips them to the write).
-void WidenUnwritten(const ExtentMap& em, std::vector<Run>* runs) {
-  for (Run* r : {&runs->front(), &runs->back()}) {
-    if (r->kind != Run::kUnwritten) continue;
+void WidenUnwritten(const ExtentMap& em, std::vector<FileRun>* runs) {
+  for (FileRun* r : {&runs->front(), &runs->back()}) {
+    if (r->kind != FileRun::kUnwritten) continue;
     const auto m = em.Find(r->file_block);
     r->file_block = m->file_block;
     r->pool_block = m->pool_block;
     r->length = m->length;
   }
-}
-
-// Pool block right after the mapping that precedes `file_block`: where an
-// allocation for it should start so that the file stays contiguous.
-uint64_t GoalFor(const ExtentMap& em, uint64_t file_block) {
-  if (file_block == 0) return 0;
-  if (auto m = em.Find(file_block - 1)) return m->pool_block + (file_block - m->file_block);
-  return 0;
 }
 
 // Whether a change of the file by `c` drops setgid (Linux >= 6.2,
@@ -340,14 +286,14 @@ Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t of
   // shared by reflink, which are copied first), reserve as many as there
   // are, and extent slots for the new mappings.
   uint64_t fb = off / kBlock;
-  std::vector<Run> runs =
-      SplitShared(*this, Survey(n->extents, fb, (off + len - 1) / kBlock - fb + 1));
+  std::vector<FileRun> runs =
+      SplitShared(pool_, Survey(n->extents, fb, (off + len - 1) / kBlock - fb + 1));
   uint64_t new_blocks = 0;
   size_t fresh = 0, unwritten = 0;
-  for (const Run& r : runs) {
+  for (const FileRun& r : runs) {
     new_blocks += r.NeedsBlocks() ? r.length : 0;
     fresh += r.NeedsBlocks() ? 1 : 0;
-    unwritten += r.kind == Run::kUnwritten ? 1 : 0;
+    unwritten += r.kind == FileRun::kUnwritten ? 1 : 0;
   }
   Op op(*this);
   std::vector<BlockRange> got;
@@ -355,7 +301,7 @@ Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t of
   if (reserved < new_blocks) {
     // Short write: stop at the first block left without a pool block.
     uint64_t left = reserved, stop = 0;
-    for (const Run& r : runs) {
+    for (const FileRun& r : runs) {
       if (!r.NeedsBlocks()) continue;
       if (left < r.length) {
         stop = r.file_block + left;
@@ -365,7 +311,7 @@ Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t of
     }
     if (stop * kBlock <= off) return Status::Error(ENOSPC, "pool is full");
     len = stop * kBlock - off;
-    runs = SplitShared(*this, Survey(n->extents, fb, stop - fb));
+    runs = SplitShared(pool_, Survey(n->extents, fb, stop - fb));
   }
   // New mappings: at most one per reserved piece plus one per run it is
   // split across; replacing a shared run may split its extent (one slot);
@@ -393,8 +339,8 @@ Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t of
   std::vector<Mapping> replaced;  // shared runs that new blocks replace
   size_t piece = 0;
   uint64_t piece_used = 0;
-  for (const Run& r : runs) {
-    if (r.kind == Run::kShared) replaced.push_back({r.file_block, r.pool_block, r.length, 0});
+  for (const FileRun& r : runs) {
+    if (r.kind == FileRun::kShared) replaced.push_back({r.file_block, r.pool_block, r.length, 0});
     uint64_t fblk = r.file_block;
     uint64_t left = r.length;
     while (left > 0) {
@@ -415,11 +361,11 @@ Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t of
       char* base = pool_.BlockPtr(pblk);
       const uint64_t rb = fblk * kBlock, re = (fblk + k) * kBlock;
       const uint64_t wb = std::max(rb, off), we = std::min(re, end);
-      if (r.kind == Run::kShared) {  // bytes around the write keep the old contents
+      if (r.kind == FileRun::kShared) {  // bytes around the write keep the old contents
         const char* old = pool_.BlockPtr(r.pool_block + (fblk - r.file_block));
         if (wb > rb) media_->CopyFlush(base, old, wb - rb);
         if (re > we) media_->CopyFlush(base + (we - rb), old + (we - rb), re - we);
-      } else if (r.kind != Run::kWritten) {  // bytes around the write read as zeros
+      } else if (r.kind != FileRun::kWritten) {  // bytes around the write read as zeros
         if (wb > rb) media_->SetFlush(base, 0, wb - rb);
         if (re > we) media_->SetFlush(base + (we - rb), 0, re - we);
       }
@@ -631,8 +577,8 @@ Status Filesystem::Impl::Preallocate(Ino ino, int mode, uint64_t off, uint64_t l
   const uint64_t end = off + len, fb = off / kBlock, lb = (end - 1) / kBlock;
 
   uint64_t hole_blocks = 0;
-  for (const Run& r : Survey(n->extents, fb, lb - fb + 1))
-    hole_blocks += r.kind == Run::kHole ? r.length : 0;
+  for (const FileRun& r : Survey(n->extents, fb, lb - fb + 1))
+    hole_blocks += r.kind == FileRun::kHole ? r.length : 0;
   if (hole_blocks > AvailableBlocks()) return Status::Error(ENOSPC, "pool is full");
   const uint64_t old_size = I(ino)->size;
   if (!(mode & FALLOC_FL_KEEP_SIZE) && end > old_size)
@@ -645,10 +591,10 @@ Status Filesystem::Impl::Preallocate(Ino ino, int mode, uint64_t off, uint64_t l
   for (uint64_t at = fb; at <= lb; at += kChunk) {
     const uint64_t cnt = std::min(kChunk, lb + 1 - at);
     Op op(*this);
-    std::vector<std::pair<Run, std::vector<BlockRange>>> plan;
+    std::vector<std::pair<FileRun, std::vector<BlockRange>>> plan;
     size_t pieces = 0;
-    for (const Run& r : Survey(n->extents, at, cnt)) {
-      if (r.kind != Run::kHole) continue;
+    for (const FileRun& r : Survey(n->extents, at, cnt)) {
+      if (r.kind != FileRun::kHole) continue;
       std::vector<BlockRange> got;
       LFS_RETURN_IF_ERROR(op.Reserve(r.length, GoalFor(n->extents, r.file_block), &got));
       pieces += got.size();

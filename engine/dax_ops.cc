@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "engine/file_runs.h"
 #include "engine/filesystem_impl.h"
 #include "engine/superblock.h"
 
@@ -18,55 +19,10 @@ namespace {
 
 constexpr uint64_t kBlock = kBlockSize;
 
-// A piece of the range MapForDax hands out, in file order, as it finds it.
-struct Piece {
-  enum Kind { kHole, kUnwritten, kWritten, kShared };
-  Kind kind;
-  uint64_t file_block;
-  uint64_t length;
-  uint64_t pool_block;  // kHole: 0
-};
-
-// The pieces of file blocks [first, first + count); written extents split
-// into shared (refcount > 1) and unshared parts when `split_shared`.
-std::vector<Piece> Survey(const Filesystem::Impl& fs, const ExtentMap& em, uint64_t first,
-                          uint64_t count, bool split_shared) {
-  std::vector<Piece> out;
-  uint64_t at = first;
-  for (const Mapping& m : em.Overlapping(first, count)) {
-    if (m.file_block > at) out.push_back({Piece::kHole, at, m.file_block - at, 0});
-    at = m.file_end();
-    if (m.unwritten() || !split_shared) {
-      out.push_back(
-          {m.unwritten() ? Piece::kUnwritten : Piece::kWritten, m.file_block, m.length,
-           m.pool_block});
-      continue;
-    }
-    const uint32_t* rc = fs.pool_.refcount(m.pool_block);
-    for (uint64_t i = 0; i < m.length;) {
-      const bool shared = rc[i] > 1;
-      uint64_t j = i + 1;
-      while (j < m.length && (rc[j] > 1) == shared) ++j;
-      out.push_back({shared ? Piece::kShared : Piece::kWritten, m.file_block + i, j - i,
-                     m.pool_block + i});
-      i = j;
-    }
-  }
-  if (at < first + count) out.push_back({Piece::kHole, at, first + count - at, 0});
-  return out;
-}
-
-// Pool block right after the mapping that precedes `file_block`.
-uint64_t GoalFor(const ExtentMap& em, uint64_t file_block) {
-  if (file_block == 0) return 0;
-  if (auto m = em.Find(file_block - 1)) return m->pool_block + (file_block - m->file_block);
-  return 0;
-}
-
 // What MapForDax does to one part of the range: `kind` as found; with new
 // blocks at `pool_block` for holes and shared blocks when writable (`fresh`).
 struct Step {
-  Piece::Kind kind;
+  FileRun::Kind kind;
   uint64_t file_block;
   uint64_t length;
   uint64_t pool_block;  // where the blocks are after the change (0: a hole left alone)
@@ -202,16 +158,19 @@ static Status PlanDax(Filesystem::Impl& fs, Op& op, Ino ino, uint64_t first, uin
     return true;
   };
   uint64_t fill_left = kMaxFillBlocks;
-  for (Piece p : Survey(fs, em, first, count, writable)) {
+  // Only a writable mapping replaces shared blocks, so only it tells them apart.
+  std::vector<FileRun> found = Survey(em, first, count);
+  if (writable) found = SplitShared(fs.pool_, found);
+  for (FileRun p : found) {
     if (steps->size() >= max_steps) break;
-    const bool needs = writable && (p.kind == Piece::kHole || p.kind == Piece::kShared);
-    if (needs || p.kind == Piece::kUnwritten) {  // blocks FillDaxBlocks writes
+    const bool needs = writable && p.NeedsBlocks();
+    if (needs || p.kind == FileRun::kUnwritten) {  // blocks FillDaxBlocks writes
       if (fill_left == 0) break;
       p.length = std::min(p.length, fill_left);
       fill_left -= p.length;
     }
     if (!needs) {
-      if (!append(p.file_block, p.pool_block, p.length, p.kind == Piece::kHole)) break;
+      if (!append(p.file_block, p.pool_block, p.length, p.kind == FileRun::kHole)) break;
       steps->push_back({p.kind, p.file_block, p.length, p.pool_block, 0, false});
       continue;
     }
@@ -224,7 +183,7 @@ static Status PlanDax(Filesystem::Impl& fs, Op& op, Ino ino, uint64_t first, uin
     uint64_t fb = p.file_block;
     for (; used < got.size() && steps->size() < max_steps; ++used) {
       if (!append(fb, got[used].start, got[used].count, false)) break;
-      const uint64_t old = p.kind == Piece::kShared ? p.pool_block + (fb - p.file_block) : 0;
+      const uint64_t old = p.kind == FileRun::kShared ? p.pool_block + (fb - p.file_block) : 0;
       steps->push_back({p.kind, fb, got[used].count, got[used].start, old, true});
       fb += got[used].count;
     }
@@ -240,10 +199,10 @@ static Status PlanDax(Filesystem::Impl& fs, Op& op, Ino ino, uint64_t first, uin
 // them or marks them written, so a crash exposes nothing stale.
 static void FillDaxBlocks(Filesystem::Impl& fs, const std::vector<Step>& steps) {
   for (const Step& s : steps) {
-    if (s.kind == Piece::kShared && s.fresh) {
+    if (s.kind == FileRun::kShared && s.fresh) {
       fs.media_->CopyFlush(fs.pool_.BlockPtr(s.pool_block), fs.pool_.BlockPtr(s.old_block),
                            s.length * kBlock);
-    } else if (s.kind == Piece::kUnwritten || (s.kind == Piece::kHole && s.fresh)) {
+    } else if (s.kind == FileRun::kUnwritten || (s.kind == FileRun::kHole && s.fresh)) {
       fs.media_->SetFlush(fs.pool_.BlockPtr(s.pool_block), 0, s.length * kBlock);
     }
   }
@@ -257,12 +216,12 @@ static void StageDaxSteps(Filesystem::Impl& fs, Op& op, Ino ino, const std::vect
   bool changed = false;
   fs.AddPlannedSlots(op, ino);
   for (const Step& s : steps) {
-    if (s.kind == Piece::kUnwritten) {
+    if (s.kind == FileRun::kUnwritten) {
       em.MarkWritten(op.tx, s.file_block, s.length);
       changed = true;
     }
     if (!s.fresh) continue;
-    if (s.kind == Piece::kShared) {
+    if (s.kind == FileRun::kShared) {
       std::vector<Mapping> removed;
       em.Remove(op.tx, s.file_block, s.length, &removed);
       op.AddRefs({s.old_block, s.length}, -1);
@@ -306,8 +265,8 @@ Result<Filesystem::DaxMapping> Filesystem::MapForDax(const Cred& c, Ino ino, uin
   size_t fresh = 0, unwritten = 0, removes = 0;
   for (const Step& s : steps) {
     fresh += s.fresh ? 1 : 0;
-    removes += s.fresh && s.kind == Piece::kShared ? 1 : 0;
-    unwritten += s.kind == Piece::kUnwritten ? 1 : 0;
+    removes += s.fresh && s.kind == FileRun::kShared ? 1 : 0;
+    unwritten += s.kind == FileRun::kUnwritten ? 1 : 0;
   }
   LFS_RETURN_IF_ERROR(fs.PlanSlots(op, ino,
                                    fresh * ExtentMap::kSlotsPerInsert +
