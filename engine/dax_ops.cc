@@ -30,18 +30,6 @@ struct Step {
   bool fresh;           // pool_block..+length are newly reserved blocks
 };
 
-// The parts of `r` that `covered` does not cover.
-std::vector<BlockRange> Uncovered(const Coverage& covered, BlockRange r) {
-  std::vector<BlockRange> out;
-  uint64_t at = r.start;
-  for (const BlockRange& c : covered.CoveredParts(r)) {
-    if (c.start > at) out.push_back({at, c.start - at});
-    at = c.end();
-  }
-  if (at < r.end()) out.push_back({at, r.end() - at});
-  return out;
-}
-
 // Journal bytes one step may cost in MapForDax's transaction: three extent
 // slot writes (a split, a remove, an insert), a refcount fill and a record,
 // with their record headers; and what every transaction keeps spare.
@@ -339,7 +327,7 @@ size_t Filesystem::DropReach(uint64_t map_id) {
     }
     for (const BlockRange& r : ranges)
       for (const BlockRange& q : fs.quarantined_.Parts(r))
-        for (const BlockRange& u : Uncovered(fs.covered_, q)) op.FreeQuarantined(u);
+        for (const BlockRange& u : fs.covered_.UncoveredParts(q)) op.FreeQuarantined(u);
     op.Commit();
   }
   return slots.size();

@@ -117,20 +117,10 @@ void Op::StageLastRef(const BlockRange& r) {
   // and is given to no file until DropReach. The others are free after the
   // commit.
   uint32_t* rc = fs_.pool_.refcount(r.start);
-  uint64_t at = r.start;
-  for (const BlockRange& c : covered().CoveredParts(r)) {
-    if (c.start > at) {
-      tx.Fill32(rc + (at - r.start), 0, c.start - at);
-      freed_.push_back({at, c.start - at});
-    }
-    tx.Fill32(rc + (c.start - r.start), 1, c.count);
-    quarantine_.push_back(c);
-    at = c.end();
-  }
-  if (at < r.end()) {
-    tx.Fill32(rc + (at - r.start), 0, r.end() - at);
-    freed_.push_back({at, r.end() - at});
-  }
+  covered().ForEachPart(r, [&](BlockRange part, bool is_covered) {
+    tx.Fill32(rc + (part.start - r.start), is_covered ? 1u : 0u, part.count);
+    (is_covered ? quarantine_ : freed_).push_back(part);
+  });
 }
 
 void Op::FreeQuarantined(const BlockRange& r) {

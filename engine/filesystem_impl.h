@@ -278,7 +278,7 @@ class Filesystem::Impl {
   // instead of sharing, and move-extents refuses it (EBUSY). A read-only
   // record's blocks may be shared: a reader cannot change another file.
   bool WritablyCovered(uint64_t pool_block, uint64_t count) const REQUIRES_SHARED(mu_) {
-    return !writable_.CoveredParts({pool_block, count}).empty();
+    return writable_.CoversAny({pool_block, count});
   }
   // True if a clone of file blocks [fb, +count) of `ino` would share a
   // block WritablyCovered (unwritten blocks are not shared: holes take

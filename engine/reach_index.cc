@@ -71,6 +71,14 @@ std::vector<BlockRange> Coverage::CoveredParts(BlockRange r) const {
   return out;
 }
 
+std::vector<BlockRange> Coverage::UncoveredParts(BlockRange r) const {
+  std::vector<BlockRange> out;
+  ForEachPart(r, [&out](BlockRange part, bool covered) {
+    if (!covered) out.push_back(part);
+  });
+  return out;
+}
+
 // ---------------------------------------------------------------------------
 // BlockSet
 

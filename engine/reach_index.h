@@ -26,6 +26,22 @@ class Coverage {
   bool Covers(uint64_t block) const;
   // The parts of `r` that at least one range covers, in block order.
   std::vector<BlockRange> CoveredParts(BlockRange r) const;
+  // The parts of `r` that no range covers, in block order.
+  std::vector<BlockRange> UncoveredParts(BlockRange r) const;
+  // Calls f(part, covered) for every part of `r`, in block order: each part
+  // is wholly covered or wholly uncovered, and the two alternate.
+  template <typename F>
+  void ForEachPart(BlockRange r, F&& f) const {
+    uint64_t at = r.start;
+    for (const BlockRange& c : CoveredParts(r)) {
+      if (c.start > at) f(BlockRange{at, c.start - at}, false);
+      f(c, true);
+      at = c.end();
+    }
+    if (at < r.end()) f(BlockRange{at, r.end() - at}, false);
+  }
+  // True if any block of `r` is covered.
+  bool CoversAny(BlockRange r) const { return !CoveredParts(r).empty(); }
   bool empty() const noexcept { return level_.empty(); }
 
  private:

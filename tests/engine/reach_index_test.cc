@@ -32,6 +32,23 @@ TEST_SUITE("dax") {
     CHECK(c.CoveredParts({0, 100}).empty());
   }
 
+  TEST_CASE("Coverage: uncovered parts and the alternating walk complement the covered parts") {
+    Coverage c;
+    c.Add({10, 5});  // 10-14
+    c.Add({20, 5});  // 20-24
+    CHECK(c.UncoveredParts({0, 30}) == Parts{{0, 10}, {15, 5}, {25, 5}});
+    CHECK(c.UncoveredParts({10, 5}).empty());
+    CHECK(c.UncoveredParts({12, 10}) == Parts{{15, 5}});
+    std::vector<std::pair<BlockRange, bool>> walk;
+    c.ForEachPart({12, 15}, [&walk](BlockRange p, bool covered) { walk.push_back({p, covered}); });
+    CHECK(walk == std::vector<std::pair<BlockRange, bool>>{
+                      {{12, 3}, true}, {{15, 5}, false}, {{20, 5}, true}, {{25, 2}, false}});
+    CHECK(c.CoversAny({14, 1}));
+    CHECK(c.CoversAny({0, 11}));
+    CHECK_FALSE(c.CoversAny({15, 5}));
+    CHECK_FALSE(c.CoversAny({25, 0}));
+  }
+
   TEST_CASE("Coverage: the same range twice needs two removals") {
     Coverage c;
     c.Add({5, 3});
