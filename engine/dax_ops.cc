@@ -93,20 +93,6 @@ void Filesystem::Impl::UnindexRecord(const QuarantineRecord& r) {
   if (r.flags & kReachWritable) writable_.Remove({r.pool_block, r.length});
 }
 
-Status Filesystem::Impl::UpgradeV1() {
-  // Only the version and the checksum change. The backup goes first: a crash
-  // before the primary's drain leaves a valid version-1 primary, which the
-  // next mount upgrades again, or a primary torn between the two words,
-  // which Load restores from the backup (IsTornUpgrade). fsck accepts both.
-  const Superblock v2 = UpgradedFromV1(*pool_.sb);
-  char* base = media_->base();
-  media_->CopyFlush(base + kBackupSuperBlock * kBlockSize, &v2, kSuperChecksummedBytes + 8);
-  media_->Drain();
-  media_->CopyFlush(base + kSuperBlock * kBlockSize, &v2, kSuperChecksummedBytes + 8);
-  media_->Drain();
-  return Status::Ok();
-}
-
 bool Filesystem::Impl::SharesWritablyCovered(Ino ino, uint64_t fb, uint64_t count) const {
   if (writable_.empty()) return false;
   for (const Mapping& m : N(ino)->extents.Overlapping(fb, count))

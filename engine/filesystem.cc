@@ -563,7 +563,7 @@ Status Filesystem::Impl::Load(MountReport* report) {
   for (Ino ino = 1; ino < sb.inode_count; ++ino) report->inodes_in_use += N(ino) ? 1 : 0;
 
   if (!read_only_ && sb.version == kFormatVersionV1) {
-    LFS_RETURN_IF_ERROR(UpgradeV1());
+    UpgradeV1();
     report->upgraded = true;
   }
   if (!read_only_) {
@@ -586,8 +586,17 @@ void Filesystem::Impl::FinishTornUpgrade() {
   const auto* backup =
       reinterpret_cast<const Superblock*>(media_->base() + kBackupSuperBlock * kBlockSize);
   if (!IsTornUpgrade(*primary, *backup)) return;
-  media_->CopyFlush(media_->base(), backup, kSuperChecksummedBytes + 8);
-  media_->Drain();
+  WriteSuperblockCopy(*media_, kSuperBlock, *backup);
+}
+
+void Filesystem::Impl::UpgradeV1() {
+  // Only the version and the checksum change. The backup goes first: a crash
+  // before the primary's drain leaves a valid version-1 primary, which the
+  // next mount upgrades again, or a primary torn between the two words,
+  // which Load restores from the backup (IsTornUpgrade). fsck accepts both.
+  const Superblock v2 = UpgradedFromV1(*pool_.sb);
+  WriteSuperblockCopy(*media_, kBackupSuperBlock, v2);
+  WriteSuperblockCopy(*media_, kSuperBlock, v2);
 }
 
 Status Filesystem::Impl::CheckRefcounts() {

@@ -263,7 +263,7 @@ class Filesystem::Impl {
   // Rewrites a version-1 superblock as version 2, backup first (docs/
   // pool_format.md "Upgrading a version-1 pool"). REQUIRES: LoadReach found
   // the table empty; a writable mount.
-  Status UpgradeV1() REQUIRES(mu_);
+  void UpgradeV1() REQUIRES(mu_);
   // Restores a primary superblock that a crash tore during UpgradeV1 from
   // the backup (writable mounts only; anything else is left to validation).
   void FinishTornUpgrade();

@@ -85,6 +85,11 @@ bool RegionOk(uint64_t start, uint64_t count, uint64_t total) {
 
 }  // namespace
 
+void WriteSuperblockCopy(Media& media, uint64_t block, const Superblock& sb) {
+  media.CopyFlush(media.base() + block * kBlockSize, &sb, kSuperChecksummedBytes + 8);
+  media.Drain();
+}
+
 Status ValidateSuperblock(const Superblock& sb, uint64_t media_bytes) {
   if (std::memcmp(sb.magic, kSuperMagic, sizeof(kSuperMagic)) != 0)
     return Bad("not a leasefs pool (bad magic)");

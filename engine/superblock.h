@@ -7,6 +7,7 @@
 
 #include "base/status.h"
 #include "engine/layout.h"
+#include "engine/media.h"
 
 namespace leasefs::engine {
 
@@ -32,6 +33,10 @@ layout::Superblock UpgradedFromV1(const layout::Superblock& v1);
 // holds) only in the version and checksum words, and its version is 1 or 2.
 // Restoring the primary from the backup finishes the upgrade.
 bool IsTornUpgrade(const layout::Superblock& primary, const layout::Superblock& backup);
+// Writes the checksummed bytes and the checksum of `sb` (not the mutable
+// area) as the superblock copy in pool block `block` (layout::kSuperBlock or
+// kBackupSuperBlock), and makes them durable before it returns.
+void WriteSuperblockCopy(Media& media, uint64_t block, const layout::Superblock& sb);
 
 // Checks magic, version, checksum, features and that every region lies inside
 // a pool of `media_bytes` without overlapping another.

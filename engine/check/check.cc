@@ -183,8 +183,7 @@ Status Checker::PickSuperblock(const Superblock& primary, const Superblock& back
                            " was interrupted; the backup holds it" +
                            (opts_.repair ? ", restored the primary from it" : ""));
     if (opts_.repair) {
-      media_.CopyFlush(BlockPtr(kSuperBlock), &backup, kSuperChecksummedBytes + 8);
-      media_.Drain();
+      engine::WriteSuperblockCopy(media_, kSuperBlock, backup);
     }
     sb_ = backup;
     return Status::Ok();
@@ -195,8 +194,7 @@ Status Checker::PickSuperblock(const Superblock& primary, const Superblock& back
     if (opts_.repair) {
       // The journal cannot address the superblock. The primary is useless as
       // it is, so overwriting it in place cannot make anything worse.
-      media_.CopyFlush(BlockPtr(kSuperBlock), &backup, kSuperChecksummedBytes + 8);
-      media_.Drain();
+      engine::WriteSuperblockCopy(media_, kSuperBlock, backup);
     }
     sb_ = backup;
     return Status::Ok();
@@ -233,8 +231,7 @@ void Checker::CheckBackup(const Superblock& primary, const Status& backup_status
               : "backup in block 1 is invalid: " + std::string(backup_status.message()),
           "rewrote the backup from the primary");
   if (opts_.repair) {
-    media_.CopyFlush(BlockPtr(kBackupSuperBlock), &primary, kSuperChecksummedBytes + 8);
-    media_.Drain();
+    engine::WriteSuperblockCopy(media_, kBackupSuperBlock, primary);
   }
 }
 
