@@ -533,7 +533,10 @@ void* ShimMmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
 // --- fork, exec, start -----------------------------------------------------------------------
 
 void BeforeFork() { pthread_mutex_lock(&g_mu); }
-void AfterForkParent() { pthread_mutex_unlock(&g_mu); }
+void AfterForkParent() {
+  for (Inode& n : g_state.inodes) n.shared = n.shared || (n.used && n.lease_type != 0);
+  pthread_mutex_unlock(&g_mu);
+}
 
 // In the child: the watcher is gone, the leases are the parent's (the open
 // file descriptions are shared), and every mapping is recorded for the
@@ -544,7 +547,10 @@ void AfterForkChild() {
     InShimScope scope;
     g_state.pid = getpid();
     ResetWatcherAfterFork();
-    for (Inode& n : g_state.inodes) n.lease_owned = false;
+    for (Inode& n : g_state.inodes) {
+      n.lease_owned = false;
+      n.shared = n.used && n.lease_type != 0;
+    }
     for (int r = 0; r < kMaxRegions; ++r) {
       Region& g = g_state.regions[r];
       if (!g.used) continue;

@@ -42,6 +42,10 @@ struct Inode {
   uint32_t lease_type = 0;   // 0 (none), LEASEFS_LEASE_READ or _WRITE
   uint64_t lease_id = 0;
   bool lease_owned = false;  // taken by this process (not inherited by fork)
+  // The open file (and so the lease) is shared with a fork's parent or
+  // child: the other may release the lease before this process's watcher
+  // saw the break's POLLPRI, so the watcher also checks the lease itself.
+  bool shared = false;
   uint32_t gen = 0;          // bumped whenever the slot is reused
 };
 

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdint>
 
+#include "lease/client/leasefs_lease.h"
 #include "tools/run/shim.h"
 
 namespace leasefs::run {
@@ -20,28 +21,45 @@ struct PollSet {
   int inode[kMaxInodes + 1];
   uint32_t gen[kMaxInodes + 1];
   nfds_t n = 0;
+  bool any_shared = false;
 };
+
+// How often the lease of an open file shared with a fork is looked at.
+constexpr int kSharedCheckMs = 20;
 
 void Build(PollSet* s) {
   s->n = 0;
+  s->any_shared = false;
   s->fds[s->n++] = pollfd{g_state.wake_fd, POLLIN, 0};
   for (int i = 0; i < kMaxInodes; ++i) {
     const Inode& n = g_state.inodes[i];
     if (!n.used || n.lease_type == 0 || n.fd < 0) continue;
     s->inode[s->n] = i;
     s->gen[s->n] = n.gen;
+    s->any_shared = s->any_shared || n.shared;
     s->fds[s->n++] = pollfd{n.fd, POLLPRI, 0};
   }
 }
 
-// A break (POLLPRI), or a dead daemon (POLLERR, POLLHUP): either way the
-// mapping must not stay.
+// Whether the lease of a shared open file is no longer the one this
+// process maps under. POLLPRI reaches every process polling the file, but
+// only while the lease is breaking: if the other process released it first,
+// this one's poll never returns.
+bool SharedLeaseGone(const Inode& n) {
+  if (!n.shared) return false;
+  leasefs_lease_info info{};
+  if (leasefs_get_lease(n.fd, 0, &info) != 0) return false;  // ask again later
+  return info.id != n.lease_id || info.state != LEASEFS_STATE_ACTIVE;
+}
+
+// A break (POLLPRI), a dead daemon (POLLERR, POLLHUP), or a shared lease
+// gone: either way the mapping must not stay.
 void Handle(const PollSet& s) {
   for (nfds_t k = 1; k < s.n; ++k) {
-    if ((s.fds[k].revents & (POLLPRI | POLLERR | POLLHUP)) == 0) continue;
     const int i = s.inode[k];
     const Inode& n = g_state.inodes[i];
     if (!n.used || n.gen != s.gen[k] || n.fd != s.fds[k].fd) continue;  // gone meanwhile
+    if ((s.fds[k].revents & (POLLPRI | POLLERR | POLLHUP)) == 0 && !SharedLeaseGone(n)) continue;
     Log("break on inode %llu (revents %#x): dropping its DAX mappings",
         static_cast<unsigned long long>(n.ino), static_cast<unsigned>(s.fds[k].revents));
     DegradeInode(i);
@@ -57,7 +75,7 @@ void* Watch(void*) {
     pthread_mutex_lock(&g_mu);
     Build(&s);
     pthread_mutex_unlock(&g_mu);
-    if (poll(s.fds, s.n, -1) < 0) continue;  // EINTR
+    if (poll(s.fds, s.n, s.any_shared ? kSharedCheckMs : -1) < 0) continue;  // EINTR
     if ((s.fds[0].revents & POLLIN) != 0) {
       uint64_t v;
       (void)!read(g_state.wake_fd, &v, sizeof v);
