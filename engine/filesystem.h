@@ -446,9 +446,11 @@ class Filesystem {
   // blocks in the pool's quarantine table as reachable by `owner` under
   // `map_id`, made by user c.uid() (one record per contiguous pool run, all
   // staged in one transaction). Stops at the end of the file rounded up to a block, after
-  // max_runs runs, and once it has zeroed or copied 64 MiB of blocks (the
-  // work is done under the writer lock, so one call must not hold it for
-  // long): `covered` says how far it got; ask again for the rest.
+  // max_runs runs, and at the first block that would need zeroing or
+  // copying once it has zeroed or copied 64 MiB (the work is done under the
+  // writer lock, so one call must not hold it for long; blocks that need no
+  // work still go out): `covered` says how far it got; ask again for the
+  // rest.
   // First, in [off, off + covered): unwritten blocks are zeroed and marked
   // written (no layout change: the guard is not asked); with `writable`,
   // holes get zeroed blocks of their own and blocks shared by reflink are

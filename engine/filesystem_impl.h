@@ -256,9 +256,10 @@ class Filesystem::Impl {
   std::vector<std::unique_ptr<Node>> nodes_;  // by inode number; changed under mu_ only
 
   // --- the quarantine: reach records (dax_ops.cc; docs/pool_format.md) -----
-  // At mount, before the refcounts are checked: a version-1 pool is upgraded
-  // (its table must be empty; a read-only mount only checks that), then
-  // every record is validated and indexed. Errors: EUCLEAN naming the record.
+  // At mount, before the refcounts are checked: checks that a version-1
+  // pool's table is empty (Load upgrades it later, after reclaiming orphans),
+  // then validates and indexes every record. Errors: EUCLEAN naming the
+  // record.
   Status LoadReach() REQUIRES(mu_);
   // Rewrites a version-1 superblock as version 2, backup first (docs/
   // pool_format.md "Upgrading a version-1 pool"). REQUIRES: LoadReach found

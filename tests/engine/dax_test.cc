@@ -330,7 +330,6 @@ TEST_SUITE("dax") {
 
   TEST_CASE("MapForDax: writable: blocks shared by reflink are copied") {
     auto fs = MustMount(FormattedPool());
-    SimMedia* raw = nullptr;
     const Ino f = MustCreate(*fs, 1, "f"), g = MustCreate(*fs, 1, "g");
     MustWrite(*fs, f, 0, Pattern(3 * B, 'c'));
     REQUIRE(fs->CloneRange(kRoot, f, B, g, 0, 2 * B).ok());  // g's 0-1 share f's 1-2
@@ -347,7 +346,6 @@ TEST_SUITE("dax") {
                                  " 3 f0 rc1]");
     REQUIRE(guard.asked.size() == 1);
     CHECK(guard.asked[0].length == 2 * B);
-    (void)raw;
   }
 
   TEST_CASE("MapForDax: writable over blocks of its own asks nothing") {
@@ -526,7 +524,6 @@ TEST_SUITE("dax") {
 
   TEST_CASE("Quarantine: defrag of a covered file quarantines the blocks it leaves") {
     auto fs = MustMount(FormattedPool());
-    SimMedia* raw = nullptr;
     const Ino f = MustCreate(*fs, 1, "f"), sp = MustCreate(*fs, 1, "sp");
     for (uint64_t i = 0; i < 6; ++i) {
       MustWrite(*fs, f, i * B, Pattern(B, static_cast<char>('a' + i)));
@@ -546,7 +543,6 @@ TEST_SUITE("dax") {
     CHECK(fs->DropReach(2) == 6);
     CHECK(FreeBlocks(*fs) == after + r->blocks_moved);
     CHECK(fs->Quarantine().quarantined == 0);
-    (void)raw;
   }
 
   TEST_CASE("Quarantine: of two overlapping records, dropping one keeps the blocks") {
