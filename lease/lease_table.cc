@@ -139,6 +139,14 @@ struct Lease {
   bool ever_broken = false;
   uint64_t breaking_since = 0;
   uint64_t deadline = 0;
+  // Pins (docs/pins.md): how many are counted on it; whether it outlived its
+  // open file or process because of them (ZOMBIE); whether its break time
+  // ran out while they remained under PinnedBreak::kWait (it is revoked
+  // with the last one); whether the thread is fencing them.
+  uint32_t pins = 0;
+  bool zombie = false;
+  bool overdue = false;
+  bool fencing = false;
   // Where it sits in the table's maps, so that releasing costs no lookups.
   LeaseMap::iterator self;
   RangeIndex<Lease>::Pos index_pos;  // while live
@@ -147,6 +155,9 @@ struct Lease {
   Kind kind() const { return KindOf(type, flags); }
   bool live() const { return state != LEASEFS_STATE_REVOKED; }
   pid_t holder_pid() const { return owner ? owner->tgid : 0; }
+  // Whether this kind of lease may count pins: one that refuses every
+  // change by others.
+  bool pinnable() const { return kind() == Kind::kExclusive || kind() == Kind::kWriteUnbreakable; }
 };
 
 // A Break waiting on a file: new leases it reaches wait until it is over.
@@ -188,6 +199,9 @@ struct Verdict {
   Lease* refused_by = nullptr;
   std::vector<Lease*> others;  // breakable leases of other open files
   std::vector<Lease*> own;     // breakable READ leases of the breaker's open file
+  // ZOMBIE leases with pins, nobody to recall: under PinnedBreak::kFence
+  // fenced at once, under kWait waited for until their pins go.
+  std::vector<Lease*> zombies;
 };
 
 }  // namespace
@@ -212,6 +226,9 @@ class LeaseTable::Impl {
                                     WaitToken* wait, uint64_t* lost) EXCLUDES(mu_);
   Status MayChange(const engine::Cred& by, const LayoutChange& change) EXCLUDES(mu_);
   void Shutdown() EXCLUDES(mu_);
+  void SetPinFencer(PinFencer* fencer) EXCLUDES(mu_);
+  Result<LeaseId> AddPin(OpenFileId open_file, uint64_t offset, uint64_t length) EXCLUDES(mu_);
+  void DropPin(LeaseId lease) EXCLUDES(mu_);
 
  private:
   // --- owners
@@ -242,7 +259,12 @@ class LeaseTable::Impl {
   void MarkBreaking(Lease* l, uint64_t now, const LayoutChange& c, pid_t actor,
                     std::vector<Notice>* notices) REQUIRES(mu_);
   void Revoke(Lease* l) REQUIRES(mu_);
-  void RevokeExpired(uint64_t now) REQUIRES(mu_);
+  void RevokeExpired(uint64_t now, std::vector<LeaseId>* to_fence) REQUIRES(mu_);
+  // A lease that counts pins outlives its open file or process (ZOMBIE).
+  void Orphan(Lease* l, uint32_t why, pid_t actor) REQUIRES(mu_);
+  // Fences the pins of `ids` (PinFencer, unlocked), then revokes them, or
+  // releases them if ZOMBIE.
+  void FenceAndRevoke(const std::vector<LeaseId>& ids) EXCLUDES(mu_);
 
   // --- breaking
   Verdict Classify(const engine::Cred& by, const LayoutChange& c) REQUIRES(mu_);
@@ -263,6 +285,7 @@ class LeaseTable::Impl {
   BreakNotifier* const notifier_;
   const std::shared_ptr<TableSync> sync_;
   Mutex& mu_;
+  PinFencer* fencer_ GUARDED_BY(mu_) = nullptr;
 
   // Live (active or breaking) leases: the fast path's count.
   std::atomic<size_t> live_{0};
@@ -424,7 +447,12 @@ void LeaseTable::Impl::OwnerDied(uint64_t serial) {
   const std::vector<LeaseId> ids(owner->leases.begin(), owner->leases.end());
   for (LeaseId id : ids) {
     auto l = leases_.find(id);
-    if (l != leases_.end()) Release(l->second.get(), LEASEFS_WHY_EXIT, owner->tgid);
+    if (l == leases_.end()) continue;
+    if (l->second->pins > 0) {
+      Orphan(l->second.get(), LEASEFS_WHY_EXIT, owner->tgid);
+    } else {
+      Release(l->second.get(), LEASEFS_WHY_EXIT, owner->tgid);
+    }
   }
   DropOwner(owner);
 }
@@ -541,6 +569,10 @@ Status LeaseTable::Impl::CheckOwnState(const Holder& h, const LeaseRequest& req)
     if (l.state != LEASEFS_STATE_ACTIVE || l.ever_broken) {
       return Status::Error(EAGAIN, "the lease was broken since it was granted");
     }
+    const Kind to = KindOf(req.type, req.flags);
+    if (l.pins > 0 && to != Kind::kExclusive && to != Kind::kWriteUnbreakable) {
+      return Status::Error(EBUSY, "the lease counts pins: unpin first");
+    }
     return Status::Ok();
   }
   auto of = open_files_.find(h.open_file);
@@ -639,6 +671,10 @@ Result<LeaseId> LeaseTable::Impl::Unlock(const Holder& h, const LeaseRequest& re
     victims.push_back(it->second);
   }
   if (victims.empty()) return Status::Error(ENOENT, "no lease with that range");
+  // [Jan], semantics-2019 §1 F.22: a lease may not go before its pins.
+  for (Lease* v : victims) {
+    if (v->pins > 0) return Status::Error(EBUSY, "the lease counts pins: unpin first");
+  }
   for (Lease* v : victims) Release(v, LEASEFS_WHY_UNLOCK, h.tid);
   return LeaseId{0};
 }
@@ -702,9 +738,58 @@ void LeaseTable::Impl::Revoke(Lease* l) {
   sync_->cv.notify_all();
 }
 
-void LeaseTable::Impl::RevokeExpired(uint64_t now) {
-  while (!deadlines_.empty() && deadlines_.begin()->first <= now) {
-    Revoke(leases_.at(deadlines_.begin()->second).get());
+// Revokes the leases whose break time ran out. One that counts pins waits
+// for them under PinnedBreak::kWait (overdue: revoked with the last one);
+// otherwise its id goes to `to_fence`, for the caller to fence unlocked
+// (FenceAndRevoke), or, with no `to_fence`, stays for the table's thread.
+void LeaseTable::Impl::RevokeExpired(uint64_t now, std::vector<LeaseId>* to_fence) {
+  auto it = deadlines_.begin();
+  while (it != deadlines_.end() && it->first <= now) {
+    Lease* l = leases_.at(it->second).get();
+    ++it;  // what follows erases l's own entry at most
+    if (l->pins == 0) {
+      Revoke(l);
+    } else if (options_.pinned_break == PinnedBreak::kWait) {
+      deadlines_.erase({l->deadline, l->id});
+      l->deadline = 0;
+      l->overdue = true;
+    } else if (to_fence != nullptr && !l->fencing) {
+      l->fencing = true;
+      to_fence->push_back(l->id);
+    }
+  }
+}
+
+void LeaseTable::Impl::Orphan(Lease* l, uint32_t why, pid_t actor) {
+  if (l->zombie) return;
+  l->zombie = true;
+  // It no longer dies with its process; it stays named as its holder.
+  if (l->owner) l->owner->leases.erase(l->id);
+  Log(LEASEFS_EVENT_ZOMBIE, *l, why, actor, 0);
+}
+
+void LeaseTable::Impl::FenceAndRevoke(const std::vector<LeaseId>& ids) {
+  PinFencer* fencer = nullptr;
+  {
+    MutexLock l(&mu_);
+    fencer = fencer_;
+  }
+  for (LeaseId id : ids) {
+    // Past this call nothing reaches the blocks through the pins, so the
+    // change that waits for the lease may free them.
+    const size_t fenced = fencer != nullptr ? fencer->FenceLease(id) : 0;
+    MutexLock l(&mu_);
+    auto it = leases_.find(id);
+    if (it == leases_.end()) continue;
+    Lease* lease = it->second.get();
+    lease->fencing = false;
+    lease->pins -= static_cast<uint32_t>(std::min<size_t>(fenced, lease->pins));
+    Log(LEASEFS_EVENT_FENCE, *lease, 0, 0, 0);
+    if (lease->zombie) {
+      Release(lease, LEASEFS_WHY_CLOSE, 0);  // nobody is left to see a tombstone
+    } else if (lease->live()) {
+      Revoke(lease);
+    }
   }
 }
 
@@ -738,6 +823,14 @@ Verdict LeaseTable::Impl::Classify(const engine::Cred& by, const LayoutChange& c
       }  // WRITE, WRITE|UNBREAKABLE: the holder's own change
     } else if (k == Kind::kRead || k == Kind::kWrite) {
       v.others.push_back(l);
+    } else if (k == Kind::kExclusive && l->pins > 0 &&
+               options_.pinned_break != PinnedBreak::kRefuse) {
+      // docs/pins.md: under fence or wait a pinned layout is recalled.
+      if (l->zombie && l->state == LEASEFS_STATE_ACTIVE) {
+        v.zombies.push_back(l);
+      } else {
+        v.others.push_back(l);
+      }
     } else {
       refuse(ETXTBSY, l);
     }
@@ -769,51 +862,72 @@ void LeaseTable::Impl::BreakDone(const engine::Cred& by, const LayoutChange& c, 
 Status LeaseTable::Impl::Break(const engine::Cred& by, const LayoutChange& change, bool nonblock,
                                WaitToken* wait) {
   if (live_.load(std::memory_order_relaxed) == 0) return Status::Ok();
-  std::vector<Notice> notices;
-  std::vector<LeaseId> waiting_for;
-  PendingBreak pending{change};
-  Status early;
-  {
-    MutexLock l(&mu_);
-    Verdict v = Classify(by, change);
-    if (v.refuse != 0) return Refuse(v, by, change);
-    if (v.others.empty() && v.own.empty()) return Status::Ok();
-    const uint64_t now = MonotonicNs();
-    for (Lease* lease : v.others) MarkBreaking(lease, now, change, by.pid(), &notices);
-    for (Lease* lease : v.own) MarkBreaking(lease, now, change, by.pid(), &notices);
-    if (!v.own.empty() || nonblock) {
-      early = Status::Error(EWOULDBLOCK, v.own.empty() ? "a lease is breaking"
-                                                       : "the caller's own lease conflicts");
-      BreakDone(by, change, EWOULDBLOCK);
-    } else {
-      for (Lease* lease : v.others) waiting_for.push_back(lease->id);
-      inodes_[change.ino].breaks.push_back(&pending);
+  for (;;) {
+    std::vector<LeaseId> to_fence;
+    std::vector<Notice> notices;
+    std::vector<LeaseId> waiting_for;
+    PendingBreak pending{change};
+    Status early;
+    {
+      MutexLock l(&mu_);
+      Verdict v = Classify(by, change);
+      if (v.refuse != 0) return Refuse(v, by, change);
+      if (v.others.empty() && v.own.empty() && v.zombies.empty()) return Status::Ok();
+      if (options_.pinned_break == PinnedBreak::kFence) {
+        for (Lease* z : v.zombies) {
+          if (!z->fencing) {
+            z->fencing = true;
+            to_fence.push_back(z->id);
+          }
+        }
+      }
+      if (to_fence.empty()) {
+        const uint64_t now = MonotonicNs();
+        for (Lease* lease : v.others) MarkBreaking(lease, now, change, by.pid(), &notices);
+        for (Lease* lease : v.own) MarkBreaking(lease, now, change, by.pid(), &notices);
+        if (!v.own.empty() || nonblock) {
+          early = Status::Error(EWOULDBLOCK, v.own.empty() ? "a lease is breaking"
+                                                           : "the caller's own lease conflicts");
+          BreakDone(by, change, EWOULDBLOCK);
+        } else {
+          for (Lease* lease : v.others) waiting_for.push_back(lease->id);
+          for (Lease* lease : v.zombies) waiting_for.push_back(lease->id);
+          inodes_[change.ino].breaks.push_back(&pending);
+        }
+      }
     }
+    if (!to_fence.empty()) {
+      FenceAndRevoke(to_fence);  // then look again: the change may meet more
+      continue;
+    }
+    Send(notices);
+    if (waiting_for.empty()) return early;
+    MutexLock l(&mu_);
+    Status s = WaitGone(waiting_for, wait);
+    auto& breaks = inodes_[change.ino].breaks;
+    breaks.erase(std::find(breaks.begin(), breaks.end(), &pending));
+    if (inodes_[change.ino].unused()) inodes_.erase(change.ino);
+    BreakDone(by, change, s.err());
+    return s;
   }
-  Send(notices);
-  if (waiting_for.empty()) return early;
-  MutexLock l(&mu_);
-  Status s = WaitGone(waiting_for, wait);
-  auto& breaks = inodes_[change.ino].breaks;
-  breaks.erase(std::find(breaks.begin(), breaks.end(), &pending));
-  if (inodes_[change.ino].unused()) inodes_.erase(change.ino);
-  BreakDone(by, change, s.err());
-  return s;
 }
 
 // Waits until none of the leases `ids` is live, revoking those whose
 // deadline passes.
 Status LeaseTable::Impl::WaitGone(const std::vector<LeaseId>& ids, WaitToken* wait) {
   for (;;) {
-    RevokeExpired(MonotonicNs());
+    const uint64_t now = MonotonicNs();
+    RevokeExpired(now, nullptr);
     uint64_t earliest = 0;
     bool any = false;
     for (LeaseId id : ids) {
       auto it = leases_.find(id);
       if (it == leases_.end() || !it->second->live()) continue;
       any = true;
+      // A deadline that passed belongs to a lease whose pins the table's
+      // thread fences; its revocation wakes us.
       const uint64_t d = it->second->deadline;
-      if (d != 0 && (earliest == 0 || d < earliest)) earliest = d;
+      if (d > now && (earliest == 0 || d < earliest)) earliest = d;
     }
     if (!any) return Status::Ok();
     LFS_RETURN_IF_ERROR(Wait(wait, earliest));
@@ -842,7 +956,7 @@ Status LeaseTable::Impl::MayChange(const engine::Cred& by, const LayoutChange& c
   MutexLock l(&mu_);
   Verdict v = Classify(by, change);
   if (v.refuse != 0) return Refuse(v, by, change);
-  if (!v.others.empty() || !v.own.empty()) {
+  if (!v.others.empty() || !v.own.empty() || !v.zombies.empty()) {
     return Status::Error(ERESTART, "a lease must be broken first");
   }
   return Status::Ok();
@@ -863,6 +977,8 @@ LeaseInfo LeaseTable::Impl::InfoOf(const Lease& l) const {
   i.open_file = l.open_file;
   i.breaking_since = l.breaking_since;
   i.break_deadline = l.deadline;
+  if (l.zombie && l.state == LEASEFS_STATE_ACTIVE) i.state = LEASEFS_STATE_ZOMBIE;
+  i.pins = l.pins;
   return i;
 }
 
@@ -904,7 +1020,58 @@ void LeaseTable::Impl::CloseOpenFile(OpenFileId open_file) {
   if (of == open_files_.end()) return;
   std::vector<Lease*> victims;
   for (auto& [offset, lease] : of->second.by_offset) victims.push_back(lease);
-  for (Lease* v : victims) Release(v, LEASEFS_WHY_CLOSE, 0);
+  for (Lease* v : victims) {
+    if (v->pins > 0) {
+      Orphan(v, LEASEFS_WHY_CLOSE, 0);
+    } else {
+      Release(v, LEASEFS_WHY_CLOSE, 0);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- pins
+
+void LeaseTable::Impl::SetPinFencer(PinFencer* fencer) {
+  MutexLock l(&mu_);
+  fencer_ = fencer;
+}
+
+Result<LeaseId> LeaseTable::Impl::AddPin(OpenFileId open_file, uint64_t offset, uint64_t length) {
+  uint64_t end = 0;
+  if (length == 0 || __builtin_add_overflow(offset, length, &end)) {
+    return Status::Error(EINVAL, "a pin needs a range");
+  }
+  MutexLock l(&mu_);
+  if (stopping_) return Status::Error(ESHUTDOWN, "lease table shut down");
+  auto of = open_files_.find(open_file);
+  if (of == open_files_.end()) return Status::Error(EPERM, "no lease on this open file");
+  auto it = of->second.by_offset.upper_bound(offset);
+  if (it == of->second.by_offset.begin()) return Status::Error(EPERM, "no lease covers the range");
+  Lease* lease = std::prev(it)->second;
+  if (lease->end() < end) return Status::Error(EPERM, "no lease covers the whole range");
+  // Semantics-2019 §5 scenarios 1 and 2: a pin needs a lease nobody else
+  // can break, and one that is not already on its way out.
+  if (!lease->pinnable()) return Status::Error(EPERM, "the lease is not exclusive");
+  if (lease->state != LEASEFS_STATE_ACTIVE || lease->zombie) {
+    return Status::Error(EPERM, "the lease is breaking or revoked");
+  }
+  ++lease->pins;
+  return lease->id;
+}
+
+void LeaseTable::Impl::DropPin(LeaseId id) {
+  MutexLock l(&mu_);
+  auto it = leases_.find(id);
+  if (it == leases_.end() || it->second->pins == 0) return;
+  Lease* lease = it->second.get();
+  if (--lease->pins > 0) return;
+  if (lease->zombie) {
+    Release(lease, LEASEFS_WHY_CLOSE, 0);
+  } else if (lease->overdue && lease->live()) {
+    Revoke(lease);
+  } else {
+    sync_->cv.notify_all();  // a conversion or UNLOCK may go now; waiters look again
+  }
 }
 
 // ---------------------------------------------------------------- events
@@ -962,16 +1129,20 @@ void LeaseTable::Impl::ThreadLoop() {
     }
     epoll_event events[16];
     const int n = epoll_wait(epoll_.get(), events, 16, timeout);
-    MutexLock l(&mu_);
-    for (int i = 0; i < n; ++i) {
-      if (events[i].data.u64 == 0) {
-        uint64_t count;
-        [[maybe_unused]] ssize_t r = ::read(wake_.get(), &count, sizeof(count));
-      } else {
-        OwnerDied(events[i].data.u64);
+    std::vector<LeaseId> to_fence;
+    {
+      MutexLock l(&mu_);
+      for (int i = 0; i < n; ++i) {
+        if (events[i].data.u64 == 0) {
+          uint64_t count;
+          [[maybe_unused]] ssize_t r = ::read(wake_.get(), &count, sizeof(count));
+        } else {
+          OwnerDied(events[i].data.u64);
+        }
       }
+      RevokeExpired(MonotonicNs(), &to_fence);
     }
-    RevokeExpired(MonotonicNs());
+    if (!to_fence.empty()) FenceAndRevoke(to_fence);
   }
 }
 
@@ -1009,5 +1180,10 @@ Status LeaseTable::MayChange(const engine::Cred& by, const LayoutChange& change)
   return impl_->MayChange(by, change);
 }
 void LeaseTable::Shutdown() { impl_->Shutdown(); }
+void LeaseTable::SetPinFencer(PinFencer* fencer) { impl_->SetPinFencer(fencer); }
+Result<LeaseId> LeaseTable::AddPin(OpenFileId open_file, uint64_t offset, uint64_t length) {
+  return impl_->AddPin(open_file, offset, length);
+}
+void LeaseTable::DropPin(LeaseId lease) { impl_->DropPin(lease); }
 
 }  // namespace leasefs::lease

@@ -45,9 +45,14 @@ enum class WriteBreak {
   kXfsFaithful,  // every write, as XFS's BREAK_WRITE does ([v2])
 };
 
-// -o pinned_break=: what a timed-out break does to a lease with pins. Stored
-// only: pins come in a later issue.
-enum class PinnedBreak { kRefuse, kFence, kWait };
+// -o pinned_break=: what a change by another open file does when it meets
+// an EXCLUSIVE lease that covers pins (docs/pins.md "Breaks and pins").
+enum class PinnedBreak {
+  kRefuse,  // ETXTBSY at once, as for any EXCLUSIVE lease ([v2])
+  kFence,   // recalled like a breakable lease; at the break time the pins
+            // are fenced (PinFencer) and the lease revoked (pNFS)
+  kWait,    // recalled; the break time does not run out while pins remain
+};
 
 struct Options {
   // How long a holder has to release a breaking lease before it is revoked
@@ -105,6 +110,7 @@ struct LeaseInfo {
   OpenFileId open_file = 0;
   uint64_t breaking_since = 0;  // CLOCK_MONOTONIC ns; 0 when never broken
   uint64_t break_deadline = 0;  // CLOCK_MONOTONIC ns; 0 when none
+  uint32_t pins = 0;            // pins counted on it (AddPin)
 };
 
 // One entry of the event log, as leasefs_event reports it.
@@ -153,6 +159,19 @@ class BreakNotifier {
   virtual void LeaseBreaking(OpenFileId open_file) noexcept = 0;
 };
 
+// How the table fences the pins of a lease whose break time ran out under
+// PinnedBreak::kFence. pin/ implements it; the daemon wires it.
+class PinFencer {
+ public:
+  virtual ~PinFencer() = default;
+  // Invalidates every pin counted on `lease` at its provider, so that
+  // nothing writes into or reads from its blocks through them any more once
+  // this returns, and stops counting them: DropPin is not called for them.
+  // Returns how many it fenced. Called with no table lock held, from the
+  // table's thread or a breaker's.
+  virtual size_t FenceLease(LeaseId lease) noexcept = 0;
+};
+
 class LeaseTable final : public engine::LayoutGuard {
  public:
   // `notifier` may be null; else it must outlive the table.
@@ -164,6 +183,10 @@ class LeaseTable final : public engine::LayoutGuard {
   LeaseTable& operator=(const LeaseTable&) = delete;
 
   const Options& options() const { return options_; }
+
+  // The pin layer, before the first AddPin; it must outlive the table's
+  // last break. Without one, a fenced lease is revoked with its count.
+  void SetPinFencer(PinFencer* fencer);
 
   std::shared_ptr<WaitToken> NewWaitToken();
 
@@ -177,6 +200,8 @@ class LeaseTable final : public engine::LayoutGuard {
   //   EINVAL     unknown type or flags, offset + length overflows, a
   //              conversion's range is not the lease's own, UNLOCK with
   //              convert, a signal number that is not one
+  //   EBUSY      UNLOCK of a lease that counts pins, or a conversion of
+  //              one to a kind that may not hold them (nothing released)
   //   EACCES     EXCLUSIVE or UNBREAKABLE without holder.may_unbreak
   //   EEXIST     (no convert) the range overlaps a lease of this open file,
   //              revoked ones included (release them first)
@@ -210,7 +235,10 @@ class LeaseTable final : public engine::LayoutGuard {
   // OK once none of them is left (released, or revoked when the break time
   // ran out), or:
   //   ETXTBSY    an EXCLUSIVE or UNBREAKABLE lease of another open file
-  //              conflicts; nothing was marked
+  //              conflicts; nothing was marked. Under pinned_break fence
+  //              or wait, an EXCLUSIVE lease that counts pins is broken
+  //              instead (docs/pins.md), and a ZOMBIE one is fenced at once
+  //              (fence) or waited for until its pins go (wait).
   //   EDEADLOCK  by's own open file holds the EXCLUSIVE or READ|UNBREAKABLE
   //              lease that conflicts; nothing was marked
   //   EWOULDBLOCK `nonblock`, or by's own open file holds a breakable READ
@@ -221,8 +249,22 @@ class LeaseTable final : public engine::LayoutGuard {
   Status Break(const engine::Cred& by, const engine::LayoutChange& change, bool nonblock,
                WaitToken* wait);
 
-  // The open file's last close: its leases go (event RELEASE, why CLOSE).
+  // The open file's last close: its leases go (event RELEASE, why CLOSE),
+  // except those that count pins, which stay as ZOMBIE (event ZOMBIE) until
+  // their last pin goes. A process's death does the same to its leases.
   void CloseOpenFile(OpenFileId open_file);
+
+  // Pins (docs/pins.md). AddPin counts a pin over [offset, offset + length)
+  // made through `open_file` on that open file's lease covering the whole
+  // range, which must be active and EXCLUSIVE or WRITE|UNBREAKABLE; returns
+  // the lease's id. While a lease counts pins, UNLOCK of it and a conversion
+  // to another kind fail with EBUSY. Errors: EINVAL (length 0, or offset +
+  // length overflows), EPERM (no such lease), ESHUTDOWN.
+  Result<LeaseId> AddPin(OpenFileId open_file, uint64_t offset, uint64_t length);
+  // One pin counted on `lease` is gone. A ZOMBIE lease goes with its last
+  // pin (event RELEASE, why CLOSE); so does a pinned lease whose break time
+  // ran out under PinnedBreak::kWait (revoked). Unknown ids are ignored.
+  void DropPin(LeaseId lease);
 
   // The event log: up to `max` events after sequence number `after`, waiting
   // up to `timeout` for the first if there is none yet. *lost (if not null)

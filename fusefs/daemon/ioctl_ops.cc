@@ -75,6 +75,7 @@ leasefs_lease_info ToAbi(const lease::LeaseInfo& l) {
   o.open_file = l.open_file;
   o.breaking_since = l.breaking_since;
   o.break_deadline = l.break_deadline;
+  o.pins = l.pins;
   return o;
 }
 

@@ -249,6 +249,9 @@ struct leasefs_lease {
 #define LEASEFS_STATE_ACTIVE 1u
 #define LEASEFS_STATE_BREAKING 2u /* a break was sent; release it */
 #define LEASEFS_STATE_REVOKED 3u  /* not released in time: gone; release it to forget it */
+#define LEASEFS_STATE_ZOMBIE 4u   /* its open file closed or its process died while it
+                                     counted pins: it lives on until the last pin goes
+                                     (docs/pins.md) */
 
 /* One lease, as the state query and the list report it. Times are
  * CLOCK_MONOTONIC nanoseconds (0 when not breaking). */
@@ -264,7 +267,9 @@ struct leasefs_lease_info {
 	__u64 open_file;     /* id of the open file description it belongs to */
 	__u64 breaking_since;
 	__u64 break_deadline;
-	__u64 reserved[2];
+	__u32 pins;          /* pins counted on it (docs/pins.md) */
+	__u32 reserved0;
+	__u64 reserved[1];
 };
 
 /* The lease of this open file that covers byte `offset` (state NONE if
@@ -302,6 +307,8 @@ struct leasefs_lease_list {
 #define LEASEFS_EVENT_REVOKE 4u     /* the break time ran out: revoked */
 #define LEASEFS_EVENT_REFUSED 5u    /* a change was refused (unbreakable): `err` */
 #define LEASEFS_EVENT_BREAK_DONE 6u /* the breaker may proceed (`err` 0), or gave up (`err`) */
+#define LEASEFS_EVENT_ZOMBIE 7u     /* closed or orphaned with pins: kept (`why`: CLOSE, EXIT) */
+#define LEASEFS_EVENT_FENCE 8u      /* its pins were fenced at the break time; revoked next */
 
 /* `why` of BREAK, REFUSED and BREAK_DONE: the kind of change (as the engine's
  * layout guard is told it). */

@@ -90,6 +90,8 @@ std::string LeaseStateName(uint32_t state) {
       return "breaking";
     case LEASEFS_STATE_REVOKED:
       return "revoked";
+    case LEASEFS_STATE_ZOMBIE:
+      return "zombie";
     default:
       return fmt::format("state {}", state);
   }
@@ -109,13 +111,17 @@ std::string EventTypeName(uint32_t type) {
       return "refused";
     case LEASEFS_EVENT_BREAK_DONE:
       return "break-done";
+    case LEASEFS_EVENT_ZOMBIE:
+      return "zombie";
+    case LEASEFS_EVENT_FENCE:
+      return "fence";
     default:
       return fmt::format("event {}", type);
   }
 }
 
 std::string EventWhy(uint32_t type, uint32_t why) {
-  if (type == LEASEFS_EVENT_RELEASE) {
+  if (type == LEASEFS_EVENT_RELEASE || type == LEASEFS_EVENT_ZOMBIE) {
     switch (why) {
       case LEASEFS_WHY_UNLOCK:
         return "unlock";
@@ -194,6 +200,7 @@ Json LeasesJson(const std::vector<LeaseRow>& rows, uint64_t now_ns) {
     j["open_file"] = l.open_file;
     j["breaking_since"] = l.breaking_since;
     j["break_deadline"] = l.break_deadline;
+    j["pins"] = l.pins;
     leases.push_back(std::move(j));
   }
   Json out;

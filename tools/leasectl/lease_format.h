@@ -55,7 +55,8 @@ struct LeaseRow {
 std::string FormatLeases(const std::vector<LeaseRow>& rows, uint64_t now_ns);
 // {"monotonic_now", "leases": [{"id", "file", "ino", "offset", "length",
 // "type", "flags", "state", "holder_pid", "open_file", "breaking_since",
-// "break_deadline"}]}, keys in that order; "file" is null when not found.
+// "break_deadline", "pins"}]}, keys in that order; "file" is null when not
+// found.
 nlohmann::ordered_json LeasesJson(const std::vector<LeaseRow>& rows, uint64_t now_ns);
 
 // One event as a line (no newline) and as a JSON object.

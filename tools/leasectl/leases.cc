@@ -52,7 +52,7 @@ DESCRIPTION
 
   --json prints {"monotonic_now", "leases": [{"id", "file" (null when not
   found), "ino", "offset", "length", "type", "flags": [...], "state",
-  "holder_pid", "open_file", "breaking_since", "break_deadline"}],
+  "holder_pid", "open_file", "breaking_since", "break_deadline", "pins"}],
   "dax_records", "quarantined_bytes"} instead;
   the times are CLOCK_MONOTONIC nanoseconds (0: none), as is
   "monotonic_now", the time of the listing.
