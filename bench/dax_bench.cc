@@ -175,11 +175,11 @@ void RefillLastBlock(int fd, uint64_t size) {
 }
 
 // The copy benchmark's unit: `size` bytes from src to dst in 1 MiB memcpys
-// (whole chunks: `size` must be a multiple of kCopyChunk).
+// (the last chunk may be shorter).
 constexpr uint64_t kCopyChunk = 1 << 20;
 void CopyChunks(char* dst, const char* src, uint64_t size) {
   for (uint64_t off = 0; off < size; off += kCopyChunk) {
-    std::memcpy(dst + off, src + off, kCopyChunk);
+    std::memcpy(dst + off, src + off, std::min(kCopyChunk, size - off));
   }
 }
 
@@ -321,7 +321,7 @@ int Copy(const Args& a) {
     t_mem += static_cast<double>(NowNs() - t);
     bytes += a.size;
   }
-  if (std::memcmp(anon_dst, anon_src, kCopyChunk) != 0) Die("copy check");
+  if (std::memcmp(anon_dst, anon_src, std::min(kCopyChunk, a.size)) != 0) Die("copy check");
   UnmapAll(fd, dax, a.size, &ids);
   close(pool);
   close(fd);
