@@ -31,7 +31,14 @@ constexpr size_t kOutLimit = 64u << 10;
 
 // What a completion is for: the low 8 bits of its user_data; the connection
 // id is above them.
-enum Kind : uint64_t { kAccept = 1, kWake = 2, kRecv = 3, kSend = 4, kCancel = 5 };
+enum Kind : uint64_t {
+  kAccept = 1,
+  kWake = 2,
+  kRecv = 3,
+  kSend = 4,
+  kCancel = 5,
+  kAcceptRetry = 6,
+};
 uint64_t Tag(uint64_t conn_id, Kind kind) { return conn_id << 8 | kind; }
 
 // A registered region and its guard.
@@ -156,6 +163,7 @@ class SoftNic::Impl {
 
  private:
   Status Listen();
+  Status Setup();
   void Wake() REQUIRES(mu_);
   // The serving thread.
   void Run();
@@ -203,7 +211,7 @@ class SoftNic::Impl {
   UniqueFd listen_fd_;
   UniqueFd wake_fd_;
   io_uring ring_{};
-  bool ring_ready_ = false;
+  __kernel_timespec accept_backoff_{0, 10'000'000};
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;
   uint64_t next_conn_id_ = 1;
   uint64_t wake_buf_ = 0;
@@ -302,10 +310,7 @@ Status SoftNic::Impl::Listen() {
   return Status::Ok();
 }
 
-Status SoftNic::Impl::Start() {
-  MutexLock life(&life_mu_);
-  if (started_) return Status::Error(EINVAL, "soft NIC started already");
-  if (options_.max_connections == 0) return Status::Error(EINVAL, "max_connections is 0");
+Status SoftNic::Impl::Setup() {
   LFS_RETURN_IF_ERROR(Listen());
   wake_fd_.reset(eventfd(0, EFD_CLOEXEC));
   if (!wake_fd_.valid()) return ErrnoStatus("eventfd");
@@ -313,9 +318,22 @@ Status SoftNic::Impl::Start() {
   // keeps completions that overflow the CQ (IORING_FEAT_NODROP) anyway.
   unsigned entries = 64;
   while (entries < 4096 && entries < 2 * options_.max_connections + 8) entries *= 2;
-  int err = io_uring_queue_init(entries, &ring_, 0);
+  const int err = io_uring_queue_init(entries, &ring_, 0);
   if (err < 0) return Status::Error(-err, "io_uring_queue_init");
-  ring_ready_ = true;
+  return Status::Ok();
+}
+
+Status SoftNic::Impl::Start() {
+  MutexLock life(&life_mu_);
+  if (started_) return Status::Error(EINVAL, "soft NIC started already");
+  if (options_.max_connections == 0) return Status::Error(EINVAL, "max_connections is 0");
+  if (Status st = Setup(); !st.ok()) {
+    listen_fd_.reset();
+    wake_fd_.reset();
+    port_.store(0, std::memory_order_relaxed);
+    return st;
+  }
+  stopping_ = false;
   {
     MutexLock l(&mu_);
     running_ = true;
@@ -344,7 +362,6 @@ void SoftNic::Impl::Stop() {
   }
   // The thread ended with no op in flight, so nothing writes the buffers.
   io_uring_queue_exit(&ring_);
-  ring_ready_ = false;
   conns_.clear();
   listen_fd_.reset();
   wake_fd_.reset();
@@ -414,6 +431,9 @@ void SoftNic::Impl::Dispatch(uint64_t user_data, int res) {
       return;
     case kCancel:
       return;
+    case kAcceptRetry:
+      if (!stopping_) ArmAccept();
+      return;
     case kRecv:
     case kSend: {
       auto it = conns_.find(id);
@@ -435,12 +455,21 @@ void SoftNic::Impl::OnAccept(int res) {
     if (res >= 0) close(res);
     return;
   }
+  if (res == -EMFILE || res == -ENFILE || res == -ENOBUFS || res == -ENOMEM) {
+    // Out of descriptors or memory: retrying at once would spin; back off.
+    io_uring_sqe* sqe = Sqe();
+    io_uring_prep_timeout(sqe, &accept_backoff_, 0, 0);
+    io_uring_sqe_set_data64(sqe, Tag(0, kAcceptRetry));
+    return;
+  }
   ArmAccept();
-  if (res < 0) return;  // ECONNABORTED, EMFILE...: the next accept may do better
+  if (res < 0) return;  // ECONNABORTED...: the next accept may do better
   if (conns_.size() >= options_.max_connections) {
+    {
+      MutexLock l(&mu_);
+      ++counters_.refused_conn;  // counted before the peer can see the close
+    }
     close(res);  // the peer sees the end of the stream where the hello should be
-    MutexLock l(&mu_);
-    ++counters_.refused_conn;
     return;
   }
   int one = 1;
