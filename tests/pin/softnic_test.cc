@@ -528,7 +528,7 @@ TEST_CASE("SoftNic: a peer stalled in the middle of a WRITE does not hold a fenc
   REQUIRE(Eventually([&] { return region.data()[99999] == part[99999]; }));
   const auto t0 = steady_clock::now();
   REQUIRE(nic.Fence(*rkey).ok());
-  CHECK(steady_clock::now() - t0 < 100ms);
+  CHECK(steady_clock::now() - t0 < 1s);  // one bounded copy at most; generous for a loaded machine
   std::memset(region.data(), 0, region.length());
   // The rest of the payload goes nowhere; the completion is an error.
   const auto rest = Pattern((8u << 20) - part.size(), 5);
@@ -570,7 +570,7 @@ TEST_CASE("SoftNic: a peer that never reads its READ data holds no more than its
   CHECK(r->ok());
   const auto t0 = steady_clock::now();
   REQUIRE(nic.Fence(*rkey).ok());
-  CHECK(steady_clock::now() - t0 < 100ms);
+  CHECK(steady_clock::now() - t0 < 1s);  // one bounded copy at most; generous for a loaded machine
   CHECK(peer.Read(*rkey, 0, back.data(), 4096, 2)->status == wire::kStatusRemoteAccessError);
 }
 
