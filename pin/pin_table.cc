@@ -1,0 +1,251 @@
+// The pin table (pin_table.h; rules: docs/pins.md).
+#include "pin/pin_table.h"
+
+#include <sys/random.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "pin/softnic.h"
+
+namespace leasefs::pin {
+namespace {
+
+// What the daemon says on a context's socket (docs/pins.md "Contexts"):
+// first a HELLO with the context's id and token, later a FENCED for each pin
+// of the context that a break fenced. Little-endian, 48 bytes.
+constexpr uint32_t kContextMagic = 0x5843504c;  // "LPCX"
+constexpr uint16_t kContextVersion = 1;
+constexpr uint16_t kFrameHello = 1;
+constexpr uint16_t kFrameFenced = 2;
+
+struct ContextFrame {
+  uint32_t magic = kContextMagic;
+  uint16_t version = kContextVersion;
+  uint16_t type = 0;
+  uint64_t id = 0;    // HELLO: the context; FENCED: the pin
+  uint64_t rkey = 0;  // FENCED: the pin's rkey (0 for a declared pin)
+  uint64_t reserved = 0;
+  uint8_t token[16] = {};  // HELLO only
+};
+static_assert(sizeof(ContextFrame) == 48);
+
+// Never blocks: the socket is the daemon's, and a client that does not read
+// loses notices, not the daemon's time.
+void SendFrame(int fd, const ContextFrame& f) {
+  if (fd < 0) return;
+  (void)send(fd, &f, sizeof(f), MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
+bool SameToken(const Token& a, const Token& b) {
+  // Every byte is compared, so the time taken says nothing about where the
+  // first difference is.
+  uint8_t diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) diff |= static_cast<uint8_t>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+Status RandomToken(Token* t) {
+  size_t got = 0;
+  while (got < t->size()) {
+    const ssize_t n = getrandom(t->data() + got, t->size() - got, 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Status::FromErrno("getrandom");
+    }
+    got += static_cast<size_t>(n);
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+PinTable::PinTable(lease::LeaseTable* leases, SoftNic* nic) : leases_(leases), nic_(nic) {
+  leases_->SetPinFencer(this);
+}
+
+PinTable::~PinTable() {
+  leases_->SetPinFencer(nullptr);
+  MutexLock l(&mu_);
+  while (!pins_.empty()) Drop(pins_.begin()->first);
+}
+
+// ---------------------------------------------------------------- contexts
+
+Result<PinTable::NewContext> PinTable::AddContext(pid_t creator_pid, uid_t creator_uid,
+                                                  UniqueFd notice_fd) {
+  NewContext out;
+  LFS_RETURN_IF_ERROR(RandomToken(&out.token));
+  MutexLock l(&mu_);
+  out.id = next_context_++;
+  Context& c = contexts_[out.id];
+  c.creator_pid = creator_pid;
+  c.uid = creator_uid;
+  c.token = out.token;
+  c.notice_fd = std::move(notice_fd);
+  ContextFrame hello;
+  hello.type = kFrameHello;
+  hello.id = out.id;
+  std::memcpy(hello.token, out.token.data(), out.token.size());
+  SendFrame(c.notice_fd.get(), hello);
+  return out;
+}
+
+void PinTable::CloseContext(ContextId id) {
+  MutexLock l(&mu_);
+  auto it = contexts_.find(id);
+  if (it == contexts_.end()) return;
+  const std::vector<PinId> pins = it->second.pins;
+  for (PinId p : pins) Drop(p);
+  contexts_.erase(id);
+}
+
+Result<PinTable::Context*> PinTable::Authorize(ContextId id, const Token& token, uid_t uid) {
+  auto it = contexts_.find(id);
+  if (it == contexts_.end()) return Status::Error(EBADF, "no such pin context");
+  Context& c = it->second;
+  if (!SameToken(c.token, token)) return Status::Error(EPERM, "not this context's token");
+  if (uid != 0 && uid != c.uid) return Status::Error(EPERM, "another user's pin context");
+  return &c;
+}
+
+// ---------------------------------------------------------------- pins
+
+Result<PinTable::Pinned> PinTable::Pin(const PinRequest& req, Region region) {
+  // Whatever happens below, a region not kept is given back.
+  struct ReleaseUnlessKept {
+    Region* r;
+    bool kept = false;
+    ~ReleaseUnlessKept() {
+      if (!kept && r->release) r->release();
+    }
+  } guard{&region};
+  if (req.length == 0 || region.length != req.length || region.base == nullptr) {
+    return Status::Error(EINVAL, "a pin needs a range and its memory");
+  }
+  if (req.provider != Provider::kSoftNic && req.provider != Provider::kDeclared) {
+    return Status::Error(EINVAL, "unknown pin provider");
+  }
+  if (req.provider == Provider::kSoftNic && nic_ == nullptr) {
+    return Status::Error(EOPNOTSUPP, "this mount has no soft NIC (-o softnic=off)");
+  }
+  MutexLock l(&mu_);
+  LFS_ASSIGN_OR_RETURN(Context * c, Authorize(req.context, req.token, req.uid));
+  if (c->uid != 0 && per_uid_[c->uid] >= kMaxPinsPerUser) {
+    return Status::Error(ENOLCK, "too many pins for this user");
+  }
+  // The lease check and the count are one step in the lease table; its
+  // fencer (this table) cannot run FenceLease before the pin is listed,
+  // since that needs mu_.
+  LFS_ASSIGN_OR_RETURN(const lease::LeaseId lease,
+                       leases_->AddPin(req.open_file, req.offset, req.length));
+  uint64_t rkey = 0;
+  if (req.provider == Provider::kSoftNic) {
+    auto registered = nic_->Register(region.base, region.length, req.remote_write,
+                                     req.remote_read);
+    if (!registered.ok()) {
+      leases_->DropPin(lease);
+      return registered.status();
+    }
+    rkey = *registered;
+  }
+  const PinId id = next_pin_++;
+  PinRecord& rec = pins_[id];
+  rec.info.id = id;
+  rec.info.context = req.context;
+  rec.info.provider = req.provider;
+  rec.info.open_file = req.open_file;
+  rec.info.ino = req.ino;
+  rec.info.offset = req.offset;
+  rec.info.length = req.length;
+  rec.info.lease = lease;
+  rec.info.rkey = rkey;
+  rec.info.creator_pid = c->creator_pid;
+  rec.info.uid = c->uid;
+  rec.region = std::move(region);
+  guard.kept = true;
+  c->pins.push_back(id);
+  ++per_open_file_[req.open_file];
+  ++per_uid_[c->uid];
+  return Pinned{id, rkey};
+}
+
+Status PinTable::Unpin(ContextId context, const Token& token, uid_t uid, PinId id) {
+  MutexLock l(&mu_);
+  LFS_ASSIGN_OR_RETURN(Context * c, Authorize(context, token, uid));
+  if (id == 0) {
+    const std::vector<PinId> pins = c->pins;
+    for (PinId p : pins) Drop(p);
+    return Status::Ok();
+  }
+  auto it = pins_.find(id);
+  if (it == pins_.end() || it->second.info.context != context) {
+    return Status::Error(ENOENT, "no such pin of this context");
+  }
+  Drop(id);
+  return Status::Ok();
+}
+
+void PinTable::Drop(PinId id) {
+  auto it = pins_.find(id);
+  if (it == pins_.end()) return;
+  PinRecord rec = std::move(it->second);
+  pins_.erase(it);
+  const PinInfo& p = rec.info;
+  // Forgetting the rkey fences it first: no copy is in progress afterwards,
+  // so the memory may go.
+  if (p.rkey != 0) (void)nic_->Unregister(p.rkey);
+  if (!p.fenced) leases_->DropPin(p.lease);
+  if (rec.region.release) rec.region.release();
+  if (auto c = contexts_.find(p.context); c != contexts_.end()) {
+    auto& v = c->second.pins;
+    v.erase(std::remove(v.begin(), v.end(), id), v.end());
+  }
+  if (auto n = per_open_file_.find(p.open_file); n != per_open_file_.end() && --n->second == 0) {
+    per_open_file_.erase(n);
+  }
+  if (auto n = per_uid_.find(p.uid); n != per_uid_.end() && --n->second == 0) per_uid_.erase(n);
+}
+
+size_t PinTable::PinsOf(lease::OpenFileId f) const {
+  MutexLock l(&mu_);
+  auto it = per_open_file_.find(f);
+  return it == per_open_file_.end() ? 0 : it->second;
+}
+
+size_t PinTable::FenceLease(lease::LeaseId lease) noexcept {
+  MutexLock l(&mu_);
+  size_t fenced = 0;
+  for (auto& [id, rec] : pins_) {
+    PinInfo& p = rec.info;
+    if (p.lease != lease || p.fenced) continue;
+    // Returns once no copy into the blocks is in progress or can start.
+    if (p.rkey != 0) (void)nic_->Fence(p.rkey);
+    p.fenced = true;
+    ++fenced;
+    if (auto c = contexts_.find(p.context); c != contexts_.end()) Notify(c->second, p);
+  }
+  return fenced;
+}
+
+void PinTable::Notify(const Context& c, const PinInfo& fenced) {
+  ContextFrame f;
+  f.type = kFrameFenced;
+  f.id = fenced.id;
+  f.rkey = fenced.rkey;
+  SendFrame(c.notice_fd.get(), f);
+}
+
+std::vector<PinTable::PinInfo> PinTable::List(uid_t viewer) const {
+  MutexLock l(&mu_);
+  std::vector<PinInfo> out;
+  for (const auto& [id, rec] : pins_) {
+    if (viewer != 0 && viewer != rec.info.uid) continue;
+    out.push_back(rec.info);
+  }
+  return out;
+}
+
+}  // namespace leasefs::pin

@@ -1,0 +1,172 @@
+// PinTable: the pins of a mount (docs/pins.md): the pin contexts that own
+// them, the pins made through open files under their leases, how many each
+// open file carries, and their fencing.
+//
+// A pin is counted twice: here, with everything the listing shows, and on
+// its lease in the lease table (LeaseTable::AddPin), which is what makes a
+// pinned lease refuse UNLOCK, outlive its close and meet changes by the
+// mount's pinned_break policy. The table is the lease table's PinFencer: at
+// the end of a break under pinned_break=fence it fences the lease's pins at
+// their provider (the soft NIC invalidates the rkey) and stops counting them
+// there; they stay listed, fenced, until their context lets them go.
+//
+// The memory behind a pin (the daemon's view of the pinned pool blocks) is
+// the caller's: it hands a Region in, and the table calls its release when
+// the pin goes.
+//
+// Thread safety: every method may be called from any thread. Lock order:
+// this table's mutex, then the lease table's (the lease table calls
+// FenceLease with none of its own held).
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <unordered_map>
+#include <vector>
+
+#include "base/result.h"
+#include "base/status.h"
+#include "base/thread_annotations.h"
+#include "base/unique_fd.h"
+#include "lease/lease_table.h"
+
+namespace leasefs::pin {
+
+class SoftNic;
+
+// Who may reach a pin's memory, as the ABI numbers them.
+enum class Provider : uint32_t {
+  kSoftNic = 1,   // the daemon's soft NIC serves it (an rkey)
+  kDeclared = 2,  // the client's own engine; nothing to fence but the blocks
+};
+
+using ContextId = uint64_t;
+using PinId = uint64_t;
+using Token = std::array<uint8_t, 16>;
+
+class PinTable final : public lease::PinFencer {
+ public:
+  // Pins one user other than root may hold (ENOLCK beyond).
+  static constexpr size_t kMaxPinsPerUser = 4096;
+
+  // `leases` must outlive the table; `nic` may be null (no soft NIC: SOFTNIC
+  // pins give EOPNOTSUPP). Registers itself as the lease table's fencer.
+  PinTable(lease::LeaseTable* leases, SoftNic* nic);
+  ~PinTable() override;
+  PinTable(const PinTable&) = delete;
+  PinTable& operator=(const PinTable&) = delete;
+
+  // --- contexts
+
+  // A new context, owned by the process that created it (`creator_pid`, of
+  // `creator_uid`), with a fresh 128-bit token. `notice_fd` (may be invalid)
+  // is the daemon's end of the context's socket, where fence notices go.
+  struct NewContext {
+    ContextId id = 0;
+    Token token{};
+  };
+  Result<NewContext> AddContext(pid_t creator_pid, uid_t creator_uid, UniqueFd notice_fd);
+  // The context's last descriptor is gone: its pins go with it. Unknown ids
+  // are ignored.
+  void CloseContext(ContextId id);
+
+  // --- pins
+
+  // The memory behind a pin, kept valid until `release` runs (or, without
+  // one, for the table's life).
+  struct Region {
+    void* base = nullptr;
+    uint64_t length = 0;
+    std::function<void()> release;
+  };
+  struct PinRequest {
+    ContextId context = 0;
+    Token token{};
+    lease::OpenFileId open_file = 0;
+    engine::Ino ino = 0;
+    uid_t uid = 0;  // the caller's
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    Provider provider = Provider::kSoftNic;
+    bool remote_write = true;
+    bool remote_read = true;
+  };
+  struct Pinned {
+    PinId id = 0;
+    uint64_t rkey = 0;  // SOFTNIC only
+  };
+  // Makes a pin: the context must be open and named with its token, and
+  // created by the caller's uid (or root); the open file must hold an
+  // active EXCLUSIVE or WRITE|UNBREAKABLE lease covering the range
+  // (LeaseTable::AddPin). On failure the region is released.
+  // Errors: EBADF (no such context, or closed), EPERM (wrong token, another
+  // user's context, no such lease), EINVAL (length 0 or not the region's,
+  // unknown provider), EOPNOTSUPP (SOFTNIC without a soft NIC), ENOLCK (the
+  // context's user holds kMaxPinsPerUser), what the soft NIC's Register
+  // answers.
+  Result<Pinned> Pin(const PinRequest& req, Region region);
+  // Ends pin `id` of the context, or all of its pins for 0, asked by `uid`.
+  // Errors: EBADF, EPERM as for Pin; ENOENT (no such pin of this context).
+  Status Unpin(ContextId context, const Token& token, uid_t uid, PinId id);
+
+  // How many pins open file `f` carries (fenced ones included): the close
+  // policies ask it.
+  size_t PinsOf(lease::OpenFileId f) const;
+
+  // lease::PinFencer.
+  size_t FenceLease(lease::LeaseId lease) noexcept override;
+
+  // One pin, as the listing shows it.
+  struct PinInfo {
+    PinId id = 0;
+    ContextId context = 0;
+    Provider provider = Provider::kSoftNic;
+    lease::OpenFileId open_file = 0;
+    engine::Ino ino = 0;
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    lease::LeaseId lease = 0;
+    uint64_t rkey = 0;  // 0 unless the viewer is root or the context's user
+    bool fenced = false;
+    pid_t creator_pid = 0;  // the context's
+    uid_t uid = 0;          // the context's creator's
+  };
+  // The pins `viewer` may see (its own contexts'; root: all), by id.
+  std::vector<PinInfo> List(uid_t viewer) const;
+
+ private:
+  struct Context {
+    pid_t creator_pid = 0;
+    uid_t uid = 0;
+    Token token{};
+    UniqueFd notice_fd;
+    std::vector<PinId> pins;
+  };
+  struct PinRecord {
+    PinInfo info;
+    Region region;
+  };
+
+  // The context `id` if `token` is its own and `uid` may use it.
+  Result<Context*> Authorize(ContextId id, const Token& token, uid_t uid) REQUIRES(mu_);
+  // Ends a pin: the soft NIC forgets its rkey, the lease stops counting it
+  // (unless fenced: it already did), the region is released.
+  void Drop(PinId id) REQUIRES(mu_);
+  void Notify(const Context& c, const PinInfo& fenced) REQUIRES(mu_);
+
+  lease::LeaseTable* const leases_;
+  SoftNic* const nic_;
+  mutable Mutex mu_;
+  ContextId next_context_ GUARDED_BY(mu_) = 1;
+  PinId next_pin_ GUARDED_BY(mu_) = 1;
+  std::unordered_map<ContextId, Context> contexts_ GUARDED_BY(mu_);
+  std::map<PinId, PinRecord> pins_ GUARDED_BY(mu_);
+  std::unordered_map<lease::OpenFileId, size_t> per_open_file_ GUARDED_BY(mu_);
+  std::unordered_map<uid_t, size_t> per_uid_ GUARDED_BY(mu_);
+};
+
+}  // namespace leasefs::pin

@@ -1,0 +1,324 @@
+// The pin table (pin/pin_table.h) over a real lease table and a real soft
+// NIC on loopback: who may pin (scenarios 1 and 2), tokens and users, what
+// unpin, a context's close and a zombie lease do (scenarios 3 and 14), and a
+// fence at the break time under a peer that writes without pause (scenario
+// 10's last line): no byte lands after the fence, the context is told.
+#include <doctest/doctest.h>
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <future>
+#include <thread>
+#include <vector>
+
+#include "engine/filesystem.h"
+#include "lease/lease_table.h"
+#include "leasefs/ioctl.h"
+#include "pin/pin_table.h"
+#include "pin/softnic.h"
+#include "pin/softnic_peer.h"
+#include "pin/softnic_wire.h"
+
+namespace leasefs::pin {
+namespace {
+
+using std::chrono::milliseconds;
+constexpr engine::Ino kIno = 42;
+constexpr uint64_t kLen = 64 * 1024;
+
+lease::Options Opts(lease::PinnedBreak policy) {
+  lease::Options o;
+  o.break_time = milliseconds(150);
+  o.pinned_break = policy;
+  return o;
+}
+
+// An EXCLUSIVE WRITE lease (flags `flags`) of open file `of` over [0, kLen).
+lease::LeaseId Lease(lease::LeaseTable& t, lease::OpenFileId of,
+                     uint32_t flags = LEASEFS_LEASE_EXCLUSIVE, uint32_t type = LEASEFS_LEASE_WRITE) {
+  lease::Holder h{of, kIno, 0, 1000, true};
+  lease::LeaseRequest r;
+  r.type = type;
+  r.length = kLen;
+  r.flags = flags;
+  auto id = t.SetLease(h, r, nullptr);
+  REQUIRE(id.ok());
+  return *id;
+}
+
+engine::Cred By(lease::OpenFileId of) {
+  engine::Cred c(1000, 1000, ::getpid());
+  c.set_open_file(of);
+  return c;
+}
+
+engine::LayoutChange Punch() {
+  engine::LayoutChange c;
+  c.ino = kIno;
+  c.kind = engine::LayoutChangeKind::kUnmap;
+  c.offset = 0;
+  c.length = 4096;
+  return c;
+}
+
+// Memory to pin, with a count of how often it was given back.
+struct Memory {
+  std::vector<char> bytes = std::vector<char>(kLen, 'm');
+  std::atomic<int> released{0};
+  PinTable::Region Region() {
+    return PinTable::Region{bytes.data(), kLen, [this] { released.fetch_add(1); }};
+  }
+};
+
+struct Fixture {
+  explicit Fixture(lease::PinnedBreak policy = lease::PinnedBreak::kRefuse)
+      : leases(Opts(policy), nullptr), table(&leases, &nic) {
+    REQUIRE(nic.Start().ok());
+  }
+  // A context of uid 1000 whose notices arrive on `notices`.
+  PinTable::NewContext Context(uid_t uid = 1000) {
+    int sv[2];
+    REQUIRE(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
+    notices.reset(sv[1]);
+    auto c = table.AddContext(::getpid(), uid, UniqueFd(sv[0]));
+    REQUIRE(c.ok());
+    return *c;
+  }
+  PinTable::PinRequest Req(const PinTable::NewContext& c, lease::OpenFileId of,
+                           Provider p = Provider::kSoftNic) {
+    PinTable::PinRequest r;
+    r.context = c.id;
+    r.token = c.token;
+    r.open_file = of;
+    r.ino = kIno;
+    r.uid = 1000;
+    r.length = kLen;
+    r.provider = p;
+    return r;
+  }
+  SoftNic nic;
+  lease::LeaseTable leases;
+  PinTable table;
+  UniqueFd notices;
+};
+
+// The next frame on a context's socket: {type, id, rkey}; type 0 if none.
+struct Frame {
+  uint16_t type = 0;
+  uint64_t id = 0;
+  uint64_t rkey = 0;
+  uint8_t token[16] = {};
+};
+Frame NextFrame(int fd) {
+  uint8_t buf[48];
+  Frame f;
+  if (recv(fd, buf, sizeof(buf), MSG_DONTWAIT) != 48) return f;
+  uint32_t magic;
+  std::memcpy(&magic, buf, 4);
+  REQUIRE(magic == 0x5843504cu);
+  std::memcpy(&f.type, buf + 6, 2);
+  std::memcpy(&f.id, buf + 8, 8);
+  std::memcpy(&f.rkey, buf + 16, 8);
+  std::memcpy(f.token, buf + 32, 16);
+  return f;
+}
+
+TEST_SUITE("pin") {
+
+TEST_CASE("PinTable: a context says hello with its id and token") {
+  Fixture fx;
+  const auto c = fx.Context();
+  const Frame hello = NextFrame(fx.notices.get());
+  CHECK(hello.type == 1);
+  CHECK(hello.id == c.id);
+  CHECK(std::memcmp(hello.token, c.token.data(), 16) == 0);
+  const auto d = fx.Context();
+  CHECK(d.id != c.id);
+  CHECK(d.token != c.token);
+}
+
+TEST_CASE("PinTable: scenarios 1 and 2: no lease, or one that is not exclusive, gives EPERM") {
+  Fixture fx;
+  const auto c = fx.Context();
+  Memory mem;
+  CHECK(fx.table.Pin(fx.Req(c, 1), mem.Region()).status().err() == EPERM);
+  Lease(fx.leases, 1, 0);  // a breakable WRITE lease
+  CHECK(fx.table.Pin(fx.Req(c, 1), mem.Region()).status().err() == EPERM);
+  // Every refused pin gave its memory back.
+  CHECK(mem.released == 2);
+  CHECK(fx.table.List(0).empty());
+  CHECK(fx.nic.Stats().regions.empty());
+}
+
+TEST_CASE("PinTable: the token, the user and the context's life are checked") {
+  Fixture fx;
+  const auto c = fx.Context();
+  Lease(fx.leases, 1);
+  Memory mem;
+  PinTable::PinRequest r = fx.Req(c, 1);
+  r.token[3] ^= 1;
+  CHECK(fx.table.Pin(r, mem.Region()).status().err() == EPERM);
+  r = fx.Req(c, 1);
+  r.uid = 1001;  // another user who learned the token
+  CHECK(fx.table.Pin(r, mem.Region()).status().err() == EPERM);
+  r = fx.Req(c, 1);
+  r.context = c.id + 100;
+  CHECK(fx.table.Pin(r, mem.Region()).status().err() == EBADF);
+  r = fx.Req(c, 1);
+  r.length = 4096;  // not the region's length
+  CHECK(fx.table.Pin(r, mem.Region()).status().err() == EINVAL);
+  r = fx.Req(c, 1, static_cast<Provider>(7));
+  CHECK(fx.table.Pin(r, mem.Region()).status().err() == EINVAL);
+  fx.table.CloseContext(c.id);
+  CHECK(fx.table.Pin(fx.Req(c, 1), mem.Region()).status().err() == EBADF);
+  CHECK(mem.released == 6);
+  // Root may use anybody's context.
+  const auto d = fx.Context();
+  r = fx.Req(d, 1, Provider::kDeclared);
+  r.uid = 0;
+  CHECK(fx.table.Pin(r, mem.Region()).ok());
+}
+
+TEST_CASE("PinTable: a pin is counted on its open file and its lease; unpin gives both back") {
+  Fixture fx;
+  const auto c = fx.Context();
+  const lease::LeaseId lease = Lease(fx.leases, 1);
+  Memory mem;
+  auto pinned = fx.table.Pin(fx.Req(c, 1), mem.Region());
+  REQUIRE(pinned.ok());
+  CHECK(pinned->rkey != 0);
+  CHECK(fx.table.PinsOf(1) == 1);
+  CHECK(fx.table.PinsOf(2) == 0);
+  CHECK(fx.leases.GetLease(1, 0).pins == 1);
+  // Scenario 14: the lease may not go before its pin.
+  lease::LeaseRequest unlock;
+  unlock.type = LEASEFS_LEASE_UNLOCK;
+  unlock.length = kLen;
+  CHECK(fx.leases.SetLease(lease::Holder{1, kIno, 0, 1000, true}, unlock, nullptr).status().err() ==
+        EBUSY);
+  const auto list = fx.table.List(1000);
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].id == pinned->id);
+  CHECK(list[0].lease == lease);
+  CHECK(list[0].rkey == pinned->rkey);
+  CHECK(list[0].provider == Provider::kSoftNic);
+  CHECK(list[0].creator_pid == ::getpid());
+  CHECK(fx.table.List(1001).empty());
+  CHECK(fx.table.List(0).size() == 1);
+  CHECK(fx.table.Unpin(c.id, c.token, 1000, pinned->id + 1).err() == ENOENT);
+  CHECK(fx.table.Unpin(c.id, c.token, 1001, pinned->id).err() == EPERM);
+  CHECK(fx.table.Unpin(c.id, c.token, 1000, pinned->id).ok());
+  CHECK(mem.released == 1);
+  CHECK(fx.table.PinsOf(1) == 0);
+  CHECK(fx.leases.GetLease(1, 0).pins == 0);
+  CHECK(fx.leases.SetLease(lease::Holder{1, kIno, 0, 1000, true}, unlock, nullptr).ok());
+  // The rkey is forgotten: a peer gets a remote access error.
+  auto peer = SoftNicPeer::Connect("127.0.0.1", fx.nic.port());
+  REQUIRE(peer.ok());
+  auto done = peer->Write(pinned->rkey, 0, "x", 1);
+  REQUIRE(done.ok());
+  CHECK(done->status == wire::kStatusRemoteAccessError);
+  CHECK(mem.bytes[0] == 'm');
+}
+
+TEST_CASE("PinTable: scenario 3: a pinned file's close leaves a zombie lease until the context closes") {
+  Fixture fx;
+  const auto c = fx.Context();
+  const lease::LeaseId lease = Lease(fx.leases, 1);
+  Memory mem;
+  REQUIRE(fx.table.Pin(fx.Req(c, 1, Provider::kDeclared), mem.Region()).ok());
+  fx.leases.CloseOpenFile(1);  // close(fd) with the pin alive
+  CHECK(fx.leases.GetLease(1, 0).state == LEASEFS_STATE_ZOMBIE);
+  CHECK(fx.leases.Break(By(2), Punch(), false, nullptr).err() == ETXTBSY);
+  fx.table.CloseContext(c.id);  // the owner's last descriptor goes
+  CHECK(mem.released == 1);
+  CHECK(fx.leases.GetLease(1, 0).state == LEASEFS_STATE_NONE);
+  CHECK(fx.leases.Break(By(2), Punch(), false, nullptr).ok());
+  CHECK(fx.leases.GetLease(1, 0).id != lease);
+}
+
+TEST_CASE("PinTable: a fence at the break time stops a writing peer before the change goes") {
+  Fixture fx(lease::PinnedBreak::kFence);
+  const auto c = fx.Context();
+  (void)NextFrame(fx.notices.get());  // the hello
+  Lease(fx.leases, 1);
+  Memory mem;
+  auto pinned = fx.table.Pin(fx.Req(c, 1), mem.Region());
+  REQUIRE(pinned.ok());
+  auto peer = SoftNicPeer::Connect("127.0.0.1", fx.nic.port());
+  REQUIRE(peer.ok());
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> refused{0}, landed{0};
+  std::thread writer([&] {
+    const std::vector<char> data(4096, 'P');
+    Completion done[16];
+    for (uint64_t i = 0; !stop.load(); ++i) {
+      if (!peer->PostWrite(pinned->rkey, (i % 16) * 4096, data.data(), 4096, i).ok()) break;
+      auto n = peer->Poll(done, 16, 0);
+      if (!n.ok()) break;
+      for (size_t k = 0; k < *n; ++k) {
+        if (done[k].op == wire::kFrameWriteDone) (done[k].ok() ? landed : refused).fetch_add(1);
+      }
+      if (peer->outstanding() > 64) (void)peer->Poll(done, 16, 100);
+    }
+  });
+  while (landed.load() < 100) std::this_thread::sleep_for(milliseconds(1));
+  // Another process punches: the pinned lease is recalled, nobody answers,
+  // and at the break time its pin is fenced and the lease revoked.
+  CHECK(fx.leases.Break(By(2), Punch(), false, nullptr).ok());
+  // Past this point nothing may land: the blocks are about to change.
+  std::memset(mem.bytes.data(), 'z', kLen);
+  const uint64_t refused_at_fence = refused.load();
+  std::this_thread::sleep_for(milliseconds(200));
+  stop = true;
+  writer.join();
+  CHECK(std::count(mem.bytes.begin(), mem.bytes.end(), 'z') == static_cast<long>(kLen));
+  CHECK(refused.load() > refused_at_fence);
+  CHECK(fx.leases.GetLease(1, 0).state == LEASEFS_STATE_REVOKED);
+  const auto list = fx.table.List(0);
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].fenced);
+  CHECK(fx.table.PinsOf(1) == 1);  // listed, fenced, until its context lets it go
+  const Frame fenced = NextFrame(fx.notices.get());
+  CHECK(fenced.type == 2);
+  CHECK(fenced.id == pinned->id);
+  CHECK(fenced.rkey == pinned->rkey);
+  CHECK(mem.released == 0);
+  CHECK(fx.table.Unpin(c.id, c.token, 1000, 0).ok());
+  CHECK(mem.released == 1);
+  CHECK(fx.table.PinsOf(1) == 0);
+}
+
+TEST_CASE("PinTable: without a soft NIC a SOFTNIC pin is EOPNOTSUPP; a user holds 4096 pins") {
+  lease::LeaseTable leases(Opts(lease::PinnedBreak::kRefuse), nullptr);
+  PinTable table(&leases, nullptr);
+  auto c = table.AddContext(::getpid(), 1000, UniqueFd());
+  REQUIRE(c.ok());
+  Lease(leases, 1);
+  std::vector<char> mem(kLen);
+  PinTable::PinRequest r;
+  r.context = c->id;
+  r.token = c->token;
+  r.open_file = 1;
+  r.ino = kIno;
+  r.uid = 1000;
+  r.length = 4096;
+  CHECK(table.Pin(r, PinTable::Region{mem.data(), 4096, nullptr}).status().err() == EOPNOTSUPP);
+  r.provider = Provider::kDeclared;
+  for (size_t i = 0; i < PinTable::kMaxPinsPerUser; ++i) {
+    REQUIRE(table.Pin(r, PinTable::Region{mem.data(), 4096, nullptr}).ok());
+  }
+  CHECK(table.Pin(r, PinTable::Region{mem.data(), 4096, nullptr}).status().err() == ENOLCK);
+  CHECK(leases.GetLease(1, 0).pins == PinTable::kMaxPinsPerUser);
+  table.CloseContext(c->id);
+  CHECK(leases.GetLease(1, 0).pins == 0);
+}
+
+}  // TEST_SUITE
+}  // namespace
+}  // namespace leasefs::pin
