@@ -1,0 +1,171 @@
+// The pin socket (context_server.h).
+#include "pin/context_server.h"
+
+#include <fcntl.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <vector>
+
+namespace leasefs::pin {
+namespace {
+
+constexpr uint64_t kWakeKey = ~0ull;
+constexpr uint64_t kListenKey = ~0ull - 1;
+
+}  // namespace
+
+ContextServer::ContextServer(PinTable* table) : table_(table) {}
+
+ContextServer::~ContextServer() { Stop(); }
+
+Status ContextServer::Start() {
+  {
+    MutexLock l(&mu_);
+    if (started_) return Status::Error(EINVAL, "the pin socket is started already");
+    started_ = true;
+  }
+  listen_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!listen_.valid()) return Status::FromErrno("socket");
+  // Only the family: the kernel picks a free abstract name (autobind).
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (bind(listen_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(sa_family_t)) != 0)
+    return Status::FromErrno("bind");
+  if (listen(listen_.get(), 64) != 0) return Status::FromErrno("listen");
+  socklen_t len = sizeof(addr);
+  if (getsockname(listen_.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    return Status::FromErrno("getsockname");
+  const size_t name_len = len - offsetof(sockaddr_un, sun_path);
+  if (name_len < 2 || addr.sun_path[0] != '\0')
+    return Status::Error(EINVAL, "the kernel gave the pin socket no abstract name");
+  epoll_.reset(epoll_create1(EPOLL_CLOEXEC));
+  wake_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+  if (!epoll_.valid() || !wake_.valid()) return Status::FromErrno("epoll/eventfd");
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kWakeKey;
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, wake_.get(), &ev) != 0)
+    return Status::FromErrno("epoll_ctl");
+  ev.data.u64 = kListenKey;
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, listen_.get(), &ev) != 0)
+    return Status::FromErrno("epoll_ctl");
+  {
+    MutexLock l(&mu_);
+    name_.assign(addr.sun_path + 1, name_len - 1);
+  }
+  thread_ = std::thread([this] { Loop(); });
+  return Status::Ok();
+}
+
+void ContextServer::Stop() {
+  {
+    MutexLock l(&mu_);
+    if (stop_) return;
+    stop_ = true;
+  }
+  if (thread_.joinable()) {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(wake_.get(), &one, sizeof(one));
+    thread_.join();
+  }
+  std::vector<int> fds;
+  {
+    MutexLock l(&mu_);
+    for (const auto& [fd, conn] : conns_) fds.push_back(fd);
+  }
+  for (int fd : fds) Close(fd);
+  listen_.reset();
+}
+
+std::string ContextServer::name() const {
+  MutexLock l(&mu_);
+  return name_;
+}
+
+size_t ContextServer::open_contexts() const {
+  MutexLock l(&mu_);
+  return conns_.size();
+}
+
+void ContextServer::Loop() {
+  epoll_event events[32];
+  for (;;) {
+    const int n = epoll_wait(epoll_.get(), events, 32, -1);
+    {
+      MutexLock l(&mu_);
+      if (stop_) return;
+    }
+    for (int i = 0; i < n; ++i) {
+      const uint64_t key = events[i].data.u64;
+      if (key == kWakeKey) continue;
+      if (key == kListenKey) {
+        Accept();
+        continue;
+      }
+      const int fd = static_cast<int>(key);
+      if ((events[i].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) != 0 || Drained(fd)) Close(fd);
+    }
+  }
+}
+
+void ContextServer::Accept() {
+  for (;;) {
+    UniqueFd conn(accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
+    if (!conn.valid()) return;  // EAGAIN; or out of descriptors: try at the next wake
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (getsockopt(conn.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) continue;
+    {
+      MutexLock l(&mu_);
+      if (cred.uid != 0 && per_uid_[cred.uid] >= kMaxContextsPerUser) continue;  // closed
+    }
+    // The table writes its frames on a descriptor of its own.
+    UniqueFd notices(fcntl(conn.get(), F_DUPFD_CLOEXEC, 0));
+    if (!notices.valid()) continue;
+    auto context = table_->AddContext(cred.pid, cred.uid, std::move(notices));
+    if (!context.ok()) continue;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.u64 = static_cast<uint64_t>(conn.get());
+    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, conn.get(), &ev) != 0) {
+      table_->CloseContext(context->id);
+      continue;
+    }
+    MutexLock l(&mu_);
+    ++per_uid_[cred.uid];
+    conns_[conn.release()] = Conn{context->id, cred.uid};
+  }
+}
+
+bool ContextServer::Drained(int fd) {
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+    if (n > 0) continue;  // clients write nothing; what they do write goes
+    if (n == 0) return true;
+    return errno != EAGAIN && errno != EINTR;
+  }
+}
+
+void ContextServer::Close(int fd) {
+  Conn conn;
+  {
+    MutexLock l(&mu_);
+    auto it = conns_.find(fd);
+    if (it == conns_.end()) return;
+    conn = it->second;
+    conns_.erase(it);
+    if (auto u = per_uid_.find(conn.uid); u != per_uid_.end() && --u->second == 0) per_uid_.erase(u);
+  }
+  (void)epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
+  close(fd);
+  table_->CloseContext(conn.context);
+}
+
+}  // namespace leasefs::pin

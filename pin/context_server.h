@@ -1,0 +1,81 @@
+// ContextServer: the daemon's pin socket (docs/pins.md "The objects").
+//
+// A process that wants to pin connects to an abstract unix socket whose name
+// the kernel chose (autobind: nobody can squat it, and the daemon tells
+// clients the name). The connection is the pin context: the server asks the
+// kernel who connected (SO_PEERCRED), makes the context in the pin table,
+// which says hello on it, and watches the daemon's end. The client's end
+// follows dup, fork and SCM_RIGHTS like any descriptor; when the last
+// descriptor of it is gone, the daemon's end reads end-of-file, and the
+// context closes with its pins, as an RDMA context does when its uverbs file
+// is released.
+//
+// Clients write nothing; what they write is read and dropped.
+//
+// Thread safety: every method may be called from any thread; the server has
+// one thread of its own.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "base/status.h"
+#include "base/thread_annotations.h"
+#include "base/unique_fd.h"
+#include "pin/pin_table.h"
+
+namespace leasefs::pin {
+
+class ContextServer {
+ public:
+  // Contexts one user other than root may have open at once; a connection
+  // beyond is closed at once.
+  static constexpr size_t kMaxContextsPerUser = 256;
+
+  // `table` must outlive the server.
+  explicit ContextServer(PinTable* table);
+  ~ContextServer();
+  ContextServer(const ContextServer&) = delete;
+  ContextServer& operator=(const ContextServer&) = delete;
+
+  // Binds the socket and starts the thread. Errors: EINVAL (started
+  // already), the errno of socket, bind, listen, epoll or eventfd.
+  Status Start();
+  // Closes the listener and every context (their pins go) and joins the
+  // thread. Idempotent.
+  void Stop();
+
+  // The socket's abstract name without its leading NUL byte ("" before
+  // Start): connect to "\0" + name.
+  std::string name() const;
+  size_t open_contexts() const;
+
+ private:
+  struct Conn {
+    ContextId context = 0;
+    uid_t uid = 0;
+  };
+  void Loop();
+  void Accept();
+  // Drops what a client wrote; true when its last descriptor is gone.
+  bool Drained(int fd);
+  void Close(int fd) EXCLUDES(mu_);
+
+  PinTable* const table_;
+  UniqueFd listen_;
+  UniqueFd epoll_;
+  UniqueFd wake_;
+  std::thread thread_;
+  mutable Mutex mu_;
+  std::string name_ GUARDED_BY(mu_);
+  bool started_ GUARDED_BY(mu_) = false;
+  bool stop_ GUARDED_BY(mu_) = false;
+  std::unordered_map<int, Conn> conns_ GUARDED_BY(mu_);  // by the daemon's fd
+  std::unordered_map<uid_t, size_t> per_uid_ GUARDED_BY(mu_);
+};
+
+}  // namespace leasefs::pin
