@@ -50,17 +50,6 @@ class QueueNotifier : public BreakNotifier {
   int total_ = 0;
 };
 
-// Polls until `pred` holds or `limit` passes.
-template <typename Pred>
-bool Eventually(Pred pred, milliseconds limit = milliseconds(2000)) {
-  const auto until = Clock::now() + limit;
-  while (Clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(milliseconds(2));
-  }
-  return pred();
-}
-
 int CountEvents(LeaseTable& t, uint32_t type, LeaseId id = 0) {
   auto ev = t.Events(0, LEASEFS_EVENTS_KEPT, milliseconds(0), nullptr, nullptr);
   REQUIRE(ev.ok());

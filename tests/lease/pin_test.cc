@@ -91,16 +91,6 @@ class Sleeper {
   pid_t pid_ = -1;
 };
 
-template <typename Pred>
-bool Eventually(Pred pred, milliseconds limit = milliseconds(2000)) {
-  const auto until = Clock::now() + limit;
-  while (Clock::now() < until) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(milliseconds(2));
-  }
-  return pred();
-}
-
 TEST_SUITE("lease") {
 
 TEST_CASE("Pins: only an active lease nobody else can break counts them (scenarios 1, 2)") {

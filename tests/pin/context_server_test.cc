@@ -93,6 +93,16 @@ struct Fixture {
     return table.Pin(r, PinTable::Region{mem, 4096, [released] { released->fetch_add(1); }})
         .status();
   }
+  // A new context with one declared pin: the client's descriptor.
+  int PinnedContext(std::atomic<int>* released) {
+    const int fd = Connect(server.name());
+    REQUIRE(fd >= 0);
+    ContextId id = 0;
+    Token token{};
+    REQUIRE(ReadHello(fd, &id, &token));
+    REQUIRE(PinIt(id, token, released).ok());
+    return fd;
+  }
   lease::LeaseTable leases;
   PinTable table;
   ContextServer server;
@@ -104,13 +114,8 @@ TEST_SUITE("pin") {
 TEST_CASE("ContextServer: a connection is a context; its last close drops its pins") {
   Fixture fx;
   CHECK(fx.server.name().size() >= 1);
-  const int fd = Connect(fx.server.name());
-  REQUIRE(fd >= 0);
-  ContextId id = 0;
-  Token token{};
-  REQUIRE(ReadHello(fd, &id, &token));
   std::atomic<int> released{0};
-  REQUIRE(fx.PinIt(id, token, &released).ok());
+  const int fd = fx.PinnedContext(&released);
   CHECK(fx.table.PinsOf(1) == 1);
   auto list = fx.table.List(0);
   REQUIRE(list.size() == 1);
@@ -128,13 +133,8 @@ TEST_CASE("ContextServer: a connection is a context; its last close drops its pi
 
 TEST_CASE("ContextServer: a fork's child keeps the context after the parent's close") {
   Fixture fx;
-  const int fd = Connect(fx.server.name());
-  REQUIRE(fd >= 0);
-  ContextId id = 0;
-  Token token{};
-  REQUIRE(ReadHello(fd, &id, &token));
   std::atomic<int> released{0};
-  REQUIRE(fx.PinIt(id, token, &released).ok());
+  const int fd = fx.PinnedContext(&released);
   const pid_t child = fork();
   if (child == 0) {
     for (;;) pause();  // holds the inherited descriptor
@@ -152,13 +152,8 @@ TEST_CASE("ContextServer: a fork's child keeps the context after the parent's cl
 
 TEST_CASE("ContextServer: an SCM_RIGHTS receiver keeps the context until it closes it") {
   Fixture fx;
-  const int fd = Connect(fx.server.name());
-  REQUIRE(fd >= 0);
-  ContextId id = 0;
-  Token token{};
-  REQUIRE(ReadHello(fd, &id, &token));
   std::atomic<int> released{0};
-  REQUIRE(fx.PinIt(id, token, &released).ok());
+  const int fd = fx.PinnedContext(&released);
   int sv[2];
   REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
   const pid_t child = fork();
