@@ -227,7 +227,8 @@ class LeaseTable::Impl {
   Status MayChange(const engine::Cred& by, const LayoutChange& change) EXCLUDES(mu_);
   void Shutdown() EXCLUDES(mu_);
   void SetPinFencer(PinFencer* fencer) EXCLUDES(mu_);
-  Result<LeaseId> AddPin(OpenFileId open_file, uint64_t offset, uint64_t length) EXCLUDES(mu_);
+  Result<LeaseId> AddPin(OpenFileId open_file, uint64_t offset, uint64_t length, pid_t tgid)
+      EXCLUDES(mu_);
   void DropPin(LeaseId lease) EXCLUDES(mu_);
 
  private:
@@ -286,6 +287,7 @@ class LeaseTable::Impl {
   const std::shared_ptr<TableSync> sync_;
   Mutex& mu_;
   PinFencer* fencer_ GUARDED_BY(mu_) = nullptr;
+  size_t fencer_calls_ GUARDED_BY(mu_) = 0;  // FenceAndRevoke calls using fencer_
 
   // Live (active or breaking) leases: the fast path's count.
   std::atomic<size_t> live_{0};
@@ -449,7 +451,11 @@ void LeaseTable::Impl::OwnerDied(uint64_t serial) {
     auto l = leases_.find(id);
     if (l == leases_.end()) continue;
     if (l->second->pins > 0) {
+      // It outlives its process, which no longer names it: the pid may come
+      // round again for another process.
       Orphan(l->second.get(), LEASEFS_WHY_EXIT, owner->tgid);
+      owner->leases.erase(id);
+      l->second->owner.reset();
     } else {
       Release(l->second.get(), LEASEFS_WHY_EXIT, owner->tgid);
     }
@@ -462,7 +468,9 @@ void LeaseTable::Impl::DropOwner(const std::shared_ptr<Owner>& ref) {
   owner->dead = true;
   auto it = owners_.find(owner->tgid);
   if (it != owners_.end() && it->second == owner) owners_.erase(it);
-  // Closing the pidfd (when the last reference goes) takes it out of epoll.
+  // Out of epoll now, not when the last reference closes the pidfd: a zombie
+  // lease may keep the owner, and a dead process's pidfd stays readable.
+  (void)epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, owner->pidfd.get(), nullptr);
   if (owner_serials_.erase(owner->serial) != 0) {
     auto n = owners_per_uid_.find(owner->uid);
     if (n != owners_per_uid_.end() && --n->second == 0) owners_per_uid_.erase(n);
@@ -763,8 +771,6 @@ void LeaseTable::Impl::RevokeExpired(uint64_t now, std::vector<LeaseId>* to_fenc
 void LeaseTable::Impl::Orphan(Lease* l, uint32_t why, pid_t actor) {
   if (l->zombie) return;
   l->zombie = true;
-  // It no longer dies with its process; it stays named as its holder.
-  if (l->owner) l->owner->leases.erase(l->id);
   Log(LEASEFS_EVENT_ZOMBIE, *l, why, actor, 0);
 }
 
@@ -773,6 +779,7 @@ void LeaseTable::Impl::FenceAndRevoke(const std::vector<LeaseId>& ids) {
   {
     MutexLock l(&mu_);
     fencer = fencer_;
+    if (fencer != nullptr) ++fencer_calls_;
   }
   for (LeaseId id : ids) {
     // Past this call nothing reaches the blocks through the pins, so the
@@ -784,12 +791,17 @@ void LeaseTable::Impl::FenceAndRevoke(const std::vector<LeaseId>& ids) {
     Lease* lease = it->second.get();
     lease->fencing = false;
     lease->pins -= static_cast<uint32_t>(std::min<size_t>(fenced, lease->pins));
-    Log(LEASEFS_EVENT_FENCE, *lease, 0, 0, 0);
+    if (fenced > 0 && lease->live()) Log(LEASEFS_EVENT_FENCE, *lease, 0, 0, 0);
     if (lease->zombie) {
       Release(lease, LEASEFS_WHY_CLOSE, 0);  // nobody is left to see a tombstone
     } else if (lease->live()) {
       Revoke(lease);
     }
+  }
+  if (fencer != nullptr) {
+    MutexLock l(&mu_);
+    --fencer_calls_;
+    sync_->cv.notify_all();
   }
 }
 
@@ -816,15 +828,19 @@ Verdict LeaseTable::Impl::Classify(const engine::Cred& by, const LayoutChange& c
     if (!Reaches(l->offset, l->end(), c)) return true;
     const Kind k = l->kind();
     if (by.open_file() != 0 && l->open_file == by.open_file()) {
-      if (k == Kind::kExclusive || k == Kind::kReadUnbreakable) {
+      // Pins too: the holder may not free blocks a device may write
+      // ([Willy], semantics-2019 §5 scenario 9), whatever the lease's kind.
+      if (k == Kind::kExclusive || k == Kind::kReadUnbreakable || l->pins > 0) {
         refuse(EDEADLOCK, l);
       } else if (k == Kind::kRead) {
         v.own.push_back(l);
       }  // WRITE, WRITE|UNBREAKABLE: the holder's own change
     } else if (k == Kind::kRead || k == Kind::kWrite) {
       v.others.push_back(l);
-    } else if (k == Kind::kExclusive && l->pins > 0 &&
+    } else if (k == Kind::kExclusive &&
+               (l->pins > 0 || l->state == LEASEFS_STATE_BREAKING) &&
                options_.pinned_break != PinnedBreak::kRefuse) {
+      // A recall in progress is waited for even once its pins went.
       // docs/pins.md: under fence or wait a pinned layout is recalled.
       if (l->zombie && l->state == LEASEFS_STATE_ACTIVE) {
         v.zombies.push_back(l);
@@ -1034,9 +1050,14 @@ void LeaseTable::Impl::CloseOpenFile(OpenFileId open_file) {
 void LeaseTable::Impl::SetPinFencer(PinFencer* fencer) {
   MutexLock l(&mu_);
   fencer_ = fencer;
+  // The old fencer may be about to go: wait out the calls it is in.
+  std::unique_lock<std::mutex> lk(mu_.native(), std::adopt_lock);
+  while (fencer_calls_ > 0) sync_->cv.wait(lk);
+  lk.release();
 }
 
-Result<LeaseId> LeaseTable::Impl::AddPin(OpenFileId open_file, uint64_t offset, uint64_t length) {
+Result<LeaseId> LeaseTable::Impl::AddPin(OpenFileId open_file, uint64_t offset, uint64_t length,
+                                         pid_t tgid) {
   uint64_t end = 0;
   if (length == 0 || __builtin_add_overflow(offset, length, &end)) {
     return Status::Error(EINVAL, "a pin needs a range");
@@ -1054,6 +1075,10 @@ Result<LeaseId> LeaseTable::Impl::AddPin(OpenFileId open_file, uint64_t offset, 
   if (!lease->pinnable()) return Status::Error(EPERM, "the lease is not exclusive");
   if (lease->state != LEASEFS_STATE_ACTIVE || lease->zombie) {
     return Status::Error(EPERM, "the lease is breaking or revoked");
+  }
+  // Scenario 7's last line: a process pins only under a lease of its own.
+  if (tgid != 0 && lease->owner && lease->owner->tgid != tgid) {
+    return Status::Error(EPERM, "the lease is another process's");
   }
   ++lease->pins;
   return lease->id;
@@ -1181,8 +1206,9 @@ Status LeaseTable::MayChange(const engine::Cred& by, const LayoutChange& change)
 }
 void LeaseTable::Shutdown() { impl_->Shutdown(); }
 void LeaseTable::SetPinFencer(PinFencer* fencer) { impl_->SetPinFencer(fencer); }
-Result<LeaseId> LeaseTable::AddPin(OpenFileId open_file, uint64_t offset, uint64_t length) {
-  return impl_->AddPin(open_file, offset, length);
+Result<LeaseId> LeaseTable::AddPin(OpenFileId open_file, uint64_t offset, uint64_t length,
+                                   pid_t tgid) {
+  return impl_->AddPin(open_file, offset, length, tgid);
 }
 void LeaseTable::DropPin(LeaseId lease) { impl_->DropPin(lease); }
 

@@ -260,7 +260,9 @@ class LeaseTable final : public engine::LayoutGuard {
   // the lease's id. While a lease counts pins, UNLOCK of it and a conversion
   // to another kind fail with EBUSY. Errors: EINVAL (length 0, or offset +
   // length overflows), EPERM (no such lease), ESHUTDOWN.
-  Result<LeaseId> AddPin(OpenFileId open_file, uint64_t offset, uint64_t length);
+  // `tgid`: the pinning process; a lease taken by another process (a fork's
+  // parent, say) is not its own: EPERM (0: not checked).
+  Result<LeaseId> AddPin(OpenFileId open_file, uint64_t offset, uint64_t length, pid_t tgid = 0);
   // One pin counted on `lease` is gone. A ZOMBIE lease goes with its last
   // pin (event RELEASE, why CLOSE); so does a pinned lease whose break time
   // ran out under PinnedBreak::kWait (revoked). Unknown ids are ignored.

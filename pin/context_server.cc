@@ -27,7 +27,7 @@ ContextServer::~ContextServer() { Stop(); }
 Status ContextServer::Start() {
   {
     MutexLock l(&mu_);
-    if (started_) return Status::Error(EINVAL, "the pin socket is started already");
+    if (started_ || stop_) return Status::Error(EINVAL, "the pin socket starts once");
     started_ = true;
   }
   listen_.reset(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -74,13 +74,13 @@ void ContextServer::Stop() {
     [[maybe_unused]] ssize_t n = write(wake_.get(), &one, sizeof(one));
     thread_.join();
   }
+  listen_.reset();
   std::vector<int> fds;
   {
     MutexLock l(&mu_);
     for (const auto& [fd, conn] : conns_) fds.push_back(fd);
   }
   for (int fd : fds) Close(fd);
-  listen_.reset();
 }
 
 std::string ContextServer::name() const {
@@ -117,40 +117,60 @@ void ContextServer::Loop() {
 void ContextServer::Accept() {
   for (;;) {
     UniqueFd conn(accept4(listen_.get(), nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK));
-    if (!conn.valid()) return;  // EAGAIN; or out of descriptors: try at the next wake
+    if (!conn.valid()) {
+      if (errno == EMFILE || errno == ENFILE) Listen(false);  // until a context closes
+      return;
+    }
     ucred cred{};
     socklen_t len = sizeof(cred);
     if (getsockopt(conn.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) continue;
     {
       MutexLock l(&mu_);
-      if (cred.uid != 0 && per_uid_[cred.uid] >= kMaxContextsPerUser) continue;  // closed
+      if (conns_.size() >= kMaxContexts) continue;  // closed
+      auto u = per_uid_.find(cred.uid);
+      if (cred.uid != 0 && u != per_uid_.end() && u->second >= kMaxContextsPerUser) continue;
     }
-    // The table writes its frames on a descriptor of its own.
-    UniqueFd notices(fcntl(conn.get(), F_DUPFD_CLOEXEC, 0));
-    if (!notices.valid()) continue;
-    auto context = table_->AddContext(cred.pid, cred.uid, std::move(notices));
+    // The table owns the descriptor (its notices go there); the server
+    // polls it until it asks the table to close the context.
+    const int fd = conn.get();
+    auto context = table_->AddContext(cred.pid, cred.uid, std::move(conn));
     if (!context.ok()) continue;
     epoll_event ev{};
     ev.events = EPOLLIN | EPOLLRDHUP;
-    ev.data.u64 = static_cast<uint64_t>(conn.get());
-    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, conn.get(), &ev) != 0) {
+    ev.data.u64 = static_cast<uint64_t>(fd);
+    if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) {
       table_->CloseContext(context->id);
       continue;
     }
     MutexLock l(&mu_);
     ++per_uid_[cred.uid];
-    conns_[conn.release()] = Conn{context->id, cred.uid};
+    conns_[fd] = Conn{context->id, cred.uid};
   }
+}
+
+void ContextServer::Listen(bool on) {
+  {
+    MutexLock l(&mu_);
+    if (paused_ == !on) return;
+    paused_ = !on;
+  }
+  epoll_event ev{};
+  ev.events = on ? static_cast<uint32_t>(EPOLLIN) : 0u;
+  ev.data.u64 = kListenKey;
+  (void)epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, listen_.get(), &ev);
 }
 
 bool ContextServer::Drained(int fd) {
   char buf[4096];
-  for (;;) {
+  // A bounded amount per wake, so that a client that writes without pause
+  // does not keep the thread from the others (epoll wakes it again).
+  for (int i = 0; i < 16; ++i) {
     const ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
     if (n > 0) continue;  // clients write nothing; what they do write goes
     if (n == 0) return true;
     return errno != EAGAIN && errno != EINTR;
   }
+  return false;
 }
 
 void ContextServer::Close(int fd) {
@@ -164,8 +184,8 @@ void ContextServer::Close(int fd) {
     if (auto u = per_uid_.find(conn.uid); u != per_uid_.end() && --u->second == 0) per_uid_.erase(u);
   }
   (void)epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);
-  close(fd);
-  table_->CloseContext(conn.context);
+  table_->CloseContext(conn.context);  // closes fd
+  if (listen_.valid()) Listen(true);   // a descriptor is free again
 }
 
 }  // namespace leasefs::pin

@@ -10,7 +10,10 @@
 // context closes with its pins, as an RDMA context does when its uverbs file
 // is released.
 //
-// Clients write nothing; what they write is read and dropped.
+// Clients write nothing; what they write is read and dropped. A holder that
+// shuts the socket down (shutdown(2)) ends the context as its last close
+// would: the daemon cannot tell the two apart, and it is the holder's own
+// context to end.
 //
 // Thread safety: every method may be called from any thread; the server has
 // one thread of its own.
@@ -35,6 +38,8 @@ class ContextServer {
   // Contexts one user other than root may have open at once; a connection
   // beyond is closed at once.
   static constexpr size_t kMaxContextsPerUser = 256;
+  // Contexts open at once, all users (each costs the daemon a descriptor).
+  static constexpr size_t kMaxContexts = 4096;
 
   // `table` must outlive the server.
   explicit ContextServer(PinTable* table);
@@ -43,7 +48,8 @@ class ContextServer {
   ContextServer& operator=(const ContextServer&) = delete;
 
   // Binds the socket and starts the thread. Errors: EINVAL (started
-  // already), the errno of socket, bind, listen, epoll or eventfd.
+  // already, or stopped: a server starts once), the errno of socket, bind,
+  // listen, epoll or eventfd.
   Status Start();
   // Closes the listener and every context (their pins go) and joins the
   // thread. Idempotent.
@@ -64,6 +70,9 @@ class ContextServer {
   // Drops what a client wrote; true when its last descriptor is gone.
   bool Drained(int fd);
   void Close(int fd) EXCLUDES(mu_);
+  // Stops or resumes accepting (out of descriptors: the listener would stay
+  // readable and the thread spin).
+  void Listen(bool on);
 
   PinTable* const table_;
   UniqueFd listen_;
@@ -74,7 +83,10 @@ class ContextServer {
   std::string name_ GUARDED_BY(mu_);
   bool started_ GUARDED_BY(mu_) = false;
   bool stop_ GUARDED_BY(mu_) = false;
-  std::unordered_map<int, Conn> conns_ GUARDED_BY(mu_);  // by the daemon's fd
+  // By the daemon's end of the socket, which the table owns (its notices go
+  // there); the server only polls it.
+  std::unordered_map<int, Conn> conns_ GUARDED_BY(mu_);
+  bool paused_ GUARDED_BY(mu_) = false;  // not accepting: out of descriptors
   std::unordered_map<uid_t, size_t> per_uid_ GUARDED_BY(mu_);
 };
 

@@ -140,7 +140,7 @@ Result<PinTable::Pinned> PinTable::Pin(const PinRequest& req, Region region) {
   // fencer (this table) cannot run FenceLease before the pin is listed,
   // since that needs mu_.
   LFS_ASSIGN_OR_RETURN(const lease::LeaseId lease,
-                       leases_->AddPin(req.open_file, req.offset, req.length));
+                       leases_->AddPin(req.open_file, req.offset, req.length, req.pid));
   uint64_t rkey = 0;
   if (req.provider == Provider::kSoftNic) {
     auto registered = nic_->Register(region.base, region.length, req.remote_write,

@@ -89,6 +89,7 @@ class PinTable final : public lease::PinFencer {
     lease::OpenFileId open_file = 0;
     engine::Ino ino = 0;
     uid_t uid = 0;  // the caller's
+    pid_t pid = 0;  // the caller's process (0: not checked against the lease's)
     uint64_t offset = 0;
     uint64_t length = 0;
     Provider provider = Provider::kSoftNic;

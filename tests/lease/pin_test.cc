@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -301,6 +302,77 @@ TEST_CASE("Pins: a ZOMBIE lease under wait holds the change until its last pin g
   REQUIRE(breaker.wait_for(std::chrono::seconds(2)) == std::future_status::ready);
   CHECK(breaker.get().ok());
   CHECK_FALSE(t.AnyLeases(kIno));
+}
+
+TEST_CASE("Pins: the holder's own change over pins is EDEADLOCK under WRITE|UNBREAKABLE too") {
+  for (PinnedBreak p : {PinnedBreak::kRefuse, PinnedBreak::kFence, PinnedBreak::kWait}) {
+    LeaseTable t(Policy(p), nullptr);
+    auto id = t.SetLease(H(1), Req(W, 0, 8192, U), nullptr);
+    REQUIRE(id.ok());
+    // Unpinned, the holder's own change goes ahead under its WRITE lease.
+    CHECK(t.MayChange(By(1), Unmap(0, 4096)).ok());
+    REQUIRE(t.AddPin(1, 0, 8192).ok());
+    CHECK(Err(t.Break(By(1), Truncate(8192, 0), false, nullptr)) == EDEADLOCK);
+    CHECK(Err(t.MayChange(By(1), Unmap(0, 4096))) == EDEADLOCK);
+    t.DropPin(*id);
+    CHECK(t.MayChange(By(1), Unmap(0, 4096)).ok());
+  }
+}
+
+TEST_CASE("Pins: a process pins only under a lease it took itself") {
+  LeaseTable t(Opts(), nullptr);
+  Holder h = H(1, true, getuid());
+  h.tid = getpid();
+  REQUIRE(t.SetLease(h, Req(W, 0, 4096, X), nullptr).ok());
+  Sleeper other;  // say, a fork's child sharing the open file
+  CHECK(Err(t.AddPin(1, 0, 4096, other.pid())) == EPERM);
+  CHECK(t.AddPin(1, 0, 4096, getpid()).ok());
+}
+
+TEST_CASE("Pins: a zombie left by a dead holder costs the table's thread no CPU") {
+  LeaseTable t(Opts(), nullptr);
+  Sleeper child;
+  Holder h = H(1, true, getuid());
+  h.tid = child.pid();
+  auto id = t.SetLease(h, Req(W, 0, 4096, X), nullptr);
+  REQUIRE(id.ok());
+  REQUIRE(t.AddPin(1, 0, 4096).ok());
+  const pid_t pid = child.pid();
+  child.Kill();
+  REQUIRE(Eventually([&] { return t.GetLease(1, 0).state == LEASEFS_STATE_ZOMBIE &&
+                                  t.GetLease(1, 0).holder_pid == 0; }));
+  CHECK(pid != 0);
+  rusage before{}, after{};
+  getrusage(RUSAGE_SELF, &before);
+  std::this_thread::sleep_for(milliseconds(300));
+  getrusage(RUSAGE_SELF, &after);
+  auto us = [](const rusage& r) {
+    return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1'000'000L + r.ru_utime.tv_usec +
+           r.ru_stime.tv_usec;
+  };
+  // A thread spinning on the dead process's pidfd would burn ~300 ms.
+  CHECK(us(after) - us(before) < 100'000);
+  t.DropPin(*id);
+}
+
+TEST_CASE("Pins: under fence a recall in progress is waited for after its pins went") {
+  LeaseTable t(Policy(PinnedBreak::kFence, milliseconds(5000)), nullptr);
+  const LeaseId id = PinnedLease(t);
+  auto first = std::async(std::launch::async, [&] {
+    return t.Break(By(2), Unmap(0, 4096), false, nullptr);
+  });
+  REQUIRE(Eventually([&] { return t.GetLease(1, 0).state == LEASEFS_STATE_BREAKING; }));
+  t.DropPin(id);
+  // A second breaker waits for the lease too, instead of ETXTBSY.
+  auto second = std::async(std::launch::async, [&] {
+    return t.Break(By(3), Unmap(0, 4096), false, nullptr);
+  });
+  CHECK(second.wait_for(milliseconds(100)) == std::future_status::timeout);
+  CHECK(t.SetLease(H(1), Unlock(0, 1 << 20), nullptr).ok());
+  REQUIRE(first.wait_for(std::chrono::seconds(2)) == std::future_status::ready);
+  REQUIRE(second.wait_for(std::chrono::seconds(2)) == std::future_status::ready);
+  CHECK(first.get().ok());
+  CHECK(second.get().ok());
 }
 
 TEST_CASE("Pins: racing pins, unpins, releases and breaks under fence leave no count behind") {

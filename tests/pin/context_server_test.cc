@@ -131,6 +131,15 @@ TEST_CASE("ContextServer: a connection is a context; its last close drops its pi
   CHECK(fx.server.open_contexts() == 0);
 }
 
+TEST_CASE("ContextServer: a server starts once") {
+  Fixture fx;
+  CHECK(fx.server.Start().err() == EINVAL);
+  fx.server.Stop();
+  CHECK(fx.server.Start().err() == EINVAL);
+  fx.server.Stop();
+  CHECK(Connect(fx.server.name()) < 0);  // nobody listens any more
+}
+
 TEST_CASE("ContextServer: a fork's child keeps the context after the parent's close") {
   Fixture fx;
   std::atomic<int> released{0};
