@@ -92,6 +92,21 @@ class Sleeper {
   pid_t pid_ = -1;
 };
 
+// Open file 1's holder: process `child`.
+Holder ChildHolder(const Sleeper& child) {
+  Holder h = H(1, true, getuid());
+  h.tid = child.pid();
+  return h;
+}
+
+// An EXCLUSIVE WRITE lease of [0, 4096) taken by `h`, with one pin.
+LeaseId PinnedChildLease(LeaseTable& t, const Holder& h) {
+  auto id = t.SetLease(h, Req(W, 0, 4096, X), nullptr);
+  REQUIRE(id.ok());
+  REQUIRE(t.AddPin(1, 0, 4096).ok());
+  return *id;
+}
+
 TEST_SUITE("lease") {
 
 TEST_CASE("Pins: only an active lease nobody else can break counts them (scenarios 1, 2)") {
@@ -170,11 +185,8 @@ TEST_CASE("Pins: a pinned lease outlives its close as ZOMBIE and goes with its l
 TEST_CASE("Pins: a pinned lease outlives its holder's death as ZOMBIE (scenario 6 without the context's close)") {
   LeaseTable t(Opts(), nullptr);
   Sleeper child;
-  Holder h = H(1, true, getuid());
-  h.tid = child.pid();
-  auto id = t.SetLease(h, Req(W, 0, 4096, X), nullptr);
-  REQUIRE(id.ok());
-  REQUIRE(t.AddPin(1, 0, 4096).ok());
+  const Holder h = ChildHolder(child);
+  const LeaseId id = PinnedChildLease(t, h);
   auto plain = t.SetLease(h, Req(W, 8192, 4096, X), nullptr);
   REQUIRE(plain.ok());
   child.Kill();
@@ -182,7 +194,7 @@ TEST_CASE("Pins: a pinned lease outlives its holder's death as ZOMBIE (scenario 
   CHECK(Eventually([&] { return t.GetLease(1, 8192).state == LEASEFS_STATE_NONE; }));
   CHECK(t.GetLease(1, 0).state == LEASEFS_STATE_ZOMBIE);
   CHECK(CountEvents(t, LEASEFS_EVENT_ZOMBIE, LEASEFS_WHY_EXIT) == 1);
-  t.DropPin(*id);
+  t.DropPin(id);
   CHECK(t.GetLease(1, 0).state == LEASEFS_STATE_NONE);
 }
 
@@ -332,11 +344,7 @@ TEST_CASE("Pins: a process pins only under a lease it took itself") {
 TEST_CASE("Pins: a zombie left by a dead holder costs the table's thread no CPU") {
   LeaseTable t(Opts(), nullptr);
   Sleeper child;
-  Holder h = H(1, true, getuid());
-  h.tid = child.pid();
-  auto id = t.SetLease(h, Req(W, 0, 4096, X), nullptr);
-  REQUIRE(id.ok());
-  REQUIRE(t.AddPin(1, 0, 4096).ok());
+  const LeaseId id = PinnedChildLease(t, ChildHolder(child));
   const pid_t pid = child.pid();
   child.Kill();
   REQUIRE(Eventually([&] { return t.GetLease(1, 0).state == LEASEFS_STATE_ZOMBIE &&
@@ -352,7 +360,7 @@ TEST_CASE("Pins: a zombie left by a dead holder costs the table's thread no CPU"
   };
   // A thread spinning on the dead process's pidfd would burn ~300 ms.
   CHECK(us(after) - us(before) < 100'000);
-  t.DropPin(*id);
+  t.DropPin(id);
 }
 
 TEST_CASE("Pins: under fence a recall in progress is waited for after its pins went") {

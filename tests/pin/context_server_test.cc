@@ -60,6 +60,31 @@ bool ReadHello(int fd, ContextId* id, Token* token) {
   return true;
 }
 
+// Sends `fd` over unix socket `sock` with SCM_RIGHTS (returns 0), or, for
+// fd -1, receives one (returns it); -1 on failure.
+int PassFd(int sock, int fd) {
+  char c = 'f';
+  char ctl[CMSG_SPACE(sizeof(int))] = {};
+  iovec iov{&c, 1};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctl;
+  m.msg_controllen = sizeof(ctl);
+  if (fd < 0) {
+    if (recvmsg(sock, &m, 0) != 1 || CMSG_FIRSTHDR(&m) == nullptr) return -1;
+    int got = -1;
+    std::memcpy(&got, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(int));
+    return got;
+  }
+  cmsghdr* cm = CMSG_FIRSTHDR(&m);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+  return sendmsg(sock, &m, 0) == 1 ? 0 : -1;
+}
+
 template <typename Pred>
 bool Eventually(Pred pred, milliseconds limit = milliseconds(3000)) {
   const auto until = std::chrono::steady_clock::now() + limit;
@@ -171,17 +196,9 @@ TEST_CASE("ContextServer: an SCM_RIGHTS receiver keeps the context until it clos
     // keeps it until told to drop it.
     close(fd);
     close(sv[0]);
+    const int got = PassFd(sv[1], -1);
+    if (got < 0) _exit(1);
     char c = 0;
-    char ctl[CMSG_SPACE(sizeof(int))] = {};
-    iovec iov{&c, 1};
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = ctl;
-    m.msg_controllen = sizeof(ctl);
-    if (recvmsg(sv[1], &m, 0) != 1) _exit(1);
-    int got = -1;
-    std::memcpy(&got, CMSG_DATA(CMSG_FIRSTHDR(&m)), sizeof(int));
     if (write(sv[1], "r", 1) != 1 || read(sv[1], &c, 1) != 1) _exit(1);
     close(got);
     if (write(sv[1], "c", 1) != 1) _exit(1);
@@ -189,20 +206,8 @@ TEST_CASE("ContextServer: an SCM_RIGHTS receiver keeps the context until it clos
   }
   REQUIRE(child > 0);
   close(sv[1]);
-  char c = 'x';
-  char ctl[CMSG_SPACE(sizeof(int))] = {};
-  iovec iov{&c, 1};
-  msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = ctl;
-  m.msg_controllen = sizeof(ctl);
-  cmsghdr* cm = CMSG_FIRSTHDR(&m);
-  cm->cmsg_level = SOL_SOCKET;
-  cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-  REQUIRE(sendmsg(sv[0], &m, 0) == 1);
+  REQUIRE(PassFd(sv[0], fd) == 0);
+  char c = 0;
   REQUIRE(read(sv[0], &c, 1) == 1);
   close(fd);
   std::this_thread::sleep_for(milliseconds(200));
