@@ -340,7 +340,10 @@ TEST_SUITE("crash") {
     CrashLoopResult r = RunCrashLoop(target, opts, m, ops);
     REQUIRE_MESSAGE(r.failure.empty(), r.failure);
     CHECK(r.iterations == opts.iterations);
-    CHECK(ops > 100);
+    // The loop did real work. How much depends on how fast the workload runs
+    // before each random kill, which a loaded machine slows (an ASan run
+    // beside other builds saw 50 ops in 60 rounds): no count is promised.
+    CHECK(ops > 0);
     MESSAGE("ops " << ops << ", in flight found done " << r.in_flight_done << ", partial "
                    << r.in_flight_partial);
     CHECK(Compare(TakeSnapshot(dir.path()), m).empty());
