@@ -1,13 +1,13 @@
 // The pin table (pin_table.h; rules: docs/pins.md).
 #include "pin/pin_table.h"
 
-#include <sys/random.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "pin/random.h"
 #include "pin/softnic.h"
 
 namespace leasefs::pin {
@@ -47,19 +47,6 @@ bool SameToken(const Token& a, const Token& b) {
   return diff == 0;
 }
 
-Status RandomToken(Token* t) {
-  size_t got = 0;
-  while (got < t->size()) {
-    const ssize_t n = getrandom(t->data() + got, t->size() - got, 0);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return Status::FromErrno("getrandom");
-    }
-    got += static_cast<size_t>(n);
-  }
-  return Status::Ok();
-}
-
 }  // namespace
 
 PinTable::PinTable(lease::LeaseTable* leases, SoftNic* nic) : leases_(leases), nic_(nic) {
@@ -77,7 +64,7 @@ PinTable::~PinTable() {
 Result<PinTable::NewContext> PinTable::AddContext(pid_t creator_pid, uid_t creator_uid,
                                                   UniqueFd notice_fd) {
   NewContext out;
-  LFS_RETURN_IF_ERROR(RandomToken(&out.token));
+  LFS_RETURN_IF_ERROR(RandomBytes(out.token.data(), out.token.size()));
   MutexLock l(&mu_);
   out.id = next_context_++;
   Context& c = contexts_[out.id];

@@ -4,7 +4,6 @@
 #include <liburing.h>
 #include <netinet/tcp.h>
 #include <sys/eventfd.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 
 #include "base/thread_annotations.h"
 #include "base/unique_fd.h"
+#include "pin/random.h"
 #include "pin/softnic_wire.h"
 
 namespace leasefs::pin {
@@ -145,8 +145,6 @@ struct Counters {
   std::map<std::string, uint64_t> by_peer;
 };
 
-Status ErrnoStatus(std::string_view what) { return Status::FromErrno(what); }
-
 }  // namespace
 
 class SoftNic::Impl {
@@ -233,7 +231,7 @@ Result<uint64_t> SoftNic::Impl::Register(void* base, uint64_t length, bool w, bo
   MutexLock l(&mu_);
   uint64_t rkey = 0;
   while (rkey == 0 || issued_.count(rkey) != 0) {
-    if (getrandom(&rkey, sizeof rkey, 0) != sizeof rkey) return ErrnoStatus("getrandom");
+    LFS_RETURN_IF_ERROR(RandomBytes(&rkey, sizeof rkey));
   }
   issued_.insert(rkey);
   regions_.emplace(rkey, std::make_shared<Region>(rkey, static_cast<uint8_t*>(base), length, w, r));
@@ -293,18 +291,18 @@ Status SoftNic::Impl::Listen() {
     return Status::Error(EINVAL, "soft NIC: not an IPv4 address: " + options_.bind_address);
   }
   listen_fd_.reset(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!listen_fd_.valid()) return ErrnoStatus("socket");
+  if (!listen_fd_.valid()) return Status::FromErrno("socket");
   int one = 1;
   if (setsockopt(listen_fd_.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) != 0) {
-    return ErrnoStatus("setsockopt(SO_REUSEADDR)");
+    return Status::FromErrno("setsockopt(SO_REUSEADDR)");
   }
   if (bind(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    return ErrnoStatus("bind " + options_.bind_address);
+    return Status::FromErrno("bind " + options_.bind_address);
   }
-  if (listen(listen_fd_.get(), 128) != 0) return ErrnoStatus("listen");
+  if (listen(listen_fd_.get(), 128) != 0) return Status::FromErrno("listen");
   socklen_t len = sizeof addr;
   if (getsockname(listen_fd_.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    return ErrnoStatus("getsockname");
+    return Status::FromErrno("getsockname");
   }
   port_.store(ntohs(addr.sin_port), std::memory_order_relaxed);
   return Status::Ok();
@@ -313,7 +311,7 @@ Status SoftNic::Impl::Listen() {
 Status SoftNic::Impl::Setup() {
   LFS_RETURN_IF_ERROR(Listen());
   wake_fd_.reset(eventfd(0, EFD_CLOEXEC));
-  if (!wake_fd_.valid()) return ErrnoStatus("eventfd");
+  if (!wake_fd_.valid()) return Status::FromErrno("eventfd");
   // Each connection has at most a recv and a send in flight; the kernel
   // keeps completions that overflow the CQ (IORING_FEAT_NODROP) anyway.
   unsigned entries = 64;
