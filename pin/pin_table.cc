@@ -7,28 +7,21 @@
 #include <cerrno>
 #include <cstring>
 
+#include "leasefs/ioctl.h"
 #include "pin/random.h"
 #include "pin/softnic.h"
 
 namespace leasefs::pin {
 namespace {
 
-// What the daemon says on a context's socket (docs/pins.md "Contexts"):
-// first a HELLO with the context's id and token, later a FENCED for each pin
-// of the context that a break fenced. Little-endian, 48 bytes.
-constexpr uint32_t kContextMagic = 0x5843504c;  // "LPCX"
-constexpr uint16_t kContextVersion = 1;
-constexpr uint16_t kFrameHello = 1;
-constexpr uint16_t kFrameFenced = 2;
-
-struct ContextFrame {
-  uint32_t magic = kContextMagic;
-  uint16_t version = kContextVersion;
-  uint16_t type = 0;
-  uint64_t id = 0;    // HELLO: the context; FENCED: the pin
-  uint64_t rkey = 0;  // FENCED: the pin's rkey (0 for a declared pin)
-  uint64_t reserved = 0;
-  uint8_t token[16] = {};  // HELLO only
+// What the daemon says on a context's socket: the ABI's leasefs_pin_frame
+// (include/leasefs/ioctl.h), HELLO first, then a FENCED for each pin of the
+// context that a break fenced.
+struct ContextFrame : leasefs_pin_frame {
+  ContextFrame() : leasefs_pin_frame{} {
+    magic = LEASEFS_PIN_FRAME_MAGIC;
+    version = LEASEFS_PIN_FRAME_VERSION;
+  }
 };
 static_assert(sizeof(ContextFrame) == 48);
 
@@ -73,7 +66,7 @@ Result<PinTable::NewContext> PinTable::AddContext(pid_t creator_pid, uid_t creat
   c.token = out.token;
   c.notice_fd = std::move(notice_fd);
   ContextFrame hello;
-  hello.type = kFrameHello;
+  hello.type = LEASEFS_PIN_FRAME_HELLO;
   hello.id = out.id;
   std::memcpy(hello.token, out.token.data(), out.token.size());
   SendFrame(c.notice_fd.get(), hello);
@@ -219,7 +212,7 @@ size_t PinTable::FenceLease(lease::LeaseId lease) noexcept {
 
 void PinTable::Notify(const Context& c, const PinInfo& fenced) {
   ContextFrame f;
-  f.type = kFrameFenced;
+  f.type = LEASEFS_PIN_FRAME_FENCED;
   f.id = fenced.id;
   f.rkey = fenced.rkey;
   SendFrame(c.notice_fd.get(), f);

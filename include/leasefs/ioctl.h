@@ -57,6 +57,7 @@
 #define LEASEFS_FEATURE_BLOCK_MAP (1ull << 0) /* collapse/insert/unshare, clone, defrag, bmap, move_ext */
 #define LEASEFS_FEATURE_LEASES (1ull << 1)    /* layout leases, the lease list and the event log */
 #define LEASEFS_FEATURE_DAX (1ull << 2)       /* the DAX path: pool info, map, unmap, mapping list */
+#define LEASEFS_FEATURE_PINS (1ull << 3)      /* pins: pin info, pin, unpin, pin list (docs/pins.md) */
 
 struct leasefs_version {
 	__u32 abi_version; /* out: LEASEFS_ABI_VERSION of the daemon */
@@ -475,5 +476,154 @@ struct leasefs_dax_list {
 	struct leasefs_dax_record records[LEASEFS_DAX_LIST_MAX];
 };
 #define LEASEFS_IOC_DAX_LIST _IOWR(LEASEFS_IOC_MAGIC, 0x8e, struct leasefs_dax_list)
+
+/* --- pins --------------------------------------------------------------------------
+ * A pin is a registered memory region over leased blocks of a file: the
+ * daemon's soft NIC (or an engine of the client's own) may write into them at
+ * any moment, with no page fault the filesystem could see. Rules and policies:
+ * docs/pins.md; the soft NIC's wire protocol: docs/softnic.md.
+ *
+ * A pin belongs to a pin context. A process gets one by connecting to the
+ * daemon's pin socket (an abstract unix socket; PIN_INFO names it): the
+ * connected descriptor is the context, and the daemon's first 48-byte frame
+ * on it (HELLO, docs/pins.md "Context frames") carries the context's id and
+ * its 128-bit token. Whoever can read that descriptor can name the context;
+ * its last close ends the context and its pins. */
+
+/* What the daemon writes on a context's socket, little-endian: HELLO first
+ * (id = the context, token), then FENCED for each of its pins that a break
+ * fenced (id = the pin, rkey = its rkey, 0 for a declared pin). The daemon
+ * never waits for the reader: a client that does not read loses notices. */
+#define LEASEFS_PIN_FRAME_MAGIC 0x5843504cu /* "LPCX" in memory */
+#define LEASEFS_PIN_FRAME_VERSION 1
+#define LEASEFS_PIN_FRAME_HELLO 1
+#define LEASEFS_PIN_FRAME_FENCED 2
+struct leasefs_pin_frame {
+	__u32 magic;
+	__u16 version;
+	__u16 type;
+	__u64 id;
+	__u64 rkey;
+	__u64 reserved;
+	__u8 token[16]; /* HELLO only */
+};
+
+/* On any file or directory of the mount. */
+#define LEASEFS_PIN_INFO_SOFTNIC 0x1u /* the soft NIC is serving (softnic_* are valid) */
+struct leasefs_pin_info {
+	__s32 daemon_pid;       /* out: check it against SO_PEERCRED of the socket */
+	__u32 flags;            /* out: LEASEFS_PIN_INFO_* */
+	__u32 socket_name_len;  /* out: bytes of socket_name */
+	__u16 softnic_port;     /* out: TCP port of the soft NIC */
+	__u16 reserved0;
+	char socket_name[108];  /* out: the pin socket's abstract name, without its leading
+	                           NUL byte (not NUL-terminated: socket_name_len bytes) */
+	char softnic_address[16]; /* out: the soft NIC's IPv4 address, dotted, NUL-terminated */
+	__u64 reserved[4];
+};
+#define LEASEFS_IOC_PIN_INFO _IOR(LEASEFS_IOC_MAGIC, 0x8f, struct leasefs_pin_info)
+
+/* PIN, on the data file: registers [offset, offset + length) of the file
+ * (block-aligned, 0 < length <= LEASEFS_PIN_MAX_BYTES, inside the file) with
+ * `provider`, for context `context` named with its `token`.
+ *
+ * The open file the ioctl comes through must hold an active EXCLUSIVE lease
+ * (READ or WRITE), or a WRITE|UNBREAKABLE one, covering the whole range, taken
+ * by the calling process (EPERM otherwise; EAGAIN while it is breaking). The
+ * context must have been created by the caller's user, or the caller is root
+ * (EPERM); an unknown or closed context gives EBADF. LEASEFS_PIN_REMOTE_WRITE
+ * needs the file open for writing (EBADF).
+ *
+ * Before registering, the daemon makes the range's blocks the file's own, as
+ * DAX_MAP does for a writable mapping (holes get zeroed blocks, unwritten
+ * blocks are zeroed, reflinked blocks copied); that is a layout change, so
+ * a range that needs it asks for a WRITE lease (EPERM under a READ one). The
+ * blocks are recorded as reachable (the DAX path's quarantine records,
+ * docs/dax.md): by the daemon for a SOFTNIC pin (it alone writes them), by
+ * the calling process for a DECLARED one; the records go with the pin.
+ *
+ * Out: the pin's id, and for SOFTNIC the rkey peers name it by (64 random
+ * bits, never reused while the daemon lives) and the pool's block size.
+ * Errors: EINVAL (alignment, length, flags, provider, reserved fields, not a
+ * regular file, past the end of the file), EPERM, EAGAIN, EBADF as above;
+ * EOPNOTSUPP (SOFTNIC on a mount without the soft NIC); ENOLCK (the context's
+ * user holds 4096 pins); ENOSPC, EDQUOT (as DAX_MAP: no blocks, no records);
+ * E2BIG (the range is in too many pieces: defragment the file); EDEADLOCK is
+ * what a layout change over one's own pins gets, not PIN. */
+#define LEASEFS_PIN_SOFTNIC 1u  /* provider: the daemon's soft NIC serves it (an rkey) */
+#define LEASEFS_PIN_DECLARED 2u /* provider: the client's own engine; it cannot be fenced */
+#define LEASEFS_PIN_REMOTE_WRITE 0x1u /* peers may write the range (SOFTNIC) */
+#define LEASEFS_PIN_REMOTE_READ 0x2u  /* peers may read it (SOFTNIC) */
+#define LEASEFS_PIN_MAX_BYTES (1ull << 30)
+
+struct leasefs_pin {
+	__u64 context;   /* in */
+	__u8 token[16];  /* in: the context's token, from its HELLO frame */
+	__u64 offset;    /* in */
+	__u64 length;    /* in */
+	__u32 provider;  /* in: LEASEFS_PIN_SOFTNIC or LEASEFS_PIN_DECLARED */
+	__u32 flags;     /* in: LEASEFS_PIN_REMOTE_* (SOFTNIC: at least one; DECLARED: 0) */
+	__u64 pin_id;    /* out */
+	__u64 rkey;      /* out: SOFTNIC only */
+	__u64 reserved[4];
+};
+#define LEASEFS_IOC_PIN _IOWR(LEASEFS_IOC_MAGIC, 0x90, struct leasefs_pin)
+
+/* UNPIN, on any file or directory of the mount: ends pin `pin_id` of the
+ * context, or all of the context's pins for 0. A fenced pin is listed until
+ * its context unpins it (or closes). Errors: EBADF (no such context), EPERM
+ * (wrong token, another user's context), ENOENT (no such pin of it). */
+struct leasefs_unpin {
+	__u64 context;
+	__u8 token[16];
+	__u64 pin_id;
+	__u64 reserved[3];
+};
+#define LEASEFS_IOC_UNPIN _IOW(LEASEFS_IOC_MAGIC, 0x91, struct leasefs_unpin)
+
+/* The pins of the mount, on any file or directory of it, in pin id order
+ * after `after` (call again with after = the last pin_id while
+ * LEASEFS_LIST_MORE is set). A user other than root sees the pins of its
+ * own contexts, and the soft NIC's totals. */
+#define LEASEFS_PIN_REC_FENCED 0x1u   /* fenced at a break: its provider refuses it */
+#define LEASEFS_PIN_REC_WRITE 0x2u    /* LEASEFS_PIN_REMOTE_WRITE */
+#define LEASEFS_PIN_REC_READ 0x4u     /* LEASEFS_PIN_REMOTE_READ */
+#define LEASEFS_PIN_REC_CLOSED 0x8u   /* the open file it was made through is closed */
+
+struct leasefs_pin_record {
+	__u64 pin_id;
+	__u64 context;
+	__u64 ino;
+	__u64 offset;
+	__u64 length;
+	__u64 lease_id;
+	__u64 open_file;
+	__u64 rkey;          /* SOFTNIC */
+	__s32 creator_pid;   /* the process that created the context */
+	__u32 uid;           /* its user */
+	__u32 provider;      /* LEASEFS_PIN_SOFTNIC, _DECLARED */
+	__u32 flags;         /* LEASEFS_PIN_REC_* */
+	__u64 ops;           /* SOFTNIC: operations served on it (writes + reads) */
+	__u64 bytes;         /* SOFTNIC: bytes moved */
+	__u64 refused;       /* SOFTNIC: operations naming it refused (bounds, permission, fenced) */
+	__u64 reserved[2];
+};
+#define LEASEFS_PIN_LIST_MAX 64
+struct leasefs_pin_list {
+	__u64 after;    /* in */
+	__u32 count;    /* out */
+	__u32 flags;    /* out: LEASEFS_LIST_MORE */
+	__u64 contexts; /* out: contexts open (the caller's own, unless root) */
+	/* out: the soft NIC's refusals of operations that named no rkey it
+	   knows, a fenced one, or one out of bounds or permission, all users
+	   (guessing and replaying peers show here); malformed frames */
+	__u64 refused_bad_rkey;
+	__u64 refused_fenced;
+	__u64 refused_other;
+	__u64 malformed_frames;
+	__u64 reserved[2];
+	struct leasefs_pin_record pins[LEASEFS_PIN_LIST_MAX];
+};
+#define LEASEFS_IOC_PIN_LIST _IOWR(LEASEFS_IOC_MAGIC, 0x92, struct leasefs_pin_list)
 
 #endif /* LEASEFS_IOCTL_H */
