@@ -48,8 +48,15 @@ PinTable::PinTable(lease::LeaseTable* leases, SoftNic* nic) : leases_(leases), n
 
 PinTable::~PinTable() {
   leases_->SetPinFencer(nullptr);
-  MutexLock l(&mu_);
-  while (!pins_.empty()) Drop(pins_.begin()->first);
+  std::vector<Dropped> dropped;
+  {
+    MutexLock l(&mu_);
+    std::vector<PinId> ids;
+    ids.reserve(pins_.size());
+    for (const auto& [id, rec] : pins_) ids.push_back(id);
+    dropped = Take(std::move(ids));
+  }
+  Finish(std::move(dropped));
 }
 
 // ---------------------------------------------------------------- contexts
@@ -74,12 +81,15 @@ Result<PinTable::NewContext> PinTable::AddContext(pid_t creator_pid, uid_t creat
 }
 
 void PinTable::CloseContext(ContextId id) {
-  MutexLock l(&mu_);
-  auto it = contexts_.find(id);
-  if (it == contexts_.end()) return;
-  const std::vector<PinId> pins = it->second.pins;
-  for (PinId p : pins) Drop(p);
-  contexts_.erase(id);
+  std::vector<Dropped> dropped;
+  {
+    MutexLock l(&mu_);
+    auto it = contexts_.find(id);
+    if (it == contexts_.end()) return;
+    dropped = Take(it->second.pins);
+    contexts_.erase(id);
+  }
+  Finish(std::move(dropped));
 }
 
 Result<PinTable::Context*> PinTable::Authorize(ContextId id, const Token& token, uid_t uid) {
@@ -153,40 +163,66 @@ Result<PinTable::Pinned> PinTable::Pin(const PinRequest& req, Region region) {
 }
 
 Status PinTable::Unpin(ContextId context, const Token& token, uid_t uid, PinId id) {
-  MutexLock l(&mu_);
-  LFS_ASSIGN_OR_RETURN(Context * c, Authorize(context, token, uid));
-  if (id == 0) {
-    const std::vector<PinId> pins = c->pins;
-    for (PinId p : pins) Drop(p);
-    return Status::Ok();
+  std::vector<Dropped> dropped;
+  {
+    MutexLock l(&mu_);
+    LFS_ASSIGN_OR_RETURN(Context * c, Authorize(context, token, uid));
+    if (id != 0) {
+      auto it = pins_.find(id);
+      if (it == pins_.end() || it->second.info.context != context) {
+        return Status::Error(ENOENT, "no such pin of this context");
+      }
+    }
+    dropped = Take(id == 0 ? c->pins : std::vector<PinId>{id});
   }
-  auto it = pins_.find(id);
-  if (it == pins_.end() || it->second.info.context != context) {
-    return Status::Error(ENOENT, "no such pin of this context");
-  }
-  Drop(id);
+  Finish(std::move(dropped));
   return Status::Ok();
 }
 
-void PinTable::Drop(PinId id) {
-  auto it = pins_.find(id);
-  if (it == pins_.end()) return;
-  PinRecord rec = std::move(it->second);
-  pins_.erase(it);
-  const PinInfo& p = rec.info;
-  // Forgetting the rkey fences it first: no copy is in progress afterwards,
-  // so the memory may go.
-  if (p.rkey != 0) (void)nic_->Unregister(p.rkey);
-  if (!p.fenced) leases_->DropPin(p.lease);
-  if (rec.region.release) rec.region.release();
-  if (auto c = contexts_.find(p.context); c != contexts_.end()) {
-    auto& v = c->second.pins;
-    v.erase(std::remove(v.begin(), v.end(), id), v.end());
+std::vector<PinTable::Dropped> PinTable::Take(std::vector<PinId> ids) {
+  std::vector<Dropped> out;
+  out.reserve(ids.size());
+  for (PinId id : ids) {
+    auto it = pins_.find(id);
+    if (it == pins_.end()) continue;
+    const PinInfo p = it->second.info;
+    out.push_back(Dropped{p.rkey, p.fenced ? 0 : p.lease, std::move(it->second.region)});
+    pins_.erase(it);
+    if (!p.fenced) ++unsettled_[p.lease];
+    if (auto c = contexts_.find(p.context); c != contexts_.end()) {
+      auto& v = c->second.pins;
+      v.erase(std::remove(v.begin(), v.end(), id), v.end());
+    }
+    if (auto n = per_open_file_.find(p.open_file); n != per_open_file_.end() && --n->second == 0) {
+      per_open_file_.erase(n);
+    }
+    if (auto n = per_uid_.find(p.uid); n != per_uid_.end() && --n->second == 0) per_uid_.erase(n);
   }
-  if (auto n = per_open_file_.find(p.open_file); n != per_open_file_.end() && --n->second == 0) {
-    per_open_file_.erase(n);
+  return out;
+}
+
+void PinTable::Finish(std::vector<Dropped> dropped) {
+  if (dropped.empty()) return;
+  for (const Dropped& d : dropped) {
+    // Forgetting the rkey fences it first: no copy is in progress
+    // afterwards, so the lease may stop counting the pin (and a change wait
+    // no more for it) and the memory may go.
+    if (d.rkey != 0) (void)nic_->Unregister(d.rkey);
+    if (d.lease != 0) leases_->DropPin(d.lease);
   }
-  if (auto n = per_uid_.find(p.uid); n != per_uid_.end() && --n->second == 0) per_uid_.erase(n);
+  {
+    MutexLock l(&mu_);
+    for (const Dropped& d : dropped) {
+      if (d.lease == 0) continue;
+      if (auto n = unsettled_.find(d.lease); n != unsettled_.end() && --n->second == 0) {
+        unsettled_.erase(n);
+      }
+    }
+  }
+  settled_.notify_all();
+  for (Dropped& d : dropped) {
+    if (d.region.release) d.region.release();
+  }
 }
 
 size_t PinTable::PinsOf(lease::OpenFileId f) const {
@@ -197,6 +233,12 @@ size_t PinTable::PinsOf(lease::OpenFileId f) const {
 
 size_t PinTable::FenceLease(lease::LeaseId lease) noexcept {
   MutexLock l(&mu_);
+  // A pin another thread is dropping is out of the table but still counted
+  // on the lease, and a peer may still be copying through its rkey: wait
+  // until Finish has unregistered it and given its count back.
+  std::unique_lock<std::mutex> lk(mu_.native(), std::adopt_lock);
+  while (unsettled_.count(lease) != 0) settled_.wait(lk);
+  lk.release();
   size_t fenced = 0;
   for (auto& [id, rec] : pins_) {
     PinInfo& p = rec.info;

@@ -12,16 +12,19 @@
 //
 // The memory behind a pin (the daemon's view of the pinned pool blocks) is
 // the caller's: it hands a Region in, and the table calls its release when
-// the pin goes.
+// the pin goes, with no lock of this table held (a release may call back
+// into the table, and the daemon's takes the engine's lock and unmaps).
 //
 // Thread safety: every method may be called from any thread. Lock order:
 // this table's mutex, then the lease table's (the lease table calls
-// FenceLease with none of its own held).
+// FenceLease with none of its own held). The soft NIC's Unregister and a
+// region's release run with neither held.
 #pragma once
 
 #include <sys/types.h>
 
 #include <array>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -70,8 +73,8 @@ class PinTable final : public lease::PinFencer {
     Token token{};
   };
   Result<NewContext> AddContext(pid_t creator_pid, uid_t creator_uid, UniqueFd notice_fd);
-  // The context's last descriptor is gone: its pins go with it. Unknown ids
-  // are ignored.
+  // The context's last descriptor is gone: its pins go with it, as by
+  // Unpin(id = 0). Unknown ids are ignored.
   void CloseContext(ContextId id);
 
   // --- pins
@@ -111,6 +114,9 @@ class PinTable final : public lease::PinFencer {
   // answers.
   Result<Pinned> Pin(const PinRequest& req, Region region);
   // Ends pin `id` of the context, or all of its pins for 0, asked by `uid`.
+  // When it returns, each pin it ended is gone from List and PinsOf, its
+  // rkey from the soft NIC (no copy into its memory is in progress), its
+  // count from its lease, and its region's release has run, in that order.
   // Errors: EBADF, EPERM as for Pin; ENOENT (no such pin of this context).
   Status Unpin(ContextId context, const Token& token, uid_t uid, PinId id);
 
@@ -151,12 +157,24 @@ class PinTable final : public lease::PinFencer {
     PinInfo info;
     Region region;
   };
+  // A pin Take removed, with what Finish still has to let go.
+  struct Dropped {
+    uint64_t rkey = 0;
+    lease::LeaseId lease = 0;  // 0: fenced, its lease counts it no more
+    Region region;
+  };
 
   // The context `id` if `token` is its own and `uid` may use it.
   Result<Context*> Authorize(ContextId id, const Token& token, uid_t uid) REQUIRES(mu_);
-  // Ends a pin: the soft NIC forgets its rkey, the lease stops counting it
-  // (unless fenced: it already did), the region is released.
-  void Drop(PinId id) REQUIRES(mu_);
+  // Takes pins out of the table (List, PinsOf and its context no longer see
+  // them; unknown ids are skipped) and returns what Finish must let go. Until
+  // then an unfenced one is counted in unsettled_.
+  std::vector<Dropped> Take(std::vector<PinId> ids) REQUIRES(mu_);
+  // Ends what Take began, in the order that keeps the memory safe: the soft
+  // NIC forgets each rkey (fencing it first: no copy is in progress
+  // afterwards), the lease stops counting each unfenced pin, and then the
+  // regions are released.
+  void Finish(std::vector<Dropped> dropped) EXCLUDES(mu_);
   void Notify(const Context& c, const PinInfo& fenced) REQUIRES(mu_);
 
   lease::LeaseTable* const leases_;
@@ -168,6 +186,11 @@ class PinTable final : public lease::PinFencer {
   std::map<PinId, PinRecord> pins_ GUARDED_BY(mu_);
   std::unordered_map<lease::OpenFileId, size_t> per_open_file_ GUARDED_BY(mu_);
   std::unordered_map<uid_t, size_t> per_uid_ GUARDED_BY(mu_);
+  // Per lease, the pins Take removed whose rkey and lease count Finish has
+  // not let go yet: FenceLease waits for them (settled_), since they are
+  // still counted on the lease and may still be reached.
+  std::unordered_map<lease::LeaseId, size_t> unsettled_ GUARDED_BY(mu_);
+  std::condition_variable settled_;
 };
 
 }  // namespace leasefs::pin
