@@ -157,6 +157,7 @@ Result<PinTable::Pinned> PinTable::Pin(const PinRequest& req, Region region) {
   rec.region = std::move(region);
   guard.kept = true;
   c->pins.push_back(id);
+  by_lease_.emplace(lease, id);
   ++per_open_file_[req.open_file];
   ++per_uid_[c->uid];
   return Pinned{id, rkey};
@@ -188,7 +189,10 @@ std::vector<PinTable::Dropped> PinTable::Take(std::vector<PinId> ids) {
     const PinInfo p = it->second.info;
     out.push_back(Dropped{p.rkey, p.fenced ? 0 : p.lease, std::move(it->second.region)});
     pins_.erase(it);
-    if (!p.fenced) ++unsettled_[p.lease];
+    if (!p.fenced) {
+      by_lease_.erase({p.lease, id});
+      ++unsettled_[p.lease];
+    }
     if (auto c = contexts_.find(p.context); c != contexts_.end()) {
       auto& v = c->second.pins;
       v.erase(std::remove(v.begin(), v.end(), id), v.end());
@@ -240,9 +244,12 @@ size_t PinTable::FenceLease(lease::LeaseId lease) noexcept {
   while (unsettled_.count(lease) != 0) settled_.wait(lk);
   lk.release();
   size_t fenced = 0;
-  for (auto& [id, rec] : pins_) {
-    PinInfo& p = rec.info;
-    if (p.lease != lease || p.fenced) continue;
+  auto it = by_lease_.lower_bound({lease, 0});
+  while (it != by_lease_.end() && it->first == lease) {
+    auto rec = pins_.find(it->second);
+    it = by_lease_.erase(it);  // fenced, the lease counts it no more
+    if (rec == pins_.end()) continue;
+    PinInfo& p = rec->second.info;
     // Returns once no copy into the blocks is in progress or can start.
     if (p.rkey != 0) (void)nic_->Fence(p.rkey);
     p.fenced = true;

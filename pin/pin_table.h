@@ -28,7 +28,9 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <set>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "base/result.h"
@@ -184,6 +186,9 @@ class PinTable final : public lease::PinFencer {
   PinId next_pin_ GUARDED_BY(mu_) = 1;
   std::unordered_map<ContextId, Context> contexts_ GUARDED_BY(mu_);
   std::map<PinId, PinRecord> pins_ GUARDED_BY(mu_);
+  // The pins counted on each lease, (lease, pin): FenceLease visits its
+  // lease's only. A pin leaves it when it is fenced or taken.
+  std::set<std::pair<lease::LeaseId, PinId>> by_lease_ GUARDED_BY(mu_);
   std::unordered_map<lease::OpenFileId, size_t> per_open_file_ GUARDED_BY(mu_);
   std::unordered_map<uid_t, size_t> per_uid_ GUARDED_BY(mu_);
   // Per lease, the pins Take removed whose rkey and lease count Finish has

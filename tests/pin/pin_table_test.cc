@@ -309,6 +309,53 @@ TEST_CASE("PinTable: a region's release runs unlocked, after its pin left the ta
   CHECK(fx.leases.GetLease(1, 0).pins == 0);
 }
 
+TEST_CASE("PinTable: FenceLease fences its lease's pins only, the ones still there, once") {
+  Fixture fx;
+  const auto c = fx.Context();
+  Lease(fx.leases, 1);
+  // Open file 2's lease: the same range of another inode.
+  lease::LeaseRequest lr;
+  lr.type = LEASEFS_LEASE_WRITE;
+  lr.flags = LEASEFS_LEASE_EXCLUSIVE;
+  lr.length = kLen;
+  auto other = fx.leases.SetLease(lease::Holder{2, kIno + 1, 0, 1000, true}, lr, nullptr);
+  REQUIRE(other.ok());
+  std::vector<char> mem(kLen, 'm');
+  auto pin = [&](lease::OpenFileId of, engine::Ino ino, uint64_t offset) {
+    PinTable::PinRequest r = fx.Req(c, of, Provider::kDeclared);
+    r.ino = ino;
+    r.offset = offset;
+    r.length = 4096;
+    auto pinned = fx.table.Pin(r, PinTable::Region{mem.data() + offset, 4096, nullptr});
+    REQUIRE(pinned.ok());
+    return pinned->id;
+  };
+  const lease::LeaseId first = fx.leases.GetLease(1, 0).id;
+  const PinId a1 = pin(1, kIno, 0);
+  const PinId b1 = pin(2, kIno + 1, 0);
+  const PinId a2 = pin(1, kIno, 4096);
+  const PinId a3 = pin(1, kIno, 8192);
+  const PinId b2 = pin(2, kIno + 1, 4096);
+  REQUIRE(fx.table.Unpin(c.id, c.token, 1000, a2).ok());
+  CHECK(fx.table.FenceLease(first) == 2);
+  CHECK(fx.table.FenceLease(first) == 0);  // fenced already
+  auto fenced = [&] {
+    std::vector<PinId> out;
+    for (const auto& p : fx.table.List(0)) {
+      if (p.fenced) out.push_back(p.id);
+    }
+    return out;
+  };
+  CHECK(fenced() == std::vector<PinId>{a1, a3});
+  // A fenced pin's drop and an unfenced one's leave the other lease's intact.
+  REQUIRE(fx.table.Unpin(c.id, c.token, 1000, a1).ok());
+  REQUIRE(fx.table.Unpin(c.id, c.token, 1000, b1).ok());
+  const PinId b3 = pin(2, kIno + 1, 8192);
+  CHECK(fx.table.FenceLease(*other) == 2);
+  CHECK(fenced() == std::vector<PinId>{a3, b2, b3});
+  CHECK(fx.table.FenceLease(*other + 100) == 0);
+}
+
 TEST_CASE("PinTable: scenario 3: a pinned file's close leaves a zombie lease until the context closes") {
   Fixture fx;
   const auto c = fx.Context();
