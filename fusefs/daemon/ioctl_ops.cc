@@ -109,6 +109,7 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
     leasefs_version v{};
     v.abi_version = LEASEFS_ABI_VERSION;
     v.features = LEASEFS_FEATURE_BLOCK_MAP | LEASEFS_FEATURE_LEASES | LEASEFS_FEATURE_DAX;
+    if (pins_) v.features |= LEASEFS_FEATURE_PINS;
     fuse_reply_ioctl(req, 0, &v, sizeof(v));
     return 0;
   }
@@ -117,6 +118,9 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
   if (cmd == LEASEFS_IOC_DAX_INFO) return DoDaxInfo(req, out_size);
   if (cmd == LEASEFS_IOC_DAX_UNMAP) return DoDaxUnmap(req, in, in_size);
   if (cmd == LEASEFS_IOC_DAX_LIST) return DoDaxList(req, in, in_size, out_size);
+  if (cmd == LEASEFS_IOC_PIN_INFO) return DoPinInfo(req, out_size);
+  if (cmd == LEASEFS_IOC_UNPIN) return DoUnpin(req, in, in_size);
+  if (cmd == LEASEFS_IOC_PIN_LIST) return DoPinList(req, in, in_size, out_size);
   if (flags & FUSE_IOCTL_DIR) return ENOTTY;  // the others apply to files only
   OpenFile* const file = FileOf(fi);
   if (file == nullptr) return EBADF;  // the kernel always sends a file's handle
@@ -126,6 +130,8 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       return DoSetLease(req, *file, in, in_size, out_size);
     case LEASEFS_IOC_DAX_MAP:
       return DoDaxMap(req, *file, in, in_size, out_size);
+    case LEASEFS_IOC_PIN:
+      return DoPin(req, *file, in, in_size, out_size);
     case LEASEFS_IOC_GETLEASE: {
       leasefs_getlease g;
       if (!ReadArg(in, in_size, &g) || out_size < sizeof(g)) return EINVAL;

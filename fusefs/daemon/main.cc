@@ -81,7 +81,11 @@ OPTIONS
     pinned_break=POLICY  what a break that times out over pinned blocks
                          does: refuse (ETXTBSY, the default), fence (revoke
                          the pins, quarantine the blocks, proceed) or wait.
-                         Pins come with a later release; see docs/leases.md
+                         See docs/pins.md
+    softnic=ADDR:PORT    where the soft NIC listens for peers (IPv4; port 0:
+                         any free port, as PIN_INFO then says); default
+                         127.0.0.1:0, loopback, since any local user can
+                         connect; softnic=off: declared pins only
     mmap=MODE            shared (the default): mmap(MAP_SHARED) of a file
                          works, through the kernel's page cache, coherent
                          with read and write (Linux 6.6 or later; older
@@ -360,6 +364,9 @@ int Serve(const DaemonOptions& opts, const std::string& pool_path, const std::st
   server.SetMountpoint(mnt);
   server.SetPoolPath(pool_path);
   server.SetKernelChecksPermissions(opts.default_permissions);
+  if (Status s = server.StartPins(opts.pins); !s.ok())
+    return Fail("cannot start the soft NIC at " + opts.pins.softnic_address + ":" +
+                std::to_string(opts.pins.softnic_port) + ": " + s.ToString());
   DeferredDrain drain(&server);
   SignalHandlers signals(session.get());
   if (!signals.installed()) return Fail("cannot install signal handlers");

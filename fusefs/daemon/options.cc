@@ -1,5 +1,6 @@
 #include "fusefs/daemon/options.h"
 
+#include <arpa/inet.h>
 #include <sched.h>
 
 #include <algorithm>
@@ -7,6 +8,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <optional>
+#include <string>
+#include <utility>
 
 namespace leasefs::daemon {
 
@@ -60,6 +63,23 @@ bool ApplyAtimeOption(std::string_view item, DaemonOptions* opts) {
   return item == "relatime" || item == "norelatime" || item == "lazytime";
 }
 
+// "A.B.C.D:PORT" (PORT 0..65535) as its two parts.
+std::optional<std::pair<std::string, uint16_t>> ParseIpv4Port(const std::string& value) {
+  const size_t colon = value.rfind(':');
+  if (colon == std::string::npos) return std::nullopt;
+  const std::string address = value.substr(0, colon);
+  in_addr a{};
+  if (inet_pton(AF_INET, address.c_str(), &a) != 1) return std::nullopt;
+  const std::string port = value.substr(colon + 1);
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  const unsigned long n = std::stoul(port);
+  if (n > 65535) return std::nullopt;
+  return std::make_pair(address, static_cast<uint16_t>(n));
+}
+
 Status BadValue(std::string_view item) {
   return Status::Error(EINVAL, "bad option value '" + std::string(item) + "'");
 }
@@ -83,6 +103,22 @@ bool ApplyOwnOption(std::string_view key, const std::string& value, DaemonOption
   if (key == "mmap") {
     *ok = value == "shared" || value == "private-only";
     opts->shared_mmap = value != "private-only";
+    return true;
+  }
+  if (key == "softnic") {
+    opts->pins.softnic_given = true;
+    if (value == "off") {
+      opts->pins.softnic = false;
+      *ok = true;
+      return true;
+    }
+    auto where = ParseIpv4Port(value);
+    *ok = where.has_value();
+    if (where) {
+      opts->pins.softnic = true;
+      opts->pins.softnic_address = where->first;
+      opts->pins.softnic_port = where->second;
+    }
     return true;
   }
   if (key == "pinned_break") {

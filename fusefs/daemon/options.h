@@ -2,6 +2,7 @@
 // -o option list split into leasefs's own options and those for libfuse.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,9 +30,20 @@ struct LeaseMountOptions {
   // leases ([Dan], [Sep19]); xfs-faithful: every write does (XFS's
   // BREAK_WRITE).
   bool every_write_breaks = false;
-  // pinned_break=refuse|fence|wait: what a break that times out over pins
-  // does (pins come with a later issue; the choice is kept until then).
+  // pinned_break=refuse|fence|wait: what a break that meets pins does
+  // (docs/pins.md "Breaks and pins").
   enum class Pinned { kRefuse, kFence, kWait } pinned_break = Pinned::kRefuse;
+};
+
+// Pins (docs/pins.md).
+struct PinMountOptions {
+  // softnic=ADDRESS:PORT or softnic=off: where the soft NIC listens (IPv4;
+  // port 0: one the kernel picks). Loopback unless told otherwise: any
+  // local user can connect to a listening socket.
+  bool softnic = true;
+  bool softnic_given = false;  // asked for explicitly: failing to start fails the mount
+  std::string softnic_address = "127.0.0.1";
+  uint16_t softnic_port = 0;
 };
 
 struct DaemonOptions {
@@ -57,6 +69,7 @@ struct DaemonOptions {
   bool shared_mmap = true;
   Timeouts timeouts;
   LeaseMountOptions leases;
+  PinMountOptions pins;
   // Options for libfuse, each already escaped as fuse_opt expects ("\,").
   std::vector<std::string> fuse_options;
   bool has_fsname = false;            // the user chose fsname=, keep it
@@ -70,7 +83,7 @@ struct DaemonOptions {
 std::vector<std::string> SplitOptionList(std::string_view list);
 
 // Applies one -o item to *opts: threads=, attr_timeout=, entry_timeout=,
-// negative_timeout=, lease_break_time=, write_break=, pinned_break=, mmap=,
+// negative_timeout=, lease_break_time=, write_break=, pinned_break=, softnic=, mmap=,
 // default_permissions and no_default_permissions are leasefs's; "ro"/"rw" set read_only and also go to libfuse; the atime
 // options (noatime, atime, relatime, norelatime, strictatime, nostrictatime,
 // nodiratime, diratime) set the flags above, and FuseArgs passes the kernel

@@ -41,6 +41,9 @@
 #include "fusefs/daemon/peer_fd.h"
 #include "fusefs/daemon/wait_pool.h"
 #include "engine/filesystem.h"
+#include "pin/context_server.h"
+#include "pin/pin_table.h"
+#include "pin/softnic.h"
 
 namespace leasefs::daemon {
 
@@ -75,6 +78,13 @@ class Server {
   // The pool's path as DAX clients should open it (absolute).
   // REQUIRES: before the session loop starts.
   void SetPoolPath(const std::string& path) { pool_path_ = path; }
+  // Starts pins (pin_ops.cc, docs/pins.md): the soft NIC as `opts` says,
+  // the pin table and the pin socket. Without a soft NIC (softnic=off, or
+  // it could not start and was not asked for explicitly: a warning) pins
+  // work with the DECLARED provider only; without the pin socket there are
+  // no pins (a warning). Errors: the soft NIC's, when asked for explicitly.
+  // REQUIRES: after Attach, before the session loop starts.
+  Status StartPins(const PinMountOptions& opts);
 
   // The most requests of one user (other than root) that may wait on
   // workers at once; more get EAGAIN. Workers are shared by every user of
@@ -89,9 +99,13 @@ class Server {
   // Finishes every deferred request and stops the workers. Call after the
   // session loop returned and before the session is destroyed.
   void Shutdown() noexcept {
+    if (contexts_) contexts_->Stop();  // no new contexts
     leases_.table().Shutdown();  // ends the waits of deferred requests
     waiters_.Shutdown();
     flushers_.Shutdown();
+    pins_.reset();  // drops every pin: their records go through dax_
+    nic_.reset();
+    contexts_.reset();
     dax_.reset();  // its thread uses the engine, which goes next
   }
 
@@ -195,6 +209,19 @@ class Server {
                size_t out_size);
   int DoDaxUnmap(fuse_req_t req, const void* in, size_t in_size);
   int DoDaxList(fuse_req_t req, const void* in, size_t in_size, size_t out_size);
+  // Pins (pin_ops.cc, docs/pins.md).
+  int DoPinInfo(fuse_req_t req, size_t out_size);
+  int DoPin(fuse_req_t req, const OpenFile& file, const void* in, size_t in_size,
+            size_t out_size);
+  int DoUnpin(fuse_req_t req, const void* in, size_t in_size);
+  int DoPinList(fuse_req_t req, const void* in, size_t in_size, size_t out_size);
+  // Prepares and records the blocks of a pin of [off, off + len) of `ino`
+  // through open file `file_id` (MapForDax, as a writable DAX mapping, in
+  // as many calls as it takes), recorded for `owner`, and maps them into the
+  // daemon at consecutive addresses. Runs where DAX_MAP's work runs.
+  struct PinView;
+  Result<PinView> MapPinned(const engine::Cred& c, engine::Ino ino, uint64_t off, uint64_t len,
+                            uint64_t file_id, const DaxMaps::Process& owner, uid_t uid);
   // Whether `file` holds active leases covering [off, off + len): 0, EPERM
   // (not covered), EAGAIN (one is breaking or revoked); *all_write says
   // whether they are all WRITE leases.
@@ -291,6 +318,13 @@ class Server {
   bool kernel_checks_permissions_ = true;
   std::unique_ptr<DaxMaps> dax_;  // set by Attach
   std::string pool_path_;
+  // Pins, set by StartPins (null without them; nic_ null without a soft
+  // NIC). Destroyed in Shutdown: contexts, then pins, then the soft NIC.
+  std::unique_ptr<pin::SoftNic> nic_;
+  std::unique_ptr<pin::PinTable> pins_;
+  std::unique_ptr<pin::ContextServer> contexts_;
+  std::string softnic_address_;
+  DaxMaps::Process self_;  // the daemon, owner of its soft NIC pins' records
 };
 
 // The credentials of the process that sent `req`. Its supplementary groups

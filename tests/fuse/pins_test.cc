@@ -1,0 +1,517 @@
+// Pins on a mounted leasefs (docs/pins.md), through the client library
+// (lease/client/leasefs_pin.h) and the soft NIC's peer (pin/softnic_peer.h):
+// who may pin what (semantics-2019 §5 scenarios 1 and 2), that a peer's
+// one-sided WRITEs land in the file's blocks, that a pinned lease cannot be
+// released (scenario 14), that changes meet pins as the mount's
+// pinned_break says (scenarios 3, 9, 10, 11), that a context's end ends its
+// pins, and that another user can neither use nor see root's pins.
+//
+// Processes that must outlive a step (die, hold a context) are children.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "lease/client/leasefs_lease.h"
+#include "lease/client/leasefs_pin.h"
+#include "leasefs/ioctl.h"
+#include "pin/softnic_peer.h"
+#include "pin/softnic_wire.h"
+#include "tests/fuse/posix_fs.h"
+
+namespace leasefs::testing {
+namespace {
+
+constexpr uint64_t B = 4096;
+constexpr uint32_t kRW = LEASEFS_PIN_REMOTE_WRITE | LEASEFS_PIN_REMOTE_READ;
+
+std::string Errno(int rc) { return rc == 0 ? "OK" : ErrnoName(rc < 0 ? -rc : rc); }
+
+struct Mounted {
+  explicit Mounted(const std::string& extra = "") : m([&] {
+      MountOptions o;
+      o.options = "allow_other,lease_break_time=1" + (extra.empty() ? "" : "," + extra);
+      return o;
+    }()) {}
+  TestMount m;
+};
+
+bool Eventually(const std::function<bool()>& pred, int ms = 5000) {
+  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (std::chrono::steady_clock::now() < end) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return pred();
+}
+
+int Lease(int fd, uint64_t off, uint64_t len, uint32_t type, uint32_t flags = 0) {
+  return leasefs_set_lease(fd, off, len, type, flags, 0, 0, nullptr);
+}
+
+// Every pin the caller may see.
+std::vector<leasefs_pin_record> Pins(int fd, leasefs_pin_list* head = nullptr) {
+  std::vector<leasefs_pin_record> out;
+  auto page = std::make_unique<leasefs_pin_list>();
+  uint64_t after = 0;
+  for (;;) {
+    REQUIRE(leasefs_pin_list_page(fd, after, page.get()) == 0);
+    for (uint32_t i = 0; i < page->count; ++i) out.push_back(page->pins[i]);
+    if (head != nullptr) *head = *page;
+    if (!(page->flags & LEASEFS_LIST_MORE)) break;
+    after = out.back().pin_id;
+  }
+  return out;
+}
+
+leasefs_getlease GetLease(int fd, uint64_t off) {
+  leasefs_getlease g{};
+  g.offset = off;
+  REQUIRE(ioctl(fd, LEASEFS_IOC_GETLEASE, &g) == 0);
+  return g;
+}
+
+pin::SoftNicPeer ConnectPeer(int fd) {
+  leasefs_pin_info info;
+  REQUIRE(leasefs_pin_get_info(fd, &info) == 0);
+  REQUIRE((info.flags & LEASEFS_PIN_INFO_SOFTNIC) != 0);
+  auto peer = pin::SoftNicPeer::Connect(info.softnic_address, info.softnic_port);
+  REQUIRE_MESSAGE(peer.ok(), peer.status().ToString());
+  return std::move(*peer);
+}
+
+// One signaled WRITE and its outcome.
+std::string WriteAndWait(pin::SoftNicPeer& peer, uint64_t rkey, uint64_t off,
+                         const std::string& data) {
+  auto c = peer.Write(rkey, off, data.data(), static_cast<uint32_t>(data.size()));
+  if (!c.ok()) return c.status().ToString();
+  return c->ok() ? "OK" : "remote access error";
+}
+
+// A file of `n` written bytes (blocks of its own, as a pin needs under an
+// EXCLUSIVE lease), open read-write.
+int MakeFile(const std::string& path, const std::string& data) {
+  REQUIRE(WriteFile(path, data, 0666) == "");
+  REQUIRE(chmod(path.c_str(), 0666) == 0);
+  const int fd = open(path.c_str(), O_RDWR);
+  REQUIRE(fd >= 0);
+  return fd;
+}
+
+TEST_CASE("PIN_INFO names the daemon's pin socket and soft NIC; a context says hello") {
+  if (!CanMountFuse()) return;
+  Mounted t;
+  const int dir = open(t.m.mnt().c_str(), O_RDONLY | O_DIRECTORY);
+  REQUIRE(dir >= 0);
+  uint32_t version = 0;
+  uint64_t features = 0;
+  REQUIRE(leasefs_abi_version(dir, &version, &features) == 0);
+  CHECK((features & LEASEFS_FEATURE_PINS) != 0);
+  leasefs_pin_info info;
+  REQUIRE(leasefs_pin_get_info(dir, &info) == 0);
+  CHECK(info.daemon_pid == t.m.daemon_pid());
+  CHECK(info.socket_name_len > 0);
+  CHECK((info.flags & LEASEFS_PIN_INFO_SOFTNIC) != 0);
+  CHECK(std::string(info.softnic_address) == "127.0.0.1");
+  CHECK(info.softnic_port != 0);
+  leasefs_pin_context a, b;
+  REQUIRE(leasefs_pin_context_open(dir, &a) == 0);
+  REQUIRE(leasefs_pin_context_open(dir, &b) == 0);
+  CHECK(a.id != 0);
+  CHECK(b.id != a.id);
+  CHECK(memcmp(a.token, b.token, sizeof a.token) != 0);
+  CHECK((fcntl(a.fd, F_GETFD) & FD_CLOEXEC) != 0);
+  leasefs_pin_context_close(&a);
+  leasefs_pin_context_close(&b);
+  CHECK(a.fd == -1);
+  close(dir);
+}
+
+TEST_CASE("softnic=off: declared pins only; a bad softnic= value refuses the mount") {
+  if (!CanMountFuse()) return;
+  {
+    Mounted t("softnic=off");
+    const int fd = MakeFile(t.m.path("f"), std::string(4 * B, 'a'));
+    leasefs_pin_info info;
+    REQUIRE(leasefs_pin_get_info(fd, &info) == 0);
+    CHECK((info.flags & LEASEFS_PIN_INFO_SOFTNIC) == 0);
+    leasefs_pin_context c;
+    REQUIRE(leasefs_pin_context_open(fd, &c) == 0);
+    REQUIRE(Lease(fd, 0, 4 * B, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) == 0);
+    CHECK(Errno(leasefs_pin_register(fd, &c, 0, B, LEASEFS_PIN_SOFTNIC, kRW, nullptr,
+                                     nullptr)) == "EOPNOTSUPP");
+    uint64_t id = 0, rkey = 7;
+    CHECK(Errno(leasefs_pin_register(fd, &c, 0, B, LEASEFS_PIN_DECLARED, 0, &id, &rkey)) == "OK");
+    CHECK(id != 0);
+    CHECK(rkey == 0);
+    CHECK(leasefs_pin_unregister(fd, &c, id) == 0);
+    leasefs_pin_context_close(&c);
+    close(fd);
+  }
+  MountOptions o;
+  TestMount m(o);
+  REQUIRE(m.Unmount() == 0);
+  std::string out;
+  CHECK_FALSE(m.Mount(&out, "softnic=localhost:1"));
+  CHECK_FALSE(m.Mount(&out, "softnic=127.0.0.1:70000"));
+}
+
+TEST_CASE("scenarios 1 and 2: a pin needs an exclusive lease of one's own; every field is checked") {
+  if (!CanMountFuse()) return;
+  Mounted t;
+  const int fd = MakeFile(t.m.path("f"), std::string(8 * B, 'a'));
+  leasefs_pin_context c;
+  REQUIRE(leasefs_pin_context_open(fd, &c) == 0);
+  auto pin = [&](uint64_t off, uint64_t len, uint32_t provider = LEASEFS_PIN_SOFTNIC,
+                 uint32_t flags = kRW, int on = -1) {
+    uint64_t id = 0;
+    const int rc = leasefs_pin_register(on < 0 ? fd : on, &c, off, len, provider, flags, &id,
+                                        nullptr);
+    if (rc == 0) REQUIRE(leasefs_pin_unregister(fd, &c, id) == 0);
+    return Errno(rc);
+  };
+  CHECK(pin(0, 4 * B) == "EPERM");  // scenario 1: no lease
+  REQUIRE(Lease(fd, 0, 4 * B, LEASEFS_LEASE_READ) == 0);
+  CHECK(pin(0, 4 * B) == "EPERM");  // scenario 2: a lease that is not exclusive
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_UNLOCK) == 0);
+  REQUIRE(Lease(fd, 0, 4 * B, LEASEFS_LEASE_WRITE) == 0);
+  CHECK(pin(0, 4 * B) == "EPERM");
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_UNLOCK) == 0);
+  REQUIRE(Lease(fd, 0, 4 * B, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) == 0);
+  CHECK(pin(0, 4 * B) == "OK");
+  CHECK(pin(0, 5 * B) == "EPERM");  // past the lease
+  CHECK(pin(1, 4 * B - 1) == "EINVAL");
+  CHECK(pin(0, B + 1) == "EINVAL");
+  CHECK(pin(0, 0) == "EINVAL");
+  CHECK(pin(0, B, 9) == "EINVAL");                       // no such provider
+  CHECK(pin(0, B, LEASEFS_PIN_SOFTNIC, 0) == "EINVAL");  // neither direction
+  CHECK(pin(0, B, LEASEFS_PIN_SOFTNIC, 0x10) == "EINVAL");
+  CHECK(pin(0, B, LEASEFS_PIN_DECLARED, kRW) == "EINVAL");
+  CHECK(pin(0, B, LEASEFS_PIN_DECLARED, 0) == "OK");
+  // The context: its token, and it must be open.
+  leasefs_pin_context forged = c;
+  forged.token[3] ^= 1;
+  CHECK(Errno(leasefs_pin_register(fd, &forged, 0, B, LEASEFS_PIN_SOFTNIC, kRW, nullptr,
+                                   nullptr)) == "EPERM");
+  forged = c;
+  forged.id += 1000;
+  CHECK(Errno(leasefs_pin_register(fd, &forged, 0, B, LEASEFS_PIN_SOFTNIC, kRW, nullptr,
+                                   nullptr)) == "EBADF");
+  // A descriptor open for reading may not let peers write.
+  const int ro = open(t.m.path("f").c_str(), O_RDONLY);
+  REQUIRE(ro >= 0);
+  REQUIRE(Lease(ro, 4 * B, 4 * B, LEASEFS_LEASE_READ, LEASEFS_LEASE_EXCLUSIVE) == 0);
+  CHECK(pin(4 * B, B, LEASEFS_PIN_SOFTNIC, LEASEFS_PIN_REMOTE_WRITE, ro) == "EBADF");
+  CHECK(pin(4 * B, B, LEASEFS_PIN_DECLARED, 0, ro) == "EBADF");
+  CHECK(pin(4 * B, B, LEASEFS_PIN_SOFTNIC, LEASEFS_PIN_REMOTE_READ, ro) == "OK");
+  close(ro);  // its lease goes (its pin went)
+  // Inside the file only.
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_UNLOCK) == 0);
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) == 0);
+  CHECK(pin(8 * B, B) == "EINVAL");
+  CHECK(pin(4 * B, 4 * B) == "OK");
+  leasefs_pin_context_close(&c);
+  close(fd);
+}
+
+TEST_CASE("a peer's WRITEs land in the file's blocks and its READs read them") {
+  if (!CanMountFuse()) return;
+  Mounted t;
+  const std::string f = t.m.path("f");
+  const int fd = MakeFile(f, std::string(64 * B, 'a'));
+  REQUIRE(Lease(fd, 0, 64 * B, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) == 0);
+  leasefs_pin_context c;
+  REQUIRE(leasefs_pin_context_open(fd, &c) == 0);
+  uint64_t id = 0, rkey = 0;
+  REQUIRE(leasefs_pin_register(fd, &c, 16 * B, 32 * B, LEASEFS_PIN_SOFTNIC, kRW, &id, &rkey) == 0);
+  CHECK(rkey != 0);
+  pin::SoftNicPeer peer = ConnectPeer(fd);
+  const std::string data = Pattern(20 * B + 123, 1);
+  CHECK(WriteAndWait(peer, rkey, 5 * B + 7, data) == "OK");
+  // read(2) through FUSE sees it at once, where the pin begins plus offset.
+  std::string want(64 * B, 'a');
+  want.replace(16 * B + 5 * B + 7, data.size(), data);
+  CHECK(ReadFile(f) == want);
+  // Out of bounds: refused, counted, nothing written.
+  CHECK(WriteAndWait(peer, rkey, 32 * B - 1, "xy") == "remote access error");
+  CHECK(WriteAndWait(peer, rkey ^ 1, 0, "xy") == "remote access error");
+  CHECK(ReadFile(f) == want);
+  // A READ gives the file's bytes.
+  std::string back(100, '\0');
+  auto done = peer.Read(rkey, 5 * B, back.data(), 100);
+  REQUIRE(done.ok());
+  CHECK(done->ok());
+  CHECK(back == want.substr(21 * B, 100));
+  // The list says what the pin is and what it served.
+  leasefs_pin_list head{};
+  const auto pins = Pins(fd, &head);
+  REQUIRE(pins.size() == 1);
+  const leasefs_pin_record& p = pins[0];
+  CHECK(p.pin_id == id);
+  CHECK(p.context == c.id);
+  CHECK(p.offset == 16 * B);
+  CHECK(p.length == 32 * B);
+  CHECK(p.rkey == rkey);
+  CHECK(p.provider == LEASEFS_PIN_SOFTNIC);
+  CHECK(p.creator_pid == getpid());
+  CHECK(p.uid == 0);
+  CHECK(p.flags == 0);
+  CHECK(p.lease_id == GetLease(fd, 16 * B).lease.id);
+  struct stat st{};
+  REQUIRE(fstat(fd, &st) == 0);
+  CHECK(p.ino == st.st_ino);
+  CHECK(p.ops == 2);
+  CHECK(p.bytes == data.size() + 100);
+  CHECK(p.refused == 1);
+  CHECK(head.refused_bad_rkey == 1);
+  CHECK(head.refused_other == 1);
+  CHECK(head.contexts == 1);
+  CHECK(GetLease(fd, 0).lease.pins == 1);
+  // Scenario 14: a lease with pins is not released.
+  CHECK(Errno(Lease(fd, 0, 0, LEASEFS_LEASE_UNLOCK)) == "EBUSY");
+  REQUIRE(leasefs_pin_unregister(fd, &c, id) == 0);
+  CHECK(Pins(fd).empty());
+  CHECK(WriteAndWait(peer, rkey, 0, "late") == "remote access error");
+  CHECK(ReadFile(f) == want);
+  CHECK(Errno(Lease(fd, 0, 0, LEASEFS_LEASE_UNLOCK)) == "OK");
+  CHECK(Errno(leasefs_pin_unregister(fd, &c, id)) == "ENOENT");
+  leasefs_pin_context_close(&c);
+  close(fd);
+  CHECK(t.m.Unmount() == 0);
+  const ProcessResult fsck = t.m.Fsck();
+  CHECK_MESSAGE(fsck.exit_code == 0, fsck.output);
+}
+
+TEST_CASE("scenarios 9 and 11 under refuse: the holder's own truncate is EDEADLOCK, another's ETXTBSY") {
+  if (!CanMountFuse()) return;
+  Mounted t;
+  const std::string f = t.m.path("f");
+  const int fd = MakeFile(f, std::string(16 * B, 'a'));
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) == 0);
+  leasefs_pin_context c;
+  REQUIRE(leasefs_pin_context_open(fd, &c) == 0);
+  uint64_t id = 0;
+  REQUIRE(leasefs_pin_register(fd, &c, 0, 16 * B, LEASEFS_PIN_SOFTNIC, kRW, &id, nullptr) == 0);
+  CHECK(SYS(ftruncate(fd, B)) == "EDEADLK");
+  const pid_t other = fork();
+  REQUIRE(other >= 0);
+  if (other == 0) _exit(truncate(f.c_str(), B) == 0 ? 0 : errno);
+  int status = 0;
+  REQUIRE(waitpid(other, &status, 0) == other);
+  CHECK(WEXITSTATUS(status) == ETXTBSY);
+  struct stat st{};
+  REQUIRE(stat(f.c_str(), &st) == 0);
+  CHECK(st.st_size == static_cast<off_t>(16 * B));
+  leasefs_pin_context_close(&c);  // the context's end ends its pins...
+  CHECK(Eventually([&] { return Pins(fd).empty(); }));
+  CHECK(GetLease(fd, 0).lease.pins == 0);
+  CHECK(SYS(ftruncate(fd, B)) == "EDEADLK");  // ...not the EXCLUSIVE lease
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_UNLOCK) == 0);
+  CHECK(SYS(ftruncate(fd, B)) == "OK");
+  close(fd);
+}
+
+TEST_CASE("scenario 3 under zombie: close keeps the pinned lease, listed ZOMBIE, until the pins go") {
+  if (!CanMountFuse()) return;
+  Mounted t;
+  const std::string f = t.m.path("f");
+  int fd = MakeFile(f, std::string(8 * B, 'a'));
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) == 0);
+  leasefs_pin_context c;
+  REQUIRE(leasefs_pin_context_open(fd, &c) == 0);
+  uint64_t id = 0, rkey = 0;
+  REQUIRE(leasefs_pin_register(fd, &c, 0, 8 * B, LEASEFS_PIN_SOFTNIC, kRW, &id, &rkey) == 0);
+  close(fd);  // the seed message: the file is closed, the registration lives
+  const int dir = open(t.m.mnt().c_str(), O_RDONLY | O_DIRECTORY);
+  REQUIRE(dir >= 0);
+  CHECK(Eventually([&] {
+    const auto pins = Pins(dir);
+    return pins.size() == 1 && (pins[0].flags & LEASEFS_PIN_REC_CLOSED) != 0;
+  }));
+  auto list = std::make_unique<leasefs_lease_list>();
+  REQUIRE(ioctl(dir, LEASEFS_IOC_LIST_LEASES, list.get()) == 0);
+  REQUIRE(list->count == 1);
+  CHECK(list->leases[0].state == LEASEFS_STATE_ZOMBIE);
+  CHECK(list->leases[0].pins == 1);
+  // The peer still reaches the file's blocks, and another process's
+  // truncate is refused.
+  pin::SoftNicPeer peer = ConnectPeer(dir);
+  CHECK(WriteAndWait(peer, rkey, 0, "after close") == "OK");
+  std::string want(8 * B, 'a');
+  want.replace(0, 11, "after close");
+  CHECK(ReadFile(f) == want);
+  CHECK(SYS(truncate(f.c_str(), 0)) == "ETXTBSY");
+  REQUIRE(leasefs_pin_unregister(dir, &c, id) == 0);
+  list = std::make_unique<leasefs_lease_list>();
+  REQUIRE(ioctl(dir, LEASEFS_IOC_LIST_LEASES, list.get()) == 0);
+  CHECK(list->count == 0);
+  CHECK(SYS(truncate(f.c_str(), 0)) == "OK");
+  leasefs_pin_context_close(&c);
+  close(dir);
+}
+
+TEST_CASE("scenario 10 under fence: the break fences the peer at the break time, and the blocks' new owner is never written") {
+  if (!CanMountFuse()) return;
+  Mounted t("pinned_break=fence");
+  const std::string f = t.m.path("f");
+  const int fd = MakeFile(f, std::string(64 * B, 'a'));
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) == 0);
+  leasefs_pin_context c;
+  REQUIRE(leasefs_pin_context_open(fd, &c) == 0);
+  uint64_t id = 0, rkey = 0;
+  REQUIRE(leasefs_pin_register(fd, &c, 0, 64 * B, LEASEFS_PIN_SOFTNIC, kRW, &id, &rkey) == 0);
+  leasefs_pin_info info;
+  REQUIRE(leasefs_pin_get_info(fd, &info) == 0);
+  // A peer that writes without pause, and counts what the soft NIC refused.
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> ok_writes{0}, refused{0};
+  std::thread writer([&] {
+    auto peer = pin::SoftNicPeer::Connect(info.softnic_address, info.softnic_port);
+    if (!peer.ok()) return;
+    const std::string chunk(16 * B, 'X');
+    uint64_t n = 0;
+    while (!stop.load()) {
+      auto done = peer->Write(rkey, (n++ % 4) * 16 * B, chunk.data(), 16 * B);
+      if (!done.ok()) break;
+      (done->ok() ? ok_writes : refused)++;
+      if (!done->ok()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  });
+  REQUIRE(Eventually([&] { return ok_writes.load() > 10; }));
+  // Another process truncates: the break waits the break time (1 s), then
+  // fences and proceeds.
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(SYS(truncate(f.c_str(), 0)) == "OK");
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  CHECK(waited >= std::chrono::milliseconds(900));
+  const uint64_t ok_at_fence = ok_writes.load();
+  // A new file takes the space and is filled with its own bytes.
+  const std::string g = t.m.path("g");
+  const std::string mine = Pattern(64 * B, 2);
+  REQUIRE(WriteFile(g, mine) == "");
+  CHECK(Eventually([&] { return refused.load() > 10; }));
+  stop = true;
+  writer.join();
+  CHECK(ok_writes.load() == ok_at_fence);  // nothing landed after the fence
+  CHECK(ReadFile(g) == mine);
+  uint64_t fenced_id = 0, fenced_rkey = 0;
+  CHECK(leasefs_pin_wait_fenced(&c, 2000, &fenced_id, &fenced_rkey) == 0);
+  CHECK(fenced_id == id);
+  CHECK(fenced_rkey == rkey);
+  const auto pins = Pins(fd);
+  REQUIRE(pins.size() == 1);
+  CHECK((pins[0].flags & LEASEFS_PIN_REC_FENCED) != 0);
+  CHECK(GetLease(fd, 0).lease.state == LEASEFS_STATE_REVOKED);
+  REQUIRE(leasefs_pin_unregister(fd, &c, 0) == 0);
+  CHECK(Pins(fd).empty());
+  leasefs_pin_context_close(&c);
+  close(fd);
+  CHECK(ReadFile(g) == mine);
+  CHECK(t.m.Unmount() == 0);
+  const ProcessResult fsck = t.m.Fsck();
+  CHECK_MESSAGE(fsck.exit_code == 0, fsck.output);
+}
+
+TEST_CASE("a context's holder killed: its pins go, and the lease can go") {
+  if (!CanMountFuse()) return;
+  Mounted t;
+  const std::string f = t.m.path("f");
+  REQUIRE(WriteFile(f, std::string(8 * B, 'a'), 0666) == "");
+  CommandedChild holder([&](int sock) {
+    const int fd = open(f.c_str(), O_RDWR);
+    if (fd < 0 || Lease(fd, 0, 0, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) != 0) return 1;
+    leasefs_pin_context c;
+    if (leasefs_pin_context_open(fd, &c) != 0) return 1;
+    uint64_t id = 0;
+    const int rc = leasefs_pin_register(fd, &c, 0, 8 * B, LEASEFS_PIN_SOFTNIC, kRW, &id, nullptr);
+    SayLine(sock, Errno(rc));
+    std::string line;
+    while (ReadLine(sock, &line) && line != "exit") SayLine(sock, "?");
+    return 0;
+  });
+  REQUIRE(holder.Reply(10000) == "OK");
+  const int dir = open(t.m.mnt().c_str(), O_RDONLY | O_DIRECTORY);
+  REQUIRE(Pins(dir).size() == 1);
+  CHECK(SYS(truncate(f.c_str(), 0)) == "ETXTBSY");
+  holder.Kill();
+  CHECK(Eventually([&] { return Pins(dir).empty(); }));
+  CHECK(Eventually([&] { return truncate(f.c_str(), 0) == 0; }));
+  close(dir);
+}
+
+TEST_CASE("another user can neither pin in root's context nor see root's pins; guessing is counted") {
+  if (!CanMountFuse()) return;
+  Mounted t;
+  const std::string f = t.m.path("f");
+  const int fd = MakeFile(f, std::string(8 * B, 'a'));
+  REQUIRE(Lease(fd, 0, 4 * B, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) == 0);
+  leasefs_pin_context c;
+  REQUIRE(leasefs_pin_context_open(fd, &c) == 0);
+  uint64_t id = 0, rkey = 0;
+  REQUIRE(leasefs_pin_register(fd, &c, 0, 4 * B, LEASEFS_PIN_SOFTNIC, kRW, &id, &rkey) == 0);
+  const leasefs_pin_context root_ctx = c;
+  // EXCLUSIVE leases are for a file's owner.
+  const std::string g = t.m.path("g");
+  REQUIRE(WriteFile(g, std::string(8 * B, 'b')) == "");
+  REQUIRE(chown(g.c_str(), 65534, 65534) == 0);
+  CHECK_AS(65534, 65534, {}, [&](ChildChecks& k) {
+    const int mine = open(g.c_str(), O_RDWR);
+    KTRUE(k, mine >= 0);
+    KEQ(k, Errno(Lease(mine, 4 * B, 4 * B, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE)),
+        "OK");
+    // root's context, named with its token: not this user's.
+    KEQ(k, Errno(leasefs_pin_register(mine, &root_ctx, 4 * B, B, LEASEFS_PIN_SOFTNIC, kRW,
+                                      nullptr, nullptr)),
+        "EPERM");
+    KEQ(k, Errno(leasefs_pin_unregister(mine, &root_ctx, id)), "EPERM");
+    // Its own context works, and it sees only its own pin, with its rkey.
+    leasefs_pin_context own;
+    KEQ(k, Errno(leasefs_pin_context_open(mine, &own)), "OK");
+    uint64_t own_id = 0, own_rkey = 0;
+    KEQ(k, Errno(leasefs_pin_register(mine, &own, 4 * B, B, LEASEFS_PIN_SOFTNIC, kRW, &own_id,
+                                      &own_rkey)),
+        "OK");
+    auto page = std::make_unique<leasefs_pin_list>();
+    KEQ(k, Errno(leasefs_pin_list_page(mine, 0, page.get())), "OK");
+    KEQ(k, std::to_string(page->count), "1");
+    KTRUE(k, page->pins[0].pin_id == own_id && page->pins[0].rkey == own_rkey);
+    KEQ(k, std::to_string(page->pins[0].uid), "65534");
+    // Guessing root's rkey's neighbours over the soft NIC: refused, counted.
+    leasefs_pin_info info;
+    KEQ(k, Errno(leasefs_pin_get_info(mine, &info)), "OK");
+    auto peer = pin::SoftNicPeer::Connect(info.softnic_address, info.softnic_port);
+    KTRUE(k, peer.ok());
+    if (peer.ok()) {
+      for (uint64_t guess = 1; guess <= 8; ++guess) {
+        KEQ(k, WriteAndWait(*peer, rkey + guess, 0, "guess"), "remote access error");
+      }
+    }
+    KEQ(k, Errno(leasefs_pin_list_page(mine, 0, page.get())), "OK");
+    KEQ(k, std::to_string(page->refused_bad_rkey), "8");
+    KEQ(k, Errno(leasefs_pin_unregister(mine, &own, 0)), "OK");
+    leasefs_pin_context_close(&own);
+    close(mine);
+  });
+  CHECK(ReadFile(f) == std::string(8 * B, 'a'));
+  const auto pins = Pins(fd);
+  REQUIRE(pins.size() == 1);
+  CHECK(pins[0].refused == 0);
+  leasefs_pin_context_close(&c);
+  close(fd);
+}
+
+}  // namespace
+}  // namespace leasefs::testing
