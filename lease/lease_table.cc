@@ -227,8 +227,8 @@ class LeaseTable::Impl {
   Status MayChange(const engine::Cred& by, const LayoutChange& change) EXCLUDES(mu_);
   void Shutdown() EXCLUDES(mu_);
   void SetPinFencer(PinFencer* fencer) EXCLUDES(mu_);
-  Result<LeaseId> AddPin(OpenFileId open_file, uint64_t offset, uint64_t length, pid_t tgid)
-      EXCLUDES(mu_);
+  Result<LeaseId> AddPin(OpenFileId open_file, uint64_t offset, uint64_t length, pid_t tgid,
+                         engine::Ino ino) EXCLUDES(mu_);
   void DropPin(LeaseId lease) EXCLUDES(mu_);
 
  private:
@@ -1057,7 +1057,7 @@ void LeaseTable::Impl::SetPinFencer(PinFencer* fencer) {
 }
 
 Result<LeaseId> LeaseTable::Impl::AddPin(OpenFileId open_file, uint64_t offset, uint64_t length,
-                                         pid_t tgid) {
+                                         pid_t tgid, engine::Ino ino) {
   uint64_t end = 0;
   if (length == 0 || __builtin_add_overflow(offset, length, &end)) {
     return Status::Error(EINVAL, "a pin needs a range");
@@ -1070,6 +1070,7 @@ Result<LeaseId> LeaseTable::Impl::AddPin(OpenFileId open_file, uint64_t offset, 
   if (it == of->second.by_offset.begin()) return Status::Error(EPERM, "no lease covers the range");
   Lease* lease = std::prev(it)->second;
   if (lease->end() < end) return Status::Error(EPERM, "no lease covers the whole range");
+  if (ino != 0 && lease->ino != ino) return Status::Error(EPERM, "the lease is of another inode");
   // Semantics-2019 §5 scenarios 1 and 2: a pin needs a lease nobody else
   // can break, and one that is not already on its way out.
   if (!lease->pinnable()) return Status::Error(EPERM, "the lease is not exclusive");
@@ -1207,8 +1208,8 @@ Status LeaseTable::MayChange(const engine::Cred& by, const LayoutChange& change)
 void LeaseTable::Shutdown() { impl_->Shutdown(); }
 void LeaseTable::SetPinFencer(PinFencer* fencer) { impl_->SetPinFencer(fencer); }
 Result<LeaseId> LeaseTable::AddPin(OpenFileId open_file, uint64_t offset, uint64_t length,
-                                   pid_t tgid) {
-  return impl_->AddPin(open_file, offset, length, tgid);
+                                   pid_t tgid, engine::Ino ino) {
+  return impl_->AddPin(open_file, offset, length, tgid, ino);
 }
 void LeaseTable::DropPin(LeaseId lease) { impl_->DropPin(lease); }
 

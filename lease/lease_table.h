@@ -261,8 +261,11 @@ class LeaseTable final : public engine::LayoutGuard {
   // to another kind fail with EBUSY. Errors: EINVAL (length 0, or offset +
   // length overflows), EPERM (no such lease), ESHUTDOWN.
   // `tgid`: the pinning process; a lease taken by another process (a fork's
-  // parent, say) is not its own: EPERM (0: not checked).
-  Result<LeaseId> AddPin(OpenFileId open_file, uint64_t offset, uint64_t length, pid_t tgid = 0);
+  // parent, say) is not its own: EPERM (0: not checked). `ino`: the inode
+  // the pin is of; a lease of another inode is not the pin's: EPERM (0: not
+  // checked).
+  Result<LeaseId> AddPin(OpenFileId open_file, uint64_t offset, uint64_t length, pid_t tgid = 0,
+                         engine::Ino ino = 0);
   // One pin counted on `lease` is gone. A ZOMBIE lease goes with its last
   // pin (event RELEASE, why CLOSE); so does a pinned lease whose break time
   // ran out under PinnedBreak::kWait (revoked). Unknown ids are ignored.

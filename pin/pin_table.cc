@@ -115,6 +115,7 @@ Result<PinTable::Pinned> PinTable::Pin(const PinRequest& req, Region region) {
   if (req.length == 0 || region.length != req.length || region.base == nullptr) {
     return Status::Error(EINVAL, "a pin needs a range and its memory");
   }
+  if (req.ino == 0) return Status::Error(EINVAL, "a pin needs its inode");
   if (req.provider != Provider::kSoftNic && req.provider != Provider::kDeclared) {
     return Status::Error(EINVAL, "unknown pin provider");
   }
@@ -130,7 +131,7 @@ Result<PinTable::Pinned> PinTable::Pin(const PinRequest& req, Region region) {
   // fencer (this table) cannot run FenceLease before the pin is listed,
   // since that needs mu_.
   LFS_ASSIGN_OR_RETURN(const lease::LeaseId lease,
-                       leases_->AddPin(req.open_file, req.offset, req.length, req.pid));
+                       leases_->AddPin(req.open_file, req.offset, req.length, req.pid, req.ino));
   uint64_t rkey = 0;
   if (req.provider == Provider::kSoftNic) {
     auto registered = nic_->Register(region.base, region.length, req.remote_write,

@@ -92,8 +92,8 @@ class PinTable final : public lease::PinFencer {
     ContextId context = 0;
     Token token{};
     lease::OpenFileId open_file = 0;
-    engine::Ino ino = 0;
-    uid_t uid = 0;  // the caller's
+    engine::Ino ino = 0;  // the open file's inode (0 is refused)
+    uid_t uid = 0;        // the caller's
     pid_t pid = 0;  // the caller's process (0: not checked against the lease's)
     uint64_t offset = 0;
     uint64_t length = 0;
@@ -107,13 +107,14 @@ class PinTable final : public lease::PinFencer {
   };
   // Makes a pin: the context must be open and named with its token, and
   // created by the caller's uid (or root); the open file must hold an
-  // active EXCLUSIVE or WRITE|UNBREAKABLE lease covering the range
-  // (LeaseTable::AddPin). On failure the region is released.
+  // active EXCLUSIVE or WRITE|UNBREAKABLE lease of inode `req.ino` covering
+  // the range (LeaseTable::AddPin). On failure the region is released.
   // Errors: EBADF (no such context, or closed), EPERM (wrong token, another
-  // user's context, no such lease), EINVAL (length 0 or not the region's,
-  // unknown provider), EOPNOTSUPP (SOFTNIC without a soft NIC), ENOLCK (the
-  // context's user holds kMaxPinsPerUser), what the soft NIC's Register
-  // answers.
+  // user's context, no such lease, one of another inode than req.ino or of
+  // another process than req.pid), EINVAL (length 0 or not the region's, ino
+  // 0, unknown provider), EOPNOTSUPP (SOFTNIC without a soft NIC), ENOLCK
+  // (the context's user holds kMaxPinsPerUser), what the soft NIC's
+  // Register answers.
   Result<Pinned> Pin(const PinRequest& req, Region region);
   // Ends pin `id` of the context, or all of its pins for 0, asked by `uid`.
   // When it returns, each pin it ended is gone from List and PinsOf, its

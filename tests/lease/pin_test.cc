@@ -136,6 +136,17 @@ TEST_CASE("Pins: only an active lease nobody else can break counts them (scenari
   CHECK(Err(t.AddPin(6, ~0ull - 10, 4096)) == EINVAL);
 }
 
+TEST_CASE("Pins: a pin names its lease's inode, or it is refused with EPERM") {
+  LeaseTable t(Opts(), nullptr);
+  const auto id = t.SetLease(H(1), Req(W, 0, 8192, X), nullptr);
+  REQUIRE(id.ok());
+  CHECK(Err(t.AddPin(1, 0, 4096, 0, kIno + 1)) == EPERM);
+  CHECK(t.GetLease(1, 0).pins == 0);
+  CHECK(t.AddPin(1, 0, 4096, 0, kIno).value() == *id);
+  CHECK(t.AddPin(1, 0, 4096).value() == *id);  // 0: not checked
+  CHECK(t.GetLease(1, 0).pins == 2);
+}
+
 TEST_CASE("Pins: UNLOCK and a conversion away from exclusive give EBUSY while pinned (scenario 14)") {
   LeaseTable t(Opts(), nullptr);
   const LeaseId id = PinnedLease(t);

@@ -204,6 +204,24 @@ TEST_CASE("PinTable: the token, the user and the context's life are checked") {
   CHECK(fx.table.Pin(r, mem.Region()).ok());
 }
 
+TEST_CASE("PinTable: a request must name the inode of the lease that covers its range") {
+  Fixture fx;
+  const auto c = fx.Context();
+  Lease(fx.leases, 1);
+  Memory mem;
+  PinTable::PinRequest r = fx.Req(c, 1);
+  r.ino = kIno + 1;  // open file 1's lease is on kIno
+  CHECK(fx.table.Pin(r, mem.Region()).status().err() == EPERM);
+  r.ino = 0;
+  CHECK(fx.table.Pin(r, mem.Region()).status().err() == EINVAL);
+  CHECK(mem.released == 2);
+  CHECK(fx.leases.GetLease(1, 0).pins == 0);
+  CHECK(fx.table.List(0).empty());
+  CHECK(fx.table.PinsOf(1) == 0);
+  CHECK(fx.nic.Stats().regions.empty());
+  CHECK(fx.table.Pin(fx.Req(c, 1), mem.Region()).ok());
+}
+
 TEST_CASE("PinTable: a pin is counted on its open file and its lease; unpin gives both back") {
   Fixture fx;
   const auto c = fx.Context();
