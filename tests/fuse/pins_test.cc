@@ -19,6 +19,7 @@
 #include <cstring>
 #include <functional>
 #include <random>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -511,6 +512,274 @@ TEST_CASE("another user can neither pin in root's context nor see root's pins; g
   CHECK(pins[0].refused == 0);
   leasefs_pin_context_close(&c);
   close(fd);
+}
+
+// The pool offsets of a file's blocks, from BMAP.
+std::set<uint64_t> PoolBlocks(int fd) {
+  std::set<uint64_t> out;
+  auto b = std::make_unique<leasefs_bmap>();
+  *b = leasefs_bmap{};
+  for (;;) {
+    REQUIRE(ioctl(fd, LEASEFS_IOC_BMAP, b.get()) == 0);
+    for (uint32_t i = 0; i < b->count; ++i) {
+      for (uint64_t o = 0; o < b->extents[i].length; o += B) {
+        out.insert(b->extents[i].pool_offset + o);
+      }
+    }
+    if (!(b->flags & LEASEFS_BMAP_MORE)) break;
+    b->start = b->next;
+  }
+  return out;
+}
+
+// A peer thread that writes `fill` over the whole pin without pause until
+// told to stop, counting what the soft NIC accepted and refused.
+class Sprayer {
+ public:
+  Sprayer(const leasefs_pin_info& info, uint64_t rkey, uint64_t len, char fill)
+      : thread_([this, info, rkey, len, fill] { Run(info, rkey, len, fill); }) {}
+  ~Sprayer() { Stop(); }
+  void Stop() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+  }
+  uint64_t ok() const { return ok_.load(); }
+  uint64_t refused() const { return refused_.load(); }
+
+ private:
+  void Run(leasefs_pin_info info, uint64_t rkey, uint64_t len, char fill) {
+    auto peer = pin::SoftNicPeer::Connect(info.softnic_address, info.softnic_port);
+    if (!peer.ok()) return;
+    const std::string chunk(16 * B, fill);
+    for (uint64_t n = 0; !stop_.load(); ++n) {
+      auto done = peer->Write(rkey, (n % (len / (16 * B))) * 16 * B, chunk.data(), 16 * B);
+      if (!done.ok()) return;  // the daemon went away
+      (done->ok() ? ok_ : refused_)++;
+    }
+  }
+  std::atomic<bool> stop_{false};
+  std::atomic<uint64_t> ok_{0}, refused_{0};
+  std::thread thread_;
+};
+
+TEST_CASE("data safety under fence: over many rounds, blocks a fenced pin let go are never written in their next file") {
+  if (!CanMountFuse()) return;
+  Mounted t("pinned_break=fence,lease_break_time=0.2");
+  const int dir = open(t.m.mnt().c_str(), O_RDONLY | O_DIRECTORY);
+  REQUIRE(dir >= 0);
+  leasefs_pin_info info;
+  REQUIRE(leasefs_pin_get_info(dir, &info) == 0);
+  constexpr uint64_t kLen = 64 * B;
+  int reused = 0;
+  for (int round = 0; round < 12; ++round) {
+    CAPTURE(round);
+    const std::string f = t.m.path("f" + std::to_string(round));
+    const int fd = MakeFile(f, std::string(kLen, 'a'));
+    const std::set<uint64_t> old_blocks = PoolBlocks(fd);
+    REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) == 0);
+    leasefs_pin_context c;
+    REQUIRE(leasefs_pin_context_open(fd, &c) == 0);
+    uint64_t rkey = 0;
+    REQUIRE(leasefs_pin_register(fd, &c, 0, kLen, LEASEFS_PIN_SOFTNIC, kRW, nullptr, &rkey) == 0);
+    Sprayer spray(info, rkey, kLen, 'X');
+    REQUIRE(Eventually([&] { return spray.ok() > 0; }));
+    CHECK(SYS(truncate(f.c_str(), 0)) == "OK");  // fenced at the break time
+    const uint64_t ok_at_fence = spray.ok();
+    // Half the rounds let the pin go before the next file is written, so
+    // that it may take the blocks; the others write it while the fenced
+    // pin still quarantines them.
+    if (round % 2 == 0) REQUIRE(leasefs_pin_unregister(dir, &c, 0) == 0);
+    const std::string g = t.m.path("g" + std::to_string(round));
+    const std::string mine = Pattern(kLen, 100 + round);
+    REQUIRE(WriteFile(g, mine) == "");
+    const int gfd = open(g.c_str(), O_RDONLY);
+    REQUIRE(gfd >= 0);
+    for (uint64_t b : PoolBlocks(gfd)) reused += old_blocks.count(b) ? 1 : 0;
+    CHECK(Eventually([&] { return spray.refused() > 20; }));
+    spray.Stop();
+    CHECK(spray.ok() == ok_at_fence);
+    CHECK(Fnv1a(ReadFile(g)) == Fnv1a(mine));
+    close(gfd);
+    REQUIRE(unlink(g.c_str()) == 0);
+    leasefs_pin_context_close(&c);
+    close(fd);
+    REQUIRE(unlink(f.c_str()) == 0);
+  }
+  CHECK(reused > 0);  // the freed blocks did go to the next files
+  close(dir);
+  CHECK(t.m.Unmount() == 0);
+  const ProcessResult fsck = t.m.Fsck();
+  CHECK_MESSAGE(fsck.exit_code == 0, fsck.output);
+}
+
+TEST_CASE("data safety under fence with the daemon SIGKILLed mid-break: fsck is clean, nothing stays quarantined") {
+  if (!CanMountFuse()) return;
+  Mounted t("pinned_break=fence,lease_break_time=0.3");
+  constexpr uint64_t kLen = 64 * B;
+  for (int round = 0; round < 4; ++round) {
+    CAPTURE(round);
+    const std::string f = t.m.path("f");
+    const int fd = MakeFile(f, std::string(kLen, 'a'));
+    REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) == 0);
+    leasefs_pin_context c;
+    REQUIRE(leasefs_pin_context_open(fd, &c) == 0);
+    uint64_t rkey = 0;
+    REQUIRE(leasefs_pin_register(fd, &c, 0, kLen, LEASEFS_PIN_SOFTNIC, kRW, nullptr, &rkey) == 0);
+    leasefs_pin_info info;
+    REQUIRE(leasefs_pin_get_info(fd, &info) == 0);
+    Sprayer spray(info, rkey, kLen, 'X');
+    REQUIRE(Eventually([&] { return spray.ok() > 0; }));
+    // A truncate from a child, which the kill interrupts at a different
+    // point of the break each round (before, during, after the fence).
+    const pid_t breaker = fork();
+    REQUIRE(breaker >= 0);
+    if (breaker == 0) _exit(truncate(f.c_str(), 0) == 0 ? 0 : 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 * round + 50));
+    t.m.Kill();
+    int status = 0;
+    REQUIRE(waitpid(breaker, &status, 0) == breaker);
+    spray.Stop();
+    leasefs_pin_context_close(&c);
+    close(fd);
+    const ProcessResult fsck = t.m.Fsck();
+    CHECK_MESSAGE(fsck.exit_code == 0, fsck.output);
+    std::string log;
+    REQUIRE_MESSAGE(t.m.Mount(&log), log);
+    // The dead daemon's records went with it: nothing is quarantined.
+    const int dir = open(t.m.mnt().c_str(), O_RDONLY | O_DIRECTORY);
+    REQUIRE(dir >= 0);
+    leasefs_dax_list l{};
+    REQUIRE(ioctl(dir, LEASEFS_IOC_DAX_LIST, &l) == 0);
+    CHECK(l.records_total == 0);
+    CHECK(l.quarantined_total == 0);
+    CHECK(Pins(dir).empty());
+    // The file is whole (the truncate did not happen) or empty (it did),
+    // and a new file's bytes are its own.
+    const std::string now = ReadFile(f);
+    CHECK((now.empty() || now.size() == kLen));
+    const std::string mine = Pattern(kLen, 7 + round);
+    REQUIRE(WriteFile(t.m.path("g"), mine) == "");
+    CHECK(Fnv1a(ReadFile(t.m.path("g"))) == Fnv1a(mine));
+    REQUIRE(unlink(f.c_str()) == 0);
+    close(dir);
+  }
+  CHECK(t.m.Unmount() == 0);
+  const ProcessResult fsck = t.m.Fsck();
+  CHECK_MESSAGE(fsck.exit_code == 0, fsck.output);
+}
+
+TEST_CASE("a declared pin: the caller's records keep the blocks, and a fence quarantines them") {
+  if (!CanMountFuse()) return;
+  Mounted t("pinned_break=fence");
+  const std::string f = t.m.path("f");
+  const int fd = MakeFile(f, std::string(8 * B, 'a'));
+  const std::set<uint64_t> blocks = PoolBlocks(fd);
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) == 0);
+  leasefs_pin_context c;
+  REQUIRE(leasefs_pin_context_open(fd, &c) == 0);
+  uint64_t id = 0;
+  REQUIRE(leasefs_pin_register(fd, &c, 0, 8 * B, LEASEFS_PIN_DECLARED, 0, &id, nullptr) == 0);
+  leasefs_dax_list l{};
+  REQUIRE(ioctl(fd, LEASEFS_IOC_DAX_LIST, &l) == 0);
+  REQUIRE(l.count >= 1);
+  CHECK(l.records[0].owner_pid == getpid());
+  CHECK((l.records[0].flags & LEASEFS_DAX_REC_WRITE) != 0);
+  // A declared engine cannot be fenced: the truncate proceeds at the break
+  // time and the blocks stay out of every file until the pin goes.
+  CHECK(SYS(truncate(f.c_str(), 0)) == "OK");
+  const auto pins = Pins(fd);
+  REQUIRE(pins.size() == 1);
+  CHECK((pins[0].flags & LEASEFS_PIN_REC_FENCED) != 0);
+  REQUIRE(ioctl(fd, LEASEFS_IOC_DAX_LIST, &l) == 0);
+  CHECK(l.quarantined_total == 8 * B);
+  REQUIRE(WriteFile(t.m.path("g"), std::string(64 * B, 'g')) == "");
+  const int g = open(t.m.path("g").c_str(), O_RDONLY);
+  for (uint64_t b : PoolBlocks(g)) CHECK(blocks.count(b) == 0);
+  close(g);
+  REQUIRE(leasefs_pin_unregister(fd, &c, id) == 0);
+  REQUIRE(ioctl(fd, LEASEFS_IOC_DAX_LIST, &l) == 0);
+  CHECK(l.records_total == 0);
+  CHECK(l.quarantined_total == 0);
+  leasefs_pin_context_close(&c);
+  close(fd);
+}
+
+TEST_CASE("malformed pin ioctls from another user, racing a holder's changes: errors only, the daemon lives") {
+  if (!CanMountFuse()) return;
+  Mounted t;
+  const std::string f = t.m.path("f");
+  REQUIRE(WriteFile(f, std::string(64 * B, 'a')) == "");
+  REQUIRE(chown(f.c_str(), 65534, 65534) == 0);
+  CHECK_AS(65534, 65534, {}, [&](ChildChecks& k) {
+    const int fd = open(f.c_str(), O_RDWR);
+    KTRUE(k, fd >= 0);
+    leasefs_pin_context c;
+    KEQ(k, Errno(leasefs_pin_context_open(fd, &c)), "OK");
+    // Random bytes through every pin command, at their own sizes and at
+    // sizes of the caller's making.
+    std::mt19937_64 rng(42);
+    const unsigned cmds[] = {LEASEFS_IOC_PIN, LEASEFS_IOC_UNPIN, LEASEFS_IOC_PIN_LIST,
+                             LEASEFS_IOC_PIN_INFO};
+    std::vector<unsigned char> buf(16384);
+    int refused = 0, info_ok = 0;
+    for (int i = 0; i < 2000; ++i) {
+      for (auto& byte : buf) byte = static_cast<unsigned char>(rng());
+      unsigned cmd = cmds[i % 4];
+      if (i % 3 == 0) {  // another size in the same command number
+        const unsigned size = static_cast<unsigned>(rng() % 16000);
+        cmd = (cmd & ~(_IOC_SIZEMASK << _IOC_SIZESHIFT)) | (size << _IOC_SIZESHIFT);
+      }
+      const int rc = ioctl(fd, cmd, buf.data());
+      // Random contexts, tokens and reserved fields: none may succeed; the
+      // info query (no input) does at its own size.
+      if (i % 4 != 3) refused += rc != 0;
+      if (i % 4 == 3 && i % 3 != 0) info_ok += rc == 0;
+    }
+    KEQ(k, std::to_string(refused), "1500");
+    KEQ(k, std::to_string(info_ok), "333");
+    // A racing thread takes and releases the lease, pins, unpins and
+    // truncates while this one pins and unpins with made-up ids.
+    std::atomic<bool> stop{false};
+    std::thread racer([&] {
+      for (int i = 0; !stop.load(); ++i) {
+        (void)Lease(fd, 0, 0, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE);
+        uint64_t id = 0;
+        (void)leasefs_pin_register(fd, &c, (i % 8) * B, 8 * B, LEASEFS_PIN_SOFTNIC, kRW, &id,
+                                   nullptr);
+        if (i % 3 == 0) (void)leasefs_pin_unregister(fd, &c, 0);
+        (void)Lease(fd, 0, 0, LEASEFS_LEASE_UNLOCK);
+        if (i % 5 == 0) (void)ftruncate(fd, 64 * B);
+      }
+    });
+    for (int i = 0; i < 400; ++i) {
+      uint64_t id = 0;
+      (void)leasefs_pin_register(fd, &c, (i % 16) * B, 4 * B, LEASEFS_PIN_SOFTNIC, kRW, &id,
+                                 nullptr);
+      (void)leasefs_pin_unregister(fd, &c, static_cast<uint64_t>(rng() % 8));
+      if (i % 7 == 0) (void)leasefs_pin_unregister(fd, &c, 0);
+    }
+    stop = true;
+    racer.join();
+    (void)leasefs_pin_unregister(fd, &c, 0);
+    const int unlocked = Lease(fd, 0, 0, LEASEFS_LEASE_UNLOCK);
+    KTRUE(k, unlocked == 0 || unlocked == -ENOENT);  // the racer may have let it go
+    leasefs_pin_context_close(&c);
+    close(fd);
+  });
+  CHECK(kill(t.m.daemon_pid(), 0) == 0);
+  const int dir = open(t.m.mnt().c_str(), O_RDONLY | O_DIRECTORY);
+  REQUIRE(dir >= 0);
+  CHECK(Eventually([&] { return Pins(dir).empty(); }));
+  auto list = std::make_unique<leasefs_lease_list>();
+  CHECK(Eventually([&] {
+    return ioctl(dir, LEASEFS_IOC_LIST_LEASES, list.get()) == 0 && list->count == 0;
+  }));
+  leasefs_dax_list l{};
+  CHECK(Eventually([&] { return ioctl(dir, LEASEFS_IOC_DAX_LIST, &l) == 0 && l.records_total == 0; }));
+  close(dir);
+  CHECK(t.m.Unmount() == 0);
+  const ProcessResult fsck = t.m.Fsck();
+  CHECK_MESSAGE(fsck.exit_code == 0, fsck.output);
 }
 
 }  // namespace
