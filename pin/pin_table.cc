@@ -124,7 +124,9 @@ Result<PinTable::Pinned> PinTable::Pin(const PinRequest& req, Region region) {
   }
   MutexLock l(&mu_);
   LFS_ASSIGN_OR_RETURN(Context * c, Authorize(req.context, req.token, req.uid));
-  if (c->uid != 0 && per_uid_[c->uid] >= kMaxPinsPerUser) {
+  // find, not []: a refused pin must not leave an entry for its user.
+  if (auto n = per_uid_.find(c->uid); c->uid != 0 && n != per_uid_.end() &&
+                                      n->second >= kMaxPinsPerUser) {
     return Status::Error(ENOLCK, "too many pins for this user");
   }
   // The lease check and the count are one step in the lease table; its
@@ -266,6 +268,11 @@ void PinTable::Notify(const Context& c, const PinInfo& fenced) {
   f.id = fenced.id;
   f.rkey = fenced.rkey;
   SendFrame(c.notice_fd.get(), f);
+}
+
+size_t PinTable::TEST_CountedUsers() const {
+  MutexLock l(&mu_);
+  return per_uid_.size();
 }
 
 std::vector<PinTable::PinInfo> PinTable::List(uid_t viewer) const {

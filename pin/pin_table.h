@@ -148,6 +148,10 @@ class PinTable final : public lease::PinFencer {
   // The pins `viewer` may see (its own contexts'; root: all), by id.
   std::vector<PinInfo> List(uid_t viewer) const;
 
+  // Tests only: how many users (other than root) the per-user pin count
+  // keeps an entry for; those that hold pins, no others.
+  size_t TEST_CountedUsers() const;
+
  private:
   struct Context {
     pid_t creator_pid = 0;

@@ -442,6 +442,26 @@ TEST_CASE("PinTable: a fence at the break time stops a writing peer before the c
   CHECK(fx.table.PinsOf(1) == 0);
 }
 
+TEST_CASE("PinTable: the per-user count keeps only users that hold pins") {
+  Fixture fx;
+  Lease(fx.leases, 1);
+  Memory mem;
+  // Refused pins of many users leave nothing behind.
+  for (uid_t uid = 2000; uid < 2100; ++uid) {
+    const auto c = fx.Context(uid);
+    PinTable::PinRequest r = fx.Req(c, 2, Provider::kDeclared);  // open file 2 has no lease
+    r.uid = uid;
+    CHECK(fx.table.Pin(r, mem.Region()).status().err() == EPERM);
+  }
+  CHECK(fx.table.TEST_CountedUsers() == 0);
+  const auto c = fx.Context();
+  auto pinned = fx.table.Pin(fx.Req(c, 1, Provider::kDeclared), mem.Region());
+  REQUIRE(pinned.ok());
+  CHECK(fx.table.TEST_CountedUsers() == 1);
+  REQUIRE(fx.table.Unpin(c.id, c.token, 1000, pinned->id).ok());
+  CHECK(fx.table.TEST_CountedUsers() == 0);
+}
+
 TEST_CASE("PinTable: without a soft NIC a SOFTNIC pin is EOPNOTSUPP; a user holds 4096 pins") {
   lease::LeaseTable leases(Opts(lease::PinnedBreak::kRefuse), nullptr);
   PinTable table(&leases, nullptr);
