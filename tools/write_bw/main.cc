@@ -68,8 +68,9 @@ int main(int argc, char** argv) {
   app.add_option("HOST", o.host, "the server (client role); none: server role");
   app.add_option("-p,--port", o.port, "exchange TCP port (default 18515)");
   app.add_option("-s,--size", size_arg, "message size in bytes (default 65536; K, M suffixes)");
-  app.add_option("-n,--iters", o.iterations, "messages per size (default 1000)");
-  app.add_option("-D,--duration", o.duration_s, "seconds per size, instead of -n");
+  auto* iters = app.add_option("-n,--iters", o.iterations, "messages per size (default 1000)");
+  app.add_option("-D,--duration", o.duration_s, "seconds per size, instead of -n")
+      ->excludes(iters);
   app.add_flag("-a,--all", o.all_sizes, "every size from 2 B to 8 MiB (capped at the buffer)");
   app.add_option("-t,--tx-depth", o.tx_depth, "messages in flight (default 128)");
   app.add_option("-Q,--cq-mod", o.cq_mod, "a completion every N messages (default 100)");
