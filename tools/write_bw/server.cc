@@ -216,7 +216,8 @@ Result<Done> WaitDone(int conn, Buffer& buf) {
     pollfd pfd[3] = {{conn, POLLIN, 0}, {buf.lease_fd(), POLLPRI, 0}, {buf.context_fd(), POLLIN, 0}};
     const int ready = poll(pfd, 3, 1000);
     if (ready < 0 && errno != EINTR) return Status::FromErrno("poll");
-    if (pfd[1].revents != 0 || pfd[2].revents != 0) WatchBuffer(buf);
+    // Also once a second: a poll notification is a hint, the lease's state the truth.
+    if (ready == 0 || pfd[1].revents != 0 || pfd[2].revents != 0) WatchBuffer(buf);
     if (pfd[0].revents == 0) continue;
     uint8_t rec[kDoneBytes];
     LFS_RETURN_IF_ERROR(RecvAll(conn, rec, sizeof rec, 10000));
