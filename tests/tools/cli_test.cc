@@ -67,7 +67,8 @@ TEST_SUITE("leasectl") {
   }
 
   TEST_CASE("leasectl SUBCOMMAND --help: the subcommand's man page") {
-    for (const char* sub : {"fallocate", "reflink", "defrag", "bmap", "hold", "leases", "events"}) {
+    for (const char* sub : {"fallocate", "reflink", "defrag", "bmap", "hold", "leases", "events",
+                            "pins", "file_pins"}) {
       CAPTURE(sub);
       const ProcessResult r = Leasectl({sub, "--help"});
       CHECK(r.exit_code == 0);
@@ -132,6 +133,13 @@ TEST_SUITE("leasectl") {
       CheckUsage({"hold", "--range", "12", "f"}, "leasectl: hold: --range: '12' is not OFF:LEN",
                  "leasectl hold");
       CheckUsage({"hold"}, "leasectl: hold: FILE is required", "leasectl hold");
+      CheckUsage({"hold", "--pin=rdma", "f"},
+                 "leasectl: hold: --pin: rdma not in {softnic,declared}", "leasectl hold");
+    }
+    SUBCASE("file_pins without MOUNT, or with a bad --pid") {
+      CheckUsage({"file_pins"}, "leasectl: file_pins: MOUNT is required", "leasectl file_pins");
+      CheckUsage({"file_pins", "--pid", "0", "m"},
+                 "leasectl: file_pins: --pid: '0' is not a process id", "leasectl file_pins");
     }
     SUBCASE("leases and events without PATH") {
       CheckUsage({"leases"}, "leasectl: leases: PATH is required", "leasectl leases");
@@ -169,8 +177,8 @@ TEST_SUITE("leasectl") {
         CHECK(r.output == "leasectl: fallocate: " + p + ": not a leasefs file\n");
       }
     }
-    SUBCASE("hold, leases and events") {
-      for (const char* sub : {"hold", "leases", "events"}) {
+    SUBCASE("hold, leases, events, pins and file_pins") {
+      for (const char* sub : {"hold", "leases", "events", "pins", "file_pins"}) {
         CAPTURE(sub);
         const ProcessResult r = Leasectl({sub, p});
         CHECK(r.exit_code == 1);

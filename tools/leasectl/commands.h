@@ -18,4 +18,8 @@ void AddLeasesCommand(CLI::App& app, int* rc);
 void AddEventsCommand(CLI::App& app, int* rc);
 void AddDaxCommand(CLI::App& app, int* rc);
 
+// Pins: pins.cc (hold --pin is in hold.cc).
+void AddPinsCommand(CLI::App& app, int* rc);
+void AddFilePinsCommand(CLI::App& app, int* rc);
+
 }  // namespace leasefs::leasectl

@@ -15,8 +15,8 @@ using Json = nlohmann::ordered_json;
 
 constexpr uint64_t kNsPerSec = 1'000'000'000;
 
-// Pads every column to its widest cell plus one space (left-aligned) and
-// removes the trailing spaces of each line.
+}  // namespace
+
 std::string Columns(const std::vector<std::vector<std::string>>& lines) {
   std::vector<size_t> width;
   for (const auto& cells : lines) {
@@ -33,6 +33,8 @@ std::string Columns(const std::vector<std::vector<std::string>>& lines) {
   }
   return out;
 }
+
+namespace {
 
 // How long ago a break began and how long is left, for the BREAK column.
 std::string BreakText(const leasefs_lease_info& l, uint64_t now_ns) {

@@ -42,6 +42,10 @@ std::string SecondsText(int64_t ns);
 // (`decimals` 3) or "HH:MM:SS.uuuuuu" (6).
 std::string TimeOfDay(uint64_t realtime_ns, int decimals);
 
+// A table: every column padded to its widest cell plus one space
+// (left-aligned), trailing spaces removed, one "\n"-ended line per row.
+std::string Columns(const std::vector<std::vector<std::string>>& lines);
+
 // One lease as `leasectl leases` shows it.
 struct LeaseRow {
   leasefs_lease_info info{};

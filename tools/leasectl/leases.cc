@@ -1,5 +1,4 @@
 // leasectl leases: every layout lease of a mount (LEASEFS_IOC_LIST_LEASES).
-#include <dirent.h>
 #include <fcntl.h>
 #include <time.h>
 #include <unistd.h>
@@ -19,6 +18,7 @@
 #include "tools/leasectl/cli.h"
 #include "tools/leasectl/commands.h"
 #include "tools/leasectl/lease_format.h"
+#include "tools/leasectl/mount_view.h"
 
 namespace leasefs::leasectl {
 
@@ -65,44 +65,6 @@ struct Args {
   bool json = false;
 };
 
-// Every lease of the mount. Returns 0 or an errno value.
-int ListAll(int fd, std::vector<leasefs_lease_info>* out) {
-  auto page = std::make_unique<leasefs_lease_info[]>(LEASEFS_LIST_MAX);
-  uint64_t after = 0;
-  for (;;) {
-    size_t n = 0;
-    int more = 0;
-    if (const int rc = leasefs_list_leases(fd, after, page.get(), LEASEFS_LIST_MAX, &n, &more);
-        rc != 0)
-      return -rc;
-    out->insert(out->end(), page.get(), page.get() + n);
-    if (!more) return 0;
-    // A daemon that says "more" must give something, in id order.
-    if (n == 0 || page[n - 1].id <= after) return EPROTO;
-    after = page[n - 1].id;
-  }
-}
-
-// The paths of a process's open files on the device `dev`, by inode.
-std::map<uint64_t, std::string> OpenFilesOf(pid_t pid, dev_t dev) {
-  std::map<uint64_t, std::string> files;
-  const std::string dir = fmt::format("/proc/{}/fd", pid);
-  DIR* d = opendir(dir.c_str());
-  if (d == nullptr) return files;
-  while (const dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    const std::string link = dir + "/" + e->d_name;
-    struct stat st {};
-    if (stat(link.c_str(), &st) != 0 || st.st_dev != dev) continue;
-    char target[4096];
-    const ssize_t n = readlink(link.c_str(), target, sizeof(target));
-    if (n > 0 && static_cast<size_t>(n) < sizeof(target))
-      files.emplace(st.st_ino, std::string(target, static_cast<size_t>(n)));
-  }
-  closedir(d);
-  return files;
-}
-
 // The leases with their files' paths where the holders' /proc shows them.
 std::vector<LeaseRow> Rows(const std::vector<leasefs_lease_info>& leases, dev_t dev) {
   std::map<pid_t, std::map<uint64_t, std::string>> open_files;  // by holder
@@ -130,7 +92,7 @@ int Run(const Args& a) {
   const UniqueFd fd = Open(a.path, O_RDONLY);
   if (!fd.valid()) return Fail("leases", a.path, errno);
   std::vector<leasefs_lease_info> leases;
-  if (const int err = ListAll(fd.get(), &leases); err != 0) return Fail("leases", a.path, err);
+  if (const int err = ListLeases(fd.get(), &leases); err != 0) return Fail("leases", a.path, err);
   struct stat st {};
   if (fstat(fd.get(), &st) != 0) return Fail("leases", a.path, errno);
   const std::vector<LeaseRow> rows = Rows(leases, st.st_dev);

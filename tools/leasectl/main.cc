@@ -34,6 +34,8 @@ DESCRIPTION
     leases     list every layout lease of a mount
     events     print what happens to the layout leases of a mount
     dax        list the DAX mappings of a mount and its quarantine
+    pins       list the pins of a mount (registered memory regions)
+    file_pins  the pins of a mount by owner, as /proc/PID/file_pins
 
   Errors are one line on stderr: "leasectl: SUBCOMMAND: FILE: reason". A file
   on any other filesystem gives "not a leasefs file".
@@ -51,6 +53,8 @@ constexpr AddCommandFn kCommands[] = {
     AddLeasesCommand,
     AddEventsCommand,
     AddDaxCommand,
+    AddPinsCommand,
+    AddFilePinsCommand,
 };
 
 bool HasSubcommand(const CLI::App& app, const std::string& name) {
