@@ -111,7 +111,8 @@ void leasefs_pin_context_close(struct leasefs_pin_context* ctx) {
 }
 
 int leasefs_pin_register(int fd, const struct leasefs_pin_context* ctx, uint64_t offset,
-                         uint64_t length, uint32_t provider, uint32_t flags, uint64_t* pin_id, uint64_t* rkey) {
+                         uint64_t length, uint32_t provider, uint32_t flags,
+                         uint64_t* pin_id, uint64_t* rkey) {
   ::leasefs_pin p{};
   p.context = ctx->id;
   std::memcpy(p.token, ctx->token, sizeof(p.token));

@@ -56,7 +56,8 @@ void leasefs_pin_context_close(struct leasefs_pin_context* ctx);
  * *pin_id and *rkey (either may be NULL; rkey is 0 for DECLARED) name it.
  * Errors: those of LEASEFS_IOC_PIN (include/leasefs/ioctl.h). */
 int leasefs_pin_register(int fd, const struct leasefs_pin_context* ctx, uint64_t offset,
-                         uint64_t length, uint32_t provider, uint32_t flags, uint64_t* pin_id, uint64_t* rkey);
+                         uint64_t length, uint32_t provider, uint32_t flags,
+                         uint64_t* pin_id, uint64_t* rkey);
 
 /* leasefs_pin_unregister -- ends pin `pin_id` of `ctx` (0: all of its pins); `fd` is
  * any file or directory of the mount. Errors: those of LEASEFS_IOC_UNPIN. */
