@@ -22,6 +22,9 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include "base/unique_fd.h"
+#include "lease/client/lease.h"
+#include "lease/client/leasefs_pin.h"
 #include "pin/softnic_peer.h"
 #include "tests/tools/leasectl_util.h"
 
@@ -352,6 +355,51 @@ TEST_SUITE("leasectl") {
     });
     if (rc != 0 && rc != 3) throw std::runtime_error("leasectl as 65534: " + std::to_string(rc));
     CHECK(rc == 0);
+  }
+
+  TEST_CASE("pins: a closed file's pin keeps a zombie lease; its path is found by the walk") {
+    TestMount m(Options());
+    REQUIRE(mkdir(m.path("d").c_str(), 0755) == 0);
+    REQUIRE(mkdir(m.path("d/e").c_str(), 0755) == 0);
+    const std::string f = m.path("d/e/f");
+    WriteAt(f, 0, Blocks("abc"));
+    for (int i = 0; i < 50; ++i) WriteAt(m.path(fmt::format("d/other{}", i)), 0, "x");
+    // The sequence of semantics-2019 §5 scenario 3 in this process: open,
+    // lease, pin, close; the context stays open.
+    UniqueFd fd(open(f.c_str(), O_RDWR | O_CLOEXEC));
+    REQUIRE(fd.valid());
+    auto lease = client::Lease::Take(fd.get(), {0, 0}, client::Type::kWrite, client::kExclusive);
+    REQUIRE(lease.ok());
+    leasefs_pin_context ctx{};
+    REQUIRE(leasefs_pin_context_open(fd.get(), &ctx) == 0);
+    uint64_t pin = 0;
+    REQUIRE(leasefs_pin_register(fd.get(), &ctx, 4096, 8192, LEASEFS_PIN_DECLARED, 0, &pin,
+                                 nullptr) == 0);
+    const uint64_t lease_id = lease->Detach();
+    fd.reset();
+
+    const Json j = JsonOf({"pins", "--json", m.mnt()});
+    REQUIRE(j["pins"].size() == 1);
+    const Json& p = j["pins"][0];
+    CHECK(p["id"] == pin);
+    CHECK(p["file"] == f);  // nobody has it open: the walk met it
+    CHECK(p["ino"] == Ino(f));
+    CHECK(p["lease_id"] == lease_id);
+    CHECK(p["lease_state"] == "zombie");
+    CHECK(p["flags"] == Json::array({"closed"}));
+    CHECK(p["creator_pid"] == getpid());
+    const Json leases = JsonOf({"leases", "--json", m.mnt()});
+    REQUIRE(leases["leases"].size() == 1);
+    CHECK(leases["leases"][0]["state"] == "zombie");
+    CHECK(leases["leases"][0]["pins"] == 1);
+    CHECK(Leasectl({"file_pins", m.path("d")}).output ==
+          fmt::format("context {}: creator {} uid 0\n\t{}\n\t\tpin {} bytes 4096..12287 "
+                      "declared closed lease {} zombie\n",
+                      ctx.id, getpid(), f, pin, lease_id));
+
+    leasefs_pin_context_close(&ctx);  // its pins go, and the zombie with them
+    CHECK(PinsGone(m.mnt()));
+    CHECK(Leasectl({"leases", m.mnt()}).output == "no leases\n");
   }
 
   TEST_CASE("hold --pin=declared: no rkey; a shared lease cannot pin (EPERM, lease released)") {
