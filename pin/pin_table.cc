@@ -112,7 +112,10 @@ Result<PinTable::Pinned> PinTable::Pin(const PinRequest& req, Region region) {
       if (!kept && r->release) r->release();
     }
   } guard{&region};
-  if (req.length == 0 || region.length != req.length || region.base == nullptr) {
+  // The soft NIC copies into the memory; a declared engine reaches the
+  // blocks its own way, and the table needs no memory for it.
+  if (req.length == 0 || region.length != req.length ||
+      (region.base == nullptr && req.provider == Provider::kSoftNic)) {
     return Status::Error(EINVAL, "a pin needs a range and its memory");
   }
   if (req.ino == 0) return Status::Error(EINVAL, "a pin needs its inode");
@@ -149,6 +152,8 @@ Result<PinTable::Pinned> PinTable::Pin(const PinRequest& req, Region region) {
   rec.info.id = id;
   rec.info.context = req.context;
   rec.info.provider = req.provider;
+  rec.info.remote_write = req.remote_write;
+  rec.info.remote_read = req.remote_read;
   rec.info.open_file = req.open_file;
   rec.info.ino = req.ino;
   rec.info.offset = req.offset;
@@ -283,6 +288,13 @@ std::vector<PinTable::PinInfo> PinTable::List(uid_t viewer) const {
     out.push_back(rec.info);
   }
   return out;
+}
+
+size_t PinTable::Contexts(uid_t viewer) const {
+  MutexLock l(&mu_);
+  if (viewer == 0) return contexts_.size();
+  return static_cast<size_t>(std::count_if(contexts_.begin(), contexts_.end(),
+                                           [viewer](const auto& c) { return c.second.uid == viewer; }));
 }
 
 }  // namespace leasefs::pin

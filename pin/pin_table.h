@@ -82,7 +82,8 @@ class PinTable final : public lease::PinFencer {
   // --- pins
 
   // The memory behind a pin, kept valid until `release` runs (or, without
-  // one, for the table's life).
+  // one, for the table's life). A DECLARED pin needs none (base null): its
+  // engine reaches the blocks its own way; `release` still runs.
   struct Region {
     void* base = nullptr;
     uint64_t length = 0;
@@ -142,11 +143,15 @@ class PinTable final : public lease::PinFencer {
     lease::LeaseId lease = 0;
     uint64_t rkey = 0;  // 0 unless the viewer is root or the context's user
     bool fenced = false;
+    bool remote_write = false;  // as asked (SOFTNIC)
+    bool remote_read = false;
     pid_t creator_pid = 0;  // the context's
     uid_t uid = 0;          // the context's creator's
   };
   // The pins `viewer` may see (its own contexts'; root: all), by id.
   std::vector<PinInfo> List(uid_t viewer) const;
+  // The contexts open that `viewer` may see (its own; root: all).
+  size_t Contexts(uid_t viewer) const;
 
   // Tests only: how many users (other than root) the per-user pin count
   // keeps an entry for; those that hold pins, no others.

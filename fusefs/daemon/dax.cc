@@ -217,40 +217,60 @@ void DaxMaps::DropAll(const std::vector<uint64_t>& ids) {
   for (uint64_t id : ids) fs_->DropReach(id);
 }
 
+void DaxMaps::Remove(const Process& proc,
+                     const std::function<bool(uint64_t id, const Range&)>& match,
+                     std::vector<uint64_t>* ids, std::vector<Range>* ranges) {
+  for (auto& [serial, o] : owners_) {
+    if (!(o.id == proc.owner)) continue;
+    for (auto it = o.maps.begin(); it != o.maps.end();) {
+      auto m = maps_.find(*it);
+      if (m == maps_.end() || !match(*it, m->second.range)) {
+        ++it;
+        continue;
+      }
+      Uncharge(m->second.uid, m->second.records);
+      ranges->push_back(m->second.range);
+      maps_.erase(m);
+      ids->push_back(*it);
+      it = o.maps.erase(it);
+    }
+    // Nothing left to watch it for: it no longer counts among the user's
+    // processes either.
+    if (o.maps.empty()) {
+      epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, o.pidfd->get(), nullptr);
+      const uint64_t key = serial;  // not a reference into the node erased
+      owners_.erase(key);
+    }
+    return;
+  }
+}
+
 Result<std::vector<DaxMaps::Range>> DaxMaps::Unmap(const Process& proc, uint64_t map_id) {
   std::vector<uint64_t> ids;
   std::vector<Range> ranges;
   {
     MutexLock l(&mu_);
-    for (auto& [serial, o] : owners_) {
-      if (!(o.id == proc.owner)) continue;
-      for (auto it = o.maps.begin(); it != o.maps.end();) {
-        if (map_id != 0 && *it != map_id) {
-          ++it;
-          continue;
-        }
-        auto m = maps_.find(*it);
-        if (m != maps_.end()) {
-          Uncharge(m->second.uid, m->second.records);
-          ranges.push_back(m->second.range);
-          maps_.erase(m);
-        }
-        ids.push_back(*it);
-        it = o.maps.erase(it);
-      }
-      // Nothing left to watch it for: it no longer counts among the user's
-      // processes either.
-      if (o.maps.empty()) {
-        epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, o.pidfd->get(), nullptr);
-        const uint64_t key = serial;  // not a reference into the node erased
-        owners_.erase(key);
-      }
-      break;
-    }
+    Remove(
+        proc,
+        [map_id](uint64_t id, const Range& r) { return !r.pinned && (map_id == 0 || id == map_id); },
+        &ids, &ranges);
   }
   if (ids.empty()) return Status::Error(ENOENT, "no such mapping of this process");
   DropAll(ids);
   return ranges;
+}
+
+bool DaxMaps::DropPinned(const Process& proc, uint64_t map_id) {
+  std::vector<uint64_t> ids;
+  std::vector<Range> ranges;
+  {
+    MutexLock l(&mu_);
+    Remove(
+        proc, [map_id](uint64_t id, const Range& r) { return r.pinned && id == map_id; }, &ids,
+        &ranges);
+  }
+  DropAll(ids);
+  return !ids.empty();
 }
 
 bool DaxMaps::WritableMapped(engine::Ino ino) const {

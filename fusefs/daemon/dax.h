@@ -18,6 +18,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <thread>
@@ -75,13 +76,20 @@ class DaxMaps {
     uint64_t offset = 0;
     uint64_t length = 0;
     bool writable = false;
+    // The records of a pin (docs/pins.md): they go with the pin
+    // (DropPinned) or their process, never by DAX_UNMAP.
+    bool pinned = false;
   };
   bool Add(const Process& proc, uid_t uid, uint64_t map_id, uint64_t open_file, size_t records,
            size_t reserved, const Range& range);
 
-  // DAX_UNMAP by process `proc`: map_id, or all of them for 0. Returns the
-  // file ranges of the mappings dropped; ENOENT when none matched.
+  // DAX_UNMAP by process `proc`: map_id, or all of them for 0, except the
+  // records of pins. Returns the file ranges of the mappings dropped; ENOENT
+  // when none matched.
   Result<std::vector<Range>> Unmap(const Process& proc, uint64_t map_id);
+  // The pin that `proc`'s mapping `map_id` recorded is gone. False if there
+  // was no such mapping (its process died, and it went with it).
+  bool DropPinned(const Process& proc, uint64_t map_id);
 
   // Whether some process may still store into `ino` through a writable
   // DAX mapping made by this daemon.
@@ -122,6 +130,10 @@ class DaxMaps {
   void Uncharge(uid_t uid, size_t records) REQUIRES(mu_);
   // Removes the maps of a dead owner; returns their ids (to drop, unlocked).
   std::vector<uint64_t> Bury(uint64_t serial) REQUIRES(mu_);
+  // Removes `proc`'s mappings that `match` picks; returns their ids and ranges
+  // (to drop, unlocked).
+  void Remove(const Process& proc, const std::function<bool(uint64_t id, const Range&)>& match,
+              std::vector<uint64_t>* ids, std::vector<Range>* ranges) REQUIRES(mu_);
   void DropAll(const std::vector<uint64_t>& ids);
   void ThreadLoop();
   void Adopt();

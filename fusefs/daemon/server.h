@@ -215,13 +215,25 @@ class Server {
             size_t out_size);
   int DoUnpin(fuse_req_t req, const void* in, size_t in_size);
   int DoPinList(fuse_req_t req, const void* in, size_t in_size, size_t out_size);
-  // Prepares and records the blocks of a pin of [off, off + len) of `ino`
-  // through open file `file_id` (MapForDax, as a writable DAX mapping, in
-  // as many calls as it takes), recorded for `owner`, and maps them into the
-  // daemon at consecutive addresses. Runs where DAX_MAP's work runs.
-  struct PinView;
-  Result<PinView> MapPinned(const engine::Cred& c, engine::Ino ino, uint64_t off, uint64_t len,
-                            uint64_t file_id, const DaxMaps::Process& owner, uid_t uid);
+  class PinnedBlocks;
+  struct PinArgs;
+  // PIN's work, on a worker (Do* contract).
+  int PinOnWorker(fuse_req_t req, const PinArgs& a);
+  // Whether `file` holds leases that may count a pin over [off, off + len),
+  // taken by process `caller`: 0, EPERM or EAGAIN (as PIN answers);
+  // *exclusive says whether one of them is EXCLUSIVE.
+  int PinLeaseError(const OpenFile& file, uint64_t off, uint64_t len, pid_t caller,
+                    bool* exclusive);
+  // Prepares the pin's blocks as a writable DAX map does (MapForDax, in as
+  // many calls as it takes) and records them for `owner`, as records that
+  // only the pin's end drops; the first call also notes the runs.
+  Status RecordPinned(const PinArgs& a, const DaxMaps::Process& owner, PinnedBlocks* blocks);
+  // Maps the runs into the daemon at consecutive addresses (the soft NIC's
+  // view); `off` is the file offset of the first.
+  Status MapPinnedView(uint64_t off, PinnedBlocks* blocks);
+  // Whether the file's blocks over the pin's range are still `blocks`'s runs,
+  // written and unshared.
+  bool StillPinnedBlocks(const PinArgs& a, const PinnedBlocks& blocks);
   // Whether `file` holds active leases covering [off, off + len): 0, EPERM
   // (not covered), EAGAIN (one is breaking or revoked); *all_write says
   // whether they are all WRITE leases.

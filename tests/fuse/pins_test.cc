@@ -271,7 +271,7 @@ TEST_CASE("a peer's WRITEs land in the file's blocks and its READs read them") {
   CHECK(p.provider == LEASEFS_PIN_SOFTNIC);
   CHECK(p.creator_pid == getpid());
   CHECK(p.uid == 0);
-  CHECK(p.flags == 0);
+  CHECK(p.flags == (LEASEFS_PIN_REC_WRITE | LEASEFS_PIN_REC_READ));
   CHECK(p.lease_id == GetLease(fd, 16 * B).lease.id);
   struct stat st{};
   REQUIRE(fstat(fd, &st) == 0);
@@ -494,6 +494,7 @@ TEST_CASE("another user can neither pin in root's context nor see root's pins; g
     KEQ(k, std::to_string(page->count), "1");
     KTRUE(k, page->pins[0].pin_id == own_id && page->pins[0].rkey == own_rkey);
     KEQ(k, std::to_string(page->pins[0].uid), "65534");
+    KEQ(k, std::to_string(page->contexts), "1");  // its own, not root's too
     // Guessing root's rkey's neighbours over the soft NIC: refused, counted.
     leasefs_pin_info info;
     KEQ(k, Errno(leasefs_pin_get_info(mine, &info)), "OK");
@@ -674,22 +675,37 @@ TEST_CASE("data safety under fence with the daemon SIGKILLed mid-break: fsck is 
   CHECK_MESSAGE(fsck.exit_code == 0, fsck.output);
 }
 
-TEST_CASE("a declared pin: the caller's records keep the blocks, and a fence quarantines them") {
+// The owners of the mount's DAX records, one entry per record.
+std::multiset<pid_t> RecordOwners(int fd, leasefs_dax_list* l) {
+  *l = leasefs_dax_list{};
+  REQUIRE(ioctl(fd, LEASEFS_IOC_DAX_LIST, l) == 0);
+  std::multiset<pid_t> out;
+  for (uint32_t i = 0; i < l->count; ++i) out.insert(l->records[i].owner_pid);
+  return out;
+}
+
+TEST_CASE("a declared pin: records of the daemon and the caller keep the blocks; DAX_UNMAP does not drop them; a fence quarantines them") {
   if (!CanMountFuse()) return;
   Mounted t("pinned_break=fence");
   const std::string f = t.m.path("f");
   const int fd = MakeFile(f, std::string(8 * B, 'a'));
   const std::set<uint64_t> blocks = PoolBlocks(fd);
+  REQUIRE(blocks.size() == 8);
   REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) == 0);
   leasefs_pin_context c;
   REQUIRE(leasefs_pin_context_open(fd, &c) == 0);
   uint64_t id = 0;
   REQUIRE(leasefs_pin_register(fd, &c, 0, 8 * B, LEASEFS_PIN_DECLARED, 0, &id, nullptr) == 0);
-  leasefs_dax_list l{};
-  REQUIRE(ioctl(fd, LEASEFS_IOC_DAX_LIST, &l) == 0);
-  REQUIRE(l.count >= 1);
-  CHECK(l.records[0].owner_pid == getpid());
+  leasefs_dax_list l;
+  // The file's 8 blocks are contiguous: one record each for the daemon (the
+  // pin's life) and the caller (a daemon crash).
+  CHECK(RecordOwners(fd, &l) == std::multiset<pid_t>{t.m.daemon_pid(), getpid()});
   CHECK((l.records[0].flags & LEASEFS_DAX_REC_WRITE) != 0);
+  // The caller's "I dropped all my mappings" is about its mappings, not its
+  // pins.
+  struct leasefs_dax_unmap u{};
+  CHECK(SYS(ioctl(fd, LEASEFS_IOC_DAX_UNMAP, &u)) == "ENOENT");
+  CHECK(RecordOwners(fd, &l).size() == 2);
   // A declared engine cannot be fenced: the truncate proceeds at the break
   // time and the blocks stay out of every file until the pin goes.
   CHECK(SYS(truncate(f.c_str(), 0)) == "OK");
@@ -703,9 +719,91 @@ TEST_CASE("a declared pin: the caller's records keep the blocks, and a fence qua
   for (uint64_t b : PoolBlocks(g)) CHECK(blocks.count(b) == 0);
   close(g);
   REQUIRE(leasefs_pin_unregister(fd, &c, id) == 0);
-  REQUIRE(ioctl(fd, LEASEFS_IOC_DAX_LIST, &l) == 0);
-  CHECK(l.records_total == 0);
+  CHECK(RecordOwners(fd, &l).empty());
   CHECK(l.quarantined_total == 0);
+  leasefs_pin_context_close(&c);
+  close(fd);
+}
+
+TEST_CASE("a declared pin made by a child that exits keeps its blocks while its context lives on") {
+  if (!CanMountFuse()) return;
+  Mounted t("pinned_break=fence");
+  const std::string f = t.m.path("f");
+  REQUIRE(WriteFile(f, std::string(8 * B, 'a')) == "");
+  const int probe = open(f.c_str(), O_RDONLY);
+  const std::set<uint64_t> blocks = PoolBlocks(probe);
+  close(probe);
+  const int dir = open(t.m.mnt().c_str(), O_RDONLY | O_DIRECTORY);
+  REQUIRE(dir >= 0);
+  leasefs_pin_context c;
+  REQUIRE(leasefs_pin_context_open(dir, &c) == 0);
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {  // pins with the inherited context under its own lease, and exits
+    const int fd = open(f.c_str(), O_RDWR);
+    if (fd < 0 || Lease(fd, 0, 0, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) != 0) _exit(1);
+    _exit(leasefs_pin_register(fd, &c, 0, 8 * B, LEASEFS_PIN_DECLARED, 0, nullptr, nullptr) == 0
+              ? 0
+              : 2);
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  REQUIRE(WEXITSTATUS(status) == 0);
+  REQUIRE(Pins(dir).size() == 1);
+  // The child's records went with it; the daemon's stay with the pin.
+  leasefs_dax_list l;
+  CHECK(Eventually([&] {
+    return RecordOwners(dir, &l) == std::multiset<pid_t>{t.m.daemon_pid()};
+  }));
+  CHECK(SYS(truncate(f.c_str(), 0)) == "OK");  // fenced at once: a zombie lease
+  REQUIRE(WriteFile(t.m.path("g"), std::string(64 * B, 'g')) == "");
+  const int g = open(t.m.path("g").c_str(), O_RDONLY);
+  for (uint64_t b : PoolBlocks(g)) CHECK(blocks.count(b) == 0);
+  close(g);
+  leasefs_pin_context_close(&c);
+  CHECK(Eventually([&] { return Pins(dir).empty() && RecordOwners(dir, &l).empty(); }));
+  close(dir);
+}
+
+TEST_CASE("a refused PIN changes no layout: holes under a READ or plain WRITE lease, and under an EXCLUSIVE one") {
+  if (!CanMountFuse()) return;
+  Mounted t;
+  const std::string f = t.m.path("f");
+  const int fd = MakeFile(f, "");
+  REQUIRE(ftruncate(fd, 256 * B) == 0);  // all hole
+  leasefs_pin_context c;
+  REQUIRE(leasefs_pin_context_open(fd, &c) == 0);
+  auto blocks_now = [&] {
+    struct stat st{};
+    REQUIRE(fstat(fd, &st) == 0);
+    return st.st_blocks;
+  };
+  auto pin = [&] {
+    return Errno(leasefs_pin_register(fd, &c, 0, 256 * B, LEASEFS_PIN_SOFTNIC, kRW, nullptr,
+                                      nullptr));
+  };
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_READ) == 0);
+  CHECK(pin() == "EPERM");
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_UNLOCK) == 0);
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_WRITE) == 0);
+  CHECK(pin() == "EPERM");
+  CHECK(blocks_now() == 0);
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_UNLOCK) == 0);
+  // The holder of an EXCLUSIVE lease may not change its own layout, and
+  // filling the holes would.
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) == 0);
+  CHECK(pin() == "EDEADLK");
+  CHECK(blocks_now() == 0);
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_UNLOCK) == 0);
+  // Under WRITE|UNBREAKABLE the daemon fills them, and the peer's bytes land.
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_UNBREAKABLE) == 0);
+  uint64_t id = 0, rkey = 0;
+  REQUIRE(leasefs_pin_register(fd, &c, 0, 256 * B, LEASEFS_PIN_SOFTNIC, kRW, &id, &rkey) == 0);
+  CHECK(blocks_now() == static_cast<blkcnt_t>(256 * B / 512));
+  pin::SoftNicPeer peer = ConnectPeer(fd);
+  CHECK(WriteAndWait(peer, rkey, 100 * B, "peer") == "OK");
+  CHECK(PreadAll(fd, 4, 100 * B) == "peer");
+  REQUIRE(leasefs_pin_unregister(fd, &c, id) == 0);
   leasefs_pin_context_close(&c);
   close(fd);
 }
