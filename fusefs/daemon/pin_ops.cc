@@ -106,6 +106,12 @@ Status Server::StartPins(const PinMountOptions& opts) {
     } else {
       nic_ = std::move(nic);
       softnic_address_ = opts.softnic_address;
+      if (opts.softnic_address.rfind("127.", 0) != 0) {
+        std::fprintf(stderr,
+                     "leasefs: the soft NIC listens on %s:%u, not loopback: peers elsewhere "
+                     "may reach pinned blocks with an rkey\n",
+                     opts.softnic_address.c_str(), static_cast<unsigned>(nic_->port()));
+      }
     }
   }
   pins_ = std::make_unique<pin::PinTable>(&leases_.table(), nic_.get());
@@ -379,10 +385,14 @@ int Server::DoUnpin(fuse_req_t req, const void* in, size_t in_size) {
   if (!ZeroReserved(u.reserved, 3)) return EINVAL;
   pin::Token token;
   std::memcpy(token.data(), u.token, token.size());
-  if (Status s = pins_->Unpin(u.context, token, fuse_req_ctx(req)->uid, u.pin_id); !s.ok()) {
-    return ErrnoOf(s);
-  }
-  fuse_reply_ioctl(req, 0, nullptr, 0);
+  const uid_t uid = fuse_req_ctx(req)->uid;
+  // Ending a pin fences its rkey (waiting for a copy in progress) and drops
+  // its records (the engine's writer lock): off the loop.
+  Defer(req, [this, context = u.context, token, uid, id = u.pin_id](fuse_req_t r) {
+    if (Status s = pins_->Unpin(context, token, uid, id); !s.ok()) return ErrnoOf(s);
+    fuse_reply_ioctl(r, 0, nullptr, 0);
+    return 0;
+  });
   return 0;
 }
 
