@@ -2,25 +2,38 @@
 #include "pin/context_server.h"
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstddef>
+#include <utility>
 #include <vector>
+
+#include "pin/holders.h"
 
 namespace leasefs::pin {
 namespace {
 
 constexpr uint64_t kWakeKey = ~0ull;
 constexpr uint64_t kListenKey = ~0ull - 1;
+// Added to a context's descriptor: the key of its creator's pidfd.
+constexpr uint64_t kCreatorKey = 1ull << 32;
+
+// SO_PEERPIDFD (Linux 6.5): a pidfd of the process that connected, taken at
+// connect time, so that it names that process even if it is gone already.
+constexpr int kSoPeerPidfd = 77;
 
 }  // namespace
 
-ContextServer::ContextServer(PinTable* table) : table_(table) {}
+ContextServer::ContextServer(PinTable* table, PinPassing passing)
+    : table_(table), passing_(passing) {}
 
 ContextServer::~ContextServer() { Stop(); }
 
@@ -108,6 +121,10 @@ void ContextServer::Loop() {
         Accept();
         continue;
       }
+      if ((key & kCreatorKey) != 0) {
+        CreatorDied(static_cast<int>(key & ~kCreatorKey));
+        continue;
+      }
       const int fd = static_cast<int>(key);
       if ((events[i].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) != 0 || Drained(fd)) Close(fd);
     }
@@ -142,10 +159,60 @@ void ContextServer::Accept() {
       table_->CloseContext(context->id);
       continue;
     }
+    Conn c{context->id, cred.uid, UniqueFd()};
+    if (passing_ == PinPassing::kStrict) WatchCreator(fd, cred.pid, &c);
     MutexLock l(&mu_);
     ++per_uid_[cred.uid];
-    conns_[fd] = Conn{context->id, cred.uid};
+    conns_[fd] = std::move(c);
   }
+}
+
+void ContextServer::WatchCreator(int fd, pid_t pid, Conn* conn) {
+  int pidfd = -1;
+  socklen_t len = sizeof(pidfd);
+  if (getsockopt(fd, SOL_SOCKET, kSoPeerPidfd, &pidfd, &len) != 0) {
+    pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+  }
+  // Without a pidfd the creator's death is not seen: its pins then follow
+  // the context, as under follow-fd (the descriptors ran out).
+  if (pidfd < 0) return;
+  conn->creator.reset(pidfd);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = kCreatorKey | static_cast<uint64_t>(fd);
+  if (epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, pidfd, &ev) != 0) conn->creator.reset();
+}
+
+void ContextServer::CreatorDied(int fd) {
+  ContextId context = 0;
+  {
+    MutexLock l(&mu_);
+    auto it = conns_.find(fd);
+    if (it == conns_.end() || !it->second.creator.valid()) return;
+    // An event fetched for a descriptor that was closed and reused within
+    // the same wake names another context: only an exited creator counts.
+    pollfd p{it->second.creator.get(), POLLIN, 0};
+    if (poll(&p, 1, 0) != 1) return;
+    (void)epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, it->second.creator.get(), nullptr);
+    it->second.creator.reset();
+    context = it->second.context;
+  }
+  // A process's descriptors are closed before its pidfd reads as exited:
+  // if the creator held the last one, end-of-file is here already.
+  if (Drained(fd)) {
+    Close(fd);
+    return;
+  }
+  struct stat st {};
+  std::vector<pid_t> pids;
+  if (fstat(fd, &st) == 0) {
+    if (auto peer = PeerInode(st.st_ino); peer.ok()) {
+      for (const Holder& h : HoldersOf(*peer)) pids.push_back(h.pid);
+    }
+  }
+  // Holders the daemon cannot see (or no sock_diag) hold no lease it can
+  // count: the pins are aborted, so none outlives its lease.
+  (void)table_->AbortUnlessCovered(context, pids);
 }
 
 void ContextServer::Listen(bool on) {
@@ -179,8 +246,11 @@ void ContextServer::Close(int fd) {
     MutexLock l(&mu_);
     auto it = conns_.find(fd);
     if (it == conns_.end()) return;
-    conn = it->second;
+    conn = std::move(it->second);
     conns_.erase(it);
+    if (conn.creator.valid()) {
+      (void)epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, conn.creator.get(), nullptr);
+    }
     if (auto u = per_uid_.find(conn.uid); u != per_uid_.end() && --u->second == 0) per_uid_.erase(u);
   }
   (void)epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, fd, nullptr);

@@ -33,6 +33,15 @@
 
 namespace leasefs::pin {
 
+// -o pin_passing=: what becomes of a context's pins when the process that
+// created it dies while others still hold it (fork, SCM_RIGHTS; docs/pins.md
+// "Passing a context").
+enum class PinPassing {
+  kFollowFd,  // they stay with the context ([Ira], semantics-2019 §1 H.28)
+  kStrict,    // kept only under a holder's own covering lease, else aborted
+              // ([Dave], §1 H.29): PinTable::AbortUnlessCovered
+};
+
 class ContextServer {
  public:
   // Contexts one user other than root may have open at once; a connection
@@ -41,8 +50,11 @@ class ContextServer {
   // Contexts open at once, all users (each costs the daemon a descriptor).
   static constexpr size_t kMaxContexts = 4096;
 
-  // `table` must outlive the server.
-  explicit ContextServer(PinTable* table);
+  // `table` must outlive the server. Under PinPassing::kStrict the server
+  // watches each context's creator (a pidfd): when it dies and the context
+  // is still open, it finds the holders (holders.h) and has the table keep
+  // or abort the pins.
+  explicit ContextServer(PinTable* table, PinPassing passing = PinPassing::kFollowFd);
   ~ContextServer();
   ContextServer(const ContextServer&) = delete;
   ContextServer& operator=(const ContextServer&) = delete;
@@ -64,9 +76,14 @@ class ContextServer {
   struct Conn {
     ContextId context = 0;
     uid_t uid = 0;
+    UniqueFd creator;  // pidfd of the creator (kStrict only), until it dies
   };
   void Loop();
   void Accept();
+  // Under kStrict: starts watching the creator of the context on `fd`.
+  void WatchCreator(int fd, pid_t pid, Conn* conn);
+  // The creator of the context on `fd` died (kStrict).
+  void CreatorDied(int fd) EXCLUDES(mu_);
   // Drops what a client wrote; true when its last descriptor is gone.
   bool Drained(int fd);
   void Close(int fd) EXCLUDES(mu_);
@@ -75,6 +92,7 @@ class ContextServer {
   void Listen(bool on);
 
   PinTable* const table_;
+  const PinPassing passing_;
   UniqueFd listen_;
   UniqueFd epoll_;
   UniqueFd wake_;

@@ -2,6 +2,7 @@
 #include "pin/pin_table.h"
 
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -235,12 +236,136 @@ void PinTable::Finish(std::vector<Dropped> dropped) {
   for (Dropped& d : dropped) {
     if (d.region.release) d.region.release();
   }
+  unpinned_.notify_all();
 }
 
 size_t PinTable::PinsOf(lease::OpenFileId f) const {
   MutexLock l(&mu_);
   auto it = per_open_file_.find(f);
   return it == per_open_file_.end() ? 0 : it->second;
+}
+
+bool PinTable::WaitUnpinned(lease::OpenFileId f, const std::function<bool()>& stop) const {
+  MutexLock l(&mu_);
+  std::unique_lock<std::mutex> lk(mu_.native(), std::adopt_lock);
+  bool none = false;
+  while (!(none = per_open_file_.count(f) == 0) && !stop()) unpinned_.wait(lk);
+  lk.release();
+  return none;
+}
+
+void PinTable::Wake() const {
+  { MutexLock l(&mu_); }  // a waiter is either before its check or waiting
+  unpinned_.notify_all();
+}
+
+std::vector<uint64_t> PinTable::ContextSocketsOf(lease::OpenFileId f) const {
+  MutexLock l(&mu_);
+  std::set<ContextId> ids;
+  for (const auto& [id, rec] : pins_) {
+    if (rec.info.open_file == f) ids.insert(rec.info.context);
+  }
+  std::vector<uint64_t> out;
+  for (ContextId id : ids) {
+    auto c = contexts_.find(id);
+    struct stat st {};
+    if (c == contexts_.end() || fstat(c->second.notice_fd.get(), &st) != 0) continue;
+    out.push_back(st.st_ino);
+  }
+  return out;
+}
+
+size_t PinTable::AbortPinsOf(lease::OpenFileId f) {
+  std::vector<PinId> ids;
+  {
+    MutexLock l(&mu_);
+    for (const auto& [id, rec] : pins_) {
+      if (rec.info.open_file == f) ids.push_back(id);
+    }
+  }
+  return Abort(ids);
+}
+
+size_t PinTable::AbortUnlessCovered(ContextId id, const std::vector<pid_t>& holders) {
+  std::vector<PinInfo> pins;
+  {
+    MutexLock l(&mu_);
+    auto c = contexts_.find(id);
+    if (c == contexts_.end()) return 0;
+    for (PinId p : c->second.pins) {
+      if (auto rec = pins_.find(p); rec != pins_.end()) pins.push_back(rec->second.info);
+    }
+  }
+  if (pins.empty()) return 0;
+  // The holders' leases, read with no lock of this table held.
+  std::vector<lease::LeaseInfo> theirs;
+  bool more = true;
+  for (lease::LeaseId after = 0; more;) {
+    const std::vector<lease::LeaseInfo> page = leases_->List(after, 1024, &more);
+    if (page.empty()) break;
+    after = page.back().id;
+    for (const auto& info : page) {
+      const bool pinnable = (info.flags & LEASEFS_LEASE_EXCLUSIVE) != 0 ||
+                            (info.type == LEASEFS_LEASE_WRITE &&
+                             (info.flags & LEASEFS_LEASE_UNBREAKABLE) != 0);
+      if (info.state == LEASEFS_STATE_ACTIVE && pinnable &&
+          std::find(holders.begin(), holders.end(), info.holder_pid) != holders.end()) {
+        theirs.push_back(info);
+      }
+    }
+  }
+  auto covered = [&theirs](const PinInfo& p) {
+    return std::any_of(theirs.begin(), theirs.end(), [&p](const lease::LeaseInfo& l) {
+      return l.ino == p.ino && l.offset <= p.offset &&
+             (l.length == 0 || l.offset + l.length >= p.offset + p.length);
+    });
+  };
+  std::vector<PinId> ids;
+  bool keep = true;
+  for (const PinInfo& p : pins) {
+    ids.push_back(p.id);
+    if (!p.fenced && !covered(p)) keep = false;
+  }
+  return keep ? 0 : Abort(ids);
+}
+
+size_t PinTable::Abort(const std::vector<PinId>& ids) {
+  std::vector<PinId> drop;
+  std::vector<lease::LeaseId> uncount;  // of declared pins fenced here
+  std::vector<PinInfo> told;            // pins to tell their contexts of
+  std::vector<Dropped> dropped;
+  {
+    MutexLock l(&mu_);
+    for (PinId id : ids) {
+      auto rec = pins_.find(id);
+      if (rec == pins_.end()) continue;
+      PinInfo& p = rec->second.info;
+      if (!p.fenced) told.push_back(p);
+      if (p.provider != Provider::kDeclared) {
+        drop.push_back(id);
+        continue;
+      }
+      // A declared engine cannot be stopped: its blocks stay quarantined
+      // under the pin's records until its context lets it go, as after a
+      // fence; only its lease stops counting it.
+      if (!p.fenced) {
+        p.fenced = true;
+        by_lease_.erase({p.lease, id});
+        uncount.push_back(p.lease);
+      }
+    }
+    dropped = Take(drop);
+  }
+  for (lease::LeaseId lease : uncount) leases_->DropPin(lease);
+  const size_t n = dropped.size() + uncount.size();
+  Finish(std::move(dropped));
+  // Told once done: a holder that reads FENCED finds the pin fenced at its
+  // provider and no longer counted on its lease.
+  MutexLock l(&mu_);
+  for (const PinInfo& p : told) {
+    if (auto c = contexts_.find(p.context); c != contexts_.end()) Notify(c->second, p);
+  }
+  return n;
 }
 
 size_t PinTable::FenceLease(lease::LeaseId lease) noexcept {

@@ -127,6 +127,34 @@ class PinTable final : public lease::PinFencer {
   // How many pins open file `f` carries (fenced ones included): the close
   // policies ask it.
   size_t PinsOf(lease::OpenFileId f) const;
+  // Blocks until open file `f` carries no pin (true), or until `stop()`
+  // says to give up (false). `stop` is asked under the table's lock, at the
+  // start and whenever a pin goes or Wake() is called: it must not call
+  // into the table. (close_with_pins=block-close)
+  bool WaitUnpinned(lease::OpenFileId f, const std::function<bool()>& stop) const;
+  // Has WaitUnpinned's waiters ask their `stop` again.
+  void Wake() const;
+
+  // --- the close and passing policies (docs/pins.md)
+
+  // The inodes of the daemon's ends of the sockets of the contexts that own
+  // pins made through `f`: their holders are found from there (holders.h).
+  std::vector<uint64_t> ContextSocketsOf(lease::OpenFileId f) const;
+  // Aborts the pins made through open file `f`: each one not fenced yet is
+  // told to its context (a FENCED frame) and stops counting on its lease (a
+  // ZOMBIE lease goes with its last pin). SOFTNIC pins are dropped as by
+  // Unpin (the rkey fenced and forgotten); a DECLARED pin, whose engine the
+  // daemon cannot stop, stays listed, fenced, its blocks quarantined, until
+  // its context lets it go. Returns how many it aborted.
+  // (close_with_pins=kill-on-close)
+  size_t AbortPinsOf(lease::OpenFileId f);
+  // The creator of context `id` died while `holders` (processes, not the
+  // creator) hold it (pin_passing=strict). Keeps its pins if every unfenced
+  // one is covered by a lease that one of `holders` took: active, of the
+  // pin's inode, over its whole range, of a kind that may count pins
+  // (EXCLUSIVE or WRITE|UNBREAKABLE). Otherwise aborts them all as
+  // AbortPinsOf does. Returns how many it aborted.
+  size_t AbortUnlessCovered(ContextId id, const std::vector<pid_t>& holders);
 
   // lease::PinFencer.
   size_t FenceLease(lease::LeaseId lease) noexcept override;
@@ -188,6 +216,8 @@ class PinTable final : public lease::PinFencer {
   // regions are released.
   void Finish(std::vector<Dropped> dropped) EXCLUDES(mu_);
   void Notify(const Context& c, const PinInfo& fenced) REQUIRES(mu_);
+  // AbortPinsOf's work for the pins `ids`.
+  size_t Abort(const std::vector<PinId>& ids) EXCLUDES(mu_);
 
   lease::LeaseTable* const leases_;
   SoftNic* const nic_;
@@ -206,6 +236,8 @@ class PinTable final : public lease::PinFencer {
   // still counted on the lease and may still be reached.
   std::unordered_map<lease::LeaseId, size_t> unsettled_ GUARDED_BY(mu_);
   std::condition_variable settled_;
+  // Signalled when pins are gone (end of Finish) and by Wake: WaitUnpinned.
+  mutable std::condition_variable unpinned_;
 };
 
 }  // namespace leasefs::pin
