@@ -107,9 +107,12 @@ void WriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t off,
   Serve(req, [&](Server& s) { return s.DoWriteBuf(req, ino, bufv, off, fi); });
 }
 
-// Writes are durable when WRITE is answered; a FLUSH (sent only if an open
-// did not set noflush) has nothing left to do.
-void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info*) noexcept { fuse_reply_err(req, 0); }
+// Writes are durable when WRITE is answered, so a FLUSH has nothing to
+// flush; opens set noflush except under close_with_pins=block-close, where a
+// close may wait for pins.
+void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
+  Serve(req, [&](Server& s) { return s.DoFlush(req, fi); });
+}
 
 // Sent when the last descriptor of an open file description is closed (or
 // its process died), asynchronously: nobody waits for the reply.

@@ -86,6 +86,16 @@ OPTIONS
                          any free port, as PIN_INFO then says); default
                          127.0.0.1:0, loopback, since any local user can
                          connect; softnic=off: declared pins only
+    close_with_pins=POLICY
+                         what closing a file with pins does: zombie (the
+                         default: close succeeds, the pinned lease stays,
+                         listed ZOMBIE, until its last pin goes);
+                         block-close (a process's last close of the file
+                         waits until the pins made through it are gone; a
+                         fatal signal ends the wait, and a dying process
+                         never waits); kill-on-close (the file's last close
+                         SIGKILLs the processes holding the pins' contexts
+                         and drops the pins and the lease). See docs/pins.md
     mmap=MODE            shared (the default): mmap(MAP_SHARED) of a file
                          works, through the kernel's page cache, coherent
                          with read and write (Linux 6.6 or later; older

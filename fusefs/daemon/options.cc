@@ -134,6 +134,21 @@ bool ApplyOwnOption(std::string_view key, const std::string& value, DaemonOption
     }
     return true;
   }
+  if (key == "close_with_pins") {
+    using Close = PinMountOptions::Close;
+    static constexpr std::pair<std::string_view, Close> kNames[] = {
+        {"zombie", Close::kZombie},
+        {"block-close", Close::kBlockClose},
+        {"kill-on-close", Close::kKillOnClose}};
+    *ok = false;
+    for (const auto& [name, c] : kNames) {
+      if (value == name) {
+        opts->pins.close_with_pins = c;
+        *ok = true;
+      }
+    }
+    return true;
+  }
   if (key == "lease_break_time") target = &opts->leases.break_time;
   if (key == "attr_timeout") target = &opts->timeouts.attr;
   if (key == "entry_timeout") {

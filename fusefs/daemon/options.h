@@ -44,6 +44,9 @@ struct PinMountOptions {
   bool softnic_given = false;  // asked for explicitly: failing to start fails the mount
   std::string softnic_address = "127.0.0.1";
   uint16_t softnic_port = 0;
+  // close_with_pins=zombie|block-close|kill-on-close: what the close of an
+  // open file with pins does (docs/pins.md "Closing a file with pins").
+  enum class Close { kZombie, kBlockClose, kKillOnClose } close_with_pins = Close::kZombie;
 };
 
 struct DaemonOptions {
@@ -83,7 +86,8 @@ struct DaemonOptions {
 std::vector<std::string> SplitOptionList(std::string_view list);
 
 // Applies one -o item to *opts: threads=, attr_timeout=, entry_timeout=,
-// negative_timeout=, lease_break_time=, write_break=, pinned_break=, softnic=, mmap=,
+// negative_timeout=, lease_break_time=, write_break=, pinned_break=, softnic=,
+// close_with_pins=, mmap=,
 // default_permissions and no_default_permissions are leasefs's; "ro"/"rw" set read_only and also go to libfuse; the atime
 // options (noatime, atime, relatime, norelatime, strictatime, nostrictatime,
 // nodiratime, diratime) set the flags above, and FuseArgs passes the kernel

@@ -277,7 +277,7 @@ Result<PeerFile> PeerFiles::Take(const fuse_ctx& ctx, int64_t fd) {
   LFS_ASSIGN_OR_RETURN(dev_t own, OwnDevice());
   pf.same_fs = makedev(stx.stx_dev_major, stx.stx_dev_minor) == own;
   // Our own files have no FLUSH (noflush) and release asynchronously.
-  if (pf.same_fs) pf.closer_.reset();
+  if (pf.same_fs && !own_files_flush_) pf.closer_.reset();
   return pf;
 }
 

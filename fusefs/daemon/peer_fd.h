@@ -82,16 +82,23 @@ class PeerFiles {
   // closing, as many as allowed: logged); EMFILE/ENFILE (the daemon is out
   // of descriptors).
   Result<PeerFile> Take(const fuse_ctx& ctx, int64_t fd);
+  // Whether this daemon's own files get FLUSH on close (no noflush:
+  // close_with_pins=block-close): then the duplicates of them are closed
+  // off the request threads too, since closing one sends a FLUSH that a
+  // request thread must answer. REQUIRES: before the session loop starts.
+  void SetOwnFilesFlush(bool on) { own_files_flush_ = on; }
 
- private:
   // This daemon's mount's device, from /proc/self/mountinfo (looked up once,
   // on first use, when the mount certainly exists).
   Result<dev_t> OwnDevice();
+
+ private:
 
   std::string mountpoint_;
   Mutex mu_;  // requests arrive on several threads
   std::optional<dev_t> own_device_ GUARDED_BY(mu_);
   std::shared_ptr<Closer> closer_;
+  bool own_files_flush_ = false;
 };
 
 // The "major:minor" field of the last FUSE mount on `path` that user

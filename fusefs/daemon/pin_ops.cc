@@ -91,6 +91,10 @@ struct Server::PinArgs {
 };
 
 Status Server::StartPins(const PinMountOptions& opts) {
+  close_with_pins_ = opts.close_with_pins;
+  // Under block-close our files get FLUSH; the daemon's own duplicates of
+  // them must then be closed off the loop (PeerFiles), which answers it.
+  if (peers_) peers_->SetOwnFilesFlush(opts.close_with_pins == PinMountOptions::Close::kBlockClose);
   auto self = DaxMaps::Identify(getpid());
   if (!self.ok()) return self.status();
   self_ = *self;

@@ -244,8 +244,9 @@ void Server::SetFileOpenFlags(fuse_ino_t ino, fuse_file_info* fi) {
   fi->direct_io = 1;
   fi->keep_cache = 0;
   // close(2) need not send a FLUSH round trip: writes are durable on reply
-  // and there is nothing to flush.
-  fi->noflush = 1;
+  // and there is nothing to flush. Under close_with_pins=block-close a
+  // close may have to wait for pins, and FLUSH is what it waits for.
+  fi->noflush = close_with_pins_ != PinMountOptions::Close::kBlockClose;
   fi->fh = OpenFiles::Handle(files_.Open(ino, fi->flags));
 }
 
@@ -514,6 +515,7 @@ void Server::DoRelease(const fuse_file_info* fi) {
   OpenFile* f = FileOf(fi);
   if (f == nullptr) return;
   leases_.table().CloseOpenFile(f->id());
+  KillPinHolders(f->id());  // close_with_pins=kill-on-close
   if (dax_ != nullptr) dax_->FileClosed(f->id());
   files_.Release(f);
 }

@@ -134,6 +134,9 @@ class Server {
   int DoFsync(fuse_req_t req, fuse_ino_t ino, int datasync);
   // The last close of an open file description: its leases go with it.
   void DoRelease(const fuse_file_info* fi);
+  // A close(2) of a descriptor. Sent only under close_with_pins=block-close
+  // (other opens set noflush), where it may wait for pins (pin_close.cc).
+  int DoFlush(fuse_req_t req, const fuse_file_info* fi);
   // Regular files are always ready to read and write; POLLPRI says that a
   // lease taken through this open file is being broken (or was revoked).
   int DoPoll(fuse_req_t req, fuse_ino_t ino, const fuse_file_info* fi, fuse_pollhandle* ph);
@@ -242,6 +245,16 @@ class Server {
   // (holes or reflinked blocks inside the file).
   bool DaxNeedsBlocks(engine::Ino ino, uint64_t off, uint64_t len);
 
+  // --- The close policies (pin_close.cc, docs/pins.md "Closing a file
+  // with pins") ----------------------------------------------------------
+  // On a worker: answers a FLUSH of thread `tid` of a file with pins once
+  // they are gone (EINTR on INTERRUPT), at once if its process keeps
+  // another descriptor of `ino`.
+  int WaitUnpinned(fuse_req_t req, pid_t tid, uint64_t file_id, engine::Ino ino);
+  // At RELEASE under kill-on-close: SIGKILLs the holders of the contexts of
+  // the file's pins and aborts the pins (its leases go with them).
+  void KillPinHolders(uint64_t file_id);
+
   // --- The kernel's cached pages of files (page_cache.cc, docs/mmap.md) --
   // Bytes of a file that a change rewrites behind the kernel's back (the
   // leasefs ioctls): its cached pages there go stale. length 0: to the end.
@@ -337,6 +350,7 @@ class Server {
   std::unique_ptr<pin::ContextServer> contexts_;
   std::string softnic_address_;
   DaxMaps::Process self_;  // the daemon, owner of its soft NIC pins' records
+  PinMountOptions::Close close_with_pins_ = PinMountOptions::Close::kZombie;  // set by StartPins
 };
 
 // The credentials of the process that sent `req`. Its supplementary groups
