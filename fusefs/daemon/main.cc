@@ -96,6 +96,12 @@ OPTIONS
                          never waits); kill-on-close (the file's last close
                          SIGKILLs the processes holding the pins' contexts
                          and drops the pins and the lease). See docs/pins.md
+    pin_passing=POLICY   when the process that created a pin context dies
+                         while another holds it (fork, SCM_RIGHTS):
+                         follow-fd (the default) keeps the pins with the
+                         context; strict keeps them only if a holder has a
+                         lease of its own covering each, else fences and
+                         drops them
     mmap=MODE            shared (the default): mmap(MAP_SHARED) of a file
                          works, through the kernel's page cache, coherent
                          with read and write (Linux 6.6 or later; older

@@ -149,6 +149,11 @@ bool ApplyOwnOption(std::string_view key, const std::string& value, DaemonOption
     }
     return true;
   }
+  if (key == "pin_passing") {
+    *ok = value == "strict" || value == "follow-fd";
+    opts->pins.strict_passing = value == "strict";
+    return true;
+  }
   if (key == "lease_break_time") target = &opts->leases.break_time;
   if (key == "attr_timeout") target = &opts->timeouts.attr;
   if (key == "entry_timeout") {

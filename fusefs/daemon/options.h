@@ -47,6 +47,9 @@ struct PinMountOptions {
   // close_with_pins=zombie|block-close|kill-on-close: what the close of an
   // open file with pins does (docs/pins.md "Closing a file with pins").
   enum class Close { kZombie, kBlockClose, kKillOnClose } close_with_pins = Close::kZombie;
+  // pin_passing=follow-fd|strict: what becomes of a context's pins when its
+  // creator dies and others hold it (docs/pins.md "Passing a context").
+  bool strict_passing = false;
 };
 
 struct DaemonOptions {
@@ -87,7 +90,7 @@ std::vector<std::string> SplitOptionList(std::string_view list);
 
 // Applies one -o item to *opts: threads=, attr_timeout=, entry_timeout=,
 // negative_timeout=, lease_break_time=, write_break=, pinned_break=, softnic=,
-// close_with_pins=, mmap=,
+// close_with_pins=, pin_passing=, mmap=,
 // default_permissions and no_default_permissions are leasefs's; "ro"/"rw" set read_only and also go to libfuse; the atime
 // options (noatime, atime, relatime, norelatime, strictatime, nostrictatime,
 // nodiratime, diratime) set the flags above, and FuseArgs passes the kernel

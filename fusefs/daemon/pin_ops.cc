@@ -119,7 +119,8 @@ Status Server::StartPins(const PinMountOptions& opts) {
     }
   }
   pins_ = std::make_unique<pin::PinTable>(&leases_.table(), nic_.get());
-  contexts_ = std::make_unique<pin::ContextServer>(pins_.get());
+  contexts_ = std::make_unique<pin::ContextServer>(
+      pins_.get(), opts.strict_passing ? pin::PinPassing::kStrict : pin::PinPassing::kFollowFd);
   if (Status s = contexts_->Start(); !s.ok()) {
     std::fprintf(stderr, "leasefs: no pin socket (%s): pins off\n", s.ToString().c_str());
     contexts_.reset();
@@ -156,7 +157,9 @@ int Server::PinLeaseError(const OpenFile& file, uint64_t off, uint64_t len, pid_
   *exclusive = false;
   for (uint64_t pos = off; pos < off + len;) {
     const lease::LeaseInfo l = leases_.table().GetLease(file.id(), pos);
-    if (l.state == LEASEFS_STATE_NONE) return EPERM;
+    // A ZOMBIE lease's open file was closed or its taker died: it is
+    // nobody's now, so not the caller's (scenarios 7 and 8), for good.
+    if (l.state == LEASEFS_STATE_NONE || l.state == LEASEFS_STATE_ZOMBIE) return EPERM;
     if (l.state != LEASEFS_STATE_ACTIVE) return EAGAIN;
     const bool excl = (l.flags & LEASEFS_LEASE_EXCLUSIVE) != 0;
     const bool unbreakable_write =

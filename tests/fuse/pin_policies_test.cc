@@ -2,13 +2,15 @@
 // -o close_with_pins=zombie|block-close|kill-on-close (semantics-2019 §5
 // scenarios 3, 4, 5), a pinning process SIGKILLed with its descriptors
 // closing in every order the test can force, under each of them (scenario
-// 6). Real processes on a real mount: every
+// 6), and -o pin_passing=strict|follow-fd for a context passed by fork and
+// by SCM_RIGHTS (scenarios 7 and 8). Real processes on a real mount: every
 // pin is made by a child (a process holding a context is what kill-on-close
 // kills, and the test must not be one), and every wait is bounded.
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -334,7 +336,17 @@ std::string MakeFile(const Mounted& t, const std::string& name, uint64_t len) {
   return path;
 }
 
-TEST_CASE("close_with_pins=: a bad value refuses the mount") {
+// Orphans (a holder's own children) come back to the test to be reaped.
+struct Subreaper {
+  Subreaper() { REQUIRE(prctl(PR_SET_CHILD_SUBREAPER, 1) == 0); }
+  ~Subreaper() {
+    prctl(PR_SET_CHILD_SUBREAPER, 0);
+    while (waitpid(-1, nullptr, WNOHANG) > 0) {
+    }
+  }
+};
+
+TEST_CASE("close_with_pins= and pin_passing=: bad values refuse the mount") {
   if (!CanMountFuse()) return;
   MountOptions o;
   TestMount m(o);
@@ -342,7 +354,8 @@ TEST_CASE("close_with_pins=: a bad value refuses the mount") {
   std::string out;
   CHECK_FALSE(m.Mount(&out, "close_with_pins=block"));
   CHECK_FALSE(m.Mount(&out, "close_with_pins="));
-  CHECK(m.Mount(&out, "close_with_pins=kill-on-close"));
+  CHECK_FALSE(m.Mount(&out, "pin_passing=loose"));
+  CHECK(m.Mount(&out, "close_with_pins=kill-on-close,pin_passing=strict"));
 }
 
 TEST_CASE("scenario 3, zombie: the close returns at once, the lease stays ZOMBIE until the pin goes") {
@@ -529,6 +542,132 @@ TEST_CASE("scenario 6: a pinning process SIGKILLed with its descriptors closing 
       CheckAllGone(t, f);
     }
   }
+}
+
+// Kept: listed with the creator, unfenced (`flags`: whether the open file
+// they were made through is closed), and the zombie lease refuses changes.
+void CheckKept(const Mounted& t, const std::string& f, pid_t creator, uint32_t flags) {
+  CHECK(Eventually([&] { return LeaseStates(t.dir) == "ZOMBIE/1"; }));
+  const auto pins = Pins(t.dir);
+  REQUIRE(pins.size() == 1);
+  CHECK((pins[0].flags & (LEASEFS_PIN_REC_FENCED | LEASEFS_PIN_REC_CLOSED)) == flags);
+  CHECK(pins[0].creator_pid == static_cast<uint32_t>(creator));
+  CHECK(SYS(truncate(f.c_str(), 0)) == "ETXTBSY");
+}
+
+TEST_CASE("scenario 7: a context passed by SCM_RIGHTS, its creator gone: follow-fd keeps the pins, strict aborts them") {
+  if (!CanMountFuse()) return;
+  bool strict = false;
+  SUBCASE("follow-fd") {}
+  SUBCASE("strict") { strict = true; }
+  Mounted t(strict ? "pin_passing=strict" : "pin_passing=follow-fd");
+  const std::string f = MakeFile(t, "f", 8 * B);
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  auto p = StartHolder(f, sv[0]);
+  auto q = StartHolder(f, sv[1]);
+  close(sv[0]);
+  close(sv[1]);
+  const std::string pinned = p->Ask("setup " + std::to_string(8 * B));
+  REQUIRE(pinned.rfind("OK ", 0) == 0);
+  const pid_t creator = p->pid();
+  REQUIRE(p->Ask("send-context") == "OK");
+  REQUIRE(q->Ask("receive-context") == "OK");
+  REQUIRE(q->Ask("open") == "OK");
+  CHECK(p->Ask("exit") == "EOF");
+  CHECK(p->Wait(5000) == 0);
+  if (!strict) {
+    CheckKept(t, f, creator, LEASEFS_PIN_REC_CLOSED);
+    // The receiver pins nothing more without a lease of its own, and the
+    // zombie lease leaves it none to take.
+    CHECK(q->Ask("pin 0 4096") == "EPERM");
+    CHECK(q->Ask("lease") == "EAGAIN");
+    CHECK(q->Ask("close-context") == "OK");
+  } else {
+    CHECK(q->Ask("fenced 3000") == pinned);  // told, with the pin's id, once it is gone
+    CHECK(Pins(t.dir).empty());
+    CHECK(LeaseStates(t.dir) == "");
+  }
+  CheckAllGone(t, f);
+  if (strict) {
+    // The context lives on; pins under the receiver's own lease are its own.
+    REQUIRE(WriteFile(f, std::string(8 * B, 'b')) == "");
+    CHECK(q->Ask("lease") == "OK");
+    CHECK(q->Ask("pin 0 4096").rfind("OK ", 0) == 0);
+    CHECK(Pins(t.dir).size() == 1);
+  }
+}
+
+TEST_CASE("scenario 7, strict: pins a receiver made under its own lease outlive the context's creator") {
+  if (!CanMountFuse()) return;
+  Mounted t("pin_passing=strict");
+  const std::string f = MakeFile(t, "f", 8 * B);
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  auto p = StartHolder(f, sv[0]);
+  auto q = StartHolder(f, sv[1]);
+  close(sv[0]);
+  close(sv[1]);
+  REQUIRE(p->Ask("open") == "OK");
+  REQUIRE(p->Ask("context") == "OK");
+  REQUIRE(p->Ask("send-context") == "OK");
+  REQUIRE(q->Ask("receive-context") == "OK");
+  REQUIRE(q->Ask("open") == "OK");
+  REQUIRE(q->Ask("lease") == "OK");
+  REQUIRE(q->Ask("pin 0 " + std::to_string(8 * B)).rfind("OK ", 0) == 0);
+  CHECK(p->Ask("exit") == "EOF");
+  CHECK(p->Wait(5000) == 0);
+  CHECK(q->Ask("fenced 1000") == "ETIMEDOUT");  // the daemon saw the death by now
+  const auto pins = Pins(t.dir);
+  REQUIRE(pins.size() == 1);
+  CHECK((pins[0].flags & (LEASEFS_PIN_REC_FENCED | LEASEFS_PIN_REC_CLOSED)) == 0);
+  CHECK(LeaseStates(t.dir) == "ACTIVE/1");
+  CHECK(SYS(truncate(f.c_str(), 0)) == "ETXTBSY");
+  CHECK(q->Ask("unpin") == "OK");
+  CHECK(q->Ask("exit") == "EOF");
+  CheckAllGone(t, f);
+}
+
+TEST_CASE("scenario 8: a context inherited by fork, its creator gone: follow-fd keeps the pins, strict aborts them") {
+  if (!CanMountFuse()) return;
+  bool strict = false;
+  SUBCASE("follow-fd") {}
+  SUBCASE("strict") { strict = true; }
+  Mounted t(strict ? "pin_passing=strict" : "pin_passing=follow-fd");
+  Subreaper reaper;
+  const std::string f = MakeFile(t, "f", 8 * B);
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  auto p = StartHolder(f, sv[1]);
+  const std::string pinned = p->Ask("setup " + std::to_string(8 * B));
+  REQUIRE(pinned.rfind("OK ", 0) == 0);
+  const pid_t creator = p->pid();
+  // The child serves commands on the other socket, holding what it
+  // inherited: the open file (with the lease its parent took) and the
+  // context.
+  const pid_t child = static_cast<pid_t>(std::stol(p->Ask("fork-serve")));
+  REQUIRE(child > 0);
+  Proc c(child, sv[0]);
+  close(sv[1]);
+  CHECK(p->Ask("exit") == "EOF");
+  CHECK(p->Wait(5000) == 0);
+  if (!strict) {
+    CheckKept(t, f, creator, 0);  // the child keeps the open file
+    // Not its lease: the child pins nothing more (scenario 7's last line).
+    CHECK(c.Ask("pin 0 4096") == "EPERM");
+    CHECK(c.Ask("close-context") == "OK");
+  } else {
+    // Told once the pin is gone: fenced at the soft NIC and no longer
+    // counted on the zombie lease, which went with it.
+    CHECK(c.Ask("fenced 3000") == pinned);
+    CHECK(Pins(t.dir).empty());
+    CHECK(LeaseStates(t.dir) == "");
+  }
+  CHECK(Eventually([&] { return Pins(t.dir).empty(); }));
+  CHECK(LeaseStates(t.dir) == "");
+  CHECK(c.Ask("exit") == "EOF");
+  CHECK(c.Wait(5000) == 0);
+  CheckAllGone(t, f);
 }
 
 }  // namespace
