@@ -91,8 +91,9 @@ void Server::KillPinHolders(uint64_t file_id) {
       if (syscall(SYS_pidfd_send_signal, h.pidfd.get(), SIGKILL, nullptr, 0) == 0 || errno != EPERM) {
         continue;
       }
-      // Only a daemon that is not root meets this (root may kill anyone):
-      // the holder lives on, its context without these pins.
+      // Never as root (CAP_KILL); otherwise only a holder that changed its
+      // uids since its descriptors were read (docs/pins.md): it lives on,
+      // its context without these pins.
       fuse_log(FUSE_LOG_WARNING,
                "leasefs: close_with_pins=kill-on-close: may not kill pid %d, which holds a "
                "context of pins on a closed file; its pins there are aborted\n",

@@ -426,6 +426,29 @@ TEST_CASE("scenario 4, block-close: close waits until another thread unpins, and
   CheckAllGone(t, f);
 }
 
+TEST_CASE("block-close: a single-threaded daemon's own duplicate of a caller's file (a clone source) closes without deadlock") {
+  if (!CanMountFuse()) return;
+  // Files get FLUSH now; the daemon takes its own descriptor of the clone
+  // source, and closing it sends a FLUSH that only the loop thread can
+  // answer. (mmap=private-only: the clone then runs on the loop thread
+  // itself, not on a flusher. Should the daemon close its duplicate there,
+  // this test hangs, and meson's timeout reports it.)
+  Mounted t("close_with_pins=block-close,threads=1,mmap=private-only");
+  const std::string a = MakeFile(t, "a", 8 * B);
+  REQUIRE(WriteFile(t.m.path("b"), "") == "");
+  const int src = open(a.c_str(), O_RDONLY);
+  const int dst = open(t.m.path("b").c_str(), O_RDWR);
+  REQUIRE(src >= 0);
+  REQUIRE(dst >= 0);
+  for (int i = 0; i < 20; ++i) {
+    leasefs_clone_range r{src, 0, 8 * B, static_cast<uint64_t>(i) * 8 * B};
+    REQUIRE(SYS(ioctl(dst, LEASEFS_IOC_CLONE_RANGE, &r)) == "OK");
+  }
+  CHECK(ReadFile(t.m.path("b")) == std::string(20 * 8 * B, 'a'));
+  close(src);
+  close(dst);
+}
+
 TEST_CASE("scenario 4, block-close: SIGKILL ends a blocked close, and the dying process's other closes do not block") {
   if (!CanMountFuse()) return;
   Mounted t("close_with_pins=block-close");
