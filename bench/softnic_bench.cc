@@ -118,6 +118,10 @@ void Tcp(const Args& a) {
   const pid_t child = fork();
   if (child < 0) Die("fork");
   if (child == 0) {
+    // A session of its own, as the daemon's soft NIC thread and the
+    // write-bw server have: with autogroups the scheduler places a
+    // session's threads apart from other sessions' (bench/README.md).
+    setsid();
     Receive(listener, a);
     _exit(0);
   }
