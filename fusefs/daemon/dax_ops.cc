@@ -40,7 +40,9 @@ int Server::DaxLeaseCovers(const OpenFile& file, uint64_t off, uint64_t len, boo
   *all_write = true;
   for (uint64_t pos = off; pos < end;) {
     const lease::LeaseInfo l = leases_.table().GetLease(file.id(), pos);
-    if (l.state == LEASEFS_STATE_NONE) return EPERM;
+    // A ZOMBIE lease is nobody's now (its process died with a fork still
+    // sharing the open file): as no lease at all.
+    if (l.state == LEASEFS_STATE_NONE || l.state == LEASEFS_STATE_ZOMBIE) return EPERM;
     if (l.state != LEASEFS_STATE_ACTIVE) return EAGAIN;
     if (l.type != LEASEFS_LEASE_WRITE) *all_write = false;
     if (l.length == 0) break;  // to the end of the file, whatever its size

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -965,6 +966,65 @@ TEST_CASE("the seed message's sequence under each pinned_break policy") {
     CHECK_FALSE(run.fenced);
     CHECK(ReadFile(t.m.path("seed")).empty());
   }
+}
+
+TEST_CASE("a lease left ZOMBIE by its taker's death is nobody's: a fork sharing the open file gets EPERM for DAX_MAP and PIN") {
+  if (!CanMountFuse()) return;
+  Mounted t;
+  const std::string f = t.m.path("f");
+  REQUIRE(WriteFile(f, std::string(8 * B, 'a')) == "");
+  const int dir = open(t.m.mnt().c_str(), O_RDONLY | O_DIRECTORY);
+  REQUIRE(dir >= 0);
+  // The taker: leases, pins, forks a child that keeps the open file and the
+  // context, and dies.
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM, 0, sv) == 0);
+  const pid_t taker = fork();
+  REQUIRE(taker >= 0);
+  if (taker == 0) {
+    close(sv[0]);
+    const int fd = open(f.c_str(), O_RDWR);
+    leasefs_pin_context c;
+    if (fd < 0 || Lease(fd, 0, 0, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) != 0 ||
+        leasefs_pin_context_open(fd, &c) != 0 ||
+        leasefs_pin_register(fd, &c, 0, 8 * B, LEASEFS_PIN_SOFTNIC, kRW, nullptr, nullptr) != 0) {
+      _exit(1);
+    }
+    if (fork() == 0) {  // the fork: waits for the test's word, then tries
+      char go;
+      if (read(sv[1], &go, 1) != 1) _exit(3);
+      leasefs_dax_mapping m{};
+      const int map = leasefs_dax_map(fd, 0, 8 * B, PROT_READ, MAP_SHARED, nullptr, &m);
+      const int pin = leasefs_pin_register(fd, &c, 0, B, LEASEFS_PIN_SOFTNIC, kRW, nullptr,
+                                           nullptr);
+      const std::string answer = Errno(map) + " " + Errno(pin) + "\n";
+      (void)!write(sv[1], answer.data(), answer.size());
+      _exit(0);
+    }
+    _exit(0);
+  }
+  close(sv[1]);
+  int status = 0;
+  REQUIRE(waitpid(taker, &status, 0) == taker);
+  REQUIRE(WEXITSTATUS(status) == 0);
+  auto list = std::make_unique<leasefs_lease_list>();
+  CHECK(Eventually([&] {
+    return ioctl(dir, LEASEFS_IOC_LIST_LEASES, list.get()) == 0 && list->count == 1 &&
+           list->leases[0].state == LEASEFS_STATE_ZOMBIE;
+  }));
+  REQUIRE(write(sv[0], "g", 1) == 1);
+  char buf[64] = {};
+  size_t got = 0;
+  while (got < sizeof(buf) - 1) {
+    const ssize_t n = read(sv[0], buf + got, sizeof(buf) - 1 - got);
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+    if (buf[got - 1] == '\n') break;
+  }
+  CHECK(std::string(buf) == "EPERM EPERM\n");
+  close(sv[0]);
+  CHECK(Eventually([&] { return Pins(dir).empty(); }));  // the fork's exit ends the context
+  close(dir);
 }
 
 }  // namespace
