@@ -15,6 +15,8 @@
 
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <string>
@@ -41,6 +43,20 @@ uint64_t Number(const char* name) {
   return ec == std::errc() && p == end ? n : 0;
 }
 
+// Whether descriptor `fd` of `pid` was opened with O_PATH: such a
+// descriptor (of /proc/<other>/fd/N, say) names the socket without holding
+// it as a context, and its process could not use it.
+bool OpenedWithPath(pid_t pid, const char* fd) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/fdinfo/" + fd);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("flags:", 0) != 0) continue;
+    const unsigned long flags = std::strtoul(line.c_str() + 6, nullptr, 8);
+    return (flags & O_PATH) != 0;
+  }
+  return true;  // gone, or unreadable: not a holder to act on
+}
+
 bool HoldsSocket(pid_t pid, const std::string& want) {
   const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
   Dir fds(dir);
@@ -49,7 +65,25 @@ bool HoldsSocket(pid_t pid, const std::string& want) {
   while (dirent* e = readdir(fds.d)) {
     if (e->d_name[0] == '.') continue;
     const ssize_t n = readlinkat(dirfd(fds.d), e->d_name, link, sizeof(link));
-    if (n > 0 && want.compare(0, std::string::npos, link, static_cast<size_t>(n)) == 0) return true;
+    if (n > 0 && want.compare(0, std::string::npos, link, static_cast<size_t>(n)) == 0 &&
+        !OpenedWithPath(pid, e->d_name)) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// Whether `pid`'s real or saved uid is `uid` (the "Uid:" line of its
+// status: real, effective, saved, filesystem), as kill(2) asks of a sender
+// that is not privileged.
+bool HasUid(pid_t pid, uid_t uid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Uid:", 0) != 0) continue;
+    unsigned long real = 0, effective = 0, saved = 0;
+    if (std::sscanf(line.c_str() + 4, "%lu %lu %lu", &real, &effective, &saved) != 3) return false;
+    return real == uid || saved == uid;
   }
   return false;
 }
@@ -98,7 +132,7 @@ Result<uint64_t> PeerInode(uint64_t own_inode) {
   return Status::Error(ENOENT, "the socket has no peer");
 }
 
-std::vector<Holder> HoldersOf(uint64_t socket_inode) {
+std::vector<Holder> HoldersOf(uint64_t socket_inode, std::optional<uid_t> uid) {
   std::vector<Holder> out;
   const std::string want = "socket:[" + std::to_string(socket_inode) + "]";
   const pid_t self = getpid();
@@ -111,6 +145,8 @@ std::vector<Holder> HoldersOf(uint64_t socket_inode) {
     // descriptors are read, a signal through the pidfd goes nowhere.
     UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
     if (!pidfd.valid()) continue;
+    // Another user's processes first, before their descriptors are read.
+    if (uid.has_value() && !HasUid(pid, *uid)) continue;
     if (HoldsSocket(pid, want)) out.push_back(Holder{pid, std::move(pidfd)});
   }
   return out;

@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <string_view>
+#include <optional>
 #include <vector>
 
 #include "base/result.h"
@@ -38,8 +39,11 @@ struct Holder {
 };
 // Every process (other than this one) with a descriptor of the socket whose
 // inode is `socket_inode`, among those whose /proc/<pid>/fd this process may
-// read.
-std::vector<Holder> HoldersOf(uint64_t socket_inode);
+// read; with `uid`, only processes whose real or saved uid it is (those a
+// process of that user could signal). A descriptor opened with O_PATH (a
+// /proc/<pid>/fd/N link opened by an onlooker) does not count: it holds
+// nothing.
+std::vector<Holder> HoldersOf(uint64_t socket_inode, std::optional<uid_t> uid = std::nullopt);
 
 // The flags field (9th) of a /proc/<pid>/stat text into *flags; false when
 // it cannot be parsed. The command name (field 2) may hold any

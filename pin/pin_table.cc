@@ -259,18 +259,26 @@ void PinTable::Wake() const {
   unpinned_.notify_all();
 }
 
-std::vector<uint64_t> PinTable::ContextSocketsOf(lease::OpenFileId f) const {
+bool PinTable::PinnedBy(lease::OpenFileId f, uid_t uid) const {
+  MutexLock l(&mu_);
+  for (const auto& [id, rec] : pins_) {
+    if (rec.info.open_file == f && rec.info.uid == uid) return true;
+  }
+  return false;
+}
+
+std::vector<PinTable::ContextSocket> PinTable::ContextSocketsOf(lease::OpenFileId f) const {
   MutexLock l(&mu_);
   std::set<ContextId> ids;
   for (const auto& [id, rec] : pins_) {
     if (rec.info.open_file == f) ids.insert(rec.info.context);
   }
-  std::vector<uint64_t> out;
+  std::vector<ContextSocket> out;
   for (ContextId id : ids) {
     auto c = contexts_.find(id);
     struct stat st {};
     if (c == contexts_.end() || fstat(c->second.notice_fd.get(), &st) != 0) continue;
-    out.push_back(st.st_ino);
+    out.push_back(ContextSocket{st.st_ino, c->second.uid});
   }
   return out;
 }

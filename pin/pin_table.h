@@ -139,7 +139,14 @@ class PinTable final : public lease::PinFencer {
 
   // The inodes of the daemon's ends of the sockets of the contexts that own
   // pins made through `f`: their holders are found from there (holders.h).
-  std::vector<uint64_t> ContextSocketsOf(lease::OpenFileId f) const;
+  struct ContextSocket {
+    uint64_t inode = 0;  // of the daemon's end
+    uid_t uid = 0;       // the context's creator's
+  };
+  std::vector<ContextSocket> ContextSocketsOf(lease::OpenFileId f) const;
+  // Whether a pin made through open file `f` belongs to a context created
+  // by `uid` (block-close waits only for the pins' own user).
+  bool PinnedBy(lease::OpenFileId f, uid_t uid) const;
   // Aborts the pins made through open file `f`: each one not fenced yet is
   // told to its context (a FENCED frame) and stops counting on its lease (a
   // ZOMBIE lease goes with its last pin). SOFTNIC pins are dropped as by

@@ -8,6 +8,8 @@
 
 #include <atomic>
 #include <cerrno>
+#include <memory>
+#include <optional>
 #include <string>
 
 #include "fusefs/daemon/server.h"
@@ -34,18 +36,38 @@ void InterruptClose(fuse_req_t, void* data) {
 
 int Server::DoFlush(fuse_req_t req, const fuse_file_info* fi) {
   const OpenFile* f = FileOf(fi);
-  const pid_t tid = fuse_req_ctx(req)->pid;
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  const pid_t tid = ctx->pid;
   // A dying process's closes never wait, whatever order its descriptors
   // close in (semantics-2019 §5 scenario 6): it is in do_exit (PF_EXITING)
-  // from the first of them on.
+  // from the first of them on. Nor does anybody but the pins' own user (a
+  // descriptor can be passed to a process that merely closes it), nor the
+  // daemon itself (its duplicates of callers' files).
   if (close_with_pins_ != PinMountOptions::Close::kBlockClose || !pins_ || f == nullptr ||
-      tid <= 0 || pins_->PinsOf(f->id()) == 0 || pin::TaskExiting(tid)) {
+      tid <= 0 || pins_->PinsOf(f->id()) == 0 || !pins_->PinnedBy(f->id(), ctx->uid) ||
+      pin::TaskExiting(tid)) {
     fuse_reply_err(req, 0);
     return 0;
   }
+  if (auto tgid = lease::ThreadGroupOf(tid); !tgid.ok() || *tgid == getpid()) {
+    fuse_reply_err(req, 0);
+    return 0;
+  }
+  // Each waiting close holds a worker, which lease breaks, UNPIN (the very
+  // thing it waits for) and others need: at most a quarter of them wait
+  // (beyond, the close goes through as under zombie).
+  if (flush_waits_.fetch_add(1) >= static_cast<int>(kMaxWaitThreads / 4)) {
+    flush_waits_.fetch_sub(1);
+    fuse_reply_err(req, 0);
+    return 0;
+  }
+  // Given back when the task goes, run or not (Defer may refuse it).
+  std::shared_ptr<void> slot(nullptr, [this](void*) { flush_waits_.fetch_sub(1); });
   const uint64_t file_id = f->id();
   const engine::Ino ino = f->ino();
-  Defer(req, [this, tid, file_id, ino](fuse_req_t r) { return WaitUnpinned(r, tid, file_id, ino); });
+  Defer(req, [this, tid, file_id, ino, slot](fuse_req_t r) {
+    return WaitUnpinned(r, tid, file_id, ino);
+  });
   return 0;
 }
 
@@ -84,10 +106,16 @@ void Server::KillPinHolders(uint64_t file_id) {
   }
   // The holders of every context with a pin through this file, as lsof
   // finds them; then the pins go at once, whatever became of the holders.
-  for (uint64_t own : pins_->ContextSocketsOf(file_id)) {
-    auto peer = pin::PeerInode(own);
+  for (const auto& socket : pins_->ContextSocketsOf(file_id)) {
+    auto peer = pin::PeerInode(socket.inode);
     if (!peer.ok()) continue;
-    for (const pin::Holder& h : pin::HoldersOf(*peer)) {
+    // Only processes the pins' own user could kill itself: a context's
+    // descriptor can be passed to anybody (SCM_RIGHTS to a service that
+    // keeps what it receives), and the daemon's right to kill is not the
+    // pinner's. Root's contexts: whoever holds them.
+    const std::optional<uid_t> only =
+        socket.uid == 0 ? std::nullopt : std::optional<uid_t>(socket.uid);
+    for (const pin::Holder& h : pin::HoldersOf(*peer, only)) {
       if (syscall(SYS_pidfd_send_signal, h.pidfd.get(), SIGKILL, nullptr, 0) == 0 || errno != EPERM) {
         continue;
       }

@@ -351,6 +351,7 @@ class Server {
   std::string softnic_address_;
   DaxMaps::Process self_;  // the daemon, owner of its soft NIC pins' records
   PinMountOptions::Close close_with_pins_ = PinMountOptions::Close::kZombie;  // set by StartPins
+  std::atomic<int> flush_waits_{0};  // FLUSHes waiting under block-close (pin_close.cc)
 };
 
 // The credentials of the process that sent `req`. Its supplementary groups

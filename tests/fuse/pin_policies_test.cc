@@ -292,6 +292,21 @@ class Holder {
       ctx_.fd = context;
       return "OK";
     }
+    if (cmd == "become") {  // become UID: this user from now on (and its group)
+      uid_t uid = 0;
+      in >> uid;
+      return setgid(uid) == 0 && setuid(uid) == 0 ? "OK" : Errno(errno);
+    }
+    if (cmd == "send-file") {  // the file's descriptor, over `peer`
+      const leasefs_pin_context file{fd_, 0, {}};
+      return SendContext(peer_, file) ? "OK" : Errno(errno);
+    }
+    if (cmd == "receive-file") {
+      leasefs_pin_context file{-1, 0, {}};
+      if (!ReceiveContext(peer_, &file)) return "EPROTO";
+      fd_ = file.fd;
+      return "OK";
+    }
     if (cmd == "send-context") return SendContext(peer_, ctx_) ? "OK" : Errno(errno);
     if (cmd == "receive-context") return ReceiveContext(peer_, &ctx_) ? "OK" : "EPROTO";
     if (cmd == "fenced") {  // fenced MS: the next FENCED notice on the context
@@ -495,6 +510,58 @@ TEST_CASE("scenario 5, kill-on-close: the file's last close kills the holders of
     CHECK(p->Wait(200) == -1);  // not a holder: not killed
   }
   CHECK(bystander->Wait(0) == -1);
+  CheckAllGone(t, f);
+}
+
+TEST_CASE("kill-on-close kills only processes of the pins' own user: a context passed to another user's process does not get it killed") {
+  if (!CanMountFuse()) return;
+  Mounted t("close_with_pins=kill-on-close");
+  const std::string f = MakeFile(t, "f", 8 * B);
+  REQUIRE(chown(f.c_str(), 1000, 1000) == 0);  // EXCLUSIVE leases are the owner's
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  auto p = StartHolder(f, sv[0]);
+  auto q = StartHolder(f, sv[1]);  // a service of another user that keeps what it receives
+  close(sv[0]);
+  close(sv[1]);
+  REQUIRE(p->Ask("become 1000") == "OK");
+  REQUIRE(q->Ask("become 65534") == "OK");
+  REQUIRE(p->Ask("setup " + std::to_string(8 * B)).rfind("OK ", 0) == 0);
+  REQUIRE(p->Ask("send-context") == "OK");
+  REQUIRE(q->Ask("receive-context") == "OK");
+  REQUIRE(p->Ask("close-context") == "OK");
+  REQUIRE(p->Ask("close-file") == "closing");
+  CHECK(p->Reply() == "OK");
+  CHECK(q->Wait(500) == -1);  // alive
+  CHECK(p->Wait(0) == -1);
+  CheckAllGone(t, f);  // the pins were aborted all the same
+  CHECK(q->Ask("close-context") == "OK");
+}
+
+TEST_CASE("block-close waits only for the pins' own user: another user's process closing a passed descriptor returns at once") {
+  if (!CanMountFuse()) return;
+  Mounted t("close_with_pins=block-close");
+  const std::string f = MakeFile(t, "f", 8 * B);
+  REQUIRE(chown(f.c_str(), 1000, 1000) == 0);
+  int sv[2];
+  REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+  auto p = StartHolder(f, sv[0]);
+  auto q = StartHolder(f, sv[1]);  // a service of another user that closes what it receives
+  close(sv[0]);
+  close(sv[1]);
+  REQUIRE(p->Ask("become 1000") == "OK");
+  REQUIRE(q->Ask("become 65534") == "OK");
+  REQUIRE(p->Ask("setup " + std::to_string(8 * B)).rfind("OK ", 0) == 0);
+  REQUIRE(p->Ask("send-file") == "OK");
+  REQUIRE(q->Ask("receive-file") == "OK");
+  REQUIRE(p->Ask("close-file") == "closing");  // the pinner keeps... nothing: it waits
+  CHECK(p->Reply(300) == "TIMEOUT");
+  const auto t0 = Clock::now();
+  REQUIRE(q->Ask("close-file") == "closing");
+  CHECK(q->Reply(2000) == "OK");
+  CHECK(Clock::now() - t0 < std::chrono::milliseconds(1000));
+  CHECK(Pins(t.dir).size() == 1);
+  REQUIRE(p->Kill(5000) != -1);  // its blocked close ends with it
   CheckAllGone(t, f);
 }
 
