@@ -118,7 +118,7 @@ void Flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
 // its process died), asynchronously: nobody waits for the reply.
 void Release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) noexcept {
   try {
-    Server::Of(req).DoRelease(fi);
+    if (Server::Of(req).DoRelease(req, fi)) return;  // answered by a worker
   } catch (...) {
     // Nothing to tell anyone: the file is closed either way.
   }

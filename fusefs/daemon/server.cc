@@ -511,13 +511,26 @@ int Server::DoFsync(fuse_req_t req, fuse_ino_t ino, int datasync) {
   return ReplyStatus(req, fs_->Fsync(ino, datasync != 0));
 }
 
-void Server::DoRelease(const fuse_file_info* fi) {
+bool Server::DoRelease(fuse_req_t req, const fuse_file_info* fi) {
   OpenFile* f = FileOf(fi);
-  if (f == nullptr) return;
-  leases_.table().CloseOpenFile(f->id());
-  KillPinHolders(f->id());  // close_with_pins=kill-on-close
-  if (dax_ != nullptr) dax_->FileClosed(f->id());
+  if (f == nullptr) return false;
+  const uint64_t id = f->id();
+  leases_.table().CloseOpenFile(id);
+  if (dax_ != nullptr) dax_->FileClosed(id);
   files_.Release(f);
+  if (close_with_pins_ != PinMountOptions::Close::kKillOnClose || !pins_ ||
+      pins_->PinsOf(id) == 0) {
+    return false;
+  }
+  // Nobody waits for RELEASE's answer; the workers' queue takes the task
+  // even when they are all busy (no per-user cap: a lost kill would leave
+  // the pins behind).
+  waiters_.Submit(req, [this, id](fuse_req_t r) {
+    KillPinHolders(id);
+    fuse_reply_err(r, 0);
+    return 0;
+  });
+  return true;
 }
 
 int Server::DoPoll(fuse_req_t req, fuse_ino_t, const fuse_file_info* fi, fuse_pollhandle* ph) {

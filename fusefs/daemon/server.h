@@ -133,7 +133,9 @@ class Server {
                  const fuse_file_info* fi);
   int DoFsync(fuse_req_t req, fuse_ino_t ino, int datasync);
   // The last close of an open file description: its leases go with it.
-  void DoRelease(const fuse_file_info* fi);
+  // Returns true when it handed the reply to a worker (kill-on-close's
+  // search for the pins' holders reads /proc, too long for the loop).
+  bool DoRelease(fuse_req_t req, const fuse_file_info* fi);
   // A close(2) of a descriptor. Sent only under close_with_pins=block-close
   // (other opens set noflush), where it may wait for pins (pin_close.cc).
   int DoFlush(fuse_req_t req, const fuse_file_info* fi);
