@@ -536,11 +536,12 @@ struct leasefs_pin_info {
  *
  * Before registering, the daemon makes the range's blocks the file's own, as
  * DAX_MAP does for a writable mapping (holes get zeroed blocks, unwritten
- * blocks are zeroed, reflinked blocks copied); that is a layout change, so
- * a range that needs it asks for a WRITE lease (EPERM under a READ one). The
- * blocks are recorded as reachable (the DAX path's quarantine records,
- * docs/dax.md): by the daemon for a SOFTNIC pin (it alone writes them), by
- * the calling process for a DECLARED one; the records go with the pin.
+ * blocks are zeroed, reflinked blocks copied); filling holes and copying is
+ * a layout change, which only WRITE|UNBREAKABLE lets its holder make (see
+ * EDEADLOCK). The blocks are recorded as reachable (the DAX path's
+ * quarantine records, docs/dax.md): by the daemon for the pin's life, and
+ * for a DECLARED pin by the calling process too (its engine may outlive a
+ * daemon crash); DAX_UNMAP does not drop them, the pin's end does.
  *
  * Out: the pin's id, and for SOFTNIC the rkey peers name it by (64 random
  * bits, never reused while the daemon lives) and the pool's block size.
@@ -548,8 +549,12 @@ struct leasefs_pin_info {
  * regular file, past the end of the file), EPERM, EAGAIN, EBADF as above;
  * EOPNOTSUPP (SOFTNIC on a mount without the soft NIC); ENOLCK (the context's
  * user holds 4096 pins); ENOSPC, EDQUOT (as DAX_MAP: no blocks, no records);
- * E2BIG (the range is in too many pieces: defragment the file); EDEADLOCK is
- * what a layout change over one's own pins gets, not PIN. */
+ * E2BIG (the range is in too many pieces: defragment the file); EDEADLOCK
+ * (the range has holes or reflinked blocks, and giving it blocks of its own
+ * is a layout change that an EXCLUSIVE lease refuses its own holder:
+ * fallocate and unshare the range before taking the lease); EAGAIN also when
+ * the holder changed the range's blocks while it was being pinned (ask
+ * again). A ZOMBIE lease (its taker died) is nobody's: EPERM. */
 #define LEASEFS_PIN_SOFTNIC 1u  /* provider: the daemon's soft NIC serves it (an rkey) */
 #define LEASEFS_PIN_DECLARED 2u /* provider: the client's own engine; it cannot be fenced */
 #define LEASEFS_PIN_REMOTE_WRITE 0x1u /* peers may write the range (SOFTNIC) */
