@@ -7,11 +7,14 @@
 // pins, and that another user can neither use nor see root's pins.
 //
 // Processes that must outlive a step (die, hold a context) are children.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/ioctl.h>
-#include <sys/socket.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1025,6 +1028,85 @@ TEST_CASE("a lease left ZOMBIE by its taker's death is nobody's: a fork sharing 
   close(sv[0]);
   CHECK(Eventually([&] { return Pins(dir).empty(); }));  // the fork's exit ends the context
   close(dir);
+}
+
+// Sends `bytes` on a fresh TCP connection to the daemon's soft NIC and
+// reads until the daemon closes it (true) or 3 s pass (false).
+bool SendRawAndSeeClosed(const leasefs_pin_info& info, const std::string& bytes) {
+  const int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return false;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(info.softnic_port);
+  inet_pton(AF_INET, info.softnic_address, &a.sin_addr);
+  if (connect(s, reinterpret_cast<const sockaddr*>(&a), sizeof(a)) != 0) {
+    close(s);
+    return false;
+  }
+  (void)!send(s, bytes.data(), bytes.size(), MSG_NOSIGNAL);
+  bool closed = false;
+  char buf[4096];
+  for (const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+       std::chrono::steady_clock::now() < end;) {
+    pollfd p{s, POLLIN, 0};
+    if (poll(&p, 1, 100) <= 0) continue;
+    const ssize_t n = recv(s, buf, sizeof(buf), 0);
+    if (n <= 0) {
+      closed = true;
+      break;
+    }
+  }
+  close(s);
+  return closed;
+}
+
+TEST_CASE("malformed soft NIC frames from another user: each connection closed and counted, the pins untouched, the daemon alive") {
+  if (!CanMountFuse()) return;
+  Mounted t;
+  const std::string f = t.m.path("f");
+  const int fd = MakeFile(f, std::string(8 * B, 'a'));
+  REQUIRE(Lease(fd, 0, 0, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) == 0);
+  leasefs_pin_context c;
+  REQUIRE(leasefs_pin_context_open(fd, &c) == 0);
+  uint64_t rkey = 0;
+  REQUIRE(leasefs_pin_register(fd, &c, 0, 8 * B, LEASEFS_PIN_SOFTNIC, kRW, nullptr, &rkey) == 0);
+  leasefs_pin_info info;
+  REQUIRE(leasefs_pin_get_info(fd, &info) == 0);
+  CHECK_AS(65534, 65534, {}, [&](ChildChecks& k) {
+    pin::wire::Hello hello{pin::wire::kMagic, pin::wire::kVersion, 0, 1u << 20, 0, 0};
+    const std::string good_hello(reinterpret_cast<const char*>(&hello), sizeof(hello));
+    pin::wire::Hello bad = hello;
+    bad.magic ^= 1;
+    pin::wire::Request huge{pin::wire::kOpWrite, 0, 0, 0xffffffffu, rkey, 0, 1};
+    pin::wire::Request unknown{9, 0, 0, 16, rkey, 0, 2};
+    pin::wire::Request flags{pin::wire::kOpWrite, 0x80, 0, 16, rkey, 0, 3};
+    auto raw = [](const auto& v) { return std::string(reinterpret_cast<const char*>(&v), sizeof(v)); };
+    std::mt19937 g(7);
+    std::string noise(4096, '\0');
+    for (auto& ch : noise) ch = static_cast<char>(g());
+    const std::string cases[] = {
+        raw(bad),                      // not our hello
+        noise,                         // noise
+        good_hello + raw(huge),        // a WRITE over the announced maximum
+        good_hello + raw(unknown),     // an op that does not exist
+        good_hello + raw(flags),       // flags that do not exist
+    };
+    int closed = 0;
+    for (const std::string& bytes : cases) closed += SendRawAndSeeClosed(info, bytes);
+    KEQ(k, std::to_string(closed), "5");
+  });
+  leasefs_pin_list head{};
+  const auto pins = Pins(fd, &head);
+  CHECK(head.malformed_frames == 5);
+  REQUIRE(pins.size() == 1);
+  CHECK(pins[0].ops == 0);
+  CHECK(ReadFile(f) == std::string(8 * B, 'a'));
+  // A well-behaved peer still gets through.
+  pin::SoftNicPeer peer = ConnectPeer(fd);
+  CHECK(WriteAndWait(peer, rkey, 0, "fine") == "OK");
+  CHECK(kill(t.m.daemon_pid(), 0) == 0);
+  leasefs_pin_context_close(&c);
+  close(fd);
 }
 
 }  // namespace
