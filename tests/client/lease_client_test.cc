@@ -164,8 +164,8 @@ TEST_SUITE("client") {
       uint64_t features = 0;
       REQUIRE(leasefs_abi_version(fd, &version, &features) == 0);
       CHECK(version == LEASEFS_ABI_VERSION);
-      CHECK(features ==
-            (LEASEFS_FEATURE_BLOCK_MAP | LEASEFS_FEATURE_LEASES | LEASEFS_FEATURE_DAX));
+      CHECK(features == (LEASEFS_FEATURE_BLOCK_MAP | LEASEFS_FEATURE_LEASES | LEASEFS_FEATURE_DAX |
+                         LEASEFS_FEATURE_PINS));
       auto abi = client::QueryAbi(fd);
       REQUIRE(abi.ok());
       CHECK(abi->version == version);
