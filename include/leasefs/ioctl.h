@@ -58,6 +58,7 @@
 #define LEASEFS_FEATURE_LEASES (1ull << 1)    /* layout leases, the lease list and the event log */
 #define LEASEFS_FEATURE_DAX (1ull << 2)       /* the DAX path: pool info, map, unmap, mapping list */
 #define LEASEFS_FEATURE_PINS (1ull << 3)      /* pins: pin info, pin, unpin, pin list (docs/pins.md) */
+#define LEASEFS_FEATURE_PIN_VERBS (1ull << 4) /* PIN accepts LEASEFS_PIN_VERBS (docs/pins.md) */
 
 struct leasefs_version {
 	__u32 abi_version; /* out: LEASEFS_ABI_VERSION of the daemon */
@@ -492,8 +493,9 @@ struct leasefs_dax_list {
 
 /* What the daemon writes on a context's socket, little-endian: HELLO first
  * (id = the context, token), then FENCED for each of its pins that a break
- * fenced (id = the pin, rkey = its rkey, 0 for a declared pin). The daemon
- * never waits for the reader: a client that does not read loses notices. */
+ * fenced (id = the pin, rkey = its rkey, 0 for a declared or verbs pin).
+ * The daemon never waits for the reader: a client that does not read loses
+ * notices. */
 #define LEASEFS_PIN_FRAME_MAGIC 0x5843504cu /* "LPCX" in memory */
 #define LEASEFS_PIN_FRAME_VERSION 1
 #define LEASEFS_PIN_FRAME_HELLO 1
@@ -540,8 +542,15 @@ struct leasefs_pin_info {
  * a layout change, which only WRITE|UNBREAKABLE lets its holder make (see
  * EDEADLOCK). The blocks are recorded as reachable (the DAX path's
  * quarantine records, docs/dax.md): by the daemon for the pin's life, and
- * for a DECLARED pin by the calling process too (its engine may outlive a
- * daemon crash); DAX_UNMAP does not drop them, the pin's end does.
+ * for a DECLARED or VERBS pin by the calling process too (its engine may
+ * outlive a daemon crash); DAX_UNMAP does not drop them, the pin's end does.
+ * DECLARED and VERBS need the file open for writing (EBADF): their engine
+ * may write whatever the flags say.
+ *
+ * A VERBS pin is a range the caller registered with an RDMA device of its
+ * own (rdma-core's ibv_reg_mr): at a fence the daemon sends the context a
+ * FENCED frame for it, the holder deregisters its MR and then UNPINs; until
+ * then the blocks stay quarantined. An ODP registration needs no pin.
  *
  * Out: the pin's id, and for SOFTNIC the rkey peers name it by (64 random
  * bits, never reused while the daemon lives) and the pool's block size.
@@ -557,8 +566,10 @@ struct leasefs_pin_info {
  * again). A ZOMBIE lease (its taker died) is nobody's: EPERM. */
 #define LEASEFS_PIN_SOFTNIC 1u  /* provider: the daemon's soft NIC serves it (an rkey) */
 #define LEASEFS_PIN_DECLARED 2u /* provider: the client's own engine; it cannot be fenced */
-#define LEASEFS_PIN_REMOTE_WRITE 0x1u /* peers may write the range (SOFTNIC) */
-#define LEASEFS_PIN_REMOTE_READ 0x2u  /* peers may read it (SOFTNIC) */
+#define LEASEFS_PIN_VERBS 3u    /* provider: the client's RDMA device (rdma-core); the daemon
+                                   asks it to deregister at a fence (LEASEFS_FEATURE_PIN_VERBS) */
+#define LEASEFS_PIN_REMOTE_WRITE 0x1u /* peers may write the range (SOFTNIC, VERBS) */
+#define LEASEFS_PIN_REMOTE_READ 0x2u  /* peers may read it (SOFTNIC, VERBS) */
 #define LEASEFS_PIN_MAX_BYTES (1ull << 30)
 
 struct leasefs_pin {
@@ -566,8 +577,8 @@ struct leasefs_pin {
 	__u8 token[16];  /* in: the context's token, from its HELLO frame */
 	__u64 offset;    /* in */
 	__u64 length;    /* in */
-	__u32 provider;  /* in: LEASEFS_PIN_SOFTNIC or LEASEFS_PIN_DECLARED */
-	__u32 flags;     /* in: LEASEFS_PIN_REMOTE_* (SOFTNIC: at least one; DECLARED: 0) */
+	__u32 provider;  /* in: LEASEFS_PIN_SOFTNIC, _DECLARED or _VERBS */
+	__u32 flags;     /* in: LEASEFS_PIN_REMOTE_* (SOFTNIC, VERBS: at least one; DECLARED: 0) */
 	__u64 pin_id;    /* out */
 	__u64 rkey;      /* out: SOFTNIC only */
 	__u64 reserved[4];
@@ -606,7 +617,7 @@ struct leasefs_pin_record {
 	__u64 rkey;          /* SOFTNIC */
 	__s32 creator_pid;   /* the process that created the context */
 	__u32 uid;           /* its user */
-	__u32 provider;      /* LEASEFS_PIN_SOFTNIC, _DECLARED */
+	__u32 provider;      /* LEASEFS_PIN_SOFTNIC, _DECLARED, _VERBS */
 	__u32 flags;         /* LEASEFS_PIN_REC_* */
 	__u64 ops;           /* SOFTNIC: operations served on it (writes + reads) */
 	__u64 bytes;         /* SOFTNIC: bytes moved */
