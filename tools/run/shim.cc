@@ -547,6 +547,7 @@ void AfterForkChild() {
     InShimScope scope;
     g_state.pid = getpid();
     ResetWatcherAfterFork();
+    ForgetPinsAfterFork();
     for (Inode& n : g_state.inodes) {
       n.lease_owned = false;
       n.shared = n.used && n.lease_type != 0;

@@ -26,6 +26,7 @@
 #include <sys/types.h>
 
 #include "lease/client/leasefs_dax.h"
+#include "lease/client/leasefs_pin.h"
 
 namespace leasefs::run {
 
@@ -46,7 +47,31 @@ struct Inode {
   // child: the other may release the lease before this process's watcher
   // saw the break's POLLPRI, so the watcher also checks the lease itself.
   bool shared = false;
+  // Pins of the verbs layer on this inode (pins.cc): while there are any,
+  // the lease is EXCLUSIVE and the inode stays, mappings or not.
+  int pins = 0;
+  bool exclusive = false;
   uint32_t gen = 0;          // bumped whenever the slot is reused
+};
+
+constexpr int kMaxPins = 256;
+constexpr int kMaxPinContexts = 8;
+
+// A pin the verbs layer made (run_pin.h).
+struct Pin {
+  bool used = false;
+  int inode = -1;
+  uint32_t inode_gen = 0;
+  int context = -1;  // index in State::contexts
+  uint64_t pin_id = 0;
+};
+
+// One pin context per mount (st_dev) the process pins on, opened lazily.
+struct PinContext {
+  bool used = false;
+  uint64_t dev = 0;
+  leasefs_pin_context ctx{};
+  leasefs_pin_info info{};
 };
 
 struct Region {
@@ -69,6 +94,8 @@ struct State {
   Inode inodes[kMaxInodes];
   Region regions[kMaxRegions];
   Piece pieces[kMaxPieces];
+  Pin pin_table[kMaxPins];
+  PinContext contexts[kMaxPinContexts];
   pid_t pid = 0;               // this process (a vfork child differs)
   int wake_fd = -1;            // eventfd: the watcher rebuilds its poll set
   bool watcher_running = false;
@@ -128,7 +155,8 @@ bool ForgetRange(char* a, char* b, int keep);
 // the region's last piece gone, confirms its ids and ends the region, and
 // the inode's last region gone, releases the inode.
 void DropPiece(int p);
-// Releases inode `i`: its lease (if this process took it), its descriptor.
+// Releases inode `i`: its pins (UnpinInode), its lease (if this process took
+// it), its descriptor.
 void ReleaseInode(int i);
 
 // Replaces region `r`'s memory by the kernel's own mapping of the same file
@@ -150,6 +178,14 @@ void DropAllForExec();
 // leaves memory that faults rather than blocks that may be reused). Takes
 // g_mu itself.
 void BeforeExec();
+
+// --- pins of the verbs layer (pins.cc, run_pin.h) ---
+// Ends every pin on inode `i` (a break, an exec), and makes its lease
+// non-exclusive again when it is still active.
+void UnpinInode(int i);
+// In a fork's child: the pins are the parent's; forgets them (and closes
+// the child's copies of the contexts, which the parent keeps open).
+void ForgetPinsAfterFork();
 
 // --- the watcher (watcher.cc) ---
 // Starts it if it does not run (REQUIRES g_mu), and tells it to look again

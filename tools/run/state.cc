@@ -188,7 +188,9 @@ void EndRegion(int r, bool confirm) {
   const int i = g.inode;
   if (confirm) ConfirmIds(g_state.inodes[i].fd, &g.m);
   g = Region{};
-  if (!InodeHasRegions(i)) ReleaseInode(i);
+  // Pins keep the inode (its open file and lease) after its last mapping,
+  // as a registered MR keeps its pages after munmap (pins.cc).
+  if (!InodeHasRegions(i) && g_state.inodes[i].pins == 0) ReleaseInode(i);
 }
 
 void PutProtNone(char* addr, uint64_t len) {
@@ -258,6 +260,7 @@ void DropPiece(int p) {
 }
 
 void ReleaseInode(int i) {
+  if (g_state.inodes[i].pins > 0) UnpinInode(i);  // a lease may not go before its pins
   Inode& n = g_state.inodes[i];
   if (n.lease_type != 0) {
     leasefs_lease_info info{};
@@ -309,6 +312,10 @@ void DropAllForExec() {
     if (!c.used) continue;
     PutProtNone(c.addr, c.len);
     DropPiece(p);
+  }
+  // An exec ends the program's verbs objects: their pins go too.
+  for (int i = 0; i < kMaxInodes; ++i) {
+    if (g_state.inodes[i].used && g_state.inodes[i].pins > 0) ReleaseInode(i);
   }
 }
 
