@@ -120,7 +120,8 @@ Result<PinTable::Pinned> PinTable::Pin(const PinRequest& req, Region region) {
     return Status::Error(EINVAL, "a pin needs a range and its memory");
   }
   if (req.ino == 0) return Status::Error(EINVAL, "a pin needs its inode");
-  if (req.provider != Provider::kSoftNic && req.provider != Provider::kDeclared) {
+  if (req.provider != Provider::kSoftNic && req.provider != Provider::kDeclared &&
+      req.provider != Provider::kVerbs) {
     return Status::Error(EINVAL, "unknown pin provider");
   }
   if (req.provider == Provider::kSoftNic && nic_ == nullptr) {
@@ -339,7 +340,7 @@ size_t PinTable::AbortUnlessCovered(ContextId id, const std::vector<pid_t>& hold
 
 size_t PinTable::Abort(const std::vector<PinId>& ids) {
   std::vector<PinId> drop;
-  std::vector<lease::LeaseId> uncount;  // of declared pins fenced here
+  std::vector<lease::LeaseId> uncount;  // of declared and verbs pins fenced here
   std::vector<PinInfo> told;            // pins to tell their contexts of
   std::vector<Dropped> dropped;
   {
@@ -349,13 +350,15 @@ size_t PinTable::Abort(const std::vector<PinId>& ids) {
       if (rec == pins_.end()) continue;
       PinInfo& p = rec->second.info;
       if (!p.fenced) told.push_back(p);
-      if (p.provider != Provider::kDeclared) {
+      if (p.provider == Provider::kSoftNic) {
         drop.push_back(id);
         continue;
       }
-      // A declared engine cannot be stopped: its blocks stay quarantined
-      // under the pin's records until its context lets it go, as after a
-      // fence; only its lease stops counting it.
+      // A declared engine or the client's RDMA device cannot be stopped
+      // from here: the blocks stay quarantined under the pin's records
+      // until its context lets it go (a VERBS holder deregisters its MR on
+      // the FENCED notice, then unpins), as after a fence; only its lease
+      // stops counting it.
       if (!p.fenced) {
         p.fenced = true;
         by_lease_.erase({p.lease, id});

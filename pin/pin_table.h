@@ -47,6 +47,10 @@ class SoftNic;
 enum class Provider : uint32_t {
   kSoftNic = 1,   // the daemon's soft NIC serves it (an rkey)
   kDeclared = 2,  // the client's own engine; nothing to fence but the blocks
+  // The client's RDMA device (rdma-core): as kDeclared, the daemon cannot
+  // stop it, but its holder is told FENCED (as every fenced pin's is) and
+  // deregisters its MR, then unpins; the blocks stay quarantined till then.
+  kVerbs = 3,
 };
 
 using ContextId = uint64_t;
@@ -82,8 +86,8 @@ class PinTable final : public lease::PinFencer {
   // --- pins
 
   // The memory behind a pin, kept valid until `release` runs (or, without
-  // one, for the table's life). A DECLARED pin needs none (base null): its
-  // engine reaches the blocks its own way; `release` still runs.
+  // one, for the table's life). A DECLARED or VERBS pin needs none (base
+  // null): its engine reaches the blocks its own way; `release` still runs.
   struct Region {
     void* base = nullptr;
     uint64_t length = 0;
@@ -150,9 +154,9 @@ class PinTable final : public lease::PinFencer {
   // Aborts the pins made through open file `f`: each one not fenced yet is
   // told to its context (a FENCED frame) and stops counting on its lease (a
   // ZOMBIE lease goes with its last pin). SOFTNIC pins are dropped as by
-  // Unpin (the rkey fenced and forgotten); a DECLARED pin, whose engine the
-  // daemon cannot stop, stays listed, fenced, its blocks quarantined, until
-  // its context lets it go. Returns how many it aborted.
+  // Unpin (the rkey fenced and forgotten); a DECLARED or VERBS pin, whose
+  // engine the daemon cannot stop, stays listed, fenced, its blocks
+  // quarantined, until its context lets it go. Returns how many it aborted.
   // (close_with_pins=kill-on-close)
   size_t AbortPinsOf(lease::OpenFileId f);
   // The creator of context `id` died while `holders` (processes, not the

@@ -109,7 +109,7 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
     leasefs_version v{};
     v.abi_version = LEASEFS_ABI_VERSION;
     v.features = LEASEFS_FEATURE_BLOCK_MAP | LEASEFS_FEATURE_LEASES | LEASEFS_FEATURE_DAX;
-    if (pins_) v.features |= LEASEFS_FEATURE_PINS;
+    if (pins_) v.features |= LEASEFS_FEATURE_PINS | LEASEFS_FEATURE_PIN_VERBS;
     fuse_reply_ioctl(req, 0, &v, sizeof(v));
     return 0;
   }

@@ -277,12 +277,18 @@ int Server::DoPin(fuse_req_t req, const OpenFile& file, const void* in, size_t i
   } else if (p.provider == LEASEFS_PIN_DECLARED) {
     if (p.flags != 0) return EINVAL;
     a->provider = pin::Provider::kDeclared;
+  } else if (p.provider == LEASEFS_PIN_VERBS) {
+    // The flags are the MR's remote access, recorded for the listing.
+    if ((p.flags & ~kRemote) != 0 || p.flags == 0) return EINVAL;
+    a->provider = pin::Provider::kVerbs;
   } else {
     return EINVAL;
   }
   // A declared engine may write, as a peer with REMOTE_WRITE may: both need
-  // what mmap(PROT_WRITE, MAP_SHARED) needs.
-  if ((a->provider == pin::Provider::kDeclared || (p.flags & LEASEFS_PIN_REMOTE_WRITE) != 0) &&
+  // what mmap(PROT_WRITE, MAP_SHARED) needs. So does a verbs MR whatever
+  // its flags say: its device writes local RECVs and READ answers into it,
+  // and the daemon cannot see the access the MR was given.
+  if ((a->provider != pin::Provider::kSoftNic || (p.flags & LEASEFS_PIN_REMOTE_WRITE) != 0) &&
       !file.writable()) {
     return EBADF;
   }
@@ -331,12 +337,12 @@ int Server::PinOnWorker(fuse_req_t req, const PinArgs& a) {
   if (SharedMappings()) DropCachedPages({{a.ino, a.offset, a.length}});
   // A soft NIC pin's blocks are written by the daemon alone, which fences
   // before any change frees them: its records are the daemon's and live as
-  // long as the pin. A declared engine is the caller's: its blocks get the
-  // daemon's records (the pin's life) and the caller's too (they outlive a
-  // daemon crash while the caller lives).
+  // long as the pin. A declared engine or a verbs device is the caller's:
+  // its blocks get the daemon's records (the pin's life) and the caller's
+  // too (they outlive a daemon crash while the caller lives).
   auto blocks = std::make_shared<PinnedBlocks>(this);
   Status s = RecordPinned(a, self_, blocks.get());
-  if (s.ok() && a.provider == pin::Provider::kDeclared) s = RecordPinned(a, a.caller, blocks.get());
+  if (s.ok() && a.provider != pin::Provider::kSoftNic) s = RecordPinned(a, a.caller, blocks.get());
   if (s.ok() && a.provider == pin::Provider::kSoftNic) s = MapPinnedView(a.offset, blocks.get());
   if (!s.ok()) {
     if (s.err() != ERESTART) return ErrnoOf(s);

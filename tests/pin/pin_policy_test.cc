@@ -115,6 +115,26 @@ TEST_CASE("PinTable: AbortPinsOf drops a soft NIC pin and fences a declared one;
   CHECK(t.table.PinsOf(1) == 0);
 }
 
+TEST_CASE("PinTable: AbortPinsOf fences a VERBS pin as a declared one: listed and quarantined until unpinned") {
+  Fixture t;
+  t.Lease(1, 0);
+  Memory verbs;
+  const PinId v = t.Pin(1, &verbs, Provider::kVerbs);
+  t.leases.CloseOpenFile(1);  // ZOMBIE, counting it
+  CHECK(t.table.AbortPinsOf(1) == 1);
+  CHECK(t.LiveLeases() == 0);  // the lease no longer counts it
+  uint64_t id = 0;
+  CHECK(t.NextFrame(&id) == LEASEFS_PIN_FRAME_FENCED);  // the holder deregisters on this
+  CHECK(id == v);
+  CHECK(verbs.released == 0);
+  const auto left = t.table.List(0);
+  REQUIRE(left.size() == 1);
+  CHECK(left[0].fenced);
+  REQUIRE(t.table.Unpin(t.ctx.id, t.ctx.token, 1000, v).ok());
+  CHECK(verbs.released == 1);
+  CHECK(t.table.PinsOf(1) == 0);
+}
+
 TEST_CASE("PinTable: WaitUnpinned returns when the open file's last pin goes, or when told to stop") {
   Fixture t;
   t.Lease(1, 0);

@@ -442,6 +442,42 @@ TEST_CASE("PinTable: a fence at the break time stops a writing peer before the c
   CHECK(fx.table.PinsOf(1) == 0);
 }
 
+TEST_CASE("PinTable: a VERBS pin needs no memory; a fence marks it, tells its context, keeps its blocks") {
+  Fixture fx(lease::PinnedBreak::kFence);
+  const auto c = fx.Context();
+  (void)NextFrame(fx.notices.get());  // the hello
+  Lease(fx.leases, 1);
+  std::atomic<int> released{0};
+  PinTable::PinRequest r = fx.Req(c, 1, Provider::kVerbs);
+  r.remote_read = false;
+  auto pinned = fx.table.Pin(r, PinTable::Region{nullptr, kLen, [&] { released.fetch_add(1); }});
+  REQUIRE(pinned.ok());
+  CHECK(pinned->rkey == 0);  // the device's own rkey is none of the daemon's business
+  auto list = fx.table.List(0);
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].provider == Provider::kVerbs);
+  CHECK(list[0].remote_write);
+  CHECK_FALSE(list[0].remote_read);
+  // Another process punches: recalled, nobody answers, fenced at the break
+  // time; the change proceeds.
+  CHECK(fx.leases.Break(By(2), Punch(), false, nullptr).ok());
+  CHECK(fx.leases.GetLease(1, 0).state == LEASEFS_STATE_REVOKED);
+  const Frame fenced = NextFrame(fx.notices.get());
+  CHECK(fenced.type == LEASEFS_PIN_FRAME_FENCED);
+  CHECK(fenced.id == pinned->id);
+  CHECK(fenced.rkey == 0);
+  list = fx.table.List(0);
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].fenced);
+  CHECK(released == 0);  // the blocks stay quarantined until the holder unpins
+  CHECK(fx.table.Unpin(c.id, c.token, 1000, pinned->id).ok());
+  CHECK(released == 1);
+  CHECK(fx.table.List(0).empty());
+  // An unknown provider is still refused.
+  r.provider = static_cast<Provider>(4);
+  CHECK(fx.table.Pin(r, PinTable::Region{nullptr, kLen, nullptr}).status().err() == EINVAL);
+}
+
 TEST_CASE("PinTable: the per-user count keeps only users that hold pins") {
   Fixture fx;
   Lease(fx.leases, 1);

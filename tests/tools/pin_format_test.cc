@@ -62,7 +62,8 @@ TEST_SUITE("leasectl") {
   TEST_CASE("pin words: providers, flags lowest bit first, rkeys in 16 hex digits") {
     CHECK(PinProviderName(LEASEFS_PIN_SOFTNIC) == "softnic");
     CHECK(PinProviderName(LEASEFS_PIN_DECLARED) == "declared");
-    CHECK(PinProviderName(3) == "provider 3");
+    CHECK(PinProviderName(LEASEFS_PIN_VERBS) == "verbs");
+    CHECK(PinProviderName(4) == "provider 4");
     CHECK(PinFlagNames(0) == std::vector<std::string>{});
     CHECK(PinFlagNames(LEASEFS_PIN_REC_CLOSED | LEASEFS_PIN_REC_FENCED | 0x20) ==
           std::vector<std::string>{"fenced", "closed", "0x20"});

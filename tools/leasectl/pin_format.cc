@@ -60,6 +60,8 @@ std::string PinProviderName(uint32_t provider) {
       return "softnic";
     case LEASEFS_PIN_DECLARED:
       return "declared";
+    case LEASEFS_PIN_VERBS:
+      return "verbs";
     default:
       return fmt::format("provider {}", provider);
   }

@@ -14,7 +14,7 @@
 
 namespace leasefs::leasectl {
 
-// "softnic", "declared" (else "provider N").
+// "softnic", "declared", "verbs" (else "provider N").
 std::string PinProviderName(uint32_t provider);
 // LEASEFS_PIN_REC_* as "fenced", "write", "read", "closed", lowest bit
 // first; unknown bits as "0x10" and so on.

@@ -40,7 +40,8 @@ DESCRIPTION
 
   CONTEXT is the pin context that owns the pin, PID and UID the process that
   created it and its user. PROVIDER is softnic (the daemon's soft NIC serves
-  it) or declared (an engine of the client's own). PATH is where the file is
+  it), declared (an engine of the client's own) or verbs (the client's RDMA
+  device, through rdma-core). PATH is where the file is
   open in the lease's holder or the context's creator (/proc/PID/fd), else
   where a walk of the mount (at most 100000 entries) met it, else "?". RANGE
   is the first and last byte. LEASE is the lease the pin is counted on, with
