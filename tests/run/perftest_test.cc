@@ -1,0 +1,277 @@
+// Debian's perftest (ib_write_bw, ib_read_bw, ib_send_bw), unmodified, over
+// the emulated RDMA device of leasefs-run (docs/verbs.md), with both buffers
+// in leasefs files (--mmap): the server's registration is a pin of its file
+// with the daemon's soft NIC. Checks perftest's own exit status and result
+// table, the bytes that moved (read back through FUSE), what `leasectl pins`
+// shows while it runs, and a truncate under pinned_break=fence in the
+// middle of a run.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <doctest/doctest.h>
+
+#include "base/unique_fd.h"
+#include "tests/run/probe.h"
+#include "tests/support/mount.h"
+
+namespace leasefs::testing {
+namespace {
+
+std::string LeasectlBin() { return ToolPath("LEASECTL_BIN", "build/tools/leasectl"); }
+
+// A program run in the background with stdout and stderr in a file.
+class Background {
+ public:
+  explicit Background(const std::vector<std::string>& argv) {
+    char name[] = "/tmp/leasefs-perftest-XXXXXX";
+    const int fd = mkstemp(name);
+    REQUIRE(fd >= 0);
+    unlink(name);
+    log_ = UniqueFd(fd);
+    pid_ = fork();
+    REQUIRE(pid_ >= 0);
+    if (pid_ == 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+      const int null = open("/dev/null", O_RDONLY);
+      dup2(null, 0);
+      std::vector<char*> cargv;
+      std::vector<std::string> copy = argv;
+      for (std::string& a : copy) cargv.push_back(a.data());
+      cargv.push_back(nullptr);
+      execv(cargv[0], cargv.data());
+      _exit(127);
+    }
+  }
+  ~Background() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      (void)Wait(-1);
+    }
+  }
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
+
+  // Its exit code (128 + signal), or -1 if it runs after timeout_s (then
+  // it is killed: a hang is a failure, never a stuck test).
+  int Wait(int timeout_s = 120) {
+    int status = 0;
+    for (int waited = 0;; waited += 10) {
+      const pid_t r = waitpid(pid_, &status, timeout_s < 0 ? 0 : WNOHANG);
+      if (r == pid_) break;
+      if (r < 0 && errno != EINTR) return -1;
+      if (timeout_s >= 0 && waited >= timeout_s * 1000) {
+        kill(pid_, SIGKILL);
+        waitpid(pid_, &status, 0);
+        pid_ = -1;
+        return -1;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  bool running() const { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
+
+  std::string Output() const {
+    std::string out;
+    char buf[4096];
+    for (off_t at = 0;;) {
+      const ssize_t n = pread(log_.get(), buf, sizeof buf, at);
+      if (n <= 0) break;
+      out.append(buf, static_cast<size_t>(n));
+      at += n;
+    }
+    return out;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  UniqueFd log_;
+};
+
+// Whether a TCP socket listens on 127.0.0.1 or 0.0.0.0 at `port`.
+bool Listening(uint16_t port) {
+  std::ifstream f("/proc/net/tcp");
+  std::string line;
+  char want[8];
+  std::snprintf(want, sizeof want, ":%04X", port);
+  while (std::getline(f, line)) {
+    std::istringstream in(line);
+    std::string sl, local, remote, state;
+    in >> sl >> local >> remote >> state;
+    if (state == "0A" && local.size() > 5 && local.substr(local.size() - 5) == want) return true;
+  }
+  return false;
+}
+
+// Waits (up to 30 s) for `server` to listen on `port`.
+void AwaitListen(Background& server, uint16_t port) {
+  for (int i = 0; i < 3000 && !Listening(port); ++i) {
+    REQUIRE_MESSAGE(server.running(), server.Output());
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  REQUIRE_MESSAGE(Listening(port), server.Output());
+}
+
+std::string ReadAt(const std::string& path, off_t offset, size_t len) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  REQUIRE(fd.valid());
+  std::string out(len, '\0');
+  REQUIRE(pread(fd.get(), out.data(), len, offset) == static_cast<ssize_t>(len));
+  return out;
+}
+
+// Each run uses its own exchange port: perftest's listener and the
+// previous run's connections do not meet.
+uint16_t NextPort() {
+  static uint16_t port = static_cast<uint16_t>(20000 + getpid() % 20000);
+  return ++port;
+}
+
+constexpr size_t kFileSize = 2u << 20;  // perftest's buffer is 2 x max(size, 4096) bytes
+
+std::vector<std::string> Perftest(const std::string& tool, const std::vector<std::string>& args) {
+  std::vector<std::string> argv = {RunBin(), "/usr/bin/" + tool};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return argv;
+}
+
+// One run of `tool` with `size`-byte messages, both buffers in files of
+// the mount. perftest fills each buffer with random bytes after registering
+// it; the client's message then lands at the second half of the server's
+// buffer (WRITE, SEND), or the server's second half in the client's first
+// (READ): for sizes of a page or more always at the same place.
+void RunOne(TestMount& m, const std::string& tool, size_t size, int iterations) {
+  CAPTURE(tool);
+  CAPTURE(size);
+  const std::string s = m.path(tool + "-server-" + std::to_string(size));
+  const std::string c = m.path(tool + "-client-" + std::to_string(size));
+  MakeFile(s, kFileSize, '\0');
+  MakeFile(c, kFileSize, '\0');
+  const uint16_t port = NextPort();
+  const std::vector<std::string> common = {"-s", std::to_string(size), "-n",
+                                           std::to_string(iterations), "-p",
+                                           std::to_string(port)};
+  std::vector<std::string> sargs = common, cargs = common;
+  sargs.push_back("--mmap=" + s);
+  cargs.push_back("--mmap=" + c);
+  cargs.push_back("127.0.0.1");
+  Background server(Perftest(tool, sargs));
+  AwaitListen(server, port);
+  Background client(Perftest(tool, cargs));
+  const int crc = client.Wait();
+  const int src = server.Wait();
+  const std::string cout = client.Output();
+  INFO("client: " << cout << "\nserver: " << server.Output());
+  REQUIRE(crc == 0);
+  REQUIRE(src == 0);
+  // perftest's own table: the header, and a row for the size and count.
+  CHECK(cout.find(" #bytes     #iterations    BW peak[MB/sec]    BW average[MB/sec]") !=
+        std::string::npos);
+  char row[64];
+  std::snprintf(row, sizeof row, "\n %-7zu    %-10d", size, iterations);
+  CHECK(cout.find(row) != std::string::npos);
+  CHECK(cout.find("Device         : leasefs0") != std::string::npos);
+  const size_t half = std::max<size_t>(size, 4096);
+  const std::string at_server = ReadAt(s, static_cast<off_t>(half), size);
+  const std::string at_client = ReadAt(c, 0, size);
+  CHECK(at_server == at_client);
+  // The bytes are perftest's random ones, not the zeros the files began with.
+  CHECK(at_client != std::string(size, '\0'));
+}
+
+TEST_CASE("perftest: ib_write_bw, ib_read_bw and ib_send_bw over leasefs0 between leasefs files") {
+  TestMount m(RunMountOptions());
+  for (const char* tool : {"ib_write_bw", "ib_read_bw", "ib_send_bw"}) {
+    for (size_t size : {4096u, 65536u, 1u << 20}) RunOne(m, tool, size, size >= (1u << 20) ? 200 : 1000);
+  }
+}
+
+TEST_CASE("perftest: without leasefs-run, ib_write_bw finds no device and says so at once") {
+  Background direct({"/usr/bin/ib_write_bw", "-p", std::to_string(NextPort()), "127.0.0.1"});
+  const int rc = direct.Wait(30);
+  const std::string out = direct.Output();
+  INFO(out);
+  CHECK(rc != 0);
+  CHECK(rc != -1);  // it did not hang
+  CHECK(out.find(" Did not detect devices \n If device exists, check if driver is up\n") !=
+        std::string::npos);
+}
+
+// The pins of the mount as `leasectl pins` prints them.
+std::string Pins(const TestMount& m) {
+  const ProcessResult r = Run({LeasectlBin(), "pins", m.mnt()});
+  return r.output;
+}
+
+TEST_CASE("perftest: the server's registration is a pin while ib_write_bw runs; a truncate under "
+          "pinned_break=fence ends the run with perftest's remote access error") {
+  MountOptions o = RunMountOptions();
+  o.options = "allow_other,lease_break_time=2,pinned_break=fence";
+  TestMount m(o);
+  const std::string s = m.path("server");
+  const std::string c = m.path("client");
+  MakeFile(s, kFileSize, '\0');
+  MakeFile(c, kFileSize, '\0');
+  const uint16_t port = NextPort();
+  const std::vector<std::string> common = {"-s", "65536", "-D", "60", "-p", std::to_string(port)};
+  std::vector<std::string> sargs = common, cargs = common;
+  sargs.push_back("--mmap=" + s);
+  cargs.push_back("--mmap=" + c);
+  cargs.push_back("127.0.0.1");
+  Background server(Perftest("ib_write_bw", sargs));
+  AwaitListen(server, port);
+  Background client(Perftest("ib_write_bw", cargs));
+  // Wait for the server's pin to show (registration follows the exchange).
+  struct stat st {};
+  REQUIRE(stat(s.c_str(), &st) == 0);
+  const std::string ino = " " + std::to_string(st.st_ino) + " ";
+  std::string pins;
+  for (int i = 0; i < 3000; ++i) {
+    pins = Pins(m);
+    if (pins.find(s) != std::string::npos) break;
+    REQUIRE_MESSAGE(client.running(), client.Output());
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  INFO("pins: " << pins);
+  REQUIRE(pins.find(s) != std::string::npos);
+  CHECK(pins.find("softnic") != std::string::npos);
+  CHECK(pins.find("0..131071") != std::string::npos);  // perftest's buffer: 2 x 64 KiB
+  // A third process truncates the server's file while the client writes:
+  // the pinned lease is recalled, the server's shim lets the pin go (or the
+  // daemon fences it at the break time), the truncate proceeds.
+  REQUIRE(truncate(s.c_str(), 0) == 0);
+  // The freed blocks go to a new file; nothing may write them after this.
+  const std::string pattern(kFileSize, '\x5a');
+  MakeFile(m.path("newcomer"), kFileSize, '\x5a');
+  const int crc = client.Wait(60);
+  const std::string cout = client.Output();
+  INFO("client: " << cout << "\nserver: " << server.Output());
+  CHECK(crc == 1);
+  CHECK(cout.find(" Completion with error at client\n") != std::string::npos);
+  CHECK(cout.find(" Failed status 10: wr_id 0 syndrom 0xa\n") != std::string::npos);
+  CHECK(server.Wait(60) != -1);
+  CHECK(ReadAt(m.path("newcomer"), 0, kFileSize) == pattern);
+  CHECK(Pins(m).find(s) == std::string::npos);
+  // The daemon is alive and the pool consistent.
+  struct stat root {};
+  CHECK(stat(m.mnt().c_str(), &root) == 0);
+  CHECK(m.Unmount() == 0);
+  const ProcessResult f = m.Fsck();
+  CHECK_MESSAGE(f.exit_code == 0, f.output);
+}
+
+}  // namespace
+}  // namespace leasefs::testing
