@@ -1273,7 +1273,9 @@ ibv_device g_device = [] {
 }();
 
 // Progress for every CQ of a channel (ibv_get_cq_event waits on it).
-void ProgressChannel(Channel& ch) {
+// Progress for every CQ of a channel (ibv_get_cq_event waits on it); adds
+// to *fds the sockets whose data would bring those CQs completions.
+void ProgressChannel(Channel& ch, std::vector<pollfd>* fds) {
   std::vector<std::shared_ptr<Cq>> cqs;
   {
     std::lock_guard<std::mutex> l(ch.mu);
@@ -1281,7 +1283,21 @@ void ProgressChannel(Channel& ch) {
       if (auto c = w.lock()) cqs.push_back(std::move(c));
     }
   }
-  for (const std::shared_ptr<Cq>& c : cqs) ProgressCq(*c, true);
+  for (const std::shared_ptr<Cq>& c : cqs) {
+    ProgressCq(*c, true);
+    std::vector<std::shared_ptr<Qp>> qps;
+    {
+      std::lock_guard<std::mutex> l(c->mu);
+      qps = c->send_qps;
+    }
+    for (const std::shared_ptr<Qp>& qp : qps) {
+      std::lock_guard<std::mutex> l(qp->mu);
+      if (qp->link.valid()) fds->push_back(pollfd{qp->link.get(), POLLIN, 0});
+      for (const PeerConn& pc : qp->peers) {
+        if (!pc.broken) fds->push_back(pollfd{pc.peer->fd(), POLLIN, 0});
+      }
+    }
+  }
 }
 
 }  // namespace
@@ -1618,31 +1634,27 @@ int SoftDestroyCq(ibv_cq* ibcq) {
 int SoftGetCqEvent(ibv_comp_channel* ibch, ibv_cq** out_cq, void** out_context) {
   const bool nonblocking = (fcntl(ibch->fd, F_GETFL) & O_NONBLOCK) != 0;
   for (;;) {
-    uint64_t ptr = 0;
-    const ssize_t n = read(ibch->fd, &ptr, sizeof ptr);
-    if (n == sizeof ptr) {
-      *out_cq = reinterpret_cast<ibv_cq*>(ptr);
-      *out_context = (*out_cq)->cq_context;
-      return 0;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno != EAGAIN) return -1;
-    // No event yet. The requester's completions come only from reading the
-    // soft NICs and links: read them for every CQ on this channel, then wait
-    // a little for the pipe (a non-blocking channel gets one round).
-    ProgressChannel(*Of(ibch));
-    if (nonblocking) {
-      const ssize_t m = read(ibch->fd, &ptr, sizeof ptr);
-      if (m == sizeof ptr) {
+    // The requester's completions come only from reading the soft NICs and
+    // links: read them for every CQ on this channel, then wait for the
+    // event pipe or for more of their data (a non-blocking channel gets one
+    // round).
+    std::vector<pollfd> fds = {pollfd{ibch->fd, POLLIN, 0}};
+    ProgressChannel(*Of(ibch), &fds);
+    if (poll(fds.data(), fds.size(), nonblocking ? 0 : 100) < 0 && errno != EINTR) return -1;
+    if ((fds[0].revents & POLLIN) != 0) {
+      uint64_t ptr = 0;
+      const ssize_t n = read(ibch->fd, &ptr, sizeof ptr);
+      if (n == sizeof ptr) {
         *out_cq = reinterpret_cast<ibv_cq*>(ptr);
         *out_context = (*out_cq)->cq_context;
         return 0;
       }
+      if (n < 0 && errno != EINTR && errno != EAGAIN) return -1;
+    }
+    if (nonblocking) {
       errno = EAGAIN;
       return -1;
     }
-    pollfd p{ibch->fd, POLLIN, 0};
-    (void)poll(&p, 1, 1);
   }
 }
 
