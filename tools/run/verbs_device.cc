@@ -26,6 +26,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <sched.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -394,6 +395,22 @@ class Engine {
   std::unordered_map<uint32_t, std::shared_ptr<Qp>> qps_;
   std::unordered_map<uint32_t, std::shared_ptr<Mr>> mrs_;
   std::unique_ptr<pin::SoftNic> nic_;
+
+ public:
+  // Asks the progress thread to move `qp`'s requester work that does not
+  // wait for the program: link parts deferred behind one-sided ones, link
+  // bytes the socket did not take. A real NIC does this without the
+  // program's help; here the program's own calls do it when they can
+  // (post, poll), and this thread when the program polls another CQ or
+  // none. REQUIRES qp.mu (it is taken after qp.mu, never before).
+  void Watch(const std::shared_ptr<Qp>& qp);
+
+ private:
+  void ProgressLoop();
+  std::mutex watch_mu_;
+  std::vector<std::weak_ptr<Qp>> watched_;  // GUARDED_BY(watch_mu_)
+  UniqueFd watch_wake_;
+  bool progress_started_ = false;  // GUARDED_BY(watch_mu_)
 };
 
 // --- small I/O helpers ---------------------------------------------------------------------------
@@ -943,6 +960,12 @@ const Target* Resolve(Qp& qp, uint32_t rkey, ibv_wc_status* status) {
   return &(qp.targets[rkey] = t);
 }
 
+// Whether `qp` has requester work that needs no call of the program to
+// go on: link parts waiting for earlier one-sided ones, link bytes unsent.
+bool Stalled(const Qp& qp) {
+  return qp.state != IBV_QPS_ERR && (!qp.link_queue.empty() || !qp.link_out.empty());
+}
+
 // Reads what the soft NICs sent, sends what the link may take, moves link
 // parts whose turn came, and delivers completions in order. REQUIRES qp.mu.
 void Progress(Qp& qp) {
@@ -1002,6 +1025,65 @@ void Progress(Qp& qp) {
       EnterError(qp);
       break;
     }
+  }
+  if (Stalled(qp)) Engine::Get().Watch(qp.shared_from_this());
+}
+
+void Engine::Watch(const std::shared_ptr<Qp>& qp) {
+  std::lock_guard<std::mutex> l(watch_mu_);
+  if (!progress_started_) {
+    watch_wake_.reset(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!watch_wake_.valid()) return;
+    progress_started_ = true;
+    std::thread([this] { ProgressLoop(); }).detach();
+  }
+  for (const std::weak_ptr<Qp>& w : watched_) {
+    if (w.lock() == qp) return;
+  }
+  watched_.push_back(qp);
+  const uint64_t one = 1;
+  (void)!write(watch_wake_.get(), &one, sizeof one);
+}
+
+void Engine::ProgressLoop() {
+  for (;;) {
+    std::vector<std::shared_ptr<Qp>> qps;
+    {
+      std::lock_guard<std::mutex> l(watch_mu_);
+      for (const std::weak_ptr<Qp>& w : watched_) {
+        if (auto q = w.lock()) qps.push_back(std::move(q));
+      }
+    }
+    std::vector<pollfd> fds = {pollfd{watch_wake_.get(), POLLIN, 0}};
+    for (const std::shared_ptr<Qp>& qp : qps) {
+      std::lock_guard<std::mutex> l(qp->mu);
+      if (qp->link.valid()) {
+        fds.push_back(pollfd{qp->link.get(),
+                             static_cast<short>(POLLIN | (qp->link_out.empty() ? 0 : POLLOUT)), 0});
+      }
+      for (const PeerConn& pc : qp->peers) {
+        if (!pc.broken) fds.push_back(pollfd{pc.peer->fd(), POLLIN, 0});
+      }
+    }
+    (void)poll(fds.data(), fds.size(), qps.empty() ? -1 : 100);
+    if ((fds[0].revents & POLLIN) != 0) {
+      uint64_t v;
+      (void)!read(watch_wake_.get(), &v, sizeof v);
+    }
+    std::vector<std::shared_ptr<Qp>> done;
+    for (const std::shared_ptr<Qp>& qp : qps) {
+      std::lock_guard<std::mutex> l(qp->mu);
+      Progress(*qp);
+      if (!Stalled(*qp)) done.push_back(qp);
+    }
+    std::lock_guard<std::mutex> l(watch_mu_);
+    watched_.erase(std::remove_if(watched_.begin(), watched_.end(),
+                                  [&](const std::weak_ptr<Qp>& w) {
+                                    auto q = w.lock();
+                                    return !q || std::find(done.begin(), done.end(), q) !=
+                                                     done.end();
+                                  }),
+                   watched_.end());
   }
 }
 
