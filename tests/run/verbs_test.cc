@@ -4,8 +4,15 @@
 // through the device's QP link and soft NIC. Exact completion statuses,
 // opcodes, byte counts, immediates, errno values and bytes.
 #include <infiniband/verbs.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <grp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -429,6 +436,124 @@ TEST_CASE("leasefs0: completion events through a channel") {
   CHECK(ibv_destroy_qp(d) == 0);
   CHECK(ibv_destroy_cq(cq) == 0);
   CHECK(ibv_destroy_comp_channel(ch) == 0);
+}
+
+
+// Connects to the QP link socket of LID `lid` (docs/verbs.md), or -1.
+int LinkSocket(uint16_t lid) {
+  const int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (s < 0) return -1;
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  const int n = snprintf(a.sun_path + 1, sizeof a.sun_path - 1, "leasefs-verbs/lid/%u", lid);
+  if (connect(s, reinterpret_cast<sockaddr*>(&a),
+              static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n)) != 0) {
+    close(s);
+    return -1;
+  }
+  return s;
+}
+
+struct HelloFrame {
+  uint32_t magic = 0x4B4C5156;
+  uint16_t version = 1;
+  uint16_t src_lid = 0;
+  uint32_t src_qpn = 0;
+  uint32_t dst_qpn = 0;
+  uint64_t reserved = 0;
+};
+
+// The 8-byte reply's status to `hello` (bytes as given), or -1 if the link
+// closed without one.
+int HelloStatus(uint16_t lid, const void* hello, size_t len) {
+  const int s = LinkSocket(lid);
+  if (s < 0) return -2;
+  if (write(s, hello, len) != static_cast<ssize_t>(len)) {
+    close(s);
+    return -1;
+  }
+  if (len < sizeof(HelloFrame)) shutdown(s, SHUT_WR);  // and says no more
+  uint8_t reply[8];
+  size_t got = 0;
+  while (got < sizeof reply) {
+    const ssize_t r = read(s, reply + got, sizeof reply - got);
+    if (r <= 0) break;
+    got += static_cast<size_t>(r);
+  }
+  close(s);
+  if (got != sizeof reply) return -1;
+  uint16_t status;
+  std::memcpy(&status, reply + 6, 2);
+  return status;
+}
+
+// In a child as uid 65534: hostile links to the pair's QPs, from several
+// threads at once. Exit 0 if every answer was the refusal expected.
+int Hostile(uint16_t lid, uint32_t qp_a, uint32_t qp_b) {
+  if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0) return 10;
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        HelloFrame h;
+        h.src_lid = lid;
+        switch ((i + t) % 5) {
+          case 0:  // noise
+            h.magic = 0xdeadbeef;
+            if (HelloStatus(lid, &h, sizeof h) != 2) ++bad;
+            break;
+          case 1:  // a nonzero reserved field
+            h.reserved = 1;
+            if (HelloStatus(lid, &h, sizeof h) != 2) ++bad;
+            break;
+          case 2:  // a QP that does not exist
+            h.src_qpn = qp_a;
+            h.dst_qpn = (qp_b + 1 + static_cast<uint32_t>(i)) & 0xffffff;
+            if (h.dst_qpn == qp_a) h.dst_qpn ^= 0x800000;
+            if (HelloStatus(lid, &h, sizeof h) != 1) ++bad;
+            break;
+          case 3:  // B's QP, claiming to be a QP B is not connected to
+            h.src_qpn = qp_b;
+            h.dst_qpn = qp_b;
+            if (HelloStatus(lid, &h, sizeof h) != 1) ++bad;
+            break;
+          default:  // half a hello, then gone
+            if (HelloStatus(lid, &h, 10) != -1) ++bad;
+            break;
+        }
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  return bad.load() == 0 ? 0 : 20;
+}
+
+TEST_CASE("leasefs0: another user's hostile links are refused; the pair still works") {
+  if (geteuid() != 0) {
+    MESSAGE("skipped: needs root to become uid 65534");
+    return;
+  }
+  Pair q;
+  Buf src(q.pd, 65536, kAll), dst(q.pd, 65536, kAll), in(q.pd, 64, kAll);
+  Fill(src, 11);
+  // A has not used its link yet: the hostile links race B's acceptance of it.
+  const pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) _exit(Hostile(q.lid, q.a->qp_num, q.b->qp_num));
+  for (int round = 0; round < 20; ++round) {
+    PostRecv(q.b, {{in.addr(), 64, in.mr->lkey}}, round);
+    REQUIRE(Post(q.a, IBV_WR_RDMA_WRITE, {{src.addr(), 65536, src.mr->lkey}}, 100, false,
+                 dst.addr(), dst.mr->rkey) == 0);
+    REQUIRE(Post(q.a, IBV_WR_SEND, {{src.addr(), 64, src.mr->lkey}}, 200 + round, true) == 0);
+    CHECK(Poll(q.cq_b, 1)[0].status == IBV_WC_SUCCESS);
+    CHECK(Poll(q.cq_a, 1)[0].status == IBV_WC_SUCCESS);
+  }
+  int status = 0;
+  REQUIRE(waitpid(child, &status, 0) == child);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(dst.bytes == src.bytes);
 }
 
 }  // namespace

@@ -68,6 +68,7 @@ constexpr int kMaxInline = 1024;
 constexpr int kMaxRdAtom = 16;
 constexpr uint32_t kMaxMessage = wire::kMaxMessage;
 constexpr int kLinkTimeoutMs = 5000;
+constexpr int kMaxHelloLinks = 64;
 
 bool Verbose() {
   static const bool v = [] {
@@ -395,6 +396,7 @@ class Engine {
   std::unordered_map<uint32_t, std::shared_ptr<Qp>> qps_;
   std::unordered_map<uint32_t, std::shared_ptr<Mr>> mrs_;
   std::unique_ptr<pin::SoftNic> nic_;
+  std::atomic<int> hello_threads_{0};  // links not past their hello yet
 
  public:
   // Asks the progress thread to move `qp`'s requester work that does not
@@ -608,10 +610,17 @@ bool ServeMessage(int fd, Qp& qp, const wire::Request& req) {
   return true;
 }
 
-void ServeLink(UniqueFd fd) {
-  if (!WaitReadable(fd.get(), kLinkTimeoutMs)) return;
+void ServeLink(UniqueFd fd, std::atomic<int>* in_hello) {
+  // The hello must come whole within the link timeout: a peer that sends
+  // part of one and waits holds this thread no longer.
+  const timeval tv{kLinkTimeoutMs / 1000, 0};
+  setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   wire::Hello h{};
-  if (!ReadFull(fd.get(), &h, sizeof h)) return;
+  const bool whole = ReadFull(fd.get(), &h, sizeof h);
+  in_hello->fetch_sub(1);
+  if (!whole) return;
+  const timeval none{0, 0};
+  setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
   wire::HelloReply hr{wire::kMagic, wire::kVersion, wire::kHelloOk};
   if (h.magic != wire::kMagic || h.version != wire::kVersion || h.reserved != 0) {
     hr.status = wire::kHelloMalformed;
@@ -666,7 +675,16 @@ void Engine::Accept() {
       }
       return;
     }
-    std::thread([c] { ServeLink(UniqueFd(c)); }).detach();
+    // Links still in their hello are capped: connecting costs an
+    // unprivileged peer nothing, a thread costs us memory.
+    if (hello_threads_.load() >= kMaxHelloLinks) {
+      close(c);
+      continue;
+    }
+    hello_threads_.fetch_add(1);
+    std::thread([this, c] {
+      ServeLink(UniqueFd(c), &hello_threads_);
+    }).detach();
   }
 }
 
