@@ -211,8 +211,17 @@ std::vector<std::string> FioArgs(const Job& job, uint16_t port, bool server,
 uint64_t IoBytes(const std::string& json_path, const char* dir) {
   std::ifstream f(json_path);
   REQUIRE(f.good());
-  const nlohmann::json j = nlohmann::json::parse(f, nullptr, false);
-  REQUIRE_MESSAGE(!j.is_discarded(), json_path);
+  std::stringstream text;
+  text << f.rdbuf();
+  // With --thread, the engine's "fio: waiting for connection" goes to the
+  // --output file too, before the JSON.
+  const std::string all = text.str();
+  const size_t start = all.find("\n{\n");
+  const std::string json = all.rfind("{\n", 0) == 0 || start == std::string::npos
+                               ? all
+                               : all.substr(start + 1);
+  const nlohmann::json j = nlohmann::json::parse(json, nullptr, false);
+  REQUIRE_MESSAGE(!j.is_discarded(), all);
   REQUIRE(j["jobs"].size() == 1);
   REQUIRE(j["jobs"][0]["error"].get<int>() == 0);
   return j["jobs"][0][dir]["io_bytes"].get<uint64_t>();
