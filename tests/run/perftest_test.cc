@@ -273,5 +273,74 @@ TEST_CASE("perftest: the server's registration is a pin while ib_write_bw runs; 
   CHECK_MESSAGE(f.exit_code == 0, f.output);
 }
 
+
+// Semantics-2019 §5 scenario 16, the ODP contrast, under the default
+// pinned_break=refuse: a registration with on-demand paging (perftest
+// --odp) pins nothing, so a truncate from a third process succeeds at once;
+// the registration is invalidated (the server's shim drops its mapping of
+// the file, its soft NIC's copies stop first) and the peer's next WRITE
+// faults. The same run without --odp is a pin: the truncate is refused
+// with ETXTBSY and the run completes.
+TEST_CASE("perftest: scenario 16, ODP: the truncate goes ahead and the peer faults; a pinned "
+          "registration refuses it") {
+  bool odp = false;
+  SUBCASE("ib_write_bw --odp") { odp = true; }
+  SUBCASE("ib_write_bw, a pin") {}
+  CAPTURE(odp);
+  TestMount m(RunMountOptions());  // pinned_break=refuse
+  const std::string s = m.path("server");
+  const std::string c = m.path("client");
+  MakeFile(s, kFileSize, '\0');
+  MakeFile(c, kFileSize, '\0');
+  const uint16_t port = NextPort();
+  std::vector<std::string> common = {"-s", "65536", "-D", odp ? "60" : "3", "-p",
+                                     std::to_string(port)};
+  if (odp) common.push_back("--odp");
+  std::vector<std::string> sargs = common, cargs = common;
+  sargs.push_back("--mmap=" + s);
+  cargs.push_back("--mmap=" + c);
+  cargs.push_back("127.0.0.1");
+  Background server(Perftest("ib_write_bw", sargs));
+  AwaitListen(server, port);
+  Background client(Perftest("ib_write_bw", cargs));
+  // perftest fills its buffer with random bytes right after registering it.
+  const std::string zeros(4096, '\0');
+  bool registered = false;
+  for (int i = 0; i < 3000 && !registered; ++i) {
+    registered = ReadAt(s, 65536, 4096) != zeros;
+    if (!registered) {
+      REQUIRE_MESSAGE(client.running(), client.Output());
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  REQUIRE(registered);
+  const std::string pins = Pins(m);
+  INFO("pins: " << pins);
+  if (odp) {
+    CHECK(pins.find(s) == std::string::npos);  // ODP pins nothing
+    REQUIRE(truncate(s.c_str(), 0) == 0);
+    MakeFile(m.path("newcomer"), kFileSize, '\x5a');
+    const int crc = client.Wait(60);
+    const std::string cout = client.Output();
+    INFO("client: " << cout << "\nserver: " << server.Output());
+    CHECK(crc == 1);
+    CHECK(cout.find(" Failed status 10: wr_id 0 syndrom 0xa\n") != std::string::npos);
+    CHECK(server.Wait(60) != -1);
+    CHECK(ReadAt(m.path("newcomer"), 0, kFileSize) == std::string(kFileSize, '\x5a'));
+  } else {
+    CHECK(pins.find(s) != std::string::npos);
+    CHECK(truncate(s.c_str(), 0) == -1);
+    CHECK(errno == ETXTBSY);
+    CHECK(client.Wait(60) == 0);
+    CHECK(server.Wait(60) == 0);
+    struct stat st {};
+    REQUIRE(stat(s.c_str(), &st) == 0);
+    CHECK(st.st_size == static_cast<off_t>(kFileSize));
+  }
+  CHECK(m.Unmount() == 0);
+  const ProcessResult f = m.Fsck();
+  CHECK_MESSAGE(f.exit_code == 0, f.output);
+}
+
 }  // namespace
 }  // namespace leasefs::testing

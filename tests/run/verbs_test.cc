@@ -4,6 +4,7 @@
 // through the device's QP link and soft NIC. Exact completion statuses,
 // opcodes, byte counts, immediates, errno values and bytes.
 #include <infiniband/verbs.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -438,6 +439,37 @@ TEST_CASE("leasefs0: completion events through a channel") {
   CHECK(ibv_destroy_comp_channel(ch) == 0);
 }
 
+
+TEST_CASE("leasefs0: on-demand paging: offered for RC; an unmapped registration faults") {
+  Pair q;
+  ibv_device_attr_ex ex{};
+  REQUIRE(ibv_query_device_ex(q.ctx, nullptr, &ex) == 0);
+  CHECK((ex.odp_caps.general_caps & IBV_ODP_SUPPORT) != 0);
+  CHECK(ex.odp_caps.per_transport_caps.rc_odp_caps ==
+        (IBV_ODP_SUPPORT_SEND | IBV_ODP_SUPPORT_RECV | IBV_ODP_SUPPORT_WRITE |
+         IBV_ODP_SUPPORT_READ));
+  const size_t len = 1 << 20;
+  bool odp = false;
+  SUBCASE("ODP") { odp = true; }
+  SUBCASE("not ODP: unmapping it makes it fault too, instead of a crash") {}
+  void* mem = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(mem != MAP_FAILED);
+  ibv_mr* mr = ibv_reg_mr(q.pd, mem, len, kAll | (odp ? IBV_ACCESS_ON_DEMAND : 0));
+  REQUIRE(mr != nullptr);
+  Buf src(q.pd, 4096, kAll);
+  Fill(src, 2);
+  const uintptr_t at = reinterpret_cast<uintptr_t>(mem);
+  REQUIRE(Post(q.a, IBV_WR_RDMA_WRITE, {{src.addr(), 4096, src.mr->lkey}}, 1, true, at,
+               mr->rkey) == 0);
+  CHECK(Poll(q.cq_a, 1)[0].status == IBV_WC_SUCCESS);
+  CHECK(std::memcmp(mem, src.bytes.data(), 4096) == 0);
+  // The memory goes (the MMU's invalidation): the registration stops first.
+  REQUIRE(munmap(mem, len) == 0);
+  REQUIRE(Post(q.a, IBV_WR_RDMA_WRITE, {{src.addr(), 4096, src.mr->lkey}}, 2, true, at,
+               mr->rkey) == 0);
+  CHECK(Poll(q.cq_a, 1)[0].status == IBV_WC_REM_ACCESS_ERR);
+  CHECK(ibv_dereg_mr(mr) == 0);
+}
 
 // Connects to the QP link socket of LID `lid` (docs/verbs.md), or -1.
 int LinkSocket(uint16_t lid) {

@@ -141,6 +141,11 @@ void UnpinInode(int i) {
   }
 }
 
+void Invalidate(const void* addr, size_t len) {
+  auto hook = __atomic_load_n(&g_state.invalidate, __ATOMIC_ACQUIRE);
+  if (hook != nullptr) hook(addr, len);
+}
+
 void ForgetPinsAfterFork() {
   for (Pin& pin : g_state.pin_table) pin = Pin{};
   for (Inode& n : g_state.inodes) n.pins = 0;
@@ -204,4 +209,9 @@ extern "C" __attribute__((visibility("default"))) int leasefs_run_unpin(uint64_t
   }
   // A break ended it already (UnpinInode), or it never was.
   return 0;
+}
+
+extern "C" __attribute__((visibility("default"))) void leasefs_run_set_invalidate_hook(
+    void (*hook)(const void* addr, size_t len)) {
+  __atomic_store_n(&g_state.invalidate, hook, __ATOMIC_RELEASE);
 }

@@ -45,6 +45,15 @@ int leasefs_run_pin_range(const void* addr, size_t len, uint32_t flags,
  * no longer knows (a break or an exec ended it) gives 0: nothing to do. */
 int leasefs_run_unpin(uint64_t pin_id);
 
+/* leasefs_run_set_invalidate_hook -- from now on, `hook` is called with
+ * every range of the process's memory that is about to be unmapped
+ * (munmap, mremap's old range) or replaced under a DAX mapping (a break),
+ * before it happens: the verbs layer stops its soft NIC's copies into
+ * registrations there, as a NIC's on-demand paging follows the MMU's
+ * invalidations. The hook runs in the unmapping thread, possibly under the
+ * shim's lock, and must call no function of the shim. */
+void leasefs_run_set_invalidate_hook(void (*hook)(const void* addr, size_t len));
+
 #ifdef __cplusplus
 }
 #endif

@@ -607,6 +607,7 @@ LEASEFS_EXPORT void* mmap64(void* addr, size_t len, int prot, int flags, int fd,
 }
 
 LEASEFS_EXPORT int munmap(void* addr, size_t len) {
+  if (!InShim()) leasefs::run::Invalidate(addr, len);  // registrations there stop first
   if (InShim() || PieceCount() == 0) return leasefs::run::RealMunmap(addr, len);
   return leasefs::run::ShimMunmap(addr, len);
 }
@@ -628,6 +629,15 @@ LEASEFS_EXPORT void* mremap(void* old, size_t old_size, size_t new_size, int fla
     va_start(ap, flags);
     new_addr = va_arg(ap, void*);
     va_end(ap);
+  }
+  if (!InShim()) {
+    // What may stop being mapped where it was: all of it if it may move,
+    // else the tail it loses.
+    if ((flags & MREMAP_MAYMOVE) != 0) {
+      leasefs::run::Invalidate(old, old_size);
+    } else if (new_size < old_size) {
+      leasefs::run::Invalidate(static_cast<char*>(old) + new_size, old_size - new_size);
+    }
   }
   if (InShim() || PieceCount() == 0)
     return leasefs::run::RealMremap(old, old_size, new_size, flags, new_addr);

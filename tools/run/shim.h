@@ -100,6 +100,9 @@ struct State {
   int wake_fd = -1;            // eventfd: the watcher rebuilds its poll set
   bool watcher_running = false;
   int npieces = 0;             // pieces in use: read without the lock as a hint
+  // The verbs layer's invalidation hook (run_pin.h): told of every range
+  // whose memory is about to change under a registration.
+  void (*invalidate)(const void* addr, size_t len) = nullptr;
   bool verbose = false;        // LEASEFS_RUN_VERBOSE=1
   bool strict = false;         // LEASEFS_RUN_STRICT=1
 };
@@ -183,6 +186,9 @@ void BeforeExec();
 // Ends every pin on inode `i` (a break, an exec), and makes its lease
 // non-exclusive again when it is still active.
 void UnpinInode(int i);
+// Tells the verbs layer that [addr, addr + len) is about to be unmapped or
+// replaced (any lock state; the hook takes none of the shim's).
+void Invalidate(const void* addr, size_t len);
 // In a fork's child: the pins are the parent's; forgets them (and closes
 // the child's copies of the contexts, which the parent keeps open).
 void ForgetPinsAfterFork();

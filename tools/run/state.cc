@@ -288,6 +288,7 @@ void DegradeRegion(int r, bool confirm) {
   for (int p = 0; p < kMaxPieces; ++p) {
     Piece& c = g_state.pieces[p];
     if (!c.used || c.region != r) continue;
+    Invalidate(c.addr, c.len);
     DegradePiece(c, fd, g.m.map_flags);
     c = Piece{};
     --g.pieces;

@@ -161,6 +161,7 @@ struct Mr {
   // Remote service.
   bool served = false;
   bool pinned = false;  // a pin of the daemon (else the process's soft NIC)
+  bool odp = false;     // IBV_ACCESS_ON_DEMAND: never a pin; follows invalidations
   uint64_t pin_id = 0;
   uint64_t rkey64 = 0;
   uint64_t region_offset = 0;
@@ -381,9 +382,12 @@ class Engine {
       }
       Log("own soft NIC on 127.0.0.1:%u", nic->port());
       nic_ = std::move(nic);
+      nic_ptr_.store(nic_.get(), std::memory_order_release);
     }
     return nic_.get();
   }
+  // The own soft NIC if started, without a lock (the invalidation hook).
+  pin::SoftNic* StartedNic() const { return nic_ptr_.load(std::memory_order_acquire); }
 
  private:
   Engine() = default;
@@ -397,6 +401,7 @@ class Engine {
   std::unordered_map<uint32_t, std::shared_ptr<Mr>> mrs_;
   std::unique_ptr<pin::SoftNic> nic_;
   std::atomic<int> hello_threads_{0};  // links not past their hello yet
+  std::atomic<pin::SoftNic*> nic_ptr_{nullptr};
 
  public:
   // Asks the progress thread to move `qp`'s requester work that does not
@@ -685,6 +690,78 @@ void Engine::Accept() {
     std::thread([this, c] {
       ServeLink(UniqueFd(c), &hello_threads_);
     }).detach();
+  }
+}
+
+// --- invalidations -----------------------------------------------------------------------------
+//
+// The process's own soft NIC copies into registered memory through this
+// process's addresses. When memory under such a registration is about to be
+// unmapped or replaced (munmap, mremap, a break of the DAX mapping behind
+// it), the shim calls Invalidate first (run_pin.h) and the registration is
+// fenced: no copy into the old memory is in progress or will start, and
+// peers' later operations fail with a remote access error. For an ODP
+// registration this is the MMU notifier's invalidation (semantics-2019,
+// scenario 16); for others it replaces a crash (a NIC would go on writing
+// the orphaned pages, which a process has no way to keep).
+//
+// The table is fixed-size and its lock is held only to scan it: the hook
+// may run inside any munmap of the process, allocator and soft NIC
+// included, and must neither allocate nor take another of our locks.
+
+struct Served {
+  uintptr_t start = 0, end = 0;  // 0, 0: free
+  uint64_t rkey64 = 0;
+  bool fenced = false;
+};
+constexpr int kMaxServed = 4096;
+std::mutex g_served_mu;
+Served g_served[kMaxServed];  // GUARDED_BY(g_served_mu)
+
+void InvalidateRange(const void* addr, size_t len) {
+  if (len == 0) return;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+  const uintptr_t b = a + len < a ? UINTPTR_MAX : a + len;
+  uint64_t rkeys[64];
+  for (;;) {
+    int n = 0;
+    {
+      std::lock_guard<std::mutex> l(g_served_mu);
+      for (Served& r : g_served) {
+        if (r.end == 0 || r.fenced || r.end <= a || r.start >= b) continue;
+        r.fenced = true;
+        rkeys[n++] = r.rkey64;
+        if (n == 64) break;
+      }
+    }
+    pin::SoftNic* nic = Engine::Get().StartedNic();
+    for (int i = 0; i < n && nic != nullptr; ++i) (void)nic->Fence(rkeys[i]);
+    if (n < 64) return;
+  }
+}
+
+// Lists a registration served by the own soft NIC; installs the hook once.
+bool AddServed(uintptr_t start, uint64_t len, uint64_t rkey64) {
+  static const bool hooked = [] {
+    using SetHook = void (*)(void (*)(const void*, size_t));
+    auto set = reinterpret_cast<SetHook>(dlsym(RTLD_DEFAULT, "leasefs_run_set_invalidate_hook"));
+    if (set != nullptr) set(InvalidateRange);
+    return set != nullptr;
+  }();
+  (void)hooked;
+  std::lock_guard<std::mutex> l(g_served_mu);
+  for (Served& r : g_served) {
+    if (r.end != 0) continue;
+    r = Served{start, start + len, rkey64, false};
+    return true;
+  }
+  return false;
+}
+
+void RemoveServed(uint64_t rkey64) {
+  std::lock_guard<std::mutex> l(g_served_mu);
+  for (Served& r : g_served) {
+    if (r.end != 0 && r.rkey64 == rkey64) r = Served{};
   }
 }
 
@@ -1353,8 +1430,11 @@ int QueryDeviceEx(ibv_context* ctx, const ibv_query_device_ex_input* input,
   if (input != nullptr && input->comp_mask != 0) return EINVAL;
   ibv_device_attr_ex a{};
   if (int rc = SoftQueryDevice(ctx, &a.orig_attr); rc != 0) return rc;
-  // On-demand paging is not offered: a registration is a pin (docs/verbs.md).
-  a.max_dm_size = 0;
+  // On-demand paging for RC: an ODP registration is never a pin; it
+  // follows the invalidations of its memory (docs/verbs.md).
+  a.odp_caps.general_caps = IBV_ODP_SUPPORT;
+  a.odp_caps.per_transport_caps.rc_odp_caps = IBV_ODP_SUPPORT_SEND | IBV_ODP_SUPPORT_RECV |
+                                              IBV_ODP_SUPPORT_WRITE | IBV_ODP_SUPPORT_READ;
   std::memcpy(attr, &a, std::min(size, sizeof a));
   return 0;
 }
@@ -1554,11 +1634,11 @@ int SoftDeallocPd(ibv_pd* ibpd) {
 ibv_mr* SoftRegMr(ibv_pd* ibpd, void* addr, size_t length, uint64_t iova, unsigned access) {
   const unsigned known = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE |
                          IBV_ACCESS_REMOTE_READ | IBV_ACCESS_REMOTE_ATOMIC |
-                         IBV_ACCESS_RELAXED_ORDERING;
+                         IBV_ACCESS_RELAXED_ORDERING | IBV_ACCESS_ON_DEMAND;
   const bool remote_write = (access & (IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_ATOMIC)) != 0;
   if ((access & ~known) != 0 || (addr == nullptr && length != 0) ||
       (remote_write && (access & IBV_ACCESS_LOCAL_WRITE) == 0)) {
-    errno = (access & IBV_ACCESS_ON_DEMAND) != 0 ? EOPNOTSUPP : EINVAL;
+    errno = EINVAL;
     return nullptr;
   }
   if (length == 0 || length > (1ull << 40)) {
@@ -1571,6 +1651,7 @@ ibv_mr* SoftRegMr(ibv_pd* ibpd, void* addr, size_t length, uint64_t iova, unsign
   mr->iova = iova;
   mr->length = length;
   mr->access = access;
+  mr->odp = (access & IBV_ACCESS_ON_DEMAND) != 0;
   const bool rw = (access & IBV_ACCESS_REMOTE_WRITE) != 0;
   const bool rd = (access & IBV_ACCESS_REMOTE_READ) != 0;
   if (rw || rd) {
@@ -1579,8 +1660,8 @@ ibv_mr* SoftRegMr(ibv_pd* ibpd, void* addr, size_t length, uint64_t iova, unsign
     static const auto pin_range =
         reinterpret_cast<PinFn>(dlsym(RTLD_DEFAULT, "leasefs_run_pin_range"));
     leasefs_run_pin p{};
-    int rc = -ENOENT;
-    if (pin_range != nullptr) {
+    int rc = -ENOENT;  // not a leasefs DAX mapping (or ODP, which pins nothing)
+    if (pin_range != nullptr && !mr->odp) {
       rc = pin_range(addr, length,
                      (rw ? LEASEFS_PIN_REMOTE_WRITE : 0u) | (rd ? LEASEFS_PIN_REMOTE_READ : 0u),
                      &p);
@@ -1614,6 +1695,11 @@ ibv_mr* SoftRegMr(ibv_pd* ibpd, void* addr, size_t length, uint64_t iova, unsign
       mr->region_offset = 0;
       mr->port = nic->port();
       snprintf(mr->address, sizeof mr->address, "127.0.0.1");
+      if (!AddServed(reinterpret_cast<uintptr_t>(addr), length, mr->rkey64)) {
+        (void)nic->Unregister(mr->rkey64);
+        errno = ENOMEM;
+        return nullptr;
+      }
     }
     mr->served = true;
   }
@@ -1629,7 +1715,8 @@ ibv_mr* SoftRegMr(ibv_pd* ibpd, void* addr, size_t length, uint64_t iova, unsign
   mr->box.impl = new std::shared_ptr<Mr>(mr);
   mr->pd->users.fetch_add(1);
   Log("MR %#x: [%p, +%zu) access %#x%s", mr->key, addr, length, access,
-      mr->pinned ? " (a pin of a leasefs file)" : (mr->served ? " (own soft NIC)" : ""));
+      mr->pinned ? " (a pin of a leasefs file)"
+                 : (mr->served ? (mr->odp ? " (own soft NIC, on demand)" : " (own soft NIC)") : ""));
   return &m;
 }
 
@@ -1651,6 +1738,7 @@ int SoftDeregMr(ibv_mr* ibmr) {
       }
     }
   } else if (mr->served) {
+    RemoveServed(mr->rkey64);
     int err = 0;
     if (pin::SoftNic* nic = Engine::Get().LocalNic(&err)) (void)nic->Unregister(mr->rkey64);
   }
