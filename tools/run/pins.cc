@@ -127,6 +127,9 @@ void UnpinInode(int i) {
     Log("inode %llu: ending pin %llu before its mappings go",
         static_cast<unsigned long long>(g_state.inodes[i].ino),
         static_cast<unsigned long long>(pin.pin_id));
+    // A real device's registration moves off the blocks before they go.
+    auto fence = __atomic_load_n(&g_state.fence, __ATOMIC_ACQUIRE);
+    if (pin.provider == LEASEFS_PIN_VERBS && fence != nullptr) fence(pin.pin_id);
     (void)EndPin(p, false);
     any = true;
   }
@@ -159,8 +162,29 @@ void ForgetPinsAfterFork() {
 
 using namespace leasefs::run;  // NOLINT: the exported C functions below
 
+namespace leasefs::run {
+// Pins [addr, addr + len) with `provider`: run_pin.h. Takes g_mu.
+int PinRange(const void* addr, size_t len, uint32_t provider, uint32_t flags,
+             struct leasefs_run_pin* out);
+}  // namespace leasefs::run
+
 extern "C" __attribute__((visibility("default"))) int leasefs_run_pin_range(
     const void* addr, size_t len, uint32_t flags, struct leasefs_run_pin* out) {
+  return PinRange(addr, len, LEASEFS_PIN_SOFTNIC, flags, out);
+}
+
+extern "C" __attribute__((visibility("default"))) int leasefs_run_pin_range_verbs(
+    const void* addr, size_t len, uint32_t flags, struct leasefs_run_pin* out) {
+  return PinRange(addr, len, LEASEFS_PIN_VERBS, flags, out);
+}
+
+extern "C" __attribute__((visibility("default"))) void leasefs_run_set_fence_hook(
+    void (*hook)(uint64_t pin_id)) {
+  __atomic_store_n(&g_state.fence, hook, __ATOMIC_RELEASE);
+}
+
+int leasefs::run::PinRange(const void* addr, size_t len, uint32_t provider, uint32_t flags,
+                           struct leasefs_run_pin* out) {
   if (addr == nullptr || len == 0 || out == nullptr) return -EINVAL;
   if (PieceCount() == 0) return -ENOENT;
   Locked lock;
@@ -181,13 +205,13 @@ extern "C" __attribute__((visibility("default"))) int leasefs_run_pin_range(
   const uint64_t end = (file_off + len + block - 1) / block * block;
   uint64_t pin_id = 0, rkey = 0;
   const PinContext& pc = g_state.contexts[c];
-  const int rc = leasefs_pin_register(n.fd, &pc.ctx, start, end - start, LEASEFS_PIN_SOFTNIC,
-                                      flags, &pin_id, &rkey);
+  const int rc = leasefs_pin_register(n.fd, &pc.ctx, start, end - start, provider, flags,
+                                      &pin_id, &rkey);
   if (rc != 0) {
     if (n.pins == 0) AfterLastPin(i);
     return rc;
   }
-  g_state.pin_table[p] = Pin{true, i, n.gen, c, pin_id};
+  g_state.pin_table[p] = Pin{true, i, n.gen, c, pin_id, provider};
   ++n.pins;
   out->pin_id = pin_id;
   out->rkey = rkey;

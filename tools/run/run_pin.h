@@ -41,6 +41,19 @@ struct leasefs_run_pin {
 int leasefs_run_pin_range(const void* addr, size_t len, uint32_t flags,
                           struct leasefs_run_pin* out);
 
+/* leasefs_run_pin_range_verbs -- as leasefs_run_pin_range, but the pin's
+ * provider is LEASEFS_PIN_VERBS: the caller registered the range with a
+ * real RDMA device itself. No rkey or soft NIC in *out. Before the shim
+ * ends such a pin on its own (a break, an exec), it calls the fence hook
+ * with the pin's id, so that the device stops reaching the blocks first. */
+int leasefs_run_pin_range_verbs(const void* addr, size_t len, uint32_t flags,
+                                struct leasefs_run_pin* out);
+
+/* leasefs_run_set_fence_hook -- `hook(pin_id)` is called before the shim
+ * ends a VERBS pin itself; it runs under the shim's lock and must call no
+ * function of the shim. */
+void leasefs_run_set_fence_hook(void (*hook)(uint64_t pin_id));
+
 /* leasefs_run_unpin -- ends a pin of leasefs_run_pin_range. A pin the shim
  * no longer knows (a break or an exec ended it) gives 0: nothing to do. */
 int leasefs_run_unpin(uint64_t pin_id);

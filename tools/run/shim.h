@@ -64,6 +64,7 @@ struct Pin {
   uint32_t inode_gen = 0;
   int context = -1;  // index in State::contexts
   uint64_t pin_id = 0;
+  uint32_t provider = 0;  // LEASEFS_PIN_SOFTNIC or _VERBS
 };
 
 // One pin context per mount (st_dev) the process pins on, opened lazily.
@@ -103,6 +104,8 @@ struct State {
   // The verbs layer's invalidation hook (run_pin.h): told of every range
   // whose memory is about to change under a registration.
   void (*invalidate)(const void* addr, size_t len) = nullptr;
+  // The verbs layer's fence hook: before the shim ends a VERBS pin itself.
+  void (*fence)(uint64_t pin_id) = nullptr;
   bool verbose = false;        // LEASEFS_RUN_VERBOSE=1
   bool strict = false;         // LEASEFS_RUN_STRICT=1
 };

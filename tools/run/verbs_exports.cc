@@ -4,19 +4,26 @@
 // dlsym(RTLD_NEXT) (or in an already loaded libibverbs.so.1, for a program
 // that dlopen'd it).
 //
+// A real device's registration of a leasefs file is a VERBS pin (below).
+//
 // Which devices a program sees (LEASEFS_VERBS, set by leasefs-run --verbs=):
 //   auto (default): the real devices if libibverbs finds any, else leasefs0;
 //   soft: leasefs0 first, then the real ones;
 //   off:  the real ones only.
 #include <dlfcn.h>
 #include <infiniband/verbs.h>
+#include <sys/mman.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <cstdio>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
+#include "leasefs/ioctl.h"
+#include "tools/run/run_pin.h"
 #include "tools/run/verbs_device.h"
 
 #undef ibv_reg_mr
@@ -54,6 +61,88 @@ Mode VerbsMode() {
 // Lists this file made, with the real list each wraps (to free it).
 std::mutex g_lists_mu;
 std::vector<std::pair<ibv_device**, ibv_device**>> g_lists;
+
+// --- a real device's registrations over leasefs files are VERBS pins ---------------
+//
+// ibv_reg_mr with remote access on a real device, of memory inside a DAX
+// mapping of the shim, is reported to the daemon as a LEASEFS_PIN_VERBS pin
+// (docs/pins.md) through the shim's lease and context (run_pin.h); a
+// registration the daemon refuses is undone and fails with its errno. When
+// the shim must end the pin itself (a break of its lease, an exec), the
+// fence hook first moves the MR onto scratch memory (ibv_rereg_mr with
+// IBV_REREG_MR_CHANGE_TRANSLATION): the device stops reaching the file's
+// blocks while the program's ibv_mr stays valid, and later peer operations
+// land in the scratch. ibv_dereg_mr deregisters, then unpins (the daemon
+// may reuse the blocks once UNPIN returns). Untested here: this machine
+// has no RDMA device (tests/pin/verbs_device_test.cc is the device suite).
+struct RealPin {
+  uint64_t pin_id = 0;
+  void* scratch = nullptr;  // reserved at registration: the hook allocates nothing
+  size_t length = 0;
+  int access = 0;
+  bool fenced = false;
+};
+std::mutex g_real_mu;
+std::unordered_map<ibv_mr*, RealPin> g_real;  // GUARDED_BY(g_real_mu)
+
+void FenceRealPin(uint64_t pin_id) {
+  std::lock_guard<std::mutex> l(g_real_mu);
+  for (auto& [mr, rp] : g_real) {
+    if (rp.pin_id != pin_id || rp.fenced) continue;
+    static const auto rereg = Real<decltype(&::ibv_rereg_mr)>("ibv_rereg_mr");
+    const int rc = rereg != nullptr ? rereg(mr, IBV_REREG_MR_CHANGE_TRANSLATION, nullptr,
+                                            rp.scratch, rp.length, rp.access)
+                                    : -1;
+    if (rc != 0) {
+      fprintf(stderr,
+              "leasefs-run: the layout of a registered leasefs file changes, and the RDMA "
+              "device's registration could not be moved off it (ibv_rereg_mr: %d)\n",
+              rc);
+    }
+    rp.fenced = true;
+  }
+}
+
+// After a real registration: the pin, or -errno (the caller undoes it).
+int PinReal(ibv_mr* mr, void* addr, size_t length, int access) {
+  const unsigned remote = IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
+  if ((access & remote) == 0 || (access & IBV_ACCESS_ON_DEMAND) != 0) return 0;  // ODP: no pin
+  using PinFn = int (*)(const void*, size_t, uint32_t, leasefs_run_pin*);
+  static const auto pin =
+      reinterpret_cast<PinFn>(dlsym(RTLD_DEFAULT, "leasefs_run_pin_range_verbs"));
+  static const bool hooked = [] {
+    using SetHook = void (*)(void (*)(uint64_t));
+    auto set = reinterpret_cast<SetHook>(dlsym(RTLD_DEFAULT, "leasefs_run_set_fence_hook"));
+    if (set != nullptr) set(FenceRealPin);
+    return set != nullptr;
+  }();
+  if (pin == nullptr || !hooked) return 0;
+  void* scratch = mmap(nullptr, length, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (scratch == MAP_FAILED) return -errno;
+  leasefs_run_pin p{};
+  const uint32_t flags = ((access & IBV_ACCESS_REMOTE_WRITE) != 0 ? LEASEFS_PIN_REMOTE_WRITE : 0u) |
+                         ((access & IBV_ACCESS_REMOTE_READ) != 0 ? LEASEFS_PIN_REMOTE_READ : 0u);
+  const int rc = pin(addr, length, flags, &p);
+  if (rc != 0) {
+    munmap(scratch, length);
+    return rc == -ENOENT ? 0 : rc;  // ENOENT: not a leasefs DAX mapping
+  }
+  std::lock_guard<std::mutex> l(g_real_mu);
+  g_real[mr] = RealPin{p.pin_id, scratch, length, access, false};
+  return 0;
+}
+
+// A real registration, checked: over a leasefs file it is a pin or nothing.
+ibv_mr* Checked(ibv_mr* mr, void* addr, size_t length, int access) {
+  if (mr == nullptr) return nullptr;
+  if (const int rc = PinReal(mr, addr, length, access); rc != 0) {
+    LEASEFS_REAL(ibv_dereg_mr)(mr);
+    errno = -rc;
+    return nullptr;
+  }
+  return mr;
+}
 
 }  // namespace
 }  // namespace leasefs::run::verbs
@@ -188,19 +277,21 @@ LEASEFS_EXPORT ibv_mr* ibv_reg_mr(ibv_pd* pd, void* addr, size_t length, int acc
     return SoftRegMr(pd, addr, length, reinterpret_cast<uintptr_t>(addr),
                      static_cast<unsigned>(access));
   }
-  return LEASEFS_REAL(ibv_reg_mr)(pd, addr, length, access);
+  return Checked(LEASEFS_REAL(ibv_reg_mr)(pd, addr, length, access), addr, length, access);
 }
 
 LEASEFS_EXPORT ibv_mr* ibv_reg_mr_iova(ibv_pd* pd, void* addr, size_t length, uint64_t iova,
                                        int access) {
   if (IsSoft(pd->context)) return SoftRegMr(pd, addr, length, iova, static_cast<unsigned>(access));
-  return LEASEFS_REAL(ibv_reg_mr_iova)(pd, addr, length, iova, access);
+  return Checked(LEASEFS_REAL(ibv_reg_mr_iova)(pd, addr, length, iova, access), addr, length,
+                 access);
 }
 
 LEASEFS_EXPORT ibv_mr* ibv_reg_mr_iova2(ibv_pd* pd, void* addr, size_t length, uint64_t iova,
                                         unsigned int access) {
   if (IsSoft(pd->context)) return SoftRegMr(pd, addr, length, iova, access);
-  return LEASEFS_REAL(ibv_reg_mr_iova2)(pd, addr, length, iova, access);
+  return Checked(LEASEFS_REAL(ibv_reg_mr_iova2)(pd, addr, length, iova, access), addr, length,
+                 static_cast<int>(access));
 }
 
 LEASEFS_EXPORT ibv_mr* ibv_reg_dmabuf_mr(ibv_pd* pd, uint64_t offset, size_t length,
@@ -223,7 +314,24 @@ LEASEFS_EXPORT int ibv_rereg_mr(ibv_mr* mr, int flags, ibv_pd* pd, void* addr, s
 
 LEASEFS_EXPORT int ibv_dereg_mr(ibv_mr* mr) {
   if (IsSoft(mr->context)) return SoftDeregMr(mr);
-  return LEASEFS_REAL(ibv_dereg_mr)(mr);
+  RealPin rp;
+  {
+    std::lock_guard<std::mutex> l(g_real_mu);
+    auto it = g_real.find(mr);
+    if (it != g_real.end()) rp = it->second;
+  }
+  const int rc = LEASEFS_REAL(ibv_dereg_mr)(mr);
+  if (rc != 0 || rp.pin_id == 0) return rc;  // a failed dereg keeps its pin
+  {
+    std::lock_guard<std::mutex> l(g_real_mu);
+    g_real.erase(mr);
+  }
+  // Deregistered first: the device no longer reaches the blocks.
+  using UnpinFn = int (*)(uint64_t);
+  static const auto unpin = reinterpret_cast<UnpinFn>(dlsym(RTLD_DEFAULT, "leasefs_run_unpin"));
+  if (unpin != nullptr) (void)unpin(rp.pin_id);
+  munmap(rp.scratch, rp.length);
+  return 0;
 }
 
 LEASEFS_EXPORT ibv_comp_channel* ibv_create_comp_channel(ibv_context* c) {
