@@ -22,123 +22,12 @@
 #include <doctest/doctest.h>
 
 #include "base/unique_fd.h"
+#include "tests/run/background.h"
 #include "tests/run/probe.h"
 #include "tests/support/mount.h"
 
 namespace leasefs::testing {
 namespace {
-
-std::string LeasectlBin() { return ToolPath("LEASECTL_BIN", "build/tools/leasectl"); }
-
-// A program run in the background with stdout and stderr in a file.
-class Background {
- public:
-  explicit Background(const std::vector<std::string>& argv) {
-    char name[] = "/tmp/leasefs-perftest-XXXXXX";
-    const int fd = mkstemp(name);
-    REQUIRE(fd >= 0);
-    unlink(name);
-    log_ = UniqueFd(fd);
-    pid_ = fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      dup2(fd, 1);
-      dup2(fd, 2);
-      const int null = open("/dev/null", O_RDONLY);
-      dup2(null, 0);
-      std::vector<char*> cargv;
-      std::vector<std::string> copy = argv;
-      for (std::string& a : copy) cargv.push_back(a.data());
-      cargv.push_back(nullptr);
-      execv(cargv[0], cargv.data());
-      _exit(127);
-    }
-  }
-  ~Background() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      (void)Wait(-1);
-    }
-  }
-  Background(const Background&) = delete;
-  Background& operator=(const Background&) = delete;
-
-  // Its exit code (128 + signal), or -1 if it runs after timeout_s (then
-  // it is killed: a hang is a failure, never a stuck test).
-  int Wait(int timeout_s = 120) {
-    int status = 0;
-    for (int waited = 0;; waited += 10) {
-      const pid_t r = waitpid(pid_, &status, timeout_s < 0 ? 0 : WNOHANG);
-      if (r == pid_) break;
-      if (r < 0 && errno != EINTR) return -1;
-      if (timeout_s >= 0 && waited >= timeout_s * 1000) {
-        kill(pid_, SIGKILL);
-        waitpid(pid_, &status, 0);
-        pid_ = -1;
-        return -1;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-  bool running() const { return pid_ > 0 && waitpid(pid_, nullptr, WNOHANG) == 0; }
-
-  std::string Output() const {
-    std::string out;
-    char buf[4096];
-    for (off_t at = 0;;) {
-      const ssize_t n = pread(log_.get(), buf, sizeof buf, at);
-      if (n <= 0) break;
-      out.append(buf, static_cast<size_t>(n));
-      at += n;
-    }
-    return out;
-  }
-
- private:
-  pid_t pid_ = -1;
-  UniqueFd log_;
-};
-
-// Whether a TCP socket listens on 127.0.0.1 or 0.0.0.0 at `port`.
-bool Listening(uint16_t port) {
-  std::ifstream f("/proc/net/tcp");
-  std::string line;
-  char want[8];
-  std::snprintf(want, sizeof want, ":%04X", port);
-  while (std::getline(f, line)) {
-    std::istringstream in(line);
-    std::string sl, local, remote, state;
-    in >> sl >> local >> remote >> state;
-    if (state == "0A" && local.size() > 5 && local.substr(local.size() - 5) == want) return true;
-  }
-  return false;
-}
-
-// Waits (up to 30 s) for `server` to listen on `port`.
-void AwaitListen(Background& server, uint16_t port) {
-  for (int i = 0; i < 3000 && !Listening(port); ++i) {
-    REQUIRE_MESSAGE(server.running(), server.Output());
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  REQUIRE_MESSAGE(Listening(port), server.Output());
-}
-
-std::string ReadAt(const std::string& path, off_t offset, size_t len) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  REQUIRE(fd.valid());
-  std::string out(len, '\0');
-  REQUIRE(pread(fd.get(), out.data(), len, offset) == static_cast<ssize_t>(len));
-  return out;
-}
-
-// Each run uses its own exchange port: perftest's listener and the
-// previous run's connections do not meet.
-uint16_t NextPort() {
-  static uint16_t port = static_cast<uint16_t>(20000 + getpid() % 20000);
-  return ++port;
-}
 
 constexpr size_t kFileSize = 2u << 20;  // perftest's buffer is 2 x max(size, 4096) bytes
 
