@@ -18,17 +18,6 @@
 namespace leasefs::run {
 namespace {
 
-class Locked {
- public:
-  Locked() { pthread_mutex_lock(&g_mu); }
-  ~Locked() { pthread_mutex_unlock(&g_mu); }
-  Locked(const Locked&) = delete;
-  Locked& operator=(const Locked&) = delete;
-
- private:
-  InShimScope scope_;
-};
-
 // The pin context of inode `i`'s mount, opened on first use. Returns its
 // index or -errno.
 int ContextFor(int i) {

@@ -31,18 +31,6 @@ namespace {
 
 constexpr long kFuseSuperMagic = 0x65735546;
 
-// Holds g_mu and marks the thread as inside the shim.
-class Locked {
- public:
-  Locked() { pthread_mutex_lock(&g_mu); }
-  ~Locked() { pthread_mutex_unlock(&g_mu); }
-  Locked(const Locked&) = delete;
-  Locked& operator=(const Locked&) = delete;
-
- private:
-  InShimScope scope_;
-};
-
 uint64_t RoundUp(uint64_t v, uint64_t to) { return (v + to - 1) / to * to; }
 
 // --- which files are leasefs files with DAX --------------------------------------

@@ -133,6 +133,18 @@ class InShimScope {
   bool was_;
 };
 
+// Holds g_mu and marks the thread as inside the shim, for a scope.
+class Locked {
+ public:
+  Locked() { pthread_mutex_lock(&g_mu); }
+  ~Locked() { pthread_mutex_unlock(&g_mu); }
+  Locked(const Locked&) = delete;
+  Locked& operator=(const Locked&) = delete;
+
+ private:
+  InShimScope scope_;
+};
+
 // Logs a line to stderr when LEASEFS_RUN_VERBOSE=1 (any lock state).
 void Log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 

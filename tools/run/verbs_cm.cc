@@ -98,36 +98,19 @@ constexpr int kConnectTimeoutMs = 5000;
 constexpr int kRequestTimeoutMs = 5000;
 constexpr int kMaxRdAtomic = 16;  // the device's max_qp_rd_atom
 
-bool Verbose() {
-  static const bool v = [] {
-    const char* e = getenv("LEASEFS_RUN_VERBOSE");
-    return e != nullptr && e[0] != '\0' && std::strcmp(e, "0") != 0;
-  }();
-  return v;
-}
-
 void Log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void Log(const char* fmt, ...) {
-  if (!Verbose()) return;
-  char line[512];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
+  VLog("rdma_cm", fmt, ap);
   va_end(ap);
-  fprintf(stderr, "leasefs-run[%d] rdma_cm: %s\n", static_cast<int>(getpid()), line);
 }
 
 // --- librdmacm's own functions ---------------------------------------------------------------
 
-void* RealSymbol(const char* name) {
-  if (void* f = dlsym(RTLD_NEXT, name)) return f;
-  static void* lib = dlopen("librdmacm.so.1", RTLD_NOW | RTLD_NOLOAD);
-  return lib != nullptr ? dlsym(lib, name) : nullptr;
-}
-
 template <typename F>
 F Real(const char* name) {
-  return reinterpret_cast<F>(RealSymbol(name));
+  return reinterpret_cast<F>(RealSymbolOf("librdmacm.so.1", name));
 }
 
 #define LEASEFS_REAL(fn) Real<decltype(&::fn)>(#fn)

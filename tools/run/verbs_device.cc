@@ -70,23 +70,12 @@ constexpr uint32_t kMaxMessage = wire::kMaxMessage;
 constexpr int kLinkTimeoutMs = 5000;
 constexpr int kMaxHelloLinks = 64;
 
-bool Verbose() {
-  static const bool v = [] {
-    const char* e = getenv("LEASEFS_RUN_VERBOSE");
-    return e != nullptr && e[0] != '\0' && std::strcmp(e, "0") != 0;
-  }();
-  return v;
-}
-
 void Log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 void Log(const char* fmt, ...) {
-  if (!Verbose()) return;
-  char line[512];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
+  VLog("verbs", fmt, ap);
   va_end(ap);
-  fprintf(stderr, "leasefs-run[%d] verbs: %s\n", static_cast<int>(getpid()), line);
 }
 
 uint32_t Random32() {
@@ -1481,6 +1470,26 @@ void ProgressChannel(Channel& ch, std::vector<pollfd>* fds) {
 }
 
 }  // namespace
+
+void VLog(const char* who, const char* fmt, va_list ap) {
+  static const bool verbose = [] {
+    const char* e = getenv("LEASEFS_RUN_VERBOSE");
+    return e != nullptr && e[0] != '\0' && std::strcmp(e, "0") != 0;
+  }();
+  if (!verbose) return;
+  char line[512];
+  vsnprintf(line, sizeof line, fmt, ap);
+  fprintf(stderr, "leasefs-run[%d] %s: %s\n", static_cast<int>(getpid()), who, line);
+}
+
+void* RealSymbolOf(const char* soname, const char* name) {
+  if (void* f = dlsym(RTLD_NEXT, name)) return f;
+  void* lib = dlopen(soname, RTLD_NOW | RTLD_NOLOAD);
+  if (lib == nullptr) return nullptr;
+  void* f = dlsym(lib, name);
+  dlclose(lib);  // NOLOAD took a reference of its own; the program keeps its
+  return f;
+}
 
 ibv_device* SoftDevice() { return &g_device; }
 

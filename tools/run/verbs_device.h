@@ -16,9 +16,20 @@
 
 #include <infiniband/verbs.h>
 
+#include <cstdarg>
+
 namespace leasefs::run::verbs {
 
 inline constexpr char kDeviceName[] = "leasefs0";
+
+// Writes "leasefs-run[PID] WHO: ..." to stderr when LEASEFS_RUN_VERBOSE is
+// set (and not "0").
+void VLog(const char* who, const char* fmt, va_list ap);
+
+// `name` of the library `soname` as it would be without us: the next
+// definition after ours in the global scope, or, for a library loaded with
+// dlopen (RTLD_LOCAL), its own, when it is loaded. Null otherwise.
+void* RealSymbolOf(const char* soname, const char* name);
 
 // The device (one per process), and whether a context or device is it.
 ibv_device* SoftDevice();

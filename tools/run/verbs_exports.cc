@@ -33,18 +33,10 @@
 namespace leasefs::run::verbs {
 namespace {
 
-void* RealSymbol(const char* name) {
-  if (void* f = dlsym(RTLD_NEXT, name)) return f;
-  // libibverbs loaded with dlopen (RTLD_LOCAL) is not after us in the
-  // global scope; ask it directly, without loading it when absent.
-  static void* lib = dlopen("libibverbs.so.1", RTLD_NOW | RTLD_NOLOAD);
-  return lib != nullptr ? dlsym(lib, name) : nullptr;
-}
-
-// The real function `name` of type F, or null.
+// libibverbs' own function `name` of type F, or null.
 template <typename F>
 F Real(const char* name) {
-  return reinterpret_cast<F>(RealSymbol(name));
+  return reinterpret_cast<F>(RealSymbolOf("libibverbs.so.1", name));
 }
 
 #define LEASEFS_REAL(fn) Real<decltype(&::fn)>(#fn)
