@@ -162,6 +162,7 @@ struct Mr {
   std::condition_variable cv;
   int copying = 0;
   bool dead = false;
+  std::atomic<bool> gone{false};  // deregistered: caches must look it up again
 };
 
 struct Channel {
@@ -258,6 +259,7 @@ struct Qp : std::enable_shared_from_this<Qp> {
   std::vector<uint8_t> link_in;   // bytes received, not yet parsed
   std::vector<PeerConn> peers;
   std::map<uint32_t, Target> targets;
+  std::shared_ptr<Mr> last_mr;  // LocalBytes' cache
   std::deque<SendWqe> sq;
   std::deque<uint64_t> link_queue;  // seqs whose link part waits to be sent, in order
   uint64_t next_seq = 1;
@@ -1172,9 +1174,15 @@ void Engine::ProgressLoop() {
 }
 
 // Checks one SGE against the QP's MRs: its bytes in this process, or null.
-char* LocalBytes(const Qp& qp, const ibv_sge& s, bool write) {
-  std::shared_ptr<Mr> mr = Engine::Get().FindMr(s.lkey);
-  if (!mr || mr->pd != qp.pd || s.addr < mr->iova || s.length > mr->length ||
+char* LocalBytes(Qp& qp, const ibv_sge& s, bool write) {
+  // The QP remembers its last local MR: a program posts from the same
+  // buffer again and again, and the engine's table is behind a lock.
+  if (qp.last_mr == nullptr || qp.last_mr->key != s.lkey ||
+      qp.last_mr->gone.load(std::memory_order_acquire)) {
+    qp.last_mr = Engine::Get().FindMr(s.lkey);
+  }
+  const Mr* mr = qp.last_mr.get();
+  if (mr == nullptr || mr->pd != qp.pd || s.addr < mr->iova || s.length > mr->length ||
       s.addr - mr->iova > mr->length - s.length) {
     return nullptr;
   }
@@ -1321,7 +1329,9 @@ int PostSend(ibv_qp* ibqp, ibv_send_wr* wr, ibv_send_wr** bad) {
       break;
     }
   }
-  Progress(qp);
+  // One-sided operations are in their sockets already; their completions
+  // are read when the program polls. Link work is started now.
+  if (!qp.link_queue.empty() || !qp.link_out.empty()) Progress(qp);
   return rc;
 }
 
@@ -1381,7 +1391,12 @@ void ProgressCq(Cq& cq, bool wait_for_lock) {
 int PollCq(ibv_cq* ibcq, int n, ibv_wc* wc) {
   if (n < 0) return -1;
   Cq& cq = *Of(ibcq);
-  ProgressCq(cq, false);
+  bool queued;
+  {
+    std::lock_guard<std::mutex> l(cq.mu);
+    queued = static_cast<int>(cq.q.size()) >= n;
+  }
+  if (!queued) ProgressCq(cq, false);  // enough queued already: no socket reads
   int k = 0;
   {
     std::lock_guard<std::mutex> l(cq.mu);
@@ -1731,6 +1746,7 @@ ibv_mr* SoftRegMr(ibv_pd* ibpd, void* addr, size_t length, uint64_t iova, unsign
 
 int SoftDeregMr(ibv_mr* ibmr) {
   std::shared_ptr<Mr> mr = Of(ibmr);
+  mr->gone.store(true, std::memory_order_release);
   Engine::Get().RemoveMr(mr->key);
   {
     std::unique_lock<std::mutex> g(mr->mu);
