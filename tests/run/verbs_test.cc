@@ -387,7 +387,8 @@ TEST_CASE("leasefs0: the verbs' own errno values") {
   // Registrations.
   std::vector<uint8_t> mem(4096);
   errno = 0;
-  CHECK(ibv_reg_mr(q.pd, mem.data(), mem.size(), IBV_ACCESS_REMOTE_WRITE) == nullptr);
+  const int remote_write_only = IBV_ACCESS_REMOTE_WRITE;
+  CHECK(ibv_reg_mr(q.pd, mem.data(), mem.size(), remote_write_only) == nullptr);
   CHECK(errno == EINVAL);  // REMOTE_WRITE needs LOCAL_WRITE
   errno = 0;
   CHECK(ibv_reg_mr(q.pd, mem.data(), 0, kAll) == nullptr);
