@@ -32,49 +32,23 @@
 #include "lease/client/leasefs_pin.h"
 #include "leasefs/ioctl.h"
 #include "pin/softnic_peer.h"
+#include "tests/fuse/pin_fixture.h"
 #include "tests/fuse/posix_fs.h"
 
 namespace leasefs::testing {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr uint64_t B = 4096;
-constexpr uint32_t kRW = LEASEFS_PIN_REMOTE_WRITE | LEASEFS_PIN_REMOTE_READ;
 
-std::string Errno(int rc) { return rc == 0 ? "OK" : ErrnoName(rc < 0 ? -rc : rc); }
-
-struct Mounted {
-  explicit Mounted(const std::string& extra) : m([&] {
-      MountOptions o;
-      o.options = "allow_other,lease_break_time=1" + (extra.empty() ? "" : "," + extra);
-      return o;
-    }()) {
+// A pin mount with its root open: every pin and lease is listed through it.
+struct RootMounted : Mounted {
+  explicit RootMounted(const std::string& extra) : Mounted(extra) {
     dir = open(m.mnt().c_str(), O_RDONLY | O_DIRECTORY);
     REQUIRE(dir >= 0);
   }
-  ~Mounted() { close(dir); }
-  TestMount m;
+  ~RootMounted() { close(dir); }
   int dir = -1;
 };
-
-bool Eventually(const std::function<bool()>& pred, int ms = 5000) {
-  const auto end = Clock::now() + std::chrono::milliseconds(ms);
-  while (Clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return pred();
-}
-
-int Lease(int fd, uint64_t off, uint64_t len, uint32_t type, uint32_t flags = 0) {
-  return leasefs_set_lease(fd, off, len, type, flags, 0, 0, nullptr);
-}
-
-std::vector<leasefs_pin_record> Pins(int fd) {
-  auto page = std::make_unique<leasefs_pin_list>();
-  REQUIRE(leasefs_pin_list_page(fd, 0, page.get()) == 0);
-  return std::vector<leasefs_pin_record>(page->pins, page->pins + page->count);
-}
 
 std::vector<leasefs_lease_info> Leases(int fd) {
   auto list = std::make_unique<leasefs_lease_list>();
@@ -95,7 +69,7 @@ std::string LeaseStates(int fd) {
 
 // Nothing left of any pin: no pin, no lease, and another process's
 // truncate of `path` goes through.
-void CheckAllGone(const Mounted& t, const std::string& path) {
+void CheckAllGone(const RootMounted& t, const std::string& path) {
   CHECK(Eventually([&] { return Pins(t.dir).empty(); }));
   CHECK(Eventually([&] { return Leases(t.dir).empty(); }));
   CHECK(LeaseStates(t.dir) == "");
@@ -345,7 +319,7 @@ std::unique_ptr<Proc> StartHolder(const std::string& path, int peer = -1) {
   return std::make_unique<Proc>([path, peer](int sock) { return Holder(path, peer).Run(sock); });
 }
 
-std::string MakeFile(const Mounted& t, const std::string& name, uint64_t len) {
+std::string MakeFile(const RootMounted& t, const std::string& name, uint64_t len) {
   const std::string path = t.m.path(name);
   REQUIRE(WriteFile(path, std::string(len, 'a'), 0666) == "");
   return path;
@@ -375,7 +349,7 @@ TEST_CASE("close_with_pins= and pin_passing=: bad values refuse the mount") {
 
 TEST_CASE("scenario 3, zombie: the close returns at once, the lease stays ZOMBIE until the pin goes") {
   if (!CanMountFuse()) return;
-  Mounted t("close_with_pins=zombie");
+  RootMounted t("close_with_pins=zombie");
   const std::string f = MakeFile(t, "f", 8 * B);
   auto p = StartHolder(f);
   REQUIRE(p->Ask("setup " + std::to_string(8 * B)).rfind("OK ", 0) == 0);
@@ -394,7 +368,7 @@ TEST_CASE("scenario 3, zombie: the close returns at once, the lease stays ZOMBIE
 
 TEST_CASE("scenario 4, block-close: close waits until another thread unpins, and not while another descriptor is kept") {
   if (!CanMountFuse()) return;
-  Mounted t("close_with_pins=block-close");
+  RootMounted t("close_with_pins=block-close");
   const std::string f = MakeFile(t, "f", 8 * B);
   // In the test process itself: no policy here kills a holder.
   const int fd = open(f.c_str(), O_RDWR);
@@ -448,7 +422,7 @@ TEST_CASE("block-close: a single-threaded daemon's own duplicate of a caller's f
   // answer. (mmap=private-only: the clone then runs on the loop thread
   // itself, not on a flusher. Should the daemon close its duplicate there,
   // this test hangs, and meson's timeout reports it.)
-  Mounted t("close_with_pins=block-close,threads=1,mmap=private-only");
+  RootMounted t("close_with_pins=block-close,threads=1,mmap=private-only");
   const std::string a = MakeFile(t, "a", 8 * B);
   REQUIRE(WriteFile(t.m.path("b"), "") == "");
   const int src = open(a.c_str(), O_RDONLY);
@@ -466,7 +440,7 @@ TEST_CASE("block-close: a single-threaded daemon's own duplicate of a caller's f
 
 TEST_CASE("scenario 4, block-close: SIGKILL ends a blocked close, and the dying process's other closes do not block") {
   if (!CanMountFuse()) return;
-  Mounted t("close_with_pins=block-close");
+  RootMounted t("close_with_pins=block-close");
   const std::string f = MakeFile(t, "f", 8 * B);
   auto p = StartHolder(f);
   REQUIRE(p->Ask("setup " + std::to_string(8 * B)).rfind("OK ", 0) == 0);
@@ -481,7 +455,7 @@ TEST_CASE("scenario 4, block-close: SIGKILL ends a blocked close, and the dying 
 
 TEST_CASE("scenario 5, kill-on-close: the file's last close kills the holders of its pins' contexts, and the pins and lease go") {
   if (!CanMountFuse()) return;
-  Mounted t("close_with_pins=kill-on-close");
+  RootMounted t("close_with_pins=kill-on-close");
   const std::string f = MakeFile(t, "f", 8 * B);
   int sv[2];
   REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
@@ -515,7 +489,7 @@ TEST_CASE("scenario 5, kill-on-close: the file's last close kills the holders of
 
 TEST_CASE("kill-on-close kills only processes of the pins' own user: a context passed to another user's process does not get it killed") {
   if (!CanMountFuse()) return;
-  Mounted t("close_with_pins=kill-on-close");
+  RootMounted t("close_with_pins=kill-on-close");
   const std::string f = MakeFile(t, "f", 8 * B);
   REQUIRE(chown(f.c_str(), 1000, 1000) == 0);  // EXCLUSIVE leases are the owner's
   int sv[2];
@@ -540,7 +514,7 @@ TEST_CASE("kill-on-close kills only processes of the pins' own user: a context p
 
 TEST_CASE("block-close waits only for the pins' own user: another user's process closing a passed descriptor returns at once") {
   if (!CanMountFuse()) return;
-  Mounted t("close_with_pins=block-close");
+  RootMounted t("close_with_pins=block-close");
   const std::string f = MakeFile(t, "f", 8 * B);
   REQUIRE(chown(f.c_str(), 1000, 1000) == 0);
   int sv[2];
@@ -567,7 +541,7 @@ TEST_CASE("block-close waits only for the pins' own user: another user's process
 
 TEST_CASE("scenario 5, kill-on-close: a declared pin stays fenced, its blocks quarantined, until its holders are gone") {
   if (!CanMountFuse()) return;
-  Mounted t("close_with_pins=kill-on-close");
+  RootMounted t("close_with_pins=kill-on-close");
   const std::string f = MakeFile(t, "f", 8 * B);
   auto p = StartHolder(f);
   REQUIRE(p->Ask("open") == "OK");
@@ -605,7 +579,7 @@ TEST_CASE("scenario 6: a pinning process SIGKILLed with its descriptors closing 
   };
   for (const std::string policy : {"zombie", "block-close", "kill-on-close"}) {
     CAPTURE(policy);
-    Mounted t("close_with_pins=" + policy);
+    RootMounted t("close_with_pins=" + policy);
     int round = 0;
     for (const DeathOrder& order : orders) {
       const std::string name = order.name;
@@ -636,7 +610,7 @@ TEST_CASE("scenario 6: a pinning process SIGKILLed with its descriptors closing 
 
 // Kept: listed with the creator, unfenced (`flags`: whether the open file
 // they were made through is closed), and the zombie lease refuses changes.
-void CheckKept(const Mounted& t, const std::string& f, pid_t creator, uint32_t flags) {
+void CheckKept(const RootMounted& t, const std::string& f, pid_t creator, uint32_t flags) {
   CHECK(Eventually([&] { return LeaseStates(t.dir) == "ZOMBIE/1"; }));
   const auto pins = Pins(t.dir);
   REQUIRE(pins.size() == 1);
@@ -650,7 +624,7 @@ TEST_CASE("scenario 7: a context passed by SCM_RIGHTS, its creator gone: follow-
   bool strict = false;
   SUBCASE("follow-fd") {}
   SUBCASE("strict") { strict = true; }
-  Mounted t(strict ? "pin_passing=strict" : "pin_passing=follow-fd");
+  RootMounted t(strict ? "pin_passing=strict" : "pin_passing=follow-fd");
   const std::string f = MakeFile(t, "f", 8 * B);
   int sv[2];
   REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
@@ -690,7 +664,7 @@ TEST_CASE("scenario 7: a context passed by SCM_RIGHTS, its creator gone: follow-
 
 TEST_CASE("scenario 7, strict: pins a receiver made under its own lease outlive the context's creator") {
   if (!CanMountFuse()) return;
-  Mounted t("pin_passing=strict");
+  RootMounted t("pin_passing=strict");
   const std::string f = MakeFile(t, "f", 8 * B);
   int sv[2];
   REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
@@ -723,7 +697,7 @@ TEST_CASE("scenario 8: a context inherited by fork, its creator gone: follow-fd 
   bool strict = false;
   SUBCASE("follow-fd") {}
   SUBCASE("strict") { strict = true; }
-  Mounted t(strict ? "pin_passing=strict" : "pin_passing=follow-fd");
+  RootMounted t(strict ? "pin_passing=strict" : "pin_passing=follow-fd");
   Subreaper reaper;
   const std::string f = MakeFile(t, "f", 8 * B);
   int sv[2];

@@ -37,52 +37,11 @@
 #include "leasefs/ioctl.h"
 #include "pin/softnic_peer.h"
 #include "pin/softnic_wire.h"
+#include "tests/fuse/pin_fixture.h"
 #include "tests/fuse/posix_fs.h"
 
 namespace leasefs::testing {
 namespace {
-
-constexpr uint64_t B = 4096;
-constexpr uint32_t kRW = LEASEFS_PIN_REMOTE_WRITE | LEASEFS_PIN_REMOTE_READ;
-
-std::string Errno(int rc) { return rc == 0 ? "OK" : ErrnoName(rc < 0 ? -rc : rc); }
-
-struct Mounted {
-  explicit Mounted(const std::string& extra = "") : m([&] {
-      MountOptions o;
-      o.options = "allow_other,lease_break_time=1" + (extra.empty() ? "" : "," + extra);
-      return o;
-    }()) {}
-  TestMount m;
-};
-
-bool Eventually(const std::function<bool()>& pred, int ms = 5000) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return pred();
-}
-
-int Lease(int fd, uint64_t off, uint64_t len, uint32_t type, uint32_t flags = 0) {
-  return leasefs_set_lease(fd, off, len, type, flags, 0, 0, nullptr);
-}
-
-// Every pin the caller may see.
-std::vector<leasefs_pin_record> Pins(int fd, leasefs_pin_list* head = nullptr) {
-  std::vector<leasefs_pin_record> out;
-  auto page = std::make_unique<leasefs_pin_list>();
-  uint64_t after = 0;
-  for (;;) {
-    REQUIRE(leasefs_pin_list_page(fd, after, page.get()) == 0);
-    for (uint32_t i = 0; i < page->count; ++i) out.push_back(page->pins[i]);
-    if (head != nullptr) *head = *page;
-    if (!(page->flags & LEASEFS_LIST_MORE)) break;
-    after = out.back().pin_id;
-  }
-  return out;
-}
 
 leasefs_getlease GetLease(int fd, uint64_t off) {
   leasefs_getlease g{};
@@ -106,16 +65,6 @@ std::string WriteAndWait(pin::SoftNicPeer& peer, uint64_t rkey, uint64_t off,
   auto c = peer.Write(rkey, off, data.data(), static_cast<uint32_t>(data.size()));
   if (!c.ok()) return c.status().ToString();
   return c->ok() ? "OK" : "remote access error";
-}
-
-// A file of `n` written bytes (blocks of its own, as a pin needs under an
-// EXCLUSIVE lease), open read-write.
-int MakeFile(const std::string& path, const std::string& data) {
-  REQUIRE(WriteFile(path, data, 0666) == "");
-  REQUIRE(chmod(path.c_str(), 0666) == 0);
-  const int fd = open(path.c_str(), O_RDWR);
-  REQUIRE(fd >= 0);
-  return fd;
 }
 
 TEST_CASE("PIN_INFO names the daemon's pin socket and soft NIC; a context says hello") {
@@ -523,24 +472,6 @@ TEST_CASE("another user can neither pin in root's context nor see root's pins; g
   close(fd);
 }
 
-// The pool offsets of a file's blocks, from BMAP.
-std::set<uint64_t> PoolBlocks(int fd) {
-  std::set<uint64_t> out;
-  auto b = std::make_unique<leasefs_bmap>();
-  *b = leasefs_bmap{};
-  for (;;) {
-    REQUIRE(ioctl(fd, LEASEFS_IOC_BMAP, b.get()) == 0);
-    for (uint32_t i = 0; i < b->count; ++i) {
-      for (uint64_t o = 0; o < b->extents[i].length; o += B) {
-        out.insert(b->extents[i].pool_offset + o);
-      }
-    }
-    if (!(b->flags & LEASEFS_BMAP_MORE)) break;
-    b->start = b->next;
-  }
-  return out;
-}
-
 // A peer thread that writes `fill` over the whole pin without pause until
 // told to stop, counting what the soft NIC accepted and refused.
 class Sprayer {
@@ -677,15 +608,6 @@ TEST_CASE("data safety under fence with the daemon SIGKILLed mid-break: fsck is 
   CHECK(t.m.Unmount() == 0);
   const ProcessResult fsck = t.m.Fsck();
   CHECK_MESSAGE(fsck.exit_code == 0, fsck.output);
-}
-
-// The owners of the mount's DAX records, one entry per record.
-std::multiset<pid_t> RecordOwners(int fd, leasefs_dax_list* l) {
-  *l = leasefs_dax_list{};
-  REQUIRE(ioctl(fd, LEASEFS_IOC_DAX_LIST, l) == 0);
-  std::multiset<pid_t> out;
-  for (uint32_t i = 0; i < l->count; ++i) out.insert(l->records[i].owner_pid);
-  return out;
 }
 
 TEST_CASE("a declared pin: records of the daemon and the caller keep the blocks; DAX_UNMAP does not drop them; a fence quarantines them") {

@@ -6,16 +6,13 @@
 // blocks, then unpin.
 #include <fcntl.h>
 #include <sys/ioctl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
-#include <functional>
 #include <memory>
 #include <set>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -25,78 +22,12 @@
 #include "lease/client/leasefs_pin.h"
 #include "leasefs/ioctl.h"
 #include "pin/verbs_provider.h"
+#include "tests/fuse/pin_fixture.h"
 #include "tests/fuse/posix_fs.h"
 #include "tests/pin/fake_verbs.h"
 
 namespace leasefs::testing {
 namespace {
-
-constexpr uint64_t B = 4096;
-constexpr uint32_t kRW = LEASEFS_PIN_REMOTE_WRITE | LEASEFS_PIN_REMOTE_READ;
-
-std::string Errno(int rc) { return rc == 0 ? "OK" : ErrnoName(rc < 0 ? -rc : rc); }
-
-struct Mounted {
-  explicit Mounted(const std::string& extra = "") : m([&] {
-      MountOptions o;
-      o.options = "allow_other,lease_break_time=1" + (extra.empty() ? "" : "," + extra);
-      return o;
-    }()) {}
-  TestMount m;
-};
-
-bool Eventually(const std::function<bool()>& pred, int ms = 5000) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
-  while (std::chrono::steady_clock::now() < end) {
-    if (pred()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  return pred();
-}
-
-int Lease(int fd, uint64_t off, uint64_t len, uint32_t type, uint32_t flags = 0) {
-  return leasefs_set_lease(fd, off, len, type, flags, 0, 0, nullptr);
-}
-
-std::vector<leasefs_pin_record> Pins(int fd) {
-  auto page = std::make_unique<leasefs_pin_list>();
-  REQUIRE(leasefs_pin_list_page(fd, 0, page.get()) == 0);
-  return {page->pins, page->pins + page->count};
-}
-
-// A file of written bytes (blocks of its own, as a pin under an EXCLUSIVE
-// lease needs), open read-write.
-int MakeFile(const std::string& path, const std::string& data) {
-  REQUIRE(WriteFile(path, data, 0666) == "");
-  REQUIRE(chmod(path.c_str(), 0666) == 0);
-  const int fd = open(path.c_str(), O_RDWR);
-  REQUIRE(fd >= 0);
-  return fd;
-}
-
-std::set<uint64_t> PoolBlocks(int fd) {
-  std::set<uint64_t> out;
-  auto b = std::make_unique<leasefs_bmap>();
-  *b = leasefs_bmap{};
-  for (;;) {
-    REQUIRE(ioctl(fd, LEASEFS_IOC_BMAP, b.get()) == 0);
-    for (uint32_t i = 0; i < b->count; ++i) {
-      for (uint64_t o = 0; o < b->extents[i].length; o += B) out.insert(b->extents[i].pool_offset + o);
-    }
-    if (!(b->flags & LEASEFS_BMAP_MORE)) break;
-    b->start = b->next;
-  }
-  return out;
-}
-
-// The owners of the mount's DAX records, one entry per record.
-std::multiset<pid_t> RecordOwners(int fd, leasefs_dax_list* l) {
-  *l = leasefs_dax_list{};
-  REQUIRE(ioctl(fd, LEASEFS_IOC_DAX_LIST, l) == 0);
-  std::multiset<pid_t> out;
-  for (uint32_t i = 0; i < l->count; ++i) out.insert(l->records[i].owner_pid);
-  return out;
-}
 
 TEST_CASE("a VERBS pin through the ioctl: flags checked, a writable file needed, listed as verbs") {
   if (!CanMountFuse()) return;
