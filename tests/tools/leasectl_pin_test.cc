@@ -4,7 +4,6 @@
 // that guesses, the pin's end when its holder is killed, and the notices of
 // a fence.
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -32,7 +31,6 @@ namespace leasefs::testing {
 namespace {
 
 using Json = nlohmann::json;
-using Clock = std::chrono::steady_clock;
 
 MountOptions Options() {
   MountOptions o;
@@ -40,86 +38,6 @@ MountOptions Options() {
   o.options = "allow_other,lease_break_time=20";
   return o;
 }
-
-// leasectl in the background, its stdout and stderr read line by line (the
-// time stamps taken off).
-class Background {
- public:
-  explicit Background(std::vector<std::string> args) {
-    args.insert(args.begin(), LeasectlBin());
-    int p[2];
-    REQUIRE(pipe2(p, O_CLOEXEC) == 0);
-    pid_ = fork();
-    REQUIRE(pid_ >= 0);
-    if (pid_ == 0) {
-      dup2(p[1], 1);
-      dup2(p[1], 2);
-      std::vector<char*> argv;
-      for (std::string& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(p[1]);
-    out_ = p[0];
-  }
-  ~Background() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-    close(out_);
-  }
-  Background(const Background&) = delete;
-  Background& operator=(const Background&) = delete;
-
-  pid_t pid() const { return pid_; }
-
-  // The next line, "HH:MM:SS.mmm " taken off; "TIMEOUT" or "EOF".
-  std::string Line(int timeout_ms = 10000) {
-    const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-    std::string line;
-    for (;;) {
-      const auto left =
-          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-      pollfd p{out_, POLLIN, 0};
-      if (left <= 0 || poll(&p, 1, static_cast<int>(left)) <= 0) return "TIMEOUT";
-      char c;
-      if (read(out_, &c, 1) != 1) return "EOF";
-      if (c != '\n') {
-        line += c;
-        continue;
-      }
-      if (line.size() > 13 && line[2] == ':' && line[8] == '.' && line[12] == ' ')
-        return line.substr(13);
-      return line;
-    }
-  }
-
-  // SIGKILL, and reap it.
-  void Kill() {
-    kill(pid_, SIGKILL);
-    waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
-  // Its exit code once it ends (at most 30 s), or -1.
-  int Wait() {
-    int status = 0;
-    for (int i = 0; i < 3000; ++i) {
-      if (waitpid(pid_, &status, WNOHANG) == pid_) {
-        pid_ = -1;
-        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-      }
-      usleep(10000);
-    }
-    return -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-  int out_ = -1;
-};
 
 // What `hold --pin` printed when it started.
 struct Held {

@@ -1,9 +1,12 @@
-// Helpers of the leasectl tests: running the tool, and files made of blocks.
+// Helpers of the leasectl tests: running the tool (to its end, or in the
+// background), and files made of blocks.
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include <sys/types.h>
 
 #include "tests/support/mount.h"
 
@@ -15,6 +18,31 @@ inline constexpr uint64_t kBlock = 4096;
 std::string LeasectlBin();
 // Runs leasectl with `args`; stdout and stderr together.
 ProcessResult Leasectl(std::vector<std::string> args);
+
+// leasectl running in the background, its stdout and stderr on one pipe read
+// line by line. The destructor SIGKILLs and reaps it if it still runs.
+class Background {
+ public:
+  // Starts leasectl with `args`; REQUIREs the pipe and the fork.
+  explicit Background(std::vector<std::string> args);
+  ~Background();
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
+
+  pid_t pid() const { return pid_; }
+
+  // The next line without its newline, its time stamp ("HH:MM:SS.mmm ")
+  // taken off; "TIMEOUT" or "EOF" if none comes.
+  std::string Line(int timeout_ms = 10000);
+  // SIGKILL, and reap it.
+  void Kill();
+  // Waits for it to exit (at most 30 s); its exit code (128 + signal), or -1.
+  int Wait();
+
+ private:
+  pid_t pid_ = -1;
+  int out_ = -1;
+};
 
 // One 4096-byte block of each letter: Blocks("ab") is 4096 'a' then 4096 'b'.
 // '0' stands for a block of zero bytes.
