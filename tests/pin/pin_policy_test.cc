@@ -17,6 +17,7 @@
 #include "leasefs/ioctl.h"
 #include "pin/pin_table.h"
 #include "pin/softnic.h"
+#include "tests/pin/pin_fixture.h"
 
 namespace leasefs::pin {
 namespace {
@@ -25,23 +26,12 @@ using std::chrono::milliseconds;
 constexpr engine::Ino kIno = 9;
 constexpr uint64_t kLen = 16 * 1024;
 
-struct Memory {
-  std::vector<char> bytes = std::vector<char>(kLen, 'm');
-  std::atomic<int> released{0};
-  PinTable::Region Region() {
-    return PinTable::Region{bytes.data(), kLen, [this] { released.fetch_add(1); }};
-  }
-};
+using Memory = PinMemory<kLen>;
 
-struct Fixture {
-  Fixture() : leases(lease::Options{}, nullptr), table(&leases, &nic) {
-    REQUIRE(nic.Start().ok());
-    int sv[2];
-    REQUIRE(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
-    notices.reset(sv[1]);
-    auto c = table.AddContext(::getpid(), 1000, UniqueFd(sv[0]));
-    REQUIRE(c.ok());
-    ctx = *c;
+// The pin table with one context of uid 1000, its hello read.
+struct Fixture : PinTableFixture {
+  Fixture() : PinTableFixture(lease::Options{}, kIno, kLen) {
+    ctx = Context();
     REQUIRE(NextFrame() == LEASEFS_PIN_FRAME_HELLO);
   }
   // An EXCLUSIVE WRITE lease of open file `of` over [0, kLen), taken by
@@ -55,15 +45,7 @@ struct Fixture {
     REQUIRE(leases.SetLease(h, r, nullptr).ok());
   }
   PinId Pin(lease::OpenFileId of, Memory* m, Provider p = Provider::kSoftNic) {
-    PinTable::PinRequest r;
-    r.context = ctx.id;
-    r.token = ctx.token;
-    r.open_file = of;
-    r.ino = kIno;
-    r.uid = 1000;
-    r.length = kLen;
-    r.provider = p;
-    auto pinned = table.Pin(r, m->Region());
+    auto pinned = table.Pin(Req(ctx, of, p), m->Region());
     REQUIRE(pinned.ok());
     return pinned->id;
   }
@@ -78,10 +60,6 @@ struct Fixture {
     bool more = false;
     return leases.List(0, 100, &more).size();
   }
-  SoftNic nic;
-  lease::LeaseTable leases;
-  PinTable table;
-  UniqueFd notices;
   PinTable::NewContext ctx;
 };
 

@@ -27,6 +27,7 @@
 #include "pin/softnic.h"
 #include "pin/softnic_peer.h"
 #include "pin/softnic_wire.h"
+#include "tests/pin/pin_fixture.h"
 
 namespace leasefs::pin {
 namespace {
@@ -70,45 +71,12 @@ engine::LayoutChange Punch() {
   return c;
 }
 
-// Memory to pin, with a count of how often it was given back.
-struct Memory {
-  std::vector<char> bytes = std::vector<char>(kLen, 'm');
-  std::atomic<int> released{0};
-  PinTable::Region Region() {
-    return PinTable::Region{bytes.data(), kLen, [this] { released.fetch_add(1); }};
-  }
-};
+using Memory = PinMemory<kLen>;
 
-struct Fixture {
+// The pin table under `policy`, its breaks after 150 ms.
+struct Fixture : PinTableFixture {
   explicit Fixture(lease::PinnedBreak policy = lease::PinnedBreak::kRefuse)
-      : leases(Opts(policy), nullptr), table(&leases, &nic) {
-    REQUIRE(nic.Start().ok());
-  }
-  // A context of uid 1000 whose notices arrive on `notices`.
-  PinTable::NewContext Context(uid_t uid = 1000) {
-    int sv[2];
-    REQUIRE(socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) == 0);
-    notices.reset(sv[1]);
-    auto c = table.AddContext(::getpid(), uid, UniqueFd(sv[0]));
-    REQUIRE(c.ok());
-    return *c;
-  }
-  PinTable::PinRequest Req(const PinTable::NewContext& c, lease::OpenFileId of,
-                           Provider p = Provider::kSoftNic) {
-    PinTable::PinRequest r;
-    r.context = c.id;
-    r.token = c.token;
-    r.open_file = of;
-    r.ino = kIno;
-    r.uid = 1000;
-    r.length = kLen;
-    r.provider = p;
-    return r;
-  }
-  SoftNic nic;
-  lease::LeaseTable leases;
-  PinTable table;
-  UniqueFd notices;
+      : PinTableFixture(Opts(policy), kIno, kLen) {}
 };
 
 // The next frame on a context's socket: {type, id, rkey}; type 0 if none.
