@@ -34,6 +34,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <climits>
 #include <condition_variable>
@@ -186,6 +187,11 @@ struct Cq {
   std::vector<std::shared_ptr<Qp>> send_qps;  // GUARDED_BY(mu): whose completions Progress reads
   std::atomic<int> users{0};
   std::atomic<unsigned> events{0}, acked{0};
+  // ibv_poll_cq callers waiting briefly for a completion pushed by another
+  // thread (a link thread's RECVs): Push wakes them.
+  std::condition_variable pushed;
+  int waiters = 0;  // GUARDED_BY(mu)
+  std::atomic<int> recv_users{0};  // QPs whose RECV completions come here
 
   void Push(const ibv_wc& wc);
 };
@@ -260,6 +266,7 @@ struct Qp : std::enable_shared_from_this<Qp> {
   std::vector<PeerConn> peers;
   std::map<uint32_t, Target> targets;
   std::shared_ptr<Mr> last_mr;  // LocalBytes' cache
+  std::atomic<bool> watched{false};  // on the progress thread's list (Engine::Watch)
   std::deque<SendWqe> sq;
   std::deque<uint64_t> link_queue;  // seqs whose link part waits to be sent, in order
   uint64_t next_seq = 1;
@@ -475,6 +482,7 @@ void Cq::Push(const ibv_wc& wc) {
     q.push_back(wc);
     notify = armed;
     armed = false;
+    if (waiters > 0) pushed.notify_all();
   }
   if (notify && channel != nullptr) {
     const uint64_t ptr = reinterpret_cast<uintptr_t>(&box.cq);
@@ -1123,10 +1131,11 @@ void Engine::Watch(const std::shared_ptr<Qp>& qp) {
     progress_started_ = true;
     std::thread([this] { ProgressLoop(); }).detach();
   }
-  for (const std::weak_ptr<Qp>& w : watched_) {
-    if (w.lock() == qp) return;
-  }
-  watched_.push_back(qp);
+  // qp->watched says whether the list holds it; the loop clears it under
+  // qp->mu when it finds the QP idle and drops only entries still clear, so
+  // a QP that stalls again meanwhile is never dropped (at worst listed
+  // twice).
+  if (!qp->watched.exchange(true)) watched_.push_back(qp);
   const uint64_t one = 1;
   (void)!write(watch_wake_.get(), &one, sizeof one);
 }
@@ -1156,18 +1165,16 @@ void Engine::ProgressLoop() {
       uint64_t v;
       (void)!read(watch_wake_.get(), &v, sizeof v);
     }
-    std::vector<std::shared_ptr<Qp>> done;
     for (const std::shared_ptr<Qp>& qp : qps) {
       std::lock_guard<std::mutex> l(qp->mu);
       Progress(*qp);
-      if (!Stalled(*qp)) done.push_back(qp);
+      if (!Stalled(*qp)) qp->watched.store(false);
     }
     std::lock_guard<std::mutex> l(watch_mu_);
     watched_.erase(std::remove_if(watched_.begin(), watched_.end(),
-                                  [&](const std::weak_ptr<Qp>& w) {
+                                  [](const std::weak_ptr<Qp>& w) {
                                     auto q = w.lock();
-                                    return !q || std::find(done.begin(), done.end(), q) !=
-                                                     done.end();
+                                    return !q || !q->watched.load();
                                   }),
                    watched_.end());
   }
@@ -1388,6 +1395,55 @@ void ProgressCq(Cq& cq, bool wait_for_lock) {
   }
 }
 
+// How long an empty ibv_poll_cq may wait for a completion that is owed:
+// long enough to give the CPU away, short next to any timeout a program has.
+constexpr auto kPollWait = std::chrono::microseconds(200);
+
+// After an empty poll of `cq`: waits up to kPollWait for the sockets that
+// owe its QPs a completion (a signaled one-sided operation, a link reply),
+// or, when none is owed but the CQ takes RECV completions, for a push.
+// Returns at once with a yield when nothing can come.
+void WaitBriefly(Cq& cq) {
+  std::vector<std::shared_ptr<Qp>> qps;
+  {
+    std::lock_guard<std::mutex> l(cq.mu);
+    qps = cq.send_qps;
+  }
+  pollfd fds[16];
+  nfds_t n = 0;
+  const bool receives = cq.recv_users.load(std::memory_order_relaxed) > 0;
+  for (const std::shared_ptr<Qp>& qp : qps) {
+    if (!qp->mu.try_lock()) continue;
+    std::vector<int> owed;
+    for (const SendWqe& w : qp->sq) {
+      if (w.nic_pending && (w.signaled || w.on_link) && !qp->peers[w.peer].broken) {
+        owed.push_back(qp->peers[w.peer].peer->fd());
+      }
+      if (w.link_pending && qp->link.valid()) owed.push_back(qp->link.get());
+    }
+    qp->mu.unlock();
+    for (int fd : owed) {
+      bool seen = false;
+      for (nfds_t i = 0; i < n; ++i) seen = seen || fds[i].fd == fd;
+      if (!seen && n < 16) fds[n++] = pollfd{fd, POLLIN, 0};
+    }
+  }
+  if (n > 0) {
+    const timespec ts{0, std::chrono::nanoseconds(kPollWait).count()};
+    (void)ppoll(fds, n, &ts, nullptr);
+    return;
+  }
+  if (receives) {
+    std::unique_lock<std::mutex> l(cq.mu);
+    if (!cq.q.empty()) return;
+    ++cq.waiters;
+    cq.pushed.wait_for(l, kPollWait);
+    --cq.waiters;
+    return;
+  }
+  sched_yield();
+}
+
 int PollCq(ibv_cq* ibcq, int n, ibv_wc* wc) {
   if (n < 0) return -1;
   Cq& cq = *Of(ibcq);
@@ -1406,9 +1462,10 @@ int PollCq(ibv_cq* ibcq, int n, ibv_wc* wc) {
     }
   }
   // Nothing yet: the work is done by other threads here (a soft NIC, a link
-  // thread), not by a NIC beside the CPU. A program that polls without
-  // pause would keep them off a CPU on a small machine; give them a turn.
-  if (k == 0) sched_yield();
+  // thread), not by a NIC beside the CPU, and a program that polls without
+  // pause would keep them off a CPU on a small machine. Wait a little for
+  // what is owed instead (bench/results/2026-12-05-verbs.md).
+  if (k == 0) WaitBriefly(cq);
   return k;
 }
 
@@ -1927,6 +1984,7 @@ ibv_qp* SoftCreateQp(ibv_pd* ibpd, ibv_qp_init_attr* init) {
   qp->pd->users.fetch_add(1);
   qp->send_cq->users.fetch_add(1);
   qp->recv_cq->users.fetch_add(1);
+  qp->recv_cq->recv_users.fetch_add(1);
   {
     std::lock_guard<std::mutex> l(qp->send_cq->mu);
     qp->send_cq->send_qps.push_back(qp);
@@ -2063,6 +2121,7 @@ int SoftDestroyQp(ibv_qp* ibqp) {
   qp->pd->users.fetch_sub(1);
   qp->send_cq->users.fetch_sub(1);
   qp->recv_cq->users.fetch_sub(1);
+  qp->recv_cq->recv_users.fetch_sub(1);
   pthread_mutex_destroy(&ibqp->mutex);
   pthread_cond_destroy(&ibqp->cond);
   Log("QP %u destroyed", qp->qpn);
