@@ -163,6 +163,33 @@ TEST_CASE("perftest: the server's registration is a pin while ib_write_bw runs; 
 }
 
 
+TEST_CASE("perftest: ib_write_bw -a --report_gbits: every size from 2 B to 8 MiB, in Gb/sec") {
+  TestMount m(RunMountOptions());
+  const std::string s = m.path("server");
+  MakeFile(s, 16u << 20, '\0');  // -a: perftest's buffer is 2 x 8 MiB
+  const uint16_t port = NextPort();
+  const std::vector<std::string> common = {"-a", "-n", "20", "--report_gbits", "-p",
+                                           std::to_string(port)};
+  std::vector<std::string> sargs = common, cargs = common;
+  sargs.push_back("--mmap=" + s);
+  cargs.push_back("127.0.0.1");
+  Background server(Perftest("ib_write_bw", sargs));
+  AwaitListen(server, port);
+  Background client(Perftest("ib_write_bw", cargs));
+  const int crc = client.Wait();
+  const std::string cout = client.Output();
+  INFO("client: " << cout << "\nserver: " << server.Output());
+  REQUIRE(crc == 0);
+  CHECK(server.Wait() == 0);
+  CHECK(cout.find(" #bytes     #iterations    BW peak[Gb/sec]    BW average[Gb/sec]") !=
+        std::string::npos);
+  for (size_t size = 2; size <= (8u << 20); size *= 2) {
+    char row[64];
+    std::snprintf(row, sizeof row, "\n %-7zu    %-10d", size, 20);
+    CHECK_MESSAGE(cout.find(row) != std::string::npos, size);
+  }
+}
+
 // Semantics-2019 §5 scenario 16, the ODP contrast, under the default
 // pinned_break=refuse: a registration with on-demand paging (perftest
 // --odp) pins nothing, so a truncate from a third process succeeds at once;
