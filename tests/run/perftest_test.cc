@@ -5,7 +5,11 @@
 // table, the bytes that moved (read back through FUSE), what `leasectl pins`
 // shows while it runs, and a truncate under pinned_break=fence in the
 // middle of a run.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -188,6 +192,68 @@ TEST_CASE("perftest: ib_write_bw -a --report_gbits: every size from 2 B to 8 MiB
     std::snprintf(row, sizeof row, "\n %-7zu    %-10d", size, 20);
     CHECK_MESSAGE(cout.find(row) != std::string::npos, size);
   }
+}
+
+// perftest -R: the exchange through rdma_cm (docs/verbs-cm.md), whose
+// listener is a TCP port any local user can reach. Another user's threads
+// connect to it at the same time and send noise, half a request, or
+// nothing; the real client then connects, and the run completes.
+TEST_CASE("perftest: -R (rdma_cm): another user's stalled and malformed connections to the CM "
+          "listener do not keep the real client out") {
+  TestMount m(RunMountOptions());
+  const std::string s = m.path("server");
+  MakeFile(s, kFileSize, '\0');
+  const uint16_t port = NextPort();
+  const std::vector<std::string> common = {"-R", "-s", "65536", "-n", "200", "-p",
+                                           std::to_string(port)};
+  std::vector<std::string> sargs = common, cargs = common;
+  sargs.push_back("--mmap=" + s);
+  cargs.push_back("127.0.0.1");
+  Background server(Perftest("ib_write_bw", sargs));
+  AwaitListen(server, port);
+  const pid_t hostile = fork();
+  REQUIRE(hostile >= 0);
+  if (hostile == 0) {
+    if (setgroups(0, nullptr) != 0 || setgid(65534) != 0 || setuid(65534) != 0) _exit(10);
+    std::vector<std::thread> threads;
+    std::vector<int> held[4];
+    for (int t = 0; t < 4; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 8; ++i) {
+          const int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+          sockaddr_in a{};
+          a.sin_family = AF_INET;
+          a.sin_port = htons(port);
+          a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+          if (connect(c, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+            close(c);
+            continue;
+          }
+          if ((i + t) % 3 == 0) {
+            (void)!write(c, "\x4c\x46\x43\x4d\x01\x01", 6);  // a request's first bytes, then nothing
+          } else if ((i + t) % 3 == 1) {
+            std::string noise(300, static_cast<char>(0xa5 + i));
+            (void)!write(c, noise.data(), noise.size());
+          }  // else: connected, silent
+          held[t].push_back(c);  // kept open while the real client runs
+        }
+      });
+    }
+    for (std::thread& th : threads) th.join();
+    sleep(60);  // killed by the test before this ends
+    _exit(0);
+  }
+  // The real client, once the hostile connections are in.
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  Background client(Perftest("ib_write_bw", cargs));
+  const int crc = client.Wait(60);
+  kill(hostile, SIGKILL);
+  waitpid(hostile, nullptr, 0);
+  const std::string cout = client.Output();
+  INFO("client: " << cout << "\nserver: " << server.Output());
+  CHECK(crc == 0);
+  CHECK(cout.find("Data ex. method : rdma_cm") != std::string::npos);
+  CHECK(server.Wait(60) == 0);
 }
 
 // Semantics-2019 §5 scenario 16, the ODP contrast, under the default

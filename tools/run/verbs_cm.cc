@@ -41,12 +41,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -319,33 +321,20 @@ void ReportDisconnect(CmId& id) {
 
 // --- the side channel -------------------------------------------------------------------------
 
-bool ReadFull(int fd, void* buf, size_t n) {
-  auto* p = static_cast<uint8_t*>(buf);
-  while (n > 0) {
-    const ssize_t r = recv(fd, p, n, 0);
-    if (r > 0) {
-      p += r;
-      n -= static_cast<size_t>(r);
-    } else if (r == 0 || errno != EINTR) {
-      return false;
-    }
-  }
-  return true;
-}
-
-bool WaitReadable(int fd, int timeout_ms) {
-  pollfd p{fd, POLLIN, 0};
-  int r;
-  do {
-    r = poll(&p, 1, timeout_ms);
-  } while (r < 0 && errno == EINTR);
-  return r > 0;
-}
-
-// Reads one message and its private data. False at EOF, on error or on a
+// Reads one message and its private data (within timeout_ms in all, or
+// without limit for -1). False at EOF, on error, at the timeout or on a
 // malformed message (the connection is then dropped).
-bool ReadMsg(int fd, CmMsg* m, std::vector<uint8_t>* pdata) {
-  if (!ReadFull(fd, m, sizeof *m)) return false;
+bool ReadMsg(int fd, CmMsg* m, std::vector<uint8_t>* pdata, int timeout_ms = -1) {
+  using Clock = std::chrono::steady_clock;
+  const auto start = Clock::now();
+  auto read = [&](void* buf, size_t n) {
+    if (timeout_ms < 0) return ReadFull(fd, buf, n);
+    const auto spent =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start).count();
+    return spent < timeout_ms &&
+           ReadFullWithin(fd, buf, n, timeout_ms - static_cast<int>(spent));
+  };
+  if (!read(m, sizeof *m)) return false;
   if (le32toh(m->magic) != kCmMagic || m->version != kCmVersion || m->type < kReq ||
       m->type > kDrep || m->reserved0 != 0 || m->reserved1 != 0) {
     Log("malformed side-channel message (type %u)", m->type);
@@ -356,7 +345,7 @@ bool ReadMsg(int fd, CmMsg* m, std::vector<uint8_t>* pdata) {
   m->lid = le16toh(m->lid);
   m->reason = le32toh(m->reason);
   pdata->assign(m->private_data_len, 0);
-  return m->private_data_len == 0 || ReadFull(fd, pdata->data(), pdata->size());
+  return m->private_data_len == 0 || read(pdata->data(), pdata->size());
 }
 
 // Sends a message of `type` with our QP's numbers and `pdata`.
@@ -597,27 +586,67 @@ CmId* NewChild(CmId& listener, UniqueFd fd, const CmMsg& m) {
   return c;
 }
 
+// Connections accepted but still in their request, at most this many at
+// once: each has a thread for up to kRequestTimeoutMs, and connecting costs
+// any local user nothing.
+constexpr size_t kMaxPendingRequests = 64;
+
+// Reads the request of a new connection to listener `l` and reports it.
+void TakeRequest(CmId* l, UniqueFd conn) {
+  CmMsg m{};
+  std::vector<uint8_t> pdata;
+  if (!ReadMsg(conn.get(), &m, &pdata, kRequestTimeoutMs) || m.type != kReq) return;
+  if (l->destroyed.load()) return;
+  CmId* c = NewChild(*l, std::move(conn), m);
+  c->thread = std::thread(ReadLoop, c);
+  Report(*c, RDMA_CM_EVENT_CONNECT_REQUEST, 0, &m, pdata.data(), kReqPrivateData, l);
+}
+
+// The listener's thread: accepts, and hands each connection's request to a
+// thread of its own, so that a peer that connects and stalls (or trickles
+// half a request) keeps nobody else out. Those threads are joined before
+// this one returns (Retire joins this one).
 void AcceptLoop(CmId* l) {
+  struct Pending {
+    std::thread thread;
+    int fd;
+    std::shared_ptr<std::atomic<bool>> done;
+  };
+  std::vector<Pending> pending;
+  auto reap = [&pending](bool all) {
+    for (auto it = pending.begin(); it != pending.end();) {
+      if (all || it->done->load()) {
+        if (all && !it->done->load()) shutdown(it->fd, SHUT_RDWR);
+        it->thread.join();
+        it = pending.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  };
   for (;;) {
     const int fd = accept4(l->sock.get(), nullptr, nullptr, SOCK_CLOEXEC);
+    reap(false);
     if (l->destroyed.load()) {
       if (fd >= 0) close(fd);
-      return;
+      break;
     }
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED || errno == EMFILE || errno == ENFILE) continue;
-      return;
+      break;
     }
-    UniqueFd conn(fd);
-    CmMsg m{};
-    std::vector<uint8_t> pdata;
-    if (!WaitReadable(fd, kRequestTimeoutMs) || !ReadMsg(fd, &m, &pdata) || m.type != kReq) {
-      continue;  // not a connection request: dropped
+    if (pending.size() >= kMaxPendingRequests) {
+      close(fd);
+      continue;
     }
-    CmId* c = NewChild(*l, std::move(conn), m);
-    c->thread = std::thread(ReadLoop, c);
-    Report(*c, RDMA_CM_EVENT_CONNECT_REQUEST, 0, &m, pdata.data(), kReqPrivateData, l);
+    auto done = std::make_shared<std::atomic<bool>>(false);
+    std::thread t([l, fd, done] {
+      TakeRequest(l, UniqueFd(fd));
+      done->store(true);
+    });
+    pending.push_back(Pending{std::move(t), fd, std::move(done)});
   }
+  reap(true);
 }
 
 // --- IDs ---------------------------------------------------------------------------------------

@@ -418,56 +418,6 @@ class Engine {
   bool progress_started_ = false;  // GUARDED_BY(watch_mu_)
 };
 
-// --- small I/O helpers ---------------------------------------------------------------------------
-
-// Reads exactly n bytes (blocking socket). False at EOF or error.
-bool ReadFull(int fd, void* buf, size_t n) {
-  auto* p = static_cast<uint8_t*>(buf);
-  while (n > 0) {
-    const ssize_t r = recv(fd, p, n, 0);
-    if (r > 0) {
-      p += r;
-      n -= static_cast<size_t>(r);
-    } else if (r == 0 || errno != EINTR) {
-      return false;
-    }
-  }
-  return true;
-}
-
-bool WriteFull(int fd, const void* buf, size_t n) {
-  auto* p = static_cast<const uint8_t*>(buf);
-  while (n > 0) {
-    const ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
-    if (r > 0) {
-      p += r;
-      n -= static_cast<size_t>(r);
-    } else if (r < 0 && errno != EINTR) {
-      return false;
-    }
-  }
-  return true;
-}
-
-bool Discard(int fd, size_t n) {
-  uint8_t sink[4096];
-  while (n > 0) {
-    const size_t k = std::min(n, sizeof sink);
-    if (!ReadFull(fd, sink, k)) return false;
-    n -= k;
-  }
-  return true;
-}
-
-bool WaitReadable(int fd, int timeout_ms) {
-  pollfd p{fd, POLLIN, 0};
-  int r;
-  do {
-    r = poll(&p, 1, timeout_ms);
-  } while (r < 0 && errno == EINTR);
-  return r > 0;
-}
-
 // --- completion queues ---------------------------------------------------------------------------
 
 void Cq::Push(const ibv_wc& wc) {
@@ -616,15 +566,11 @@ bool ServeMessage(int fd, Qp& qp, const wire::Request& req) {
 
 void ServeLink(UniqueFd fd, std::atomic<int>* in_hello) {
   // The hello must come whole within the link timeout: a peer that sends
-  // part of one and waits holds this thread no longer.
-  const timeval tv{kLinkTimeoutMs / 1000, 0};
-  setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  // part of one and waits (or trickles it) holds this thread no longer.
   wire::Hello h{};
-  const bool whole = ReadFull(fd.get(), &h, sizeof h);
+  const bool whole = ReadFullWithin(fd.get(), &h, sizeof h, kLinkTimeoutMs);
   in_hello->fetch_sub(1);
   if (!whole) return;
-  const timeval none{0, 0};
-  setsockopt(fd.get(), SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
   wire::HelloReply hr{wire::kMagic, wire::kVersion, wire::kHelloOk};
   if (h.magic != wire::kMagic || h.version != wire::kVersion || h.reserved != 0) {
     hr.status = wire::kHelloMalformed;
@@ -972,8 +918,7 @@ int EnsureLink(Qp& qp) {
                 0};
   wire::HelloReply hr{};
   if (connect(s.get(), reinterpret_cast<sockaddr*>(&a), len) != 0 ||
-      !WriteFull(s.get(), &h, sizeof h) || !WaitReadable(s.get(), kLinkTimeoutMs) ||
-      !ReadFull(s.get(), &hr, sizeof hr)) {
+      !WriteFull(s.get(), &h, sizeof h) || !ReadFullWithin(s.get(), &hr, sizeof hr, kLinkTimeoutMs)) {
     Log("QP %u: no link to LID %u QP %u: %s", qp.qpn, qp.attr.ah_attr.dlid, qp.attr.dest_qp_num,
         strerror(errno));
     qp.link_broken = true;
@@ -1552,6 +1497,72 @@ void VLog(const char* who, const char* fmt, va_list ap) {
   char line[512];
   vsnprintf(line, sizeof line, fmt, ap);
   fprintf(stderr, "leasefs-run[%d] %s: %s\n", static_cast<int>(getpid()), who, line);
+}
+
+bool ReadFull(int fd, void* buf, size_t n) {
+  auto* p = static_cast<uint8_t*>(buf);
+  while (n > 0) {
+    const ssize_t r = recv(fd, p, n, 0);
+    if (r > 0) {
+      p += r;
+      n -= static_cast<size_t>(r);
+    } else if (r == 0 || errno != EINTR) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool ReadFullWithin(int fd, void* buf, size_t n, int timeout_ms) {
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  auto* p = static_cast<uint8_t*>(buf);
+  while (n > 0) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+    if (left <= 0 || !WaitReadable(fd, static_cast<int>(left))) return false;
+    const ssize_t r = recv(fd, p, n, MSG_DONTWAIT);
+    if (r > 0) {
+      p += r;
+      n -= static_cast<size_t>(r);
+    } else if (r == 0 || (errno != EINTR && errno != EAGAIN)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool WriteFull(int fd, const void* buf, size_t n) {
+  auto* p = static_cast<const uint8_t*>(buf);
+  while (n > 0) {
+    const ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
+    if (r > 0) {
+      p += r;
+      n -= static_cast<size_t>(r);
+    } else if (r < 0 && errno != EINTR) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool Discard(int fd, size_t n) {
+  uint8_t sink[4096];
+  while (n > 0) {
+    const size_t k = std::min(n, sizeof sink);
+    if (!ReadFull(fd, sink, k)) return false;
+    n -= k;
+  }
+  return true;
+}
+
+bool WaitReadable(int fd, int timeout_ms) {
+  pollfd p{fd, POLLIN, 0};
+  int r;
+  do {
+    r = poll(&p, 1, timeout_ms);
+  } while (r < 0 && errno == EINTR);
+  return r > 0;
 }
 
 void* RealSymbolOf(const char* soname, const char* name) {

@@ -26,6 +26,20 @@ inline constexpr char kDeviceName[] = "leasefs0";
 // set (and not "0").
 void VLog(const char* who, const char* fmt, va_list ap);
 
+// Blocking-socket helpers of the device and its rdma_cm. Each returns false
+// at end of file or on an error (EINTR is retried).
+// Reads exactly n bytes.
+bool ReadFull(int fd, void* buf, size_t n);
+// Reads exactly n bytes within timeout_ms in all: a peer that sends part
+// of them and stalls, or trickles them, holds the reader no longer.
+bool ReadFullWithin(int fd, void* buf, size_t n, int timeout_ms);
+// Writes exactly n bytes (MSG_NOSIGNAL).
+bool WriteFull(int fd, const void* buf, size_t n);
+// Reads and drops n bytes.
+bool Discard(int fd, size_t n);
+// Whether fd becomes readable within timeout_ms.
+bool WaitReadable(int fd, int timeout_ms);
+
 // `name` of the library `soname` as it would be without us: the next
 // definition after ours in the global scope, or, for a library loaded with
 // dlopen (RTLD_LOCAL), its own, when it is loaded. Null otherwise.
