@@ -9,8 +9,8 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +18,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -41,6 +42,43 @@ std::vector<std::string> Perftest(const std::string& tool, const std::vector<std
   return argv;
 }
 
+// A perftest server and its client under leasefs-run, with `args` and an
+// exchange port of their own: the server's buffer in `server_file`, the
+// client's in `client_file` ("": anonymous memory). The client starts once
+// the server listens, or when StartClient() is called.
+class PerftestPair {
+ public:
+  PerftestPair(const std::string& tool, std::vector<std::string> args,
+               const std::string& server_file, const std::string& client_file,
+               bool start_client = true)
+      : tool_(tool) {
+    port_ = NextPort();
+    const uint16_t port = port_;
+    args.push_back("-p");
+    args.push_back(std::to_string(port));
+    std::vector<std::string> sargs = args;
+    sargs.push_back("--mmap=" + server_file);
+    client_args_ = args;
+    if (!client_file.empty()) client_args_.push_back("--mmap=" + client_file);
+    client_args_.push_back("127.0.0.1");
+    server_ = std::make_unique<Background>(Perftest(tool, sargs));
+    AwaitListen(*server_, port);
+    if (start_client) StartClient();
+  }
+
+  void StartClient() { client_ = std::make_unique<Background>(Perftest(tool_, client_args_)); }
+  Background& server() { return *server_; }
+  Background& client() { return *client_; }
+  uint16_t port() const { return port_; }  // the exchange (or rdma_cm) port
+
+ private:
+  std::string tool_;
+  uint16_t port_ = 0;
+  std::vector<std::string> client_args_;
+  std::unique_ptr<Background> server_;
+  std::unique_ptr<Background> client_;  // after server_: destroyed (killed) first
+};
+
 // One run of `tool` with `size`-byte messages, both buffers in files of
 // the mount. perftest fills each buffer with random bytes after registering
 // it; the client's message then lands at the second half of the server's
@@ -53,17 +91,9 @@ void RunOne(TestMount& m, const std::string& tool, size_t size, int iterations) 
   const std::string c = m.path(tool + "-client-" + std::to_string(size));
   MakeFile(s, kFileSize, '\0');
   MakeFile(c, kFileSize, '\0');
-  const uint16_t port = NextPort();
-  const std::vector<std::string> common = {"-s", std::to_string(size), "-n",
-                                           std::to_string(iterations), "-p",
-                                           std::to_string(port)};
-  std::vector<std::string> sargs = common, cargs = common;
-  sargs.push_back("--mmap=" + s);
-  cargs.push_back("--mmap=" + c);
-  cargs.push_back("127.0.0.1");
-  Background server(Perftest(tool, sargs));
-  AwaitListen(server, port);
-  Background client(Perftest(tool, cargs));
+  PerftestPair run(tool, {"-s", std::to_string(size), "-n", std::to_string(iterations)}, s, c);
+  Background& server = run.server();
+  Background& client = run.client();
   const int crc = client.Wait();
   const int src = server.Wait();
   const std::string cout = client.Output();
@@ -118,19 +148,10 @@ TEST_CASE("perftest: the server's registration is a pin while ib_write_bw runs; 
   const std::string c = m.path("client");
   MakeFile(s, kFileSize, '\0');
   MakeFile(c, kFileSize, '\0');
-  const uint16_t port = NextPort();
-  const std::vector<std::string> common = {"-s", "65536", "-D", "60", "-p", std::to_string(port)};
-  std::vector<std::string> sargs = common, cargs = common;
-  sargs.push_back("--mmap=" + s);
-  cargs.push_back("--mmap=" + c);
-  cargs.push_back("127.0.0.1");
-  Background server(Perftest("ib_write_bw", sargs));
-  AwaitListen(server, port);
-  Background client(Perftest("ib_write_bw", cargs));
+  PerftestPair run("ib_write_bw", {"-s", "65536", "-D", "60"}, s, c);
+  Background& server = run.server();
+  Background& client = run.client();
   // Wait for the server's pin to show (registration follows the exchange).
-  struct stat st {};
-  REQUIRE(stat(s.c_str(), &st) == 0);
-  const std::string ino = " " + std::to_string(st.st_ino) + " ";
   std::string pins;
   for (int i = 0; i < 3000; ++i) {
     pins = Pins(m);
@@ -171,15 +192,9 @@ TEST_CASE("perftest: ib_write_bw -a --report_gbits: every size from 2 B to 8 MiB
   TestMount m(RunMountOptions());
   const std::string s = m.path("server");
   MakeFile(s, 16u << 20, '\0');  // -a: perftest's buffer is 2 x 8 MiB
-  const uint16_t port = NextPort();
-  const std::vector<std::string> common = {"-a", "-n", "20", "--report_gbits", "-p",
-                                           std::to_string(port)};
-  std::vector<std::string> sargs = common, cargs = common;
-  sargs.push_back("--mmap=" + s);
-  cargs.push_back("127.0.0.1");
-  Background server(Perftest("ib_write_bw", sargs));
-  AwaitListen(server, port);
-  Background client(Perftest("ib_write_bw", cargs));
+  PerftestPair run("ib_write_bw", {"-a", "-n", "20", "--report_gbits"}, s, "");
+  Background& server = run.server();
+  Background& client = run.client();
   const int crc = client.Wait();
   const std::string cout = client.Output();
   INFO("client: " << cout << "\nserver: " << server.Output());
@@ -203,14 +218,10 @@ TEST_CASE("perftest: -R (rdma_cm): another user's stalled and malformed connecti
   TestMount m(RunMountOptions());
   const std::string s = m.path("server");
   MakeFile(s, kFileSize, '\0');
-  const uint16_t port = NextPort();
-  const std::vector<std::string> common = {"-R", "-s", "65536", "-n", "200", "-p",
-                                           std::to_string(port)};
-  std::vector<std::string> sargs = common, cargs = common;
-  sargs.push_back("--mmap=" + s);
-  cargs.push_back("127.0.0.1");
-  Background server(Perftest("ib_write_bw", sargs));
-  AwaitListen(server, port);
+  PerftestPair run("ib_write_bw", {"-R", "-s", "65536", "-n", "200"}, s, "",
+                   /*start_client=*/false);
+  Background& server = run.server();
+  const uint16_t port = run.port();
   const pid_t hostile = fork();
   REQUIRE(hostile >= 0);
   if (hostile == 0) {
@@ -245,7 +256,8 @@ TEST_CASE("perftest: -R (rdma_cm): another user's stalled and malformed connecti
   }
   // The real client, once the hostile connections are in.
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  Background client(Perftest("ib_write_bw", cargs));
+  run.StartClient();
+  Background& client = run.client();
   const int crc = client.Wait(60);
   kill(hostile, SIGKILL);
   waitpid(hostile, nullptr, 0);
@@ -274,17 +286,11 @@ TEST_CASE("perftest: scenario 16, ODP: the truncate goes ahead and the peer faul
   const std::string c = m.path("client");
   MakeFile(s, kFileSize, '\0');
   MakeFile(c, kFileSize, '\0');
-  const uint16_t port = NextPort();
-  std::vector<std::string> common = {"-s", "65536", "-D", odp ? "60" : "3", "-p",
-                                     std::to_string(port)};
-  if (odp) common.push_back("--odp");
-  std::vector<std::string> sargs = common, cargs = common;
-  sargs.push_back("--mmap=" + s);
-  cargs.push_back("--mmap=" + c);
-  cargs.push_back("127.0.0.1");
-  Background server(Perftest("ib_write_bw", sargs));
-  AwaitListen(server, port);
-  Background client(Perftest("ib_write_bw", cargs));
+  std::vector<std::string> args = {"-s", "65536", "-D", odp ? "60" : "3"};
+  if (odp) args.push_back("--odp");
+  PerftestPair run("ib_write_bw", args, s, c);
+  Background& server = run.server();
+  Background& client = run.client();
   // perftest fills its buffer with random bytes right after registering it.
   const std::string zeros(4096, '\0');
   bool registered = false;
