@@ -1357,21 +1357,21 @@ void WaitBriefly(Cq& cq) {
   pollfd fds[16];
   nfds_t n = 0;
   const bool receives = cq.recv_users.load(std::memory_order_relaxed) > 0;
+  auto add = [&](int fd) {  // no allocation: this runs on every empty poll
+    for (nfds_t i = 0; i < n; ++i) {
+      if (fds[i].fd == fd) return;
+    }
+    if (n < 16) fds[n++] = pollfd{fd, POLLIN, 0};
+  };
   for (const std::shared_ptr<Qp>& qp : qps) {
     if (!qp->mu.try_lock()) continue;
-    std::vector<int> owed;
     for (const SendWqe& w : qp->sq) {
       if (w.nic_pending && (w.signaled || w.on_link) && !qp->peers[w.peer].broken) {
-        owed.push_back(qp->peers[w.peer].peer->fd());
+        add(qp->peers[w.peer].peer->fd());
       }
-      if (w.link_pending && qp->link.valid()) owed.push_back(qp->link.get());
+      if (w.link_pending && qp->link.valid()) add(qp->link.get());
     }
     qp->mu.unlock();
-    for (int fd : owed) {
-      bool seen = false;
-      for (nfds_t i = 0; i < n; ++i) seen = seen || fds[i].fd == fd;
-      if (!seen && n < 16) fds[n++] = pollfd{fd, POLLIN, 0};
-    }
   }
   if (n > 0) {
     const timespec ts{0, std::chrono::nanoseconds(kPollWait).count()};
