@@ -551,7 +551,13 @@ TEST_CASE("scenario 5, kill-on-close: a declared pin stays fenced, its blocks qu
   REQUIRE(p->Ask("close-file") == "closing");
   CHECK(KilledBySigkill(p->Wait(5000)));
   CheckAllGone(t, f);
+  // The killed holder's records go when the daemon sees its death, which
+  // may come after the pin's end: wait for it, then check exactly.
   leasefs_dax_list l{};
+  CHECK(Eventually([&] {
+    return ioctl(t.dir, LEASEFS_IOC_DAX_LIST, &l) == 0 && l.records_total == 0 &&
+           l.quarantined_total == 0;
+  }));
   REQUIRE(ioctl(t.dir, LEASEFS_IOC_DAX_LIST, &l) == 0);
   CHECK(l.records_total == 0);
   CHECK(l.quarantined_total == 0);
