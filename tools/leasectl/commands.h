@@ -22,4 +22,7 @@ void AddDaxCommand(CLI::App& app, int* rc);
 void AddPinsCommand(CLI::App& app, int* rc);
 void AddFilePinsCommand(CLI::App& app, int* rc);
 
+// Teaching: scenario_cmd.cc (the scenarios: scenario.h).
+void AddScenarioCommand(CLI::App& app, int* rc);
+
 }  // namespace leasefs::leasectl

@@ -36,6 +36,7 @@ DESCRIPTION
     dax        list the DAX mappings of a mount and its quarantine
     pins       list the pins of a mount (registered memory regions)
     file_pins  the pins of a mount by owner, as /proc/PID/file_pins
+    scenario   run the 2019 debate's scenarios on a scratch pool
 
   Errors are one line on stderr: "leasectl: SUBCOMMAND: FILE: reason". A file
   on any other filesystem gives "not a leasefs file".
@@ -55,6 +56,7 @@ constexpr AddCommandFn kCommands[] = {
     AddDaxCommand,
     AddPinsCommand,
     AddFilePinsCommand,
+    AddScenarioCommand,
 };
 
 bool HasSubcommand(const CLI::App& app, const std::string& name) {

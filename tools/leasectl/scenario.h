@@ -1,0 +1,245 @@
+// `leasectl scenario`: the 2019 debate's cases (../shared/context/
+// semantics-2019.md §5, and the seed message's sequence) as runs on a scratch
+// pool, with real processes doing the steps (scenario_actor.h) and a numbered
+// narrative of what each did, what leasefs decided and why.
+//
+// A scenario is a function of a Run. It spawns actors, tells them what to do
+// step by step, and states for each decisive step what the debate says must
+// happen under the policy the run has (Expect): the run's verdict is whether
+// every such step came out so. It also fills in the outcome (the columns of
+// `scenario compare`).
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "base/unique_fd.h"
+#include "leasefs/ioctl.h"
+#include "tools/leasectl/scenario_actor.h"
+#include "tools/leasectl/scratch_mount.h"
+
+namespace leasefs::leasectl {
+
+inline constexpr uint64_t kKiB = 1024;
+inline constexpr uint64_t kBlock = 4096;
+
+// The mount options a scenario's outcome depends on, by name, as -o takes
+// them: pinned_break, close_with_pins, pin_passing, write_break,
+// lease_break_time.
+using Policy = std::map<std::string, std::string>;
+
+// The requests actors understand (scenario_actor.h), built by name.
+namespace op {
+Json Open(const std::string& path, const std::string& flags, const std::string& as = "");
+Json Close(const std::string& fd);
+Json Lease(const std::string& fd, const std::string& type, std::vector<std::string> flags = {},
+           uint64_t off = 0, uint64_t len = 0, bool notify = true,
+           const std::string& answer = "ignore");
+Json Convert(const std::string& fd, uint64_t id, const std::string& type,
+             std::vector<std::string> flags = {});
+Json Unlock(const std::string& fd, uint64_t off = 0, uint64_t len = 0);
+Json Map(const std::string& fd, uint64_t off, uint64_t len, const std::string& as = "map");
+Json Store(const std::string& map, uint64_t off, const std::string& text);
+Json Unmap(const std::string& fd, const std::string& map = "map");
+Json Context(const std::string& fd, const std::string& as = "ctx");
+Json Pin(const std::string& fd, uint64_t off, uint64_t len, const std::string& ctx = "ctx",
+         const std::string& provider = "softnic");
+Json Unpin(const std::string& ctx = "ctx", uint64_t id = 0);
+Json ContextClose(const std::string& ctx = "ctx");
+// Another thread of the actor unpins after `ms` (0 id: every pin of ctx).
+Json UnpinLater(int ms, const std::string& ctx = "ctx", uint64_t id = 0);
+Json Truncate(const std::string& path, uint64_t size);
+Json Ftruncate(const std::string& fd, uint64_t size);
+Json Fallocate(const std::string& fd, const std::string& mode, uint64_t off, uint64_t len);
+Json Clone(const std::string& dst, const std::string& src, uint64_t off, uint64_t len,
+           uint64_t dstoff);
+Json Defrag(const std::string& fd);
+Json Pwrite(const std::string& fd, uint64_t off, uint64_t len, char byte = 'w');
+Json Pread(const std::string& fd, uint64_t off, uint64_t len);
+Json PeerWrite(uint64_t rkey, uint64_t off, const std::string& text);
+Json Send(const std::string& what, const std::string& to);
+Json Receive(const std::string& as);
+Json Fork(const std::string& name);
+Json Exit(int code = 0);
+}  // namespace op
+
+// What a decisive step must give: an errno name ("OK", "ETXTBSY"), and
+// optionally how long it may take, with the rule that says so.
+struct Expect {
+  enum class Wait { kAny, kAtOnce, kBreakTime };
+  std::string result;  // "" = anything (a step that only shows)
+  std::string why;     // the rule, cited as semantics-2019 cites it
+  Wait wait = Wait::kAny;
+};
+Expect Must(const std::string& result, const std::string& why,
+            Expect::Wait wait = Expect::Wait::kAny);
+
+// One step as it ran.
+struct StepRecord {
+  int n = 0;
+  std::string actor;
+  pid_t pid = 0;
+  std::string text;    // what the actor did, as a program would write it
+  std::string result;  // "OK", "ETXTBSY", "blocked", "killed", ...
+  Json value;          // what it returned (a lease id, a pin id), or null
+  uint64_t time = 0;   // CLOCK_REALTIME ns when it ended (or was seen blocked)
+  double seconds = 0;  // how long it took
+  Expect expect;
+  bool met = true;
+  std::vector<std::string> notes;  // what leasefs did meanwhile, and why
+};
+
+// A step started and not yet finished (it may block).
+struct Pending {
+  Actor* actor = nullptr;
+  std::string text;
+  Json request;
+  std::chrono::steady_clock::time_point start;
+  std::optional<Json> reply;  // once it came
+};
+
+// Thrown when a scenario cannot go on (a setup step failed, an actor died
+// unexpectedly): the run reports it and fails.
+struct ScenarioAbort : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+struct RunOptions {
+  bool quiet = false;        // no narrative (compare, --json)
+  std::string pool_size = "64M";
+};
+
+class Run {
+ public:
+  Run(const Policy& policy, const RunOptions& options);
+  ~Run();
+
+  // --- the policy
+  const std::string& policy(const std::string& option) const;
+  bool Is(const std::string& option, const std::string& value) const {
+    return policy(option) == value;
+  }
+  double break_time() const;
+  bool root() const { return geteuid() == 0; }
+
+  // --- setting up (done by leasectl itself, before the actors come)
+  // Creates `path` with `size` bytes of `fill` (its own blocks, written).
+  void MakeFile(const std::string& path, uint64_t size, char fill = 's');
+  // The same, in runs of 64 KiB with a gap after each in the pool (a filler
+  // file takes every other run, then goes), so that defragmenting it would
+  // move blocks.
+  void MakeFragmentedFile(const std::string& path, uint64_t size, char fill = 's');
+  // A new actor; `uid` -1: this user. Its first mention names its pid.
+  Actor& Spawn(const std::string& name, uid_t uid = static_cast<uid_t>(-1));
+  Actor& Find(const std::string& name);
+
+  // --- steps
+  // Runs a step to its end and checks it against `expect`; a step without
+  // an expectation must succeed, else the scenario cannot go on.
+  StepRecord& Do(Actor& a, const std::string& text, const Json& request,
+                 std::optional<Expect> expect = std::nullopt);
+  // Starts a step that may block.
+  Pending Start(Actor& a, const std::string& text, const Json& request);
+  // Whether it is still running after `ms` (then a step line says it waits).
+  bool StillWaiting(Pending& p, int ms, const std::string& why = "");
+  // Waits for it to end (up to `timeout_ms`), then checks it.
+  StepRecord& Finish(Pending& p, std::optional<Expect> expect = std::nullopt,
+                     int timeout_ms = 30000);
+  // SIGKILLs an actor and waits for it to be gone.
+  StepRecord& Kill(Actor& a, const std::string& why = "");
+  // Waits up to `ms` for an actor to die, and checks it was by SIGKILL.
+  StepRecord& ExpectKilled(Actor& a, int ms, const std::string& why);
+  // A line of narrative that is not a step (what to notice).
+  void Say(const std::string& text);
+  // Checks a fact the scenario states (a file's content, a listing) as a step
+  // of leasectl itself.
+  StepRecord& Check(const std::string& text, bool met, const std::string& saw,
+                    const std::string& why);
+
+  // --- what leasectl can see of the mount
+  std::string ReadFile(const std::string& path, size_t max = 64);
+  uint64_t FileSize(const std::string& path);
+  std::vector<leasefs_lease_info> Leases();
+  std::vector<leasefs_pin_record> Pins();
+  uint64_t QuarantinedBytes();
+  // The block map of `path` as "P0..P1 P2..P3" (pool blocks), "" for none.
+  std::string BlockMap(const std::string& path);
+  int mount_fd() const { return dir_.get(); }
+  const ScratchMount& mount() const { return mount_; }
+
+  // --- the outcome, for `compare` (breaker, wait, data, close, killed,
+  // quarantine)
+  void Outcome(const std::string& column, const std::string& text);
+
+  // --- the end
+  // Kills what is left, reads the last events, unmounts and checks the pool
+  // with fsck.leasefs.
+  void Finish();
+  bool ok() const;
+  Json Document(const std::string& scenario, const std::string& title) const;
+  const std::vector<StepRecord>& steps() const { return steps_; }
+  const std::map<std::string, std::string>& outcome() const { return outcome_; }
+  const std::vector<std::string>& failures() const { return failures_; }
+  void Fail(const std::string& why) { failures_.push_back(why); }
+
+ private:
+  StepRecord& Record(Actor* a, const std::string& text);
+  void Judge(StepRecord& s, const Json& reply);
+  void PollEvents(StepRecord* s);
+  void CollectNotices(StepRecord* s);
+  void Print(const StepRecord& s);
+  std::string Who(pid_t pid) const;
+  std::string FileOf(uint64_t ino);
+  std::string Describe(const leasefs_event& e);
+
+  Policy policy_;
+  RunOptions options_;
+  ScratchMount mount_;
+  UniqueFd dir_;
+  std::string run_id_;
+  std::vector<std::unique_ptr<Actor>> actors_;
+  std::map<pid_t, std::string> names_;
+  std::map<uint64_t, std::string> files_;  // inode -> path, of files MakeFile made
+  std::vector<StepRecord> steps_;
+  std::vector<Json> events_;
+  std::vector<Json> inbox_;  // actors' notices not yet told
+  std::vector<std::string> failures_;
+  std::map<std::string, std::string> outcome_;
+  uint64_t last_seq_ = 0;
+  bool finished_ = false;
+  std::string fsck_;
+};
+
+// A scenario of the debate.
+struct ScenarioDef {
+  std::string name;    // "seed", "zombie", ...
+  std::string number;  // "§5.3", or "seed message"
+  std::string title;   // one line
+  std::string story;   // the Given/When/Then, cited
+  // The options that change its outcome, with the values `compare` tries;
+  // the first value of each is the default.
+  std::vector<std::pair<std::string, std::vector<std::string>>> axes;
+  Policy fixed;  // other options it runs with (lease_break_time=...)
+  std::function<void(Run&)> fn;
+  // Why it cannot run here ("" when it can): a missing program, root needed.
+  std::function<std::string()> unavailable;
+};
+
+// Every scenario, in the order `scenario list` prints them.
+const std::vector<ScenarioDef>& Scenarios();
+const ScenarioDef* FindScenario(const std::string& name);
+
+// The scenario definitions, by family (scenarios_*.cc).
+void AddLeaseScenarios(std::vector<ScenarioDef>* out);
+void AddPinScenarios(std::vector<ScenarioDef>* out);
+
+}  // namespace leasefs::leasectl
