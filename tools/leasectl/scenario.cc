@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -23,6 +24,8 @@
 #include "tools/leasectl/mount_view.h"
 
 namespace leasefs::leasectl {
+
+volatile sig_atomic_t g_scenario_interrupted = 0;
 
 namespace op {
 
@@ -383,6 +386,7 @@ void Run::Print(const StepRecord& s) {
   if (!s.expect.why.empty()) fmt::print("       why: {}\n", s.expect.why);
   if (!s.met)
     fmt::print("       NOT AS STATED: expected {}{}\n", s.expect.result, WaitWords(s.expect.wait));
+  std::fflush(stdout);  // a reader on a pipe sees each step as it happens
 }
 
 StepRecord& Run::Do(Actor& a, const std::string& text, const Json& request,
@@ -392,6 +396,7 @@ StepRecord& Run::Do(Actor& a, const std::string& text, const Json& request,
 }
 
 Pending Run::Start(Actor& a, const std::string& text, const Json& request) {
+  if (g_scenario_interrupted) throw ScenarioAbort("interrupted");
   CollectNotices(nullptr);
   Pending p{&a, text, request, std::chrono::steady_clock::now()};
   const Status s = a.Send(request);
@@ -400,7 +405,10 @@ Pending Run::Start(Actor& a, const std::string& text, const Json& request) {
 }
 
 bool Run::StillWaiting(Pending& p, int ms, const std::string& why) {
-  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  while (std::chrono::steady_clock::now() < until && !g_scenario_interrupted)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  if (g_scenario_interrupted) throw ScenarioAbort("interrupted");
   if (!p.reply) p.reply = p.actor->Reply(0, &inbox_);
   if (p.reply) return false;  // it finished; Finish reports it
   StepRecord& s = Record(p.actor, p.text);
@@ -416,6 +424,7 @@ bool Run::StillWaiting(Pending& p, int ms, const std::string& why) {
 
 StepRecord& Run::Finish(Pending& p, std::optional<Expect> expect, int timeout_ms) {
   std::optional<Json> reply = p.reply ? p.reply : p.actor->Reply(timeout_ms, &inbox_);
+  if (!reply && g_scenario_interrupted) throw ScenarioAbort("interrupted");
   const double took =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - p.start).count();
   // A reply's own time is the actor's; ours includes the channel.

@@ -10,6 +10,7 @@
 // `scenario compare`).
 #pragma once
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <chrono>
@@ -112,6 +113,10 @@ struct Pending {
 struct ScenarioAbort : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+// Set from a SIGINT/SIGTERM handler: the run stops at its next step (it then
+// cleans up as always: kills its actors, unmounts, removes the pool).
+extern volatile sig_atomic_t g_scenario_interrupted;
 
 struct RunOptions {
   bool quiet = false;        // no narrative (compare, --json)

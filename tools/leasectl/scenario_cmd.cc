@@ -75,8 +75,7 @@ struct Args {
   std::string pool_size = "64M";
 };
 
-volatile sig_atomic_t g_interrupted = 0;
-void OnInterrupt(int) { g_interrupted = 1; }
+void OnInterrupt(int) { g_scenario_interrupted = 1; }
 
 Policy DefaultPolicy(const ScenarioDef& d) {
   Policy p = d.fixed;
@@ -122,7 +121,7 @@ int RunOnce(const ScenarioDef& d, const Policy& policy, const Args& a, bool quie
     return kExitFailure;
   }
   if (!abort.empty()) run->Fail("the scenario stopped: " + abort);
-  if (g_interrupted) run->Fail("interrupted");
+  if (g_scenario_interrupted) run->Fail("interrupted");
   run->Finish();
   *doc = run->Document(d.name, fmt::format("{} ({}): {}", d.name, d.number, d.title));
   if (!quiet) {
@@ -205,7 +204,7 @@ int Compare(const Args& a) {
   Json all = Json::array();
   int rc = kExitOk;
   for (const Policy& p : runs) {
-    if (g_interrupted) break;
+    if (g_scenario_interrupted) break;
     Json doc;
     const int one = RunOnce(*d, p, a, true, &doc);
     if (one == 77) {

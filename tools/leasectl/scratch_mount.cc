@@ -86,7 +86,7 @@ std::string FindTool(const std::string& env, const std::string& name) {
   if (const char* e = getenv(env.c_str()); e != nullptr && Executable(e)) return e;
   const std::string dir = SelfDir();
   for (const std::string& p : {dir + "/" + name, dir + "/../fusefs/daemon/" + name,
-                               dir + "/../tools/" + name})
+                               dir + "/../tools/" + name, dir + "/run/" + name})
     if (Executable(p)) return p;
   if (const char* path = getenv("PATH"); path != nullptr) {
     std::string all = path;

@@ -17,7 +17,7 @@ namespace leasefs::leasectl {
 // Where leasectl finds its sibling programs: $LEASEFS_BIN,
 // $MKFS_LEASEFS_BIN, $FSCK_LEASEFS_BIN when set; else next to leasectl's own
 // executable (an installation), else where a meson build tree puts them
-// (tools/ and fusefs/daemon/), else on $PATH. "" when not found.
+// (tools/, tools/run/ and fusefs/daemon/), else on $PATH. "" when not found.
 std::string FindTool(const std::string& env, const std::string& name);
 
 class ScratchMount {
