@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+"""Runs every command of a Markdown tutorial and checks what it printed.
+
+Each ```console block holds commands (lines starting with "$ "; a line ending
+in a backslash goes on) and, under each, the output the tutorial shows. All
+commands of the file run in order in one bash, so a variable, a directory or
+a mount made in one block is there in the next. A command must exit 0, unless
+the line after its output says "[exit N]". The comparison is line by line
+after taking out what differs from run to run (times, pids, keys, scratch
+paths) and runs of spaces; a shown line "..." stands for any number of lines.
+
+Usage: tutorial_test.py [--fill] TUTORIAL.md  (with LEASECTL_BIN, LEASEFS_BIN,
+MKFS_LEASEFS_BIN, FSCK_LEASEFS_BIN naming the programs; their directories go
+first on PATH). Exit 0 all as shown, 1 a command failed or its output
+drifted, 77 skipped (not root, or no /dev/fuse). --fill writes what each
+command printed under it where the tutorial shows nothing yet (for whoever
+writes a new section; the shown output is then trimmed by hand).
+"""
+
+import os
+import re
+import select
+import subprocess
+import sys
+import tempfile
+import time
+
+MARK = "@@tutorial-done@@"
+
+NORMALIZE = [
+    (re.compile(r"\d\d:\d\d:\d\d\.\d+"), "HH:MM:SS"),
+    (re.compile(r"\d+(\.\d+)? ?(ms|s)\b"), "T"),
+    (re.compile(r"\b(process|pid|holder|by) \d+"), r"\1 N"),
+    (re.compile(r"rkey 0x[0-9a-f]+"), "rkey K"),
+    (re.compile(r"/dev/shm/leasectl-scenario-pool-\w+"), "POOL"),
+    (re.compile(r"/tmp/leasectl-scenario-\w+"), "MNT"),
+    (re.compile(r"[ \t]+"), " "),
+]
+
+
+def normalize(line):
+    for pattern, replacement in NORMALIZE:
+        line = pattern.sub(replacement, line)
+    return line.strip()
+
+
+def parse(text):
+    """[(line number, command, [shown output lines], expected exit)]"""
+    steps = []
+    in_block = False
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not in_block:
+            in_block = line.strip() == "```console"
+            i += 1
+            continue
+        if line.strip() == "```":
+            in_block = False
+            i += 1
+            continue
+        if line.startswith("$ "):
+            number = i + 1
+            command = line[2:]
+            while command.endswith("\\") and i + 1 < len(lines):
+                i += 1
+                command = command[:-1] + "\n" + lines[i]
+            steps.append([number, command, [], 0])
+        elif steps:
+            match = re.fullmatch(r"\[exit (\d+)\]", line.strip())
+            if match:
+                steps[-1][3] = int(match.group(1))
+            else:
+                steps[-1][2].append(line)
+        i += 1
+    return steps
+
+
+def matches(shown, got):
+    """Whether got (normalized lines) is shown, "..." matching any lines."""
+    shown = [normalize(s) for s in shown]
+    got = [normalize(g) for g in got]
+    while shown and shown[-1] == "":
+        shown.pop()
+    while got and got[-1] == "":
+        got.pop()
+
+    memo = {}
+
+    def walk(i, j):
+        key = (i, j)
+        if key in memo:
+            return memo[key]
+        if i == len(shown):
+            result = j == len(got)
+        elif shown[i] == "...":
+            result = any(walk(i + 1, k) for k in range(j, len(got) + 1))
+        else:
+            result = j < len(got) and shown[i] == got[j] and walk(i + 1, j + 1)
+        memo[key] = result
+        return result
+
+    return walk(0, 0)
+
+
+class Shell:
+    def __init__(self, workdir, env):
+        self.proc = subprocess.Popen(
+            ["bash", "--noprofile", "--norc"], cwd=workdir, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.buffer = b""
+
+    def run(self, command, timeout):
+        script = f"{command}\necho \"{MARK} $?\"\n"
+        self.proc.stdin.write(script.encode())
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while True:
+            text = self.buffer.decode(errors="replace")
+            match = re.search(re.escape(MARK) + r" (\d+)\n", text)
+            if match:
+                self.buffer = text[match.end():].encode()
+                return text[:match.start()].splitlines(), int(match.group(1))
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return text.splitlines() + [f"(no end after {timeout} s)"], -1
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    return text.splitlines() + ["(the shell exited)"], -1
+                self.buffer += chunk
+
+    def close(self):
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def unmount_under(directory):
+    with open("/proc/self/mounts") as mounts:
+        for line in mounts:
+            target = line.split()[1]
+            if target.startswith(directory):
+                subprocess.run(["fusermount3", "-u", "-z", target], check=False)
+
+
+def fill(path, outputs):
+    """Writes outputs[line number] under each command that shows none."""
+    with open(path) as f:
+        lines = f.read().splitlines()
+    out = []
+    i = 0
+    while i < len(lines):
+        out.append(lines[i])
+        number = i + 1
+        if number in outputs:
+            while lines[i].endswith("\\"):
+                i += 1
+                out.append(lines[i])
+            nxt = lines[i + 1] if i + 1 < len(lines) else "```"
+            if nxt.startswith("$ ") or nxt.strip() == "```":
+                out.extend(outputs[number])
+        i += 1
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
+def main():
+    args = sys.argv[1:]
+    write = args[:1] == ["--fill"]
+    if write:
+        args = args[1:]
+    if len(args) != 1:
+        print(__doc__)
+        return 2
+    sys.argv = [sys.argv[0]] + args
+    if os.geteuid() != 0 or not os.path.exists("/dev/fuse"):
+        print("skipped: needs root and /dev/fuse")
+        return 77
+    with open(sys.argv[1]) as f:
+        steps = parse(f.read())
+    if not steps:
+        print(f"{sys.argv[1]}: no commands found")
+        return 1
+    env = dict(os.environ)
+    dirs = []
+    for name in ("LEASECTL_BIN", "LEASEFS_BIN", "MKFS_LEASEFS_BIN", "FSCK_LEASEFS_BIN",
+                 "LEASEFS_RUN_BIN"):
+        if env.get(name):
+            dirs.append(os.path.dirname(env[name]))
+    env["PATH"] = ":".join(dirs + [env.get("PATH", "/usr/bin:/bin")])
+    failures = 0
+    outputs = {}
+    with tempfile.TemporaryDirectory(prefix="leasefs-tutorial-") as workdir:
+        shell = Shell(workdir, env)
+        try:
+            for number, command, shown, want in steps:
+                got, status = shell.run(command, timeout=600)
+                outputs[number] = got + ([f"[exit {status}]"] if status else [])
+                if status != want or not matches(shown, got):
+                    failures += 1
+                    print(f"{sys.argv[1]}:{number}: $ {command}")
+                    print(f"  exit {status} (the tutorial says {want})")
+                    print("  the tutorial shows:")
+                    for line in shown:
+                        print("    | " + line)
+                    print("  it printed:")
+                    for line in got:
+                        print("    | " + line)
+                else:
+                    print(f"ok {number}: $ {command.splitlines()[0]}")
+        finally:
+            shell.close()
+            unmount_under(workdir)
+    if write:
+        fill(sys.argv[1], outputs)
+    print(f"{len(steps) - failures} commands as shown, {failures} not")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
