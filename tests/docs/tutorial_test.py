@@ -9,10 +9,12 @@ the line after its output says "[exit N]". The comparison is line by line
 after taking out what differs from run to run (times, pids, keys, scratch
 paths) and runs of spaces; a shown line "..." stands for any number of lines.
 
-Usage: tutorial_test.py [--fill] TUTORIAL.md  (with LEASECTL_BIN, LEASEFS_BIN,
+Usage: tutorial_test.py [--fill] [--readme README.md] TUTORIAL.md  (with LEASECTL_BIN, LEASEFS_BIN,
 MKFS_LEASEFS_BIN, FSCK_LEASEFS_BIN naming the programs; their directories go
 first on PATH). Exit 0 all as shown, 1 a command failed or its output
-drifted, 77 skipped (not root, or no /dev/fuse). --fill writes what each
+drifted, 77 skipped (not root, or no /dev/fuse). With --readme, also fails
+unless README.md's first example after its set-up commands is the tutorial's
+first scenario. --fill writes what each
 command printed under it where the tutorial shows nothing yet (for whoever
 writes a new section; the shown output is then trimmed by hand).
 """
@@ -171,11 +173,33 @@ def fill(path, outputs):
         f.write("\n".join(out) + "\n")
 
 
+def readme_first_example(readme, tutorial_text):
+    """'' if README.md's first example after the two set-up commands runs the
+    tutorial's first scenario, else why not."""
+    with open(readme) as f:
+        text = f.read()
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+    setup = next((i for i, b in enumerate(blocks) if "./dev test" in b), None)
+    if setup is None or setup + 1 >= len(blocks):
+        return "README.md: no example after the block with ./dev demo and ./dev test"
+    first = blocks[setup + 1].strip().splitlines()[0]
+    wanted = re.search(r"^\$ (leasectl scenario run \S+)", tutorial_text, re.M)
+    if wanted is None:
+        return "the tutorial runs no scenario"
+    if not first.endswith(wanted.group(1)):
+        return f"README.md's first example is '{first}', the tutorial's first scenario " \
+               f"'{wanted.group(1)}'"
+    return ""
+
+
 def main():
     args = sys.argv[1:]
     write = args[:1] == ["--fill"]
     if write:
         args = args[1:]
+    readme = None
+    if args[:1] == ["--readme"] and len(args) > 1:
+        readme, args = args[1], args[2:]
     if len(args) != 1:
         print(__doc__)
         return 2
@@ -184,7 +208,14 @@ def main():
         print("skipped: needs root and /dev/fuse")
         return 77
     with open(sys.argv[1]) as f:
-        steps = parse(f.read())
+        tutorial_text = f.read()
+    steps = parse(tutorial_text)
+    if readme:
+        why = readme_first_example(readme, tutorial_text)
+        if why:
+            print(why)
+            return 1
+        print("ok: README.md's first example is the tutorial's first scenario")
     if not steps:
         print(f"{sys.argv[1]}: no commands found")
         return 1
