@@ -232,6 +232,31 @@ TEST_SUITE("leasectl") {
       CHECK(r.output == "leasectl: fallocate: /dev/shm: Is a directory\n");
     }
   }
+
+  TEST_CASE("top: its man page, its usage errors, a path not on leasefs (exit 1, no frame)") {
+    const ProcessResult help = Leasectl({"top", "--help"});
+    CHECK(help.exit_code == 0);
+    CHECK(StartsWith(help.output, "leasectl top - watch a leasefs mount live"));
+    CHECK(
+        help.output.find("\n\nSYNOPSIS\n  leasectl top [--interval SECONDS] [--once] [--no-color] "
+                         "PATH\n") != std::string::npos);
+    CheckUsage({"top"}, "leasectl: top: PATH is required", "leasectl top");
+    CheckUsage({"top", "--interval", "0", "/"},
+               "leasectl: top: --interval: '0' is not a number of seconds from 0.1 to 3600",
+               "leasectl top");
+    CheckUsage({"top", "--interval", "nan", "/"},
+               "leasectl: top: --interval: 'nan' is not a number of seconds from 0.1 to 3600",
+               "leasectl top");
+    ShmFile f;
+    for (const char* once : {"--once", "--no-color"}) {
+      const ProcessResult r = Leasectl({"top", once, f.path()});
+      CHECK(r.exit_code == 1);
+      CHECK(r.output == "leasectl: top: " + f.path() + ": not a leasefs file\n");
+    }
+    const ProcessResult missing = Leasectl({"top", "/nonexistent/top"});
+    CHECK(missing.exit_code == 1);
+    CHECK(missing.output == "leasectl: top: /nonexistent/top: No such file or directory\n");
+  }
 }
 
 }  // namespace

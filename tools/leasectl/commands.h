@@ -25,4 +25,7 @@ void AddFilePinsCommand(CLI::App& app, int* rc);
 // Teaching: scenario_cmd.cc (the scenarios: scenario.h).
 void AddScenarioCommand(CLI::App& app, int* rc);
 
+// A live view of a mount: top.cc (its frame: top_format.cc).
+void AddTopCommand(CLI::App& app, int* rc);
+
 }  // namespace leasefs::leasectl

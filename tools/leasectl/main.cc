@@ -37,6 +37,7 @@ DESCRIPTION
     pins       list the pins of a mount (registered memory regions)
     file_pins  the pins of a mount by owner, as /proc/PID/file_pins
     scenario   run the 2019 debate's scenarios on a scratch pool
+    top        watch a mount live: leases, breaks, pins, quarantine
 
   Errors are one line on stderr: "leasectl: SUBCOMMAND: FILE: reason". A file
   on any other filesystem gives "not a leasefs file".
@@ -57,6 +58,7 @@ constexpr AddCommandFn kCommands[] = {
     AddPinsCommand,
     AddFilePinsCommand,
     AddScenarioCommand,
+    AddTopCommand,
 };
 
 bool HasSubcommand(const CLI::App& app, const std::string& name) {
