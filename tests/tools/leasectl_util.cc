@@ -1,6 +1,7 @@
 #include "tests/tools/leasectl_util.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <unistd.h>
@@ -33,7 +34,7 @@ ProcessResult Leasectl(std::vector<std::string> args) {
   return Run(args);
 }
 
-Background::Background(std::vector<std::string> args) {
+Background::Background(std::vector<std::string> args, uid_t uid) {
   args.insert(args.begin(), LeasectlBin());
   int p[2];
   REQUIRE(pipe2(p, O_CLOEXEC) == 0);
@@ -42,6 +43,8 @@ Background::Background(std::vector<std::string> args) {
   if (pid_ == 0) {
     dup2(p[1], 1);
     dup2(p[1], 2);
+    if (uid != 0 && (setgroups(0, nullptr) != 0 || setgid(uid) != 0 || setuid(uid) != 0))
+      _exit(126);
     std::vector<char*> argv;
     for (std::string& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);

@@ -23,8 +23,9 @@ ProcessResult Leasectl(std::vector<std::string> args);
 // line by line. The destructor SIGKILLs and reaps it if it still runs.
 class Background {
  public:
-  // Starts leasectl with `args`; REQUIREs the pipe and the fork.
-  explicit Background(std::vector<std::string> args);
+  // Starts leasectl with `args`, as user `uid` (its own group, no
+  // supplementary groups) when uid is not 0; REQUIREs the pipe and the fork.
+  explicit Background(std::vector<std::string> args, uid_t uid = 0);
   ~Background();
   Background(const Background&) = delete;
   Background& operator=(const Background&) = delete;
