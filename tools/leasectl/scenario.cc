@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -15,6 +16,7 @@
 #include <cstdio>
 #include <cstring>
 #include <thread>
+#include <tuple>
 
 #include <fmt/core.h>
 
@@ -112,8 +114,6 @@ Expect Must(const std::string& result, const std::string& why, Expect::Wait wait
 
 namespace {
 
-std::atomic<int> g_runs{0};
-
 std::string Seconds(double s) {
   if (s < 0.001) return fmt::format("{:.2f} ms", s * 1000);
   if (s < 1) return fmt::format("{:.1f} ms", s * 1000);
@@ -144,7 +144,6 @@ Run::Run(const Policy& policy, const RunOptions& options) : policy_(policy), opt
   // Actors forked by actors become ours when their parent dies, so that we
   // can reap them and see how they ended.
   prctl(PR_SET_CHILD_SUBREAPER, 1);
-  run_id_ = fmt::format("{}-{}", getpid(), g_runs++);
   std::string opts;
   for (const auto& [k, v] : policy_) opts += (opts.empty() ? "" : ",") + k + "=" + v;
   // Root mounts for every user, so that an actor may act as another user.
@@ -228,9 +227,12 @@ void Run::MakeFragmentedFile(const std::string& path, uint64_t size, char fill) 
 }
 
 Actor& Run::Spawn(const std::string& name, uid_t uid) {
-  auto a = Actor::Spawn(name, mount_.mnt(), run_id_, uid);
+  auto a = Actor::Spawn(name, mount_.mnt(), uid);
   if (!a.ok()) throw ScenarioAbort("starting actor " + name + ": " + a.status().ToString());
   actors_.push_back(std::make_unique<Actor>(std::move(*a)));
+  // A link with every actor before it, for passing descriptors (SCM_RIGHTS):
+  // a socket pair, one end each, so that no other process can reach it.
+  for (size_t i = 0; i + 1 < actors_.size(); ++i) Link(*actors_[i], *actors_.back());
   names_[actors_.back()->pid()] = name;
   if (!options_.quiet) {
     std::string who = fmt::format("    {} is process {}", name, actors_.back()->pid());
@@ -238,6 +240,20 @@ Actor& Run::Spawn(const std::string& name, uid_t uid) {
     fmt::print("{}\n", who);
   }
   return *actors_.back();
+}
+
+void Run::Link(Actor& a, Actor& b) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    throw ScenarioAbort(std::string("socketpair: ") + strerror(errno));
+  const UniqueFd ea(sv[0]), eb(sv[1]);
+  for (auto [actor, end, peer] : {std::tuple{&a, ea.get(), &b}, std::tuple{&b, eb.get(), &a}}) {
+    const Json req{{"op", "adopt"}, {"as", "link " + peer->name()}};
+    if (!actor->Send(req, end).ok()) throw ScenarioAbort(actor->name() + " is gone");
+    const auto reply = actor->Reply(5000, &inbox_);
+    if (!reply || reply->value("rc", -1) != 0)
+      throw ScenarioAbort("linking " + a.name() + " and " + b.name());
+  }
 }
 
 Actor& Run::Find(const std::string& name) {

@@ -198,6 +198,7 @@ class Run {
 
  private:
   StepRecord& Record(Actor* a, const std::string& text);
+  void Link(Actor& a, Actor& b);
   void Judge(StepRecord& s, const Json& reply);
   void PollEvents(StepRecord* s);
   void CollectNotices(StepRecord* s);
@@ -210,7 +211,6 @@ class Run {
   RunOptions options_;
   ScratchMount mount_;
   UniqueFd dir_;
-  std::string run_id_;
   std::vector<std::unique_ptr<Actor>> actors_;
   std::map<pid_t, std::string> names_;
   std::map<uint64_t, std::string> files_;  // inode -> path, of files MakeFile made

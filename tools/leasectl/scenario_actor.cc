@@ -10,7 +10,6 @@
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -104,21 +103,11 @@ ssize_t ReceiveMessage(int sock, std::string* text, int* fd, int flags) {
   return n;
 }
 
-sockaddr_un MailboxAddress(const std::string& name, socklen_t* len) {
-  sockaddr_un a{};
-  a.sun_family = AF_UNIX;
-  const std::string path = name.substr(0, sizeof a.sun_path - 2);
-  std::memcpy(a.sun_path + 1, path.data(), path.size());  // abstract: leading NUL
-  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + path.size());
-  return a;
-}
-
 // What an actor process holds between requests.
 class ActorProcess {
  public:
-  ActorProcess(std::string name, std::string mnt, std::string run_id, int channel)
-      : name_(std::move(name)), mnt_(std::move(mnt)), run_id_(std::move(run_id)),
-        channel_(channel) {}
+  ActorProcess(std::string name, std::string mnt, int channel)
+      : name_(std::move(name)), mnt_(std::move(mnt)), channel_(channel) {}
 
   [[noreturn]] void Main();
 
@@ -144,10 +133,9 @@ class ActorProcess {
 
   std::string name_;
   std::string mnt_;
-  std::string run_id_;
   int channel_;
   int signal_fd_ = -1;
-  int mailbox_ = -1;
+  int passed_fd_ = -1;  // a descriptor that came with the request being handled
   std::map<std::string, Held> fds_;
   std::map<std::string, leasefs_dax_mapping> maps_;
   std::map<std::string, leasefs_pin_context> contexts_;
@@ -266,11 +254,9 @@ Json ActorProcess::DoFork(const Json& req, int* pass_fd) {
   }
   if (pid == 0) {
     // The child: the same descriptors, mappings and contexts (inherited, as
-    // fork gives them), a channel of its own and a mailbox of its own.
+    // fork gives them, its links to the other actors too), a channel of its own.
     close(sv[0]);
     close(channel_);
-    if (mailbox_ >= 0) close(mailbox_);
-    mailbox_ = -1;
     channel_ = sv[1];
     name_ = req.value("name", name_ + "'");
     peer_.reset();  // the parent's connection is the parent's
@@ -283,35 +269,43 @@ Json ActorProcess::DoFork(const Json& req, int* pass_fd) {
   return r;
 }
 
+// Links are socket pairs leasectl made between two actors and gave one end
+// each ("link Q" in P, "link P" in Q): nobody else can reach them.
 Json ActorProcess::DoSend(const Json& req) {
   const std::string what = req.value("what", "");
   int fd = -1;
   if (auto it = contexts_.find(what); it != contexts_.end()) fd = it->second.fd;
   if (auto it = fds_.find(what); it != fds_.end()) fd = it->second.fd;
-  if (fd < 0) return Answer(EBADF);
-  const int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (s < 0) return Answer(errno);
-  socklen_t len = 0;
-  const sockaddr_un to = MailboxAddress(ActorMailbox(run_id_, req.value("to", "")), &len);
-  int rc = connect(s, reinterpret_cast<const sockaddr*>(&to), len) == 0 ? 0 : errno;
+  const auto link = fds_.find("link " + req.value("to", ""));
+  if (fd < 0 || link == fds_.end()) return Answer(EBADF);
   Json body{{"name", what}};
   if (auto it = contexts_.find(what); it != contexts_.end()) {
     body["context"] = it->second.id;
     body["token"] = Json::binary_t(std::vector<uint8_t>(it->second.token, it->second.token + 16));
   }
-  if (rc == 0) rc = SendMessage(s, body.dump(), fd);
-  close(s);
-  return Answer(rc);
+  return Answer(SendMessage(link->second.fd, body.dump(), fd));
 }
 
 Json ActorProcess::DoReceive(const Json& req) {
-  pollfd p{mailbox_, POLLIN, 0};
-  if (mailbox_ < 0 || poll(&p, 1, req.value("timeout_ms", 5000)) != 1) return Answer(ETIMEDOUT);
+  std::vector<pollfd> links;
+  for (const auto& [name, held] : fds_)
+    if (name.rfind("link ", 0) == 0) links.push_back({held.fd, POLLIN, 0});
+  if (links.empty()) return Answer(EBADF);
+  if (poll(links.data(), links.size(), req.value("timeout_ms", 5000)) <= 0)
+    return Answer(ETIMEDOUT);
+  int from = -1;
+  for (const pollfd& p : links)
+    if (p.revents & POLLIN) from = p.fd;
+  if (from < 0) return Answer(EPIPE);
   std::string text;
   int fd = -1;
-  if (ReceiveMessage(mailbox_, &text, &fd, 0) <= 0 || fd < 0) return Answer(EPROTO);
+  if (ReceiveMessage(from, &text, &fd, MSG_DONTWAIT) <= 0 || fd < 0) {
+    if (fd >= 0) close(fd);
+    return Answer(EPROTO);
+  }
   const Json body = Json::parse(text, nullptr, false);
-  const std::string as = req.value("as", body.value("name", "received"));
+  const std::string as =
+      req.value("as", body.is_object() ? body.value("name", "received") : "received");
   if (body.is_object() && body.contains("context")) {
     leasefs_pin_context c{};
     c.fd = fd;
@@ -512,6 +506,13 @@ Json ActorProcess::Handle(const Json& req, int* pass_fd) {
     return r;
   }
   if (op == "peer_write") return DoPeerWrite(req);
+  if (op == "adopt") {
+    // leasectl handed this process a descriptor (a link to another actor).
+    if (passed_fd_ < 0) return Answer(EBADF);
+    fds_[req.value("as", "passed")] = Held{passed_fd_, false};
+    passed_fd_ = -1;
+    return Answer(0);
+  }
   if (op == "send") return DoSend(req);
   if (op == "receive") return DoReceive(req);
   if (op == "fork") return DoFork(req, pass_fd);
@@ -567,13 +568,6 @@ void ActorProcess::Main() {
   sigprocmask(SIG_BLOCK, &set, nullptr);
   if (signal_fd_ >= 0) close(signal_fd_);
   signal_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
-  mailbox_ = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  socklen_t len = 0;
-  const sockaddr_un a = MailboxAddress(ActorMailbox(run_id_, name_), &len);
-  if (mailbox_ >= 0 && bind(mailbox_, reinterpret_cast<const sockaddr*>(&a), len) != 0) {
-    close(mailbox_);
-    mailbox_ = -1;
-  }
   for (;;) {
     pollfd p[2] = {{channel_, POLLIN, 0}, {signal_fd_, POLLIN, 0}};
     if (poll(p, 2, -1) < 0) continue;
@@ -582,13 +576,15 @@ void ActorProcess::Main() {
     std::string text;
     int got = -1;
     const ssize_t n = ReceiveMessage(channel_, &text, &got, MSG_DONTWAIT);
-    if (got >= 0) close(got);
     if (n == 0) _exit(0);  // the coordinator is gone
     if (n < 0) continue;
+    passed_fd_ = got;
     const Json req = Json::parse(text, nullptr, false);
     const uint64_t t0 = NowNs(CLOCK_MONOTONIC);
     int pass_fd = -1;
     Json reply = req.is_object() ? Handle(req, &pass_fd) : Answer(EINVAL);
+    if (passed_fd_ >= 0) close(passed_fd_);  // not adopted: not kept
+    passed_fd_ = -1;
     reply["ns"] = NowNs(CLOCK_MONOTONIC) - t0;
     reply["end"] = NowNs(CLOCK_REALTIME);
     {
@@ -609,10 +605,6 @@ std::string ErrnoName(int err) {
   return n != nullptr ? n : "errno " + std::to_string(err);
 }
 
-std::string ActorMailbox(const std::string& run_id, const std::string& name) {
-  return "leasectl-scenario/" + run_id + "/" + name;
-}
-
 Actor::Actor(std::string name, pid_t pid, UniqueFd channel)
     : name_(std::move(name)), pid_(pid), channel_(std::move(channel)),
       pidfd_(static_cast<int>(syscall(SYS_pidfd_open, pid, 0))) {}
@@ -620,8 +612,7 @@ Actor::Actor(std::string name, pid_t pid, UniqueFd channel)
 Actor::Actor(std::string name, pid_t pid, UniqueFd channel, UniqueFd pidfd)
     : name_(std::move(name)), pid_(pid), channel_(std::move(channel)), pidfd_(std::move(pidfd)) {}
 
-Result<Actor> Actor::Spawn(const std::string& name, const std::string& mnt,
-                           const std::string& run_id, uid_t uid) {
+Result<Actor> Actor::Spawn(const std::string& name, const std::string& mnt, uid_t uid) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return Status::FromErrno("socketpair");
@@ -640,15 +631,15 @@ Result<Actor> Actor::Spawn(const std::string& name, const std::string& mnt,
       const gid_t gid = static_cast<gid_t>(uid);
       if (setgroups(0, nullptr) != 0 || setgid(gid) != 0 || setuid(uid) != 0) _exit(126);
     }
-    ActorProcess(name, mnt, run_id, sv[1]).Main();
+    ActorProcess(name, mnt, sv[1]).Main();
   }
   close(sv[1]);
   UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
   return Actor(name, pid, UniqueFd(sv[0]), std::move(pidfd));
 }
 
-Status Actor::Send(const Json& request) {
-  const int rc = SendMessage(channel_.get(), request.dump(), -1);
+Status Actor::Send(const Json& request, int fd) {
+  const int rc = SendMessage(channel_.get(), request.dump(), fd);
   if (rc != 0) {
     gone_ = true;
     return Status::Error(rc, "sending to " + name_);

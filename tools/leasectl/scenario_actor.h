@@ -21,7 +21,9 @@
 //   truncate path size   ftruncate fd size   fallocate fd mode off len
 //   clone dst src off len dstoff   defrag fd   pwrite fd off len byte   pread fd off len
 //   peer_write rkey off text (the soft NIC, as a remote peer would)
-//   send what(a descriptor name) to(actor)   receive as
+//   send what(a descriptor or context name) to(actor)   receive as
+//   adopt as (the descriptor that came with this request: a link leasectl
+//   made to another actor, "link NAME")
 //   fork name (the child becomes actor `name`; the reply carries its channel)
 //   exit code   sleep ms
 // Reply: {"rc": 0 or an errno value, "err": "ETXTBSY" or "OK", "ns": time
@@ -50,10 +52,9 @@ std::string ErrnoName(int err);
 class Actor {
  public:
   // Forks actor `name`, working on files under `mnt`. With `uid` other than
-  // -1 it runs as that user (and group) instead (root only). `run_id` keeps
-  // this run's fd-passing addresses apart from other runs'.
+  // -1 it runs as that user (and group) instead (root only).
   static Result<Actor> Spawn(const std::string& name, const std::string& mnt,
-                             const std::string& run_id, uid_t uid = static_cast<uid_t>(-1));
+                             uid_t uid = static_cast<uid_t>(-1));
   // An actor some other actor forked: its pid and channel (the "fork" reply).
   Actor(std::string name, pid_t pid, UniqueFd channel);
 
@@ -63,8 +64,9 @@ class Actor {
   const std::string& name() const { return name_; }
   pid_t pid() const { return pid_; }
 
-  // Sends a request. Errors: the channel's (EPIPE: the actor is gone).
-  Status Send(const Json& request);
+  // Sends a request, with descriptor `fd` when >= 0 (SCM_RIGHTS). Errors:
+  // the channel's (EPIPE: the actor is gone).
+  Status Send(const Json& request, int fd = -1);
   // Waits up to timeout_ms (-1: forever) for the reply to the request sent;
   // notices met on the way go to *notices. nullopt: no reply yet (still
   // working, or blocked), or the actor is gone (then gone() is true). A
@@ -88,8 +90,5 @@ class Actor {
   UniqueFd pidfd_;
   bool gone_ = false;
 };
-
-// The abstract socket name an actor receives descriptors on.
-std::string ActorMailbox(const std::string& run_id, const std::string& name);
 
 }  // namespace leasefs::leasectl
