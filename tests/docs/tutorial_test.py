@@ -7,7 +7,8 @@ commands of the file run in order in one bash, so a variable, a directory or
 a mount made in one block is there in the next. A command must exit 0, unless
 the line after its output says "[exit N]". The comparison is line by line
 after taking out what differs from run to run (times, pids, keys, scratch
-paths) and runs of spaces; a shown line "..." stands for any number of lines.
+paths) and runs of spaces; a shown line "..." stands for any number of lines,
+and "<PID>" in a shown line for a process id the normalizing cannot tell.
 
 Usage: tutorial_test.py [--fill] [--readme README.md] TUTORIAL.md  (with LEASECTL_BIN, LEASEFS_BIN,
 MKFS_LEASEFS_BIN, FSCK_LEASEFS_BIN naming the programs; their directories go
@@ -36,6 +37,8 @@ NORMALIZE = [
     (re.compile(r"rkey 0x[0-9a-f]+"), "rkey K"),
     (re.compile(r"/dev/shm/leasectl-scenario-pool-\w+"), "POOL"),
     (re.compile(r"/tmp/leasectl-scenario-\w+"), "MNT"),
+    (re.compile(r"/tmp/leasefs-tutorial-\w+"), "DIR"),
+    (re.compile(r"\b\d+ threads\b"), "N threads"),
     (re.compile(r"[ \t]+"), " "),
 ]
 
@@ -79,6 +82,14 @@ def parse(text):
     return steps
 
 
+def same(shown, got):
+    """A shown line may say <PID> where a process id stands."""
+    if "<PID>" not in shown:
+        return shown == got
+    pattern = re.escape(shown).replace(re.escape("<PID>"), r"\d+")
+    return re.fullmatch(pattern, got) is not None
+
+
 def matches(shown, got):
     """Whether got (normalized lines) is shown, "..." matching any lines."""
     shown = [normalize(s) for s in shown]
@@ -99,7 +110,7 @@ def matches(shown, got):
         elif shown[i] == "...":
             result = any(walk(i + 1, k) for k in range(j, len(got) + 1))
         else:
-            result = j < len(got) and shown[i] == got[j] and walk(i + 1, j + 1)
+            result = j < len(got) and same(shown[i], got[j]) and walk(i + 1, j + 1)
         memo[key] = result
         return result
 

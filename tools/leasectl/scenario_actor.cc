@@ -197,9 +197,7 @@ Json ActorProcess::DoOpen(const Json& req) {
   const std::string as = req.value("as", req.value("path", ""));
   if (auto it = fds_.find(as); it != fds_.end()) close(it->second.fd);
   fds_[as] = Held{fd, false};
-  Json r = Answer(0);
-  r["value"] = fd;
-  return r;
+  return Answer(0);
 }
 
 Json ActorProcess::DoLease(const Json& req) {
@@ -616,6 +614,7 @@ Result<Actor> Actor::Spawn(const std::string& name, const std::string& mnt, uid_
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return Status::FromErrno("socketpair");
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) {
     const Status s = Status::FromErrno("fork");
@@ -624,9 +623,15 @@ Result<Actor> Actor::Spawn(const std::string& name, const std::string& mnt, uid_
     return s;
   }
   if (pid == 0) {
-    close(sv[0]);
-    // An actor dies with its coordinator, whatever ends it.
+    // An actor dies with its coordinator, whatever ends it (and if that
+    // happened before this line, now).
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    // Nothing of leasectl's but the channel: not the other actors'
+    // channels, not the mount's directory.
+    if (dup2(sv[1], 3) != 3) _exit(1);
+    close_range(4, ~0u, 0);
+    sv[1] = 3;
     if (uid != static_cast<uid_t>(-1)) {
       const gid_t gid = static_cast<gid_t>(uid);
       if (setgroups(0, nullptr) != 0 || setgid(gid) != 0 || setuid(uid) != 0) _exit(126);
