@@ -279,7 +279,9 @@ Json ActorProcess::DoSend(const Json& req) {
   Json body{{"name", what}};
   if (auto it = contexts_.find(what); it != contexts_.end()) {
     body["context"] = it->second.id;
-    body["token"] = Json::binary_t(std::vector<uint8_t>(it->second.token, it->second.token + 16));
+    // As numbers: a JSON binary value does not survive dump() and parse()
+    // (it comes back an object), and the receiver would hold a zero token.
+    body["token"] = std::vector<int>(it->second.token, it->second.token + 16);
   }
   return Answer(SendMessage(link->second.fd, body.dump(), fd));
 }
@@ -310,9 +312,10 @@ Json ActorProcess::DoReceive(const Json& req) {
     c.id = body["context"].get<uint64_t>();
     // The token travels with the descriptor only so that this process can
     // name the context in its own PIN requests, as the sender could.
-    if (body.contains("token") && body["token"].is_binary()) {
-      const auto& t = body["token"].get_binary();
-      std::memcpy(c.token, t.data(), std::min<size_t>(t.size(), 16));
+    if (body.contains("token") && body["token"].is_array()) {
+      const Json& t = body["token"];
+      for (size_t i = 0; i < std::min<size_t>(t.size(), 16); ++i)
+        c.token[i] = static_cast<uint8_t>(t[i].get<int>());
     }
     contexts_[as] = c;
   } else {
