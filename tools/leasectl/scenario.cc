@@ -54,6 +54,9 @@ Json Convert(const std::string& fd, uint64_t id, const std::string& type,
 Json Unlock(const std::string& fd, uint64_t off, uint64_t len) {
   return Req("unlock", {{"fd", fd}, {"off", off}, {"len", len}});
 }
+Json GetLease(const std::string& fd, uint64_t off) {
+  return Req("getlease", {{"fd", fd}, {"off", off}});
+}
 Json Map(const std::string& fd, uint64_t off, uint64_t len, const std::string& as) {
   return Req("map", {{"fd", fd}, {"off", off}, {"len", len}, {"as", as}});
 }
@@ -262,6 +265,39 @@ Actor& Run::Find(const std::string& name) {
   throw ScenarioAbort("no actor " + name);
 }
 
+Actor& Run::Fork(Actor& parent, const std::string& child_name, const std::string& text) {
+  if (g_scenario_interrupted) throw ScenarioAbort("interrupted");
+  CollectNotices(nullptr);
+  const auto start = std::chrono::steady_clock::now();
+  if (!parent.Send(op::Fork(child_name)).ok()) throw ScenarioAbort(parent.name() + " is gone");
+  // Finish cannot take the reply: it carries the child's channel.
+  UniqueFd channel;
+  const std::optional<Json> reply = parent.Reply(30000, &inbox_, &channel);
+  StepRecord& s = Record(&parent, text);
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (reply && reply->contains("ns")) s.seconds = (*reply)["ns"].get<double>() / 1e9;
+  if (reply) Judge(s, *reply);
+  const pid_t pid = reply ? reply->value("value", 0) : 0;
+  if (!reply || s.result != "OK" || pid <= 0 || !channel.valid()) {
+    if (!reply) s.result = "no reply";
+    Print(s);
+    throw ScenarioAbort(fmt::format("{} could not fork: {}", parent.name(), s.result));
+  }
+  actors_.push_back(std::make_unique<Actor>(child_name, pid, std::move(channel)));
+  names_[pid] = child_name;
+  CollectNotices(&s);
+  PollEvents(&s);
+  Print(s);
+  if (!options_.quiet)
+    fmt::print("    {} is process {}, {}'s child\n", child_name, pid, parent.name());
+  return *actors_.back();
+}
+
+void Run::Name(pid_t pid, const std::string& name, const std::string& what) {
+  names_[pid] = name;
+  if (!options_.quiet) fmt::print("    {} is process {}: {}\n", name, pid, what);
+}
+
 std::string Run::Who(pid_t pid) const {
   const auto it = names_.find(pid);
   if (it != names_.end()) return it->second;
@@ -333,6 +369,7 @@ void Run::CollectNotices(StepRecord* s) {
   inbox_.clear();
   for (auto& a : actors_) a->Drain(&notices);
   for (const Json& n : notices) {
+    collected_.push_back(n);
     std::string line;
     const std::string who = n.value("actor", "?");
     if (n.value("what", "") == "break-signal") {
@@ -491,6 +528,33 @@ StepRecord& Run::Kill(Actor& a, const std::string& why) {
   return s;
 }
 
+StepRecord& Run::Exit(Actor& a, const std::string& why) {
+  if (g_scenario_interrupted) throw ScenarioAbort("interrupted");
+  CollectNotices(nullptr);
+  const auto start = std::chrono::steady_clock::now();
+  if (!a.Send(op::Exit(0)).ok()) throw ScenarioAbort(a.name() + " is gone");
+  (void)a.Reply(5000, &inbox_);  // it answers, then calls _exit
+  for (int i = 0; i < 500 && !a.Exited(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  // Ours to reap, unless another actor forked it and still lives.
+  (void)waitpid(a.pid(), nullptr, WNOHANG);
+  // The daemon learns of the death through its pidfd: give it a moment.
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  StepRecord& s = Record(&a, "exit(0)");
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  s.result = a.Exited() ? "OK" : "still running";
+  s.time = RealtimeNs();
+  s.expect.why = why;
+  if (s.result != "OK") {
+    s.met = false;
+    failures_.push_back(fmt::format("step {}: {} did not exit within 5 s", s.n, a.name()));
+  }
+  CollectNotices(&s);
+  PollEvents(&s);
+  Print(s);
+  return s;
+}
+
 StepRecord& Run::ExpectKilled(Actor& a, int ms, const std::string& why) {
   int status = 0;
   bool dead = false;
@@ -502,6 +566,32 @@ StepRecord& Run::ExpectKilled(Actor& a, int ms, const std::string& why) {
   std::string saw = !dead ? "still alive" : killed ? "killed by SIGKILL"
                                                    : fmt::format("ended with status {:#x}", status);
   return Check(fmt::format("{} (pid {}) is killed", a.name(), a.pid()), killed, saw, why);
+}
+
+int Run::Notices(Actor& a, const std::string& what, int at_least, int ms) {
+  auto count = [&] {
+    int n = 0;
+    for (const std::vector<Json>* v : {&collected_, &inbox_})
+      for (const Json& j : *v) n += j.value("actor", "") == a.name() && j.value("what", "") == what;
+    return n;
+  };
+  const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  for (;;) {
+    a.Drain(&inbox_);
+    if (count() >= at_least || std::chrono::steady_clock::now() >= until || g_scenario_interrupted)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  const int n = count();
+  if (!inbox_.empty()) {
+    StepRecord& s = Record(nullptr, fmt::format("(what {} learned meanwhile)", a.name()));
+    s.result = "OK";
+    s.time = RealtimeNs();
+    CollectNotices(&s);
+    PollEvents(&s);
+    Print(s);
+  }
+  return n;
 }
 
 void Run::Say(const std::string& text) {

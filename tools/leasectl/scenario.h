@@ -48,6 +48,9 @@ Json Lease(const std::string& fd, const std::string& type, std::vector<std::stri
 Json Convert(const std::string& fd, uint64_t id, const std::string& type,
              std::vector<std::string> flags = {});
 Json Unlock(const std::string& fd, uint64_t off = 0, uint64_t len = 0);
+// The state of the open file's lease at `off` (LEASEFS_STATE_*), as the
+// reply's value: what F_GETLEASE tells a holder during a break.
+Json GetLease(const std::string& fd, uint64_t off = 0);
 Json Map(const std::string& fd, uint64_t off, uint64_t len, const std::string& as = "map");
 Json Store(const std::string& map, uint64_t off, const std::string& text);
 Json Unmap(const std::string& fd, const std::string& map = "map");
@@ -146,6 +149,14 @@ class Run {
   // A new actor; `uid` -1: this user. Its first mention names its pid.
   Actor& Spawn(const std::string& name, uid_t uid = static_cast<uid_t>(-1));
   Actor& Find(const std::string& name);
+  // Has `parent` fork (op::Fork), as step `text`: the child, with the
+  // parent's descriptors, mappings and pin contexts, becomes actor
+  // `child_name`, talked to over the channel the fork's reply carries.
+  Actor& Fork(Actor& parent, const std::string& child_name, const std::string& text);
+  // Names a process leasectl started itself (a program an actor cannot run:
+  // actors do not exec) in the narrative and the event log; `what` says
+  // what it is.
+  void Name(pid_t pid, const std::string& name, const std::string& what);
 
   // --- steps
   // Runs a step to its end and checks it against `expect`; a step without
@@ -161,8 +172,19 @@ class Run {
                      int timeout_ms = 30000);
   // SIGKILLs an actor and waits for it to be gone.
   StepRecord& Kill(Actor& a, const std::string& why = "");
+  // Has an actor exit(0) and waits (up to 5 s) until it is gone, so that the
+  // next step meets what the daemon does about a death (leases released or
+  // made ZOMBIE, contexts passed on) rather than a race with it.
+  StepRecord& Exit(Actor& a, const std::string& why = "");
   // Waits up to `ms` for an actor to die, and checks it was by SIGKILL.
   StepRecord& ExpectKilled(Actor& a, int ms, const std::string& why);
+  // How many notices of kind `what` ("break-signal", "thread-unpin",
+  // "child-exit") actor `a` has sent in this run, after waiting up to `ms`
+  // for at least `at_least`. An actor learns some things on its own (a break
+  // signal) and may tell them after the step that caused them has ended;
+  // those that come while this waits are told as a step of leasectl's, so
+  // that the narrative shows them before the next step starts.
+  int Notices(Actor& a, const std::string& what, int at_least = 0, int ms = 0);
   // A line of narrative that is not a step (what to notice).
   void Say(const std::string& text);
   // Checks a fact the scenario states (a file's content, a listing) as a step
@@ -217,6 +239,7 @@ class Run {
   std::vector<StepRecord> steps_;
   std::vector<Json> events_;
   std::vector<Json> inbox_;  // actors' notices not yet told
+  std::vector<Json> collected_;  // every notice collected, in order (Notices counts them)
   std::vector<std::string> failures_;
   std::map<std::string, std::string> outcome_;
   uint64_t last_seq_ = 0;
