@@ -236,6 +236,393 @@ void ForkScenario(Run& run) {
                                                         : Size(run.QuarantinedBytes()));
 }
 
+// --- §5.10: the break timeout
+
+// How many lines of the narrative so far contain both `a` and `b`.
+int NoteLines(const Run& run, const std::string& a, const std::string& b) {
+  int n = 0;
+  for (const StepRecord& s : run.steps())
+    for (const std::string& line : s.notes)
+      n += line.find(a) != std::string::npos && line.find(b) != std::string::npos;
+  return n;
+}
+
+// A remote peer's one-sided WRITE; returns the completion's status words.
+std::string PeerWrite(Run& run, Actor& r, uint64_t rkey, const std::string& text) {
+  const StepRecord& s =
+      run.Do(r, fmt::format("ibv_post_send(RDMA_WRITE \"{}\" to rkey {:#x} at 0)", text, rkey),
+             op::PeerWrite(rkey, 0, text));
+  return s.value.is_string() ? s.value.get<std::string>() : "";
+}
+
+// Part 3 of §5.10: the lease has pins; what a punch over them does under
+// the mount's pinned_break.
+std::string PinnedBreak(Run& run, Actor& p, Actor& q, Actor& r) {
+  run.Say(fmt::format("3. pins under the lease (an exclusive one: pins need it), "
+                      "pinned_break={}",
+                      run.policy("pinned_break")));
+  run.MakeFile("H", kFileSize, 'h');
+  const uint64_t rkey = LeaseAndPin(run, p, "H", kFileSize);
+  const std::string first = PeerWrite(run, r, rkey, "from R");
+  run.Check("R's WRITE lands in H", first == "success" && run.ReadFile("H", 6) == "from R",
+            first + ", H begins \"" + run.ReadFile("H", 6) + "\"",
+            "a pin gives the NIC the file's blocks (§1 A.3)");
+  run.Do(q, "hfd = open(\"H\", O_RDWR)", op::Open("H", "rw"));
+  const int signals = run.Notices(p, "break-signal");
+  const std::string punch = "fallocate(hfd, PUNCH_HOLE|KEEP_SIZE, 0, 64 KiB)";
+  if (run.Is("pinned_break", "refuse")) {
+    run.Do(q, punch, op::Fallocate("H", "punch", 0, kFileSize),
+           Must("ETXTBSY",
+                "pinned_break=refuse: a change over pinned blocks fails at once, nothing marked, "
+                "no signal, no timeout ([v2], §1 F.21; docs/pins.md 'Breaks and pins')",
+                W::kAtOnce));
+    const int now = run.Notices(p, "break-signal");
+    run.Check("P got no signal for it", now == signals,
+              fmt::format("{} new signals", now - signals), "an unbreakable refusal sends none "
+              "([v2] 02/19, §1 B.6)");
+    const std::string again = PeerWrite(run, r, rkey, "R again");
+    run.Check("R's WRITEs still land", again == "success" && run.ReadFile("H", 7) == "R again",
+              again, "the pinned blocks are still H's");
+    run.Outcome("data", "H kept; R's WRITEs still land");
+    run.Outcome("quarantine", "none");
+    return "pinned: ETXTBSY at once";
+  }
+  if (run.Is("pinned_break", "wait")) {
+    Pending t = run.Start(q, punch, op::Fallocate("H", "punch", 0, kFileSize));
+    const std::string rule = "pinned_break=wait: recalled like a breakable lease, but the break "
+                             "time does not run out while pins remain (docs/pins.md 'Breaks and "
+                             "pins')";
+    if (!run.StillWaiting(t, static_cast<int>(run.break_time() * 1000) + 500, rule))
+      run.Check("Q still waits past the break time", false, "it had finished", rule);
+    run.Do(p, "ibv_dereg_mr(mr)", op::Unpin());
+    const StepRecord& s = run.Finish(
+        t, Must("OK", "the pins are gone: the lease, past its break time, is revoked and the "
+                      "punch goes on (docs/pins.md)"));
+    const std::string took = fmt::format("pinned: OK after {:.1f} s (waited for dereg)", s.seconds);
+    run.Outcome("data", "H punched after the MR went");
+    run.Outcome("quarantine", "none");
+    return took;
+  }
+  // fence
+  const StepRecord& s = run.Do(
+      q, punch, op::Fallocate("H", "punch", 0, kFileSize),
+      Must("OK",
+           "pinned_break=fence: the pinned lease is recalled like a breakable one; P does not "
+           "answer, so at the break time its pins are fenced at the NIC, the lease is revoked "
+           "and the punch proceeds (§5.10's last line; nfsd fences a client that does not "
+           "return its layout, §1 E.19, §4)",
+           W::kBreakTime));
+  const double seconds = s.seconds;
+  int fence = -1, revoke = -1, go = -1;
+  for (size_t i = 0; i < s.notes.size(); ++i) {
+    if (fence < 0 && s.notes[i].find("fences the pins") != std::string::npos) fence = int(i);
+    if (revoke < 0 && s.notes[i].find("revokes lease") != std::string::npos) revoke = int(i);
+    if (go < 0 && s.notes[i].find("lets Q's change") != std::string::npos) go = int(i);
+  }
+  run.Check("the pins were fenced, then the lease revoked, then the punch went on",
+            fence >= 0 && fence < revoke && revoke < go,
+            fmt::format("event order fence {}, revoke {}, go-ahead {}", fence, revoke, go),
+            "block-map revocation: break, fence the pins, only then free the blocks (§1 E.19, "
+            "§6's order)");
+  const int now = run.Notices(p, "break-signal", signals + 1, 1000);
+  run.Check("P was signalled once for the recall", now == signals + 1,
+            fmt::format("{} signals", now - signals), "the recall notifies as a break does "
+            "(docs/pins.md: 'its holder signalled and polled')");
+  const uint64_t held = run.QuarantinedBytes();
+  run.MakeFile("N", kFileSize, 'n');
+  const std::string late = PeerWrite(run, r, rkey, "late");
+  run.Check("R's late WRITE fails with a remote access error (IBV_WC_REM_ACCESS_ERR)",
+            late == "remote access error", late,
+            "a fenced registration is refused by the NIC (§4: fencing)");
+  const std::string h = run.ReadFile("H", kFileSize), n = run.ReadFile("N", kFileSize);
+  run.Check("H's punched range reads zeros and the newcomer N is all 'n'",
+            h == std::string(kFileSize, '\0') && n == std::string(kFileSize, 'n'),
+            fmt::format("H {} zeros, N {} 'n's", std::count(h.begin(), h.end(), '\0'),
+                        std::count(n.begin(), n.end(), 'n')),
+            "the freed blocks stay quarantined under the pin's record, so no file gets them and "
+            "a late write can only land where no file is (DESIGN.md §4; docs/pins.md)");
+  run.Do(p, "ibv_dereg_mr(mr) (fenced: the MR is dead; P lets it go)", op::Unpin());
+  const bool freed = Eventually([&] { return run.QuarantinedBytes() == 0; });
+  run.Check("the quarantine is empty once P let go", freed,
+            fmt::format("{} bytes", run.QuarantinedBytes()), "docs/pins.md: 'until its context "
+            "lets it go'");
+  run.Outcome("data", "H punched; R's late WRITE refused; N intact");
+  run.Outcome("quarantine", fmt::format("{} until P's dereg", Size(held)));
+  return fmt::format("pinned: OK after {:.1f} s (fenced)", seconds);
+}
+
+void BreakTimeout(Run& run) {
+  run.MakeFile("F", kFileSize);
+  run.MakeFile("G", kFileSize, 'g');
+  Actor& p = run.Spawn("P");
+  Actor& q = run.Spawn("Q");
+  Actor& r = run.Spawn("R");
+  run.Say("P holds layout leases and ignores break signals; Q changes the layout; R is a remote "
+          "peer");
+  run.Say("1. a breakable lease, no pins");
+  run.Do(p, "fd = open(\"F\", O_RDWR)", op::Open("F", "rw"));
+  run.Do(p, "fcntl(fd, F_SETSIG, SIGRTMIN+2); fcntl(fd, F_SETLEASE, F_RDLCK|F_LAYOUT)",
+         op::Lease("F", "read", {}, 0, 0, true, "ignore"),
+         Must("OK", "[v1]'s F_LAYOUT, a shared breakable layout lease (§1 B.5, B.7)"));
+  run.Do(q, "fd = open(\"F\", O_RDWR)", op::Open("F", "rw"));
+  Pending t = run.Start(q, "fallocate(fd, PUNCH_HOLE|KEEP_SIZE, 0, 64 KiB)",
+                        op::Fallocate("F", "punch", 0, kFileSize));
+  run.StillWaiting(t, 500, "a punch breaks every layout lease on its range: the holder is "
+                           "signalled, the breaker waits up to lease_break_time (§1 E.16-17)");
+  const int first = run.Notices(p, "break-signal", 1, 1000);
+  const StepRecord& gl = run.Do(p, "fcntl(fd, F_GETLEASE)", op::GetLease("F"));
+  const uint32_t breaking = gl.value.is_number() ? gl.value.get<uint32_t>() : 0;
+  run.Check("P's lease reads as breaking while Q waits", breaking == LEASEFS_STATE_BREAKING,
+            LeaseStateName(breaking),
+            "a pending break shows to the holder (§1 E.18: F_GETLEASE reports the target type "
+            "F_UNLCK; leasefs's GETLEASE reports the state: docs/leases.md 'The break protocol')");
+  const StepRecord& done = run.Finish(
+      t, Must("OK", "P did not release: at the break time the lease is revoked "
+                    "(time_out_leases) and the punch goes on (§1 E.17; §5.10)",
+              W::kBreakTime));
+  const double waited = done.seconds;
+  const int signals = run.Notices(p, "break-signal");
+  // The actor names the descriptor that si_fd designates: F's, if it is.
+  const int on_f = NoteLines(run, "P gets SIGRTMIN+2", "(F's lease is breaking)");
+  run.Check("P got the break signal once, si_fd its descriptor of F",
+            first == 1 && signals == 1 && on_f == 1,
+            fmt::format("{} signals, {} with si_fd = F's descriptor", signals, on_f),
+            "lm_break signals the holder once per break, si_fd the leased fd (§1 E.16; "
+            "docs/leases.md 'Notify, once per lease per break')");
+  const StepRecord& gl2 = run.Do(p, "fcntl(fd, F_GETLEASE)", op::GetLease("F"));
+  const uint32_t after = gl2.value.is_number() ? gl2.value.get<uint32_t>() : 0;
+  run.Check("P's lease reads as revoked", after == LEASEFS_STATE_REVOKED, LeaseStateName(after),
+            "Linux deletes a timed-out lease; leasefs keeps it REVOKED on its open file until "
+            "the holder releases it, so the holder learns what happened (docs/leases.md 'The "
+            "break protocol' 4)");
+  const std::string f = run.ReadFile("F", kFileSize);
+  run.Check("F's first 64 KiB read zeros: the punch happened",
+            f == std::string(kFileSize, '\0'),
+            fmt::format("{} zero bytes", std::count(f.begin(), f.end(), '\0')), "§5.10");
+
+  run.Say("2. the same break asked not to wait (O_NONBLOCK)");
+  run.Do(p, "gfd = open(\"G\", O_RDWR)", op::Open("G", "rw"));
+  run.Do(p, "fcntl(gfd, F_SETLEASE, F_RDLCK|F_LAYOUT)", op::Lease("G", "read", {}, 0, 0, true));
+  run.Do(q, "nfd = open(\"G\", O_RDWR|O_NONBLOCK)", op::Open("G", "rw,nonblock", "Gnb"));
+  run.Do(q, "ftruncate(nfd, 4 KiB)", op::Ftruncate("Gnb", 4096),
+         Must("EAGAIN",
+              "a breaker that asked not to wait gets EWOULDBLOCK (EAGAIN's other name) at once, "
+              "after the holder was told (§1 E.17); ftruncate and fallocate honour the "
+              "O_NONBLOCK the file was opened with (docs/leases.md 'The daemon's side' 3)",
+              W::kAtOnce));
+  run.Do(q, "fallocate(nfd, PUNCH_HOLE|KEEP_SIZE, 0, 64 KiB)",
+         op::Fallocate("Gnb", "punch", 0, kFileSize),
+         Must("EAGAIN", "the lease is still breaking: EWOULDBLOCK again (§1 E.17)", W::kAtOnce));
+  const int g_signals = run.Notices(p, "break-signal", signals + 1, 1000) - signals;
+  run.Check("P got one signal for G's lease", g_signals == 1, fmt::format("{} signals", g_signals),
+            "a second breaker of a breaking lease sends nothing new (docs/leases.md 'The break "
+            "protocol' 2)");
+  run.Do(p, "fcntl(gfd, F_SETLEASE, F_UNLCK): P answers, late", op::Unlock("G"));
+  run.Do(q, "ftruncate(nfd, 4 KiB)", op::Ftruncate("Gnb", 4096),
+         Must("OK", "nothing left to break", W::kAtOnce));
+
+  const std::string pinned = PinnedBreak(run, p, q, r);
+  run.Outcome("breaker", fmt::format("no pins: OK after {:.1f} s; O_NONBLOCK: EWOULDBLOCK at "
+                                     "once; {}",
+                                     waited, pinned));
+  run.Outcome("killed", "nobody");
+}
+
+// --- §5.12: what must not break
+
+void MustNotBreak(Run& run) {
+  const bool xfs = run.Is("write_break", "xfs-faithful");
+  run.MakeFile("F", kMiB);
+  Actor& p = run.Spawn("P");
+  Actor& q = run.Spawn("Q");
+  LeaseAndPin(run, p, "F", kMiB);
+  run.Do(p, "addr = mmap(fd, 1 MiB, MAP_SHARED): DAX", op::Map("F", 0, kMiB));
+  run.Do(p, "memcpy(addr, \"P's store\", 9)", op::Store("map", 0, "P's store"),
+         Must("OK", "CPU stores through a DAX mapping change no layout and break nothing "
+                    "(§1 D.15)"));
+  const std::string before = run.BlockMap("F");
+  run.Do(q, "fd = open(\"F\", O_RDWR)", op::Open("F", "rw"),
+         Must("OK", "open(O_RDWR) never breaks a layout lease (check_conflicting_open, §1 C.10; "
+                    "§1 D.15)"));
+  const StepRecord& rd = run.Do(q, "pread(fd, 9 bytes, 0)", op::Pread("F", 0, 9),
+                                Must("OK", "reads never break a layout lease (§1 D.15)"));
+  const std::string seen = rd.value.is_string() ? rd.value.get<std::string>() : "";
+  run.Check("Q reads P's DAX store", seen == "P's store", seen,
+            "DAX stores and FUSE reads meet in the same pool pages (DESIGN.md §3)");
+  run.Do(q, "fcntl(fd, F_SETLEASE, F_RDLCK|F_LAYOUT), to map F through DAX too",
+         op::Lease("F", "read"),
+         Must("EAGAIN", "an exclusive lease is alone on its range: no other lease is granted "
+                        "beside it (docs/leases.md 'Acquiring' 6, [v2] 02/19)"));
+  run.Do(q, "DAX map of F's first 4 KiB, without a lease", op::Map("F", 0, 4096),
+         Must("EPERM", "DAX_MAP needs a covering lease of the caller's (docs/dax.md 'Mapping a "
+                       "range')"));
+  run.Say("so in leasefs another process has no DAX path to a range under P's exclusive lease: "
+          "the debate's third-party DAX store (§5.12) cannot happen here (docs/dax.md: DAX "
+          "needs a lease; docs/leases.md: EXCLUSIVE conflicts with every lease); Q's stores go "
+          "through pwrite(2)");
+  if (xfs) {
+    run.Do(q, "pwrite(fd, 4 KiB of 'w', 64 KiB): blocks F owns", op::Pwrite("F", 64 * kKiB, 4096),
+           Must("ETXTBSY",
+                "write_break=xfs-faithful: every write() breaks layouts, as XFS's BREAK_WRITE, "
+                "and an exclusive lease refuses any break ([v2], §1 D.14; §5.12)",
+                W::kAtOnce));
+  } else {
+    run.Do(q, "pwrite(fd, 4 KiB of 'w', 64 KiB): blocks F owns", op::Pwrite("F", 64 * kKiB, 4096),
+           Must("OK",
+                "write_break=unmap-only: a write into allocated blocks changes no layout "
+                "([Dan]'s BREAK_UNMAP/BREAK_WRITE split, [Sep19], §1 B.8; §5.12)",
+                W::kAtOnce));
+  }
+  run.Do(q, "pwrite(fd, 4 KiB, 1 MiB): extends F", op::Pwrite("F", kMiB, 4096),
+         Must("ETXTBSY",
+              "an allocating write (extending the file) changes the layout in every mode: the "
+              "exclusive lease refuses it (§5.12)",
+              W::kAtOnce));
+  const StepRecord& back = run.Do(q, "pread(fd, 8 bytes, 64 KiB)", op::Pread("F", 64 * kKiB, 8));
+  const std::string got = back.value.is_string() ? back.value.get<std::string>() : "";
+  const char want = xfs ? 's' : 'w';
+  run.Check(fmt::format("F at 64 KiB holds {}", xfs ? "its old bytes" : "Q's bytes"),
+            got == std::string(8, want), got,
+            xfs ? "the refused write changed nothing" : "the overwrite landed");
+  const auto pins = run.Pins();
+  const bool untouched = OneLease(run, LEASEFS_STATE_ACTIVE, 1) && pins.size() == 1 &&
+                         (pins[0].flags & LEASEFS_PIN_REC_FENCED) == 0 &&
+                         run.BlockMap("F") == before && run.FileSize("F") == kMiB;
+  run.Check("P's lease and pin are untouched, F's block map and size too", untouched,
+            LeaseWords(run) + "; " + PinWords(run) + "; " + Size(run.FileSize("F")),
+            "§5.12: 'the lease and pins are untouched, in every mode'");
+  run.Outcome("breaker", xfs ? "every write ETXTBSY" : "overwrite OK, extending write ETXTBSY");
+  run.Outcome("data", untouched ? "lease, pin and block map untouched" : "CHANGED");
+  run.Outcome("killed", "nobody");
+  run.Outcome("quarantine", "none");
+}
+
+// --- §5.13: changes outside the leased, pinned range
+
+void UnleasedRange(Run& run) {
+  run.MakeFile("F", 2 * kMiB);
+  run.MakeFile("G", kFileSize, 'g');
+  Actor& p = run.Spawn("P");
+  Actor& q = run.Spawn("Q");
+  run.Say("the debate's leases were whole-file, and its P holds non-exclusive ones; a leasefs pin "
+          "needs an exclusive lease (docs/pins.md 'Making a pin' 1), so P's lease is exclusive "
+          "but covers only the pinned range: DESIGN.md §4's byte ranges, the 'range-granular "
+          "lease extension' of §5.13");
+  LeaseAndPin(run, p, "F", kFileSize, kFileSize);
+  const std::string before = run.BlockMap("F");
+  run.Do(q, "truncate(\"G\", 0)", op::Truncate("G", 0),
+         Must("OK", "G has no lease and no pins ([v2] cover item 9, §1 F.21: 'truncate of pages "
+                    "that are neither pinned nor covered by a lease succeeds')",
+              W::kAtOnce));
+  run.Do(q, "fd = open(\"F\", O_RDWR)", op::Open("F", "rw"));
+  run.Do(q, "fallocate(fd, PUNCH_HOLE|KEEP_SIZE, 1 MiB, 64 KiB)",
+         op::Fallocate("F", "punch", kMiB, kFileSize),
+         Must("OK", "no lease covers [1 MiB, 1 MiB + 64 KiB): a change reaches only the leases "
+                    "its range overlaps (docs/leases.md 'Which changes break which leases'; "
+                    "§5.13)",
+              W::kAtOnce));
+  run.Do(q, "ftruncate(fd, 1536 KiB)", op::Ftruncate("F", 1536 * kKiB),
+         Must("OK", "a size change reaches a lease only if the lease reaches the new or old end "
+                    "of file (docs/leases.md 'Which changes break which leases')",
+              W::kAtOnce));
+  run.Do(q, "fallocate(fd, PUNCH_HOLE|KEEP_SIZE, 0, 64 KiB): the pinned range itself",
+         op::Fallocate("F", "punch", 0, kFileSize),
+         Must("ETXTBSY", "the contrast: over the pinned range the exclusive lease refuses "
+                         "(§5.3, §1 F.21)",
+              W::kAtOnce));
+  // The pinned range is F's first 16 blocks: where its first extent starts.
+  const std::string after = run.BlockMap("F");
+  const bool kept = OneLease(run, LEASEFS_STATE_ACTIVE, 1) && run.Pins().size() == 1 &&
+                    after.substr(0, after.find('.')) == before.substr(0, before.find('.'));
+  run.Check("P's lease and pin untouched, F's pinned blocks where they were", kept,
+            LeaseWords(run) + "; blocks " + before + " -> " + after, "§5.13");
+  run.Outcome("breaker", "G: OK; F outside the lease: OK; F's pinned range: ETXTBSY");
+  run.Outcome("data", "only unleased ranges changed");
+  run.Outcome("killed", "nobody");
+  run.Outcome("quarantine", "none");
+}
+
+// --- §5.15: unbreakable leases
+
+void Unbreakable(Run& run) {
+  run.MakeFile("F", kFileSize);
+  run.MakeFile("G", kFileSize, 'g');
+  Actor& p = run.Spawn("P");
+  Actor& r = run.Spawn("R");
+  Actor& s = run.Spawn("S");
+  run.Say("[Sep19]'s sequence: take WRLCK|LAYOUT, fix the layout, convert to an unbreakable "
+          "lease (§1 B.7)");
+  run.Do(p, "fd = open(\"F\", O_RDWR)", op::Open("F", "rw"));
+  const StepRecord& l = run.Do(p, "fcntl(fd, F_SETLEASE, F_WRLCK|F_LAYOUT)",
+                               op::Lease("F", "write", {}, 0, 0, true),
+                               Must("OK", "exclusive ownership of the layout ([Sep19], §1 B.7)"));
+  const uint64_t id = l.value.is_number() ? l.value.get<uint64_t>() : 0;
+  run.Do(p, "fallocate(fd, 0, 0, 256 KiB): preallocate", op::Fallocate("F", "alloc", 0, 256 * kKiB),
+         Must("OK", "the WRLCK|LAYOUT holder's own layout change does not break its lease "
+                    "([Sep19]; §1 D.15)"));
+  run.Do(p, "convert to F_RDLCK|F_LAYOUT|F_UNBREAK", op::Convert("F", id, "read", {"unbreakable"}),
+         Must("OK", "converted atomically, as nobody broke the write layout lease ([Sep19], "
+                    "§1 B.7)"));
+  run.Do(r, "fd = open(\"F\", O_RDWR)", op::Open("F", "rw"));
+  run.Do(r, "fcntl(fd, F_SETLEASE, F_RDLCK|F_LAYOUT|F_UNBREAK)",
+         op::Lease("F", "read", {"unbreakable"}),
+         Must("OK", "RDLCK|LAYOUT|UNBREAK is shared: several processes may hold it ([Sep19], "
+                    "§1 B.7)"));
+  run.Do(s, "fd = open(\"F\", O_RDWR)", op::Open("F", "rw"));
+  run.Do(s, "fcntl(fd, F_SETLEASE, F_WRLCK|F_LAYOUT|F_UNBREAK)",
+         op::Lease("F", "write", {"unbreakable"}),
+         Must("EAGAIN", "WRLCK|LAYOUT|UNBREAK must fail while any RDLCK|LAYOUT|UNBREAK exists "
+                        "([Sep19], §1 B.7); EAGAIN, as for any conflicting lease (docs/leases.md "
+                        "'Acquiring' 6)"));
+  run.Do(s, "ftruncate(fd, 4 KiB)", op::Ftruncate("F", 4096),
+         Must("ETXTBSY", "any attempt to break an unbreakable lease fails with ETXTBSY, no "
+                         "signal, no timeout ([Sep19], §1 B.7, E.20)",
+              W::kAtOnce));
+  if (run.root()) {
+    Actor& u = run.Spawn("U", 65534);
+    run.Do(u, "fd = open(\"F\", O_RDWR) (F is mode 0666)", op::Open("F", "rw"));
+    run.Do(u, "fcntl(fd, F_SETLEASE, F_RDLCK|F_LAYOUT|F_UNBREAK)",
+           op::Lease("F", "read", {"unbreakable"}),
+           Must("EACCES", "setting F_UNBREAK requires the caller's uid to own the file ([Sep19], "
+                          "§1 B.7; generic_setlease, §1 C.9)"));
+  } else {
+    run.Say("a non-owner's F_UNBREAK (EACCES): skipped: needs root (an actor runs as another "
+            "user only when leasectl is root)");
+  }
+
+  run.Say("the conversion after someone broke the WRLCK|LAYOUT lease");
+  run.Do(p, "gfd = open(\"G\", O_RDWR)", op::Open("G", "rw"));
+  const StepRecord& l2 = run.Do(p, "fcntl(gfd, F_SETLEASE, F_WRLCK|F_LAYOUT)",
+                                op::Lease("G", "write", {}, 0, 0, true));
+  const uint64_t id2 = l2.value.is_number() ? l2.value.get<uint64_t>() : 0;
+  run.Do(p, "fallocate(gfd, 0, 0, 256 KiB)", op::Fallocate("G", "alloc", 0, 256 * kKiB));
+  const StepRecord& t =
+      run.Do(s, "truncate(\"G\", 128 KiB)", op::Truncate("G", 128 * kKiB),
+             Must("OK", "another process's layout change breaks the WRLCK|LAYOUT lease; P "
+                        "ignores the signal, so the lease is revoked at the break time "
+                        "(§1 E.17)",
+                  W::kBreakTime));
+  const double waited = t.seconds;
+  run.Notices(p, "break-signal", 1, 1000);
+  run.Do(p, "convert to F_RDLCK|F_LAYOUT|F_UNBREAK", op::Convert("G", id2, "read", {"unbreakable"}),
+         Must("EAGAIN", "the conversion holds only 'as long as no other user broke the write "
+                        "layout lease' ([Sep19], §1 B.7): it was broken (docs/leases.md "
+                        "'Conversion')"));
+  run.Do(p, "fcntl(gfd, F_SETLEASE, F_UNLCK): P starts again", op::Unlock("G"));
+  const StepRecord& l3 = run.Do(p, "fcntl(gfd, F_SETLEASE, F_WRLCK|F_LAYOUT)",
+                                op::Lease("G", "write", {}, 0, 0, true));
+  const uint64_t id3 = l3.value.is_number() ? l3.value.get<uint64_t>() : 0;
+  run.Do(p, "fallocate(gfd, 0, 0, 256 KiB)", op::Fallocate("G", "alloc", 0, 256 * kKiB));
+  run.Do(p, "convert to F_RDLCK|F_LAYOUT|F_UNBREAK", op::Convert("G", id3, "read", {"unbreakable"}),
+         Must("OK", "unbroken this time: the conversion succeeds ([Sep19], §1 B.7)"));
+  run.Outcome("breaker", fmt::format("S: lease EAGAIN, ftruncate ETXTBSY at once; G's breaker OK "
+                                     "after {:.1f} s",
+                                     waited));
+  run.Outcome("data", "conversion after a break EAGAIN; after starting again OK");
+  run.Outcome("killed", "nobody");
+  run.Outcome("quarantine", "none");
+}
+
 std::string Always() { return ""; }
 
 }  // namespace
@@ -254,6 +641,32 @@ void AddLeaseScenarios(std::vector<ScenarioDef>* out) {
                   "Then under follow-fd the pins remain (listed); under strict they are "
                   "aborted.",
                   {{"pin_passing", kPassing}}, kFast, ForkScenario, Always});
+  out->push_back({"break-timeout", "§5.10",
+                  "a holder that ignores the break: revoked at the break time; pins fenced",
+                  "Given lease_break_time=2 and P holding a breakable layout lease, ignoring "
+                  "the signal. When Q punches a hole: P is signalled once, its lease reads as "
+                  "breaking, Q waits about 2 s, the lease is revoked, the punch succeeds. With "
+                  "O_NONBLOCK, EWOULDBLOCK. With pins under pinned_break=fence, the pins are "
+                  "fenced at the timeout before the blocks are freed.",
+                  {{"pinned_break", {"fence", "refuse", "wait"}}},
+                  {{"lease_break_time", "2"}}, BreakTimeout, Always});
+  out->push_back({"must-not-break", "§5.12", "opens, reads, stores and overwrites break nothing",
+                  "Given an exclusive lease and pins over F. When another process opens it "
+                  "O_RDWR and reads: OK, lease and pins untouched. A pwrite into allocated "
+                  "blocks: OK under unmap-only, ETXTBSY under xfs-faithful; an extending write "
+                  "ETXTBSY in both.",
+                  {{"write_break", {"unmap-only", "xfs-faithful"}}}, kFast, MustNotBreak, Always});
+  out->push_back({"unleased-range", "§5.13", "changes outside the leased, pinned range succeed",
+                  "Given P's pins cover [0, 64 KiB) of F under a range lease. When Q truncates "
+                  "an unrelated G, or punches [1 MiB, 1 MiB + 64 KiB) of F: OK ([v2] item 9).",
+                  {}, kFast, UnleasedRange, Always});
+  out->push_back({"unbreakable", "§5.15", "F_UNBREAK: shared reads, no unbreakable writer, "
+                  "owner only, atomic conversion",
+                  "Given P converts WRLCK|LAYOUT to RDLCK|LAYOUT|UNBREAK and R takes "
+                  "RDLCK|LAYOUT|UNBREAK. When S asks WRLCK|LAYOUT|UNBREAK: EAGAIN; a non-owner "
+                  "asking F_UNBREAK: EACCES; a conversion after someone broke the WRLCK: EAGAIN, "
+                  "and P starts again.",
+                  {}, kFast, Unbreakable, Always});
 }
 
 }  // namespace leasefs::leasectl
