@@ -623,6 +623,242 @@ void Unbreakable(Run& run) {
   run.Outcome("quarantine", "none");
 }
 
+// --- §5.16: ODP against a pin, with Debian's perftest
+
+// A program leasectl runs itself (actors do not exec), its output in a
+// memfd. Killed (by its pid) and reaped if it still runs when this goes.
+class Program {
+ public:
+  explicit Program(const std::vector<std::string>& argv) {
+    out_ = memfd_create("leasectl-program", MFD_CLOEXEC);
+    std::vector<char*> v;
+    for (const std::string& a : argv) v.push_back(const_cast<char*>(a.c_str()));
+    v.push_back(nullptr);
+    pid_ = fork();
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // it goes with leasectl, whatever ends that
+      const int null = open("/dev/null", O_RDONLY);
+      if (null >= 0) dup2(null, 0);
+      dup2(out_, 1);
+      dup2(out_, 2);
+      execv(v[0], v.data());
+      _exit(127);
+    }
+    if (pid_ < 0) throw ScenarioAbort("fork: cannot start " + argv[1]);
+  }
+  ~Program() {
+    if (pid_ > 0 && status_ < 0) {
+      kill(pid_, SIGKILL);
+      (void)Wait(5000);
+    }
+    if (out_ >= 0) close(out_);
+  }
+  Program(const Program&) = delete;
+  Program& operator=(const Program&) = delete;
+
+  pid_t pid() const { return pid_; }
+  bool Running() { return Wait(0) < 0; }
+  // Its exit code (128 + signal), or -1 while it runs after `ms`.
+  int Wait(int ms) {
+    for (int waited = 0; status_ < 0; waited += 10) {
+      int st = 0;
+      if (waitpid(pid_, &st, WNOHANG) == pid_)
+        status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      else if (waited >= ms || g_scenario_interrupted)
+        break;
+      else
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return status_;
+  }
+  std::string Output() const {
+    std::string all;
+    char buf[4096];
+    for (off_t at = 0;;) {
+      const ssize_t n = pread(out_, buf, sizeof buf, at);
+      if (n <= 0) break;
+      all.append(buf, static_cast<size_t>(n));
+      at += n;
+    }
+    return all;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int out_ = -1;
+  int status_ = -1;
+};
+
+// leasefs-run: $LEASEFS_RUN_BIN, else beside leasectl, else in a build
+// tree's tools/run/ (leasectl is tools/leasectl there), else on $PATH.
+std::string LeasefsRun() {
+  std::string p = FindTool("LEASEFS_RUN_BIN", "leasefs-run");
+  if (p.empty()) p = FindTool("LEASEFS_RUN_BIN", "run/leasefs-run");
+  return p;
+}
+
+std::string IbWriteBw() { return FindTool("IB_WRITE_BW_BIN", "ib_write_bw"); }
+
+// A TCP port nothing listens on now (the kernel's choice of a free one).
+uint16_t FreePort() {
+  const int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  const bool ok = s >= 0 && bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+                  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  if (s >= 0) close(s);
+  if (!ok) throw ScenarioAbort("no free TCP port");
+  return ntohs(a.sin_port);
+}
+
+// Whether a TCP socket listens on `port` (IPv4, any address).
+bool Listening(uint16_t port) {
+  std::ifstream f("/proc/net/tcp");
+  std::string line;
+  char want[8];
+  std::snprintf(want, sizeof want, ":%04X", port);
+  while (std::getline(f, line)) {
+    std::istringstream in(line);
+    std::string sl, local, remote, state;
+    in >> sl >> local >> remote >> state;
+    if (state == "0A" && local.size() > 5 && local.substr(local.size() - 5) == want) return true;
+  }
+  return false;
+}
+
+std::string ReadAt(Run& run, const std::string& path, off_t off, size_t len) {
+  const int fd = open(run.mount().path(path).c_str(), O_RDONLY | O_CLOEXEC);
+  std::string buf(len, '\0');
+  const ssize_t n = fd < 0 ? -1 : pread(fd, buf.data(), len, off);
+  if (fd >= 0) close(fd);
+  buf.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  return buf;
+}
+
+bool Pinned(Run& run, const std::string& path) {
+  struct stat st {};
+  if (stat(run.mount().path(path).c_str(), &st) != 0) return false;
+  for (const auto& p : run.Pins())
+    if (p.ino == st.st_ino) return true;
+  return false;
+}
+
+// The last lines of a program's output, for a failure message.
+std::string Tail(const std::string& out) {
+  return out.size() > 600 ? "..." + out.substr(out.size() - 600) : out;
+}
+
+// One ib_write_bw pair with both buffers in files of the mount, the server
+// registering its file with or without --odp; then Q truncates the server's
+// file. Returns the breaker column's words.
+std::string PerftestPair(Run& run, Actor& q, bool odp) {
+  constexpr uint64_t kBuf = 2 * kMiB;
+  const std::string sfile = odp ? "S-odp" : "S-pin", cfile = odp ? "C-odp" : "C-pin";
+  run.MakeFile(sfile, kBuf, '.');
+  run.MakeFile(cfile, kBuf, '.');
+  const uint16_t port = FreePort();
+  std::vector<std::string> args = {LeasefsRun(), IbWriteBw(), "-s", "65536", "-D",
+                                   odp ? "60" : "3", "-p", std::to_string(port)};
+  if (odp) args.push_back("--odp");
+  std::vector<std::string> server = args, client = args;
+  server.push_back("--mmap=" + run.mount().path(sfile));
+  client.push_back("--mmap=" + run.mount().path(cfile));
+  client.push_back("127.0.0.1");
+  const std::string tag = odp ? " --odp" : "";
+  Program s(server);
+  run.Name(s.pid(), odp ? "S" : "S2",
+           fmt::format("leasefs-run ib_write_bw{} --mmap={} (server: registers its buffer in {} "
+                       "for the peer's WRITEs)",
+                       tag, sfile, sfile));
+  for (int i = 0; i < 3000 && !Listening(port) && s.Running(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  if (!Listening(port)) throw ScenarioAbort("ib_write_bw's server did not listen: " + Tail(s.Output()));
+  Program c(client);
+  run.Name(c.pid(), odp ? "C" : "C2",
+           fmt::format("leasefs-run ib_write_bw{} --mmap={} 127.0.0.1 (the remote peer, "
+                       "writing 64 KiB messages for {} s)",
+                       tag, cfile, odp ? 60 : 3));
+  // perftest fills its buffer with random bytes right after registering it.
+  const std::string dots(4096, '.');
+  bool registered = false;
+  for (int i = 0; i < 3000 && !registered && s.Running() && c.Running(); ++i) {
+    registered = ReadAt(run, sfile, 65536, 4096) != dots;
+    if (!registered) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (!registered)
+    throw ScenarioAbort("ib_write_bw did not register its buffer: " + Tail(s.Output()) + "\n" +
+                        Tail(c.Output()));
+  const bool pinned = Pinned(run, sfile);
+  if (odp) {
+    run.Check(fmt::format("`leasectl pins`: S's ODP registration pins nothing of {}", sfile),
+              !pinned, pinned ? "a pin" : "no pin",
+              "an ODP MR takes no long-term pin: the device faults pages in through the MMU "
+              "([Jason], §2 'Recommended path'; docs/verbs.md 'On-demand paging')");
+    run.Do(q, fmt::format("truncate(\"{}\", 0)", sfile), op::Truncate(sfile, 0),
+           Must("OK",
+                "nothing is pinned: the shim's plain lease breaks, it drops its mapping after the "
+                "MR's range is invalidated (mmu_interval_notifier, §3 'ODP path'), and the "
+                "truncate goes on without waiting (§5.16; docs/verbs.md)",
+                W::kAtOnce));
+    run.MakeFile("newcomer", kBuf, 'Z');
+    const int crc = c.Wait(60000);
+    const std::string out = c.Output();
+    run.Check("the peer's next WRITE faults: ib_write_bw exits 1, status 10 "
+              "(IBV_WC_REM_ACCESS_ERR)",
+              crc == 1 && out.find("Failed status 10") != std::string::npos,
+              fmt::format("exit {}: {}", crc, out.find("Completion with error") != std::string::npos
+                                                  ? "Completion with error, status 10"
+                                                  : Tail(out)),
+              "later remote access to the freed blocks faults with a remote access error "
+              "(§5.16)");
+    const int src = s.Wait(60000);
+    run.Say(fmt::format("S ends too (exit {})", src));
+    const std::string n = run.ReadFile("newcomer", kBuf);
+    run.Check(fmt::format("the newcomer, which may have {}'s freed blocks, holds only its 2 MiB "
+                          "of 'Z'",
+                          sfile),
+              n == std::string(kBuf, 'Z'),
+              fmt::format("{} bytes of 'Z'", std::count(n.begin(), n.end(), 'Z')),
+              "no freed PM block is ever written by the device (§5.16)");
+    return "--odp: OK at once, the peer faults";
+  }
+  run.Check(fmt::format("`leasectl pins`: S2's registration is a pin of {}", sfile), pinned,
+            pinned ? "a pin" : "no pin",
+            "without ODP, ibv_reg_mr of a DAX mapping is a long-term pin (§1 A.3; docs/verbs.md)");
+  run.Do(q, fmt::format("truncate(\"{}\", 0)", sfile), op::Truncate(sfile, 0),
+         Must("ETXTBSY",
+              "the registration is a pin under the shim's exclusive lease: pinned_break=refuse "
+              "gives ETXTBSY at once ([v2], §1 F.21; docs/verbs.md)",
+              W::kAtOnce));
+  const int crc = c.Wait(60000), src = s.Wait(60000);
+  run.Check("the run completes: both ib_write_bw exit 0, the file keeps its 2 MiB",
+            crc == 0 && src == 0 && run.FileSize(sfile) == kBuf,
+            fmt::format("client {}, server {}, {}", crc, src, Size(run.FileSize(sfile))),
+            "a refused truncate changed nothing (§5.3)");
+  return "pinned: ETXTBSY at once";
+}
+
+void Odp(Run& run) {
+  Actor& q = run.Spawn("Q");
+  run.Say("S and C are Debian's ib_write_bw, unmodified, under leasefs-run (the emulated device "
+          "leasefs0, docs/verbs.md); leasectl starts them itself. Q changes the layout");
+  const std::string odp = PerftestPair(run, q, true);
+  run.Say("the contrast: the same run without --odp");
+  const std::string pin = PerftestPair(run, q, false);
+  run.Outcome("breaker", odp + "; " + pin);
+  run.Outcome("data", "--odp: newcomer intact; pinned: file kept, run completed");
+  run.Outcome("killed", "nobody");
+  run.Outcome("quarantine", "none");
+}
+
+std::string OdpUnavailable() {
+  if (IbWriteBw().empty()) return "ib_write_bw not installed (Debian's perftest)";
+  if (LeasefsRun().empty()) return "leasefs-run not found (set LEASEFS_RUN_BIN)";
+  return "";
+}
+
 std::string Always() { return ""; }
 
 }  // namespace
@@ -667,6 +903,11 @@ void AddLeaseScenarios(std::vector<ScenarioDef>* out) {
                   "asking F_UNBREAK: EACCES; a conversion after someone broke the WRLCK: EAGAIN, "
                   "and P starts again.",
                   {}, kFast, Unbreakable, Always});
+  out->push_back({"odp", "§5.16", "ODP against a pin: ib_write_bw --odp, then without",
+                  "Given ib_write_bw --mmap=F --odp (an ODP MR, no pin). When Q truncates F: it "
+                  "succeeds at once, the peer's next WRITE faults, and F's freed blocks are "
+                  "never written. Without --odp: ETXTBSY.",
+                  {}, {{"lease_break_time", "10"}}, Odp, OdpUnavailable});
 }
 
 }  // namespace leasefs::leasectl
