@@ -2,16 +2,14 @@
 #include <fcntl.h>
 
 #include <cerrno>
-#include <memory>
 #include <string>
 
 #include <fmt/core.h>
-#include <sys/ioctl.h>
 
-#include "leasefs/ioctl.h"
 #include "tools/leasectl/bmap_format.h"
 #include "tools/leasectl/cli.h"
 #include "tools/leasectl/commands.h"
+#include "tools/leasectl/mount_view.h"
 
 namespace leasefs::leasectl {
 
@@ -55,32 +53,6 @@ struct Args {
   std::string file;
   bool json = false;
 };
-
-// Fills map->size, block_size and extents from the filesystem. Returns 0 or
-// an errno value.
-int ReadBlockMap(int fd, BlockMap* map) {
-  auto req = std::make_unique<leasefs_bmap>();
-  uint64_t start = 0;
-  for (bool first = true;; first = false) {
-    *req = leasefs_bmap{};
-    req->start = start;
-    if (ioctl(fd, LEASEFS_IOC_BMAP, req.get()) != 0) return IoctlError(fd, errno);
-    // A daemon that breaks the ABI's promises must not make us loop or
-    // read past the array.
-    if (req->count > LEASEFS_BMAP_MAX || req->block_size == 0) return EPROTO;
-    // The size comes from here rather than fstat(2): FUSE may answer that
-    // from attributes cached before an ioctl (a reflink, a collapse)
-    // changed the size.
-    if (first) {
-      map->size = req->file_size;
-      map->block_size = req->block_size;
-    }
-    map->extents.insert(map->extents.end(), req->extents, req->extents + req->count);
-    if ((req->flags & LEASEFS_BMAP_MORE) == 0) return 0;
-    if (req->next <= start) return EPROTO;
-    start = req->next;
-  }
-}
 
 int Run(const Args& a) {
   const UniqueFd fd = Open(a.file, O_RDONLY);

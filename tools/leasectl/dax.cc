@@ -1,7 +1,6 @@
 // leasectl dax: the DAX mappings of a mount and the quarantine
 // (LEASEFS_IOC_DAX_LIST; docs/dax.md).
 #include <fcntl.h>
-#include <sys/ioctl.h>
 
 #include <cerrno>
 #include <memory>
@@ -9,11 +8,12 @@
 #include <vector>
 
 #include <fmt/core.h>
-#include <nlohmann/json.hpp>
 
 #include "leasefs/ioctl.h"
 #include "tools/leasectl/cli.h"
 #include "tools/leasectl/commands.h"
+#include "tools/leasectl/mount_view.h"
+#include "tools/leasectl/snapshot.h"
 
 namespace leasefs::leasectl {
 
@@ -64,45 +64,13 @@ std::string Size(uint64_t b) {
 int Run(const Args& a) {
   const UniqueFd fd = Open(a.path, O_RDONLY);
   if (!fd.valid()) return Fail("dax", a.path, errno);
-  std::vector<leasefs_dax_record> records;
-  auto page = std::make_unique<leasefs_dax_list>();
-  uint64_t after = 0;
-  for (;;) {
-    *page = leasefs_dax_list{};
-    page->after = after;
-    if (ioctl(fd.get(), LEASEFS_IOC_DAX_LIST, page.get()) != 0) {
-      const int err = errno;
-      return Fail("dax", a.path, err == ENOTTY ? ENOTTY : err);
-    }
-    records.insert(records.end(), page->records, page->records + page->count);
-    if (!(page->flags & LEASEFS_LIST_MORE)) break;
-    if (page->count == 0 || page->records[page->count - 1].map_id <= after)
-      return Fail("dax", a.path, EPROTO);
-    after = page->records[page->count - 1].map_id;
-  }
+  DaxListing dax;
+  if (const int err = ListDax(fd.get(), &dax); err != 0) return Fail("dax", a.path, err);
   if (a.json) {
-    nlohmann::ordered_json j;
-    j["records_total"] = page->records_total;
-    j["records_max"] = page->records_max;
-    j["quarantined_bytes"] = page->quarantined_total;
-    j["records"] = nlohmann::ordered_json::array();
-    for (const auto& r : records) {
-      j["records"].push_back({{"map_id", r.map_id},
-                              {"ino", r.ino},
-                              {"file_offset", r.file_offset},
-                              {"pool_offset", r.pool_offset},
-                              {"length", r.length},
-                              {"quarantined", r.quarantined},
-                              {"owner_pid", r.owner_pid},
-                              {"write", (r.flags & LEASEFS_DAX_REC_WRITE) != 0},
-                              {"leased", (r.flags & LEASEFS_DAX_REC_UNLEASED) == 0},
-                              {"closed", (r.flags & LEASEFS_DAX_REC_CLOSED) != 0},
-                              {"restart", (r.flags & LEASEFS_DAX_REC_RESTART) != 0},
-                              {"open_file", r.open_file}});
-    }
-    fmt::print("{}\n", j.dump(2));
+    fmt::print("{}\n", DaxJson(dax).dump(2));
     return kExitOk;
   }
+  const std::vector<leasefs_dax_record>& records = dax.records;
   if (records.empty()) {
     fmt::print("no DAX mappings\n");
   } else {
@@ -119,8 +87,8 @@ int Run(const Args& a) {
                  r.owner_pid, state);
     }
   }
-  fmt::print("{} of {} records in use, {} quarantined\n", page->records_total, page->records_max,
-             Size(page->quarantined_total));
+  fmt::print("{} of {} records in use, {} quarantined\n", dax.records_total, dax.records_max,
+             Size(dax.quarantined_total));
   return kExitOk;
 }
 

@@ -12,11 +12,13 @@
 #include <utility>
 
 #include <fmt/core.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include "base/unique_fd.h"
 #include "lease/client/leasefs_lease.h"
 #include "lease/client/leasefs_pin.h"
+#include "tools/leasectl/cli.h"
 
 namespace leasefs::leasectl {
 
@@ -51,6 +53,48 @@ int ListPins(int fd, PinListing* out) {
     if (!(page->flags & LEASEFS_LIST_MORE)) return 0;
     if (page->count == 0 || page->pins[page->count - 1].pin_id <= after) return EPROTO;
     after = page->pins[page->count - 1].pin_id;
+  }
+}
+
+int ReadBlockMap(int fd, BlockMap* map) {
+  auto req = std::make_unique<leasefs_bmap>();
+  uint64_t start = 0;
+  for (bool first = true;; first = false) {
+    *req = leasefs_bmap{};
+    req->start = start;
+    if (ioctl(fd, LEASEFS_IOC_BMAP, req.get()) != 0) return IoctlError(fd, errno);
+    // A daemon that breaks the ABI's promises must not make us loop or
+    // read past the array.
+    if (req->count > LEASEFS_BMAP_MAX || req->block_size == 0) return EPROTO;
+    // The size comes from here rather than fstat(2): FUSE may answer that
+    // from attributes cached before an ioctl (a reflink, a collapse)
+    // changed the size.
+    if (first) {
+      map->size = req->file_size;
+      map->block_size = req->block_size;
+    }
+    map->extents.insert(map->extents.end(), req->extents, req->extents + req->count);
+    if ((req->flags & LEASEFS_BMAP_MORE) == 0) return 0;
+    if (req->next <= start) return EPROTO;
+    start = req->next;
+  }
+}
+
+int ListDax(int fd, DaxListing* out) {
+  auto page = std::make_unique<leasefs_dax_list>();
+  uint64_t after = 0;
+  for (;;) {
+    *page = leasefs_dax_list{};
+    page->after = after;
+    if (ioctl(fd, LEASEFS_IOC_DAX_LIST, page.get()) != 0) return errno;
+    if (page->count > LEASEFS_DAX_LIST_MAX) return EPROTO;
+    out->records.insert(out->records.end(), page->records, page->records + page->count);
+    out->quarantined_total = page->quarantined_total;
+    out->records_total = page->records_total;
+    out->records_max = page->records_max;
+    if (!(page->flags & LEASEFS_LIST_MORE)) return 0;
+    if (page->count == 0 || page->records[page->count - 1].map_id <= after) return EPROTO;
+    after = page->records[page->count - 1].map_id;
   }
 }
 
@@ -104,16 +148,15 @@ UniqueFd OpenDirOn(const std::string& path, dev_t dev) {
 
 }  // namespace
 
-std::map<uint64_t, std::string> FindInodes(const std::string& root, std::set<uint64_t> wanted,
-                                           size_t budget) {
-  std::map<uint64_t, std::string> found;
+size_t WalkMount(const std::string& root, size_t budget, const WalkVisitor& visit) {
   struct stat st {};
-  if (wanted.empty() || stat(root.c_str(), &st) != 0) return found;
+  if (stat(root.c_str(), &st) != 0) return budget;
   const dev_t dev = st.st_dev;
   // Paths, not descriptors, wait in the queue: a wide tree would otherwise
   // hold a descriptor per directory.
   std::deque<std::string> todo{root};
-  while (!todo.empty() && !wanted.empty() && budget > 0) {
+  bool more = true;
+  while (!todo.empty() && more && budget > 0) {
     const std::string path = std::move(todo.front());
     todo.pop_front();
     UniqueFd fd = OpenDirOn(path, dev);
@@ -130,12 +173,25 @@ std::map<uint64_t, std::string> FindInodes(const std::string& root, std::set<uin
       if (name == "." || name == "..") continue;
       if (budget == 0) break;
       --budget;
-      if (wanted.erase(e->d_ino) != 0) found.emplace(e->d_ino, prefix + e->d_name);
+      const std::string child = prefix + e->d_name;
+      more = visit(child, *e);
+      if (!more) break;
       // DT_UNKNOWN: OpenDirOn tells when the entry comes up.
-      if (e->d_type == DT_DIR || e->d_type == DT_UNKNOWN) todo.push_back(prefix + e->d_name);
+      if (e->d_type == DT_DIR || e->d_type == DT_UNKNOWN) todo.push_back(child);
     }
     closedir(d);
   }
+  return budget;
+}
+
+std::map<uint64_t, std::string> FindInodes(const std::string& root, std::set<uint64_t> wanted,
+                                           size_t budget) {
+  std::map<uint64_t, std::string> found;
+  if (wanted.empty()) return found;
+  WalkMount(root, budget, [&](const std::string& path, const dirent& e) {
+    if (wanted.erase(e.d_ino) != 0) found.emplace(e.d_ino, path);
+    return !wanted.empty();
+  });
   return found;
 }
 
