@@ -28,4 +28,8 @@ void AddScenarioCommand(CLI::App& app, int* rc);
 // A live view of a mount: top.cc (its frame: top_format.cc).
 void AddTopCommand(CLI::App& app, int* rc);
 
+// A picture of a mount's blocks and lease history: report.cc (pictures and
+// page: report_render.cc; the mount's snapshot: snapshot.cc).
+void AddReportCommand(CLI::App& app, int* rc);
+
 }  // namespace leasefs::leasectl

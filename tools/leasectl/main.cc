@@ -36,6 +36,7 @@ DESCRIPTION
     dax        list the DAX mappings of a mount and its quarantine
     pins       list the pins of a mount (registered memory regions)
     file_pins  the pins of a mount by owner, as /proc/PID/file_pins
+    report     draw a mount's blocks and lease history as an HTML page
     scenario   run the 2019 debate's scenarios on a scratch pool
     top        watch a mount live: leases, breaks, pins, quarantine
 
@@ -57,6 +58,7 @@ constexpr AddCommandFn kCommands[] = {
     AddDaxCommand,
     AddPinsCommand,
     AddFilePinsCommand,
+    AddReportCommand,
     AddScenarioCommand,
     AddTopCommand,
 };
