@@ -24,6 +24,7 @@
 #include "lease/client/leasefs_pin.h"
 #include "tools/leasectl/lease_format.h"
 #include "tools/leasectl/mount_view.h"
+#include "tools/leasectl/snapshot.h"
 
 namespace leasefs::leasectl {
 
@@ -673,10 +674,17 @@ std::string Run::BlockMap(const std::string& path) {
 
 void Run::Outcome(const std::string& column, const std::string& text) { outcome_[column] = text; }
 
+void Run::Snapshot() {
+  Json snap;
+  const int rc = CollectSnapshot(mount_.mnt(), &snap);
+  snapshot_ = rc == 0 ? snap : Json{{"error", ErrnoName(rc)}};
+}
+
 void Run::Finish() {
   if (finished_) return;
   finished_ = true;
   CollectNotices(nullptr);
+  if (snapshot_.is_null() && dir_.valid()) Snapshot();
   for (auto& a : actors_)
     if (!a->Exited()) a->Signal(SIGKILL);
   for (auto& a : actors_) {
@@ -729,6 +737,7 @@ Json Run::Document(const std::string& scenario, const std::string& title) const 
   }
   doc["steps"] = steps;
   doc["events"] = events_;
+  if (!snapshot_.is_null()) doc["snapshot"] = snapshot_;
   return doc;
 }
 

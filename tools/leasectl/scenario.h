@@ -203,6 +203,12 @@ class Run {
   int mount_fd() const { return dir_.get(); }
   const ScratchMount& mount() const { return mount_; }
 
+  // Takes the snapshot the run document carries (snapshot.h: the block map,
+  // leases, pins, quarantine), replacing an earlier one. Finish takes one
+  // before it kills what is left, unless the scenario took its own at the
+  // moment that matters.
+  void Snapshot();
+
   // --- the outcome, for `compare` (breaker, wait, data, close, killed,
   // quarantine)
   void Outcome(const std::string& column, const std::string& text);
@@ -244,6 +250,7 @@ class Run {
   std::map<std::string, std::string> outcome_;
   uint64_t last_seq_ = 0;
   bool finished_ = false;
+  Json snapshot_;  // null until taken
   std::string fsck_;
 };
 

@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <memory>
@@ -250,6 +251,13 @@ const std::vector<ScenarioDef>& Scenarios() {
     std::vector<ScenarioDef> v;
     AddPinScenarios(&v);
     AddLeaseScenarios(&v);
+    // In the order of semantics-2019 §5, after the seed message.
+    auto rank = [](const ScenarioDef& d) {
+      return d.number.rfind("§5.", 0) == 0 ? std::stoi(d.number.substr(std::string("§5.").size()))
+                                            : 0;
+    };
+    std::stable_sort(v.begin(), v.end(),
+                     [&](const ScenarioDef& a, const ScenarioDef& b) { return rank(a) < rank(b); });
     return v;
   }();
   return all;
