@@ -23,6 +23,7 @@ writes a new section; the shown output is then trimmed by hand).
 import os
 import re
 import select
+import signal
 import subprocess
 import sys
 import tempfile
@@ -121,11 +122,13 @@ class Shell:
     def __init__(self, workdir, env):
         self.proc = subprocess.Popen(
             ["bash", "--noprofile", "--norc"], cwd=workdir, env=env,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True)
         self.buffer = b""
 
     def run(self, command, timeout):
-        script = f"{command}\necho \"{MARK} $?\"\n"
+        # The command reads nothing of ours (the marker must reach bash).
+        script = f"{{ {command}\n}} </dev/null\necho \"{MARK} $?\"\n"
         self.proc.stdin.write(script.encode())
         self.proc.stdin.flush()
         deadline = time.monotonic() + timeout
@@ -145,6 +148,14 @@ class Shell:
                 if not chunk:
                     return text.splitlines() + ["(the shell exited)"], -1
                 self.buffer += chunk
+
+    def kill(self):
+        """Ends the shell and everything it started (its session)."""
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
 
     def close(self):
         self.proc.stdin.close()
@@ -243,7 +254,7 @@ def main():
         shell = Shell(workdir, env)
         try:
             for number, command, shown, want in steps:
-                got, status = shell.run(command, timeout=600)
+                got, status = shell.run(command, timeout=180)
                 outputs[number] = got + ([f"[exit {status}]"] if status else [])
                 if status != want or not matches(shown, got):
                     failures += 1
@@ -257,6 +268,11 @@ def main():
                         print("    | " + line)
                 else:
                     print(f"ok {number}: $ {command.splitlines()[0]}")
+                if status == -1:
+                    print("  (it did not end: the rest is not run)")
+                    failures += len(steps) - steps.index([number, command, shown, want]) - 1
+                    shell.kill()
+                    break
         finally:
             shell.close()
             unmount_under(workdir)

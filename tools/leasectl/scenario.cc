@@ -132,6 +132,17 @@ std::string WaitWords(Expect::Wait w) {
   }
 }
 
+// Whether `result` is `expected`, or one of its "|"-separated words.
+bool OneOf(const std::string& result, const std::string& expected) {
+  for (size_t at = 0; at <= expected.size();) {
+    size_t end = expected.find('|', at);
+    if (end == std::string::npos) end = expected.size();
+    if (expected.compare(at, end - at, result) == 0) return true;
+    at = end + 1;
+  }
+  return false;
+}
+
 uint64_t RealtimeNs() {
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -303,7 +314,8 @@ std::string Run::Who(pid_t pid) const {
   const auto it = names_.find(pid);
   if (it != names_.end()) return it->second;
   if (pid == getpid()) return "leasectl";
-  if (pid == mount_.daemon_pid() || pid == 0) return "leasefs";
+  if (pid == mount_.daemon_pid()) return "leasefs";
+  if (pid == 0) return "no process";
   return fmt::format("pid {}", pid);
 }
 
@@ -359,13 +371,49 @@ void Run::PollEvents(StepRecord* s) {
       return;
     for (size_t i = 0; i < n; ++i) {
       events_.push_back(EventJson(e[i]));
-      if (s != nullptr) s->notes.push_back("leasefs " + Describe(e[i]));
+      if (e[i].type == LEASEFS_EVENT_BREAK && notified_holders_.count(e[i].holder_pid))
+        ++signals_owed_[e[i].holder_pid];
+      if (s != nullptr) {
+        s->notes.push_back("leasefs " + Describe(e[i]));
+        s->note_times.push_back(e[i].time);
+      }
     }
     last_seq_ = e[n - 1].seq;
   }
+  if (s == nullptr) return;
+  // A holder tells of its break signal when it reads it, a moment after the
+  // break: wait for what is owed (up to 1 s, and not from an actor in the
+  // middle of a step), so that the narrative does not depend on who was
+  // faster.
+  for (int i = 0; i < 100; ++i) {
+    bool owed = false;
+    for (const auto& [pid, count] : signals_owed_)
+      owed |= count > 0 && !busy_.count(pid) && names_.count(pid);
+    if (!owed) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    CollectNotices(s);
+  }
+  // Then every note in the order it happened.
+  std::vector<size_t> order(s->notes.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return s->note_times[a] < s->note_times[b]; });
+  std::vector<std::string> notes;
+  std::vector<uint64_t> times;
+  for (size_t i : order) {
+    notes.push_back(s->notes[i]);
+    times.push_back(s->note_times[i]);
+  }
+  s->notes = std::move(notes);
+  s->note_times = std::move(times);
 }
 
 void Run::CollectNotices(StepRecord* s) {
+  if (s == nullptr) {
+    // Between steps: keep them for the next step's notes.
+    for (auto& a : actors_) a->Drain(&inbox_);
+    return;
+  }
   std::vector<Json> notices = std::move(inbox_);
   inbox_.clear();
   for (auto& a : actors_) a->Drain(&notices);
@@ -374,6 +422,8 @@ void Run::CollectNotices(StepRecord* s) {
     std::string line;
     const std::string who = n.value("actor", "?");
     if (n.value("what", "") == "break-signal") {
+      for (const auto& [pid, name] : names_)
+        if (name == who && signals_owed_[pid] > 0) --signals_owed_[pid];
       line = fmt::format("{} gets {} with si_fd {} ({}'s lease is breaking)", who,
                          n.value("signal", "a signal"), n.value("si_fd", -1), n.value("file", "?"));
       if (n.contains("answer"))
@@ -387,7 +437,10 @@ void Run::CollectNotices(StepRecord* s) {
     } else {
       line = who + ": " + n.dump();
     }
-    if (s != nullptr) s->notes.push_back(line);
+    if (s != nullptr) {
+      s->notes.push_back(line);
+      s->note_times.push_back(n.value("time", uint64_t{0}));
+    }
   }
 }
 
@@ -413,7 +466,7 @@ void Run::Judge(StepRecord& s, const Json& reply) {
   if (reply.contains("text")) s.value = reply["text"];
   s.time = reply.value("end", uint64_t{0});
   if (s.expect.result.empty()) return;
-  bool met = s.result == s.expect.result;
+  bool met = OneOf(s.result, s.expect.result);
   const double bt = break_time();
   if (s.expect.wait == Expect::Wait::kAtOnce && bt > 0 && s.seconds >= bt * 0.5) met = false;
   if (s.expect.wait == Expect::Wait::kBreakTime && s.seconds < bt * 0.8) met = false;
@@ -453,6 +506,9 @@ Pending Run::Start(Actor& a, const std::string& text, const Json& request) {
   if (g_scenario_interrupted) throw ScenarioAbort("interrupted");
   CollectNotices(nullptr);
   Pending p{&a, text, request, std::chrono::steady_clock::now()};
+  if (request.value("op", "") == "lease" && request.value("notify", false))
+    notified_holders_.insert(a.pid());
+  busy_.insert(a.pid());
   const Status s = a.Send(request);
   if (!s.ok()) throw ScenarioAbort(a.name() + " is gone: " + s.ToString());
   return p;
@@ -464,7 +520,13 @@ bool Run::StillWaiting(Pending& p, int ms, const std::string& why) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   if (g_scenario_interrupted) throw ScenarioAbort("interrupted");
   if (!p.reply) p.reply = p.actor->Reply(0, &inbox_);
-  if (p.reply) return false;  // it finished; Finish reports it
+  if (p.reply) {
+    // It was to wait (that is what the policy says), and it is done already.
+    failures_.push_back(fmt::format("{} {}: expected to be still waiting after {} ms, but it "
+                                    "had ended ({})",
+                                    p.actor->name(), p.text, ms, p.reply->value("err", "?")));
+    return false;
+  }
   StepRecord& s = Record(p.actor, p.text);
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - p.start).count();
   s.result = "waiting";
@@ -477,7 +539,10 @@ bool Run::StillWaiting(Pending& p, int ms, const std::string& why) {
 }
 
 StepRecord& Run::Finish(Pending& p, std::optional<Expect> expect, int timeout_ms) {
+  if (timeout_ms <= 0)
+    timeout_ms = std::max(30000, static_cast<int>(break_time() * 2000) + 10000);
   std::optional<Json> reply = p.reply ? p.reply : p.actor->Reply(timeout_ms, &inbox_);
+  if (reply) busy_.erase(p.actor->pid());
   if (!reply && g_scenario_interrupted) throw ScenarioAbort("interrupted");
   const double took =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - p.start).count();
@@ -492,7 +557,8 @@ StepRecord& Run::Finish(Pending& p, std::optional<Expect> expect, int timeout_ms
   if (!reply) {
     s.result = p.actor->gone() || p.actor->Exited() ? "killed" : "still blocked";
     s.seconds = took;
-    if (s.expect.result.empty() || s.expect.result != s.result) {
+    s.time = RealtimeNs();
+    if (s.expect.result.empty() || !OneOf(s.result, s.expect.result)) {
       s.met = false;
       failures_.push_back(fmt::format("step {}: {} {}: {}", s.n, s.actor, s.text, s.result));
     }

@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -80,7 +81,8 @@ Json Exit(int code = 0);
 // optionally how long it may take, with the rule that says so.
 struct Expect {
   enum class Wait { kAny, kAtOnce, kBreakTime };
-  std::string result;  // "" = anything (a step that only shows)
+  // "" = anything (a step that only shows); "OK|killed": either.
+  std::string result;
   std::string why;     // the rule, cited as semantics-2019 cites it
   Wait wait = Wait::kAny;
 };
@@ -100,6 +102,7 @@ struct StepRecord {
   Expect expect;
   bool met = true;
   std::vector<std::string> notes;  // what leasefs did meanwhile, and why
+  std::vector<uint64_t> note_times;  // CLOCK_REALTIME ns of each note, to tell them in order
 };
 
 // A step started and not yet finished (it may block).
@@ -165,11 +168,15 @@ class Run {
                  std::optional<Expect> expect = std::nullopt);
   // Starts a step that may block.
   Pending Start(Actor& a, const std::string& text, const Json& request);
-  // Whether it is still running after `ms` (then a step line says it waits).
+  // Whether it is still running after `ms` (then a step line says it
+  // waits). Every wait the scenarios ask about is one the policy says must
+  // happen: a step that has ended already is a difference from the stated
+  // outcome (the run fails).
   bool StillWaiting(Pending& p, int ms, const std::string& why = "");
   // Waits for it to end (up to `timeout_ms`), then checks it.
+  // 0: 30 s, or twice the break time and 10 s if that is longer.
   StepRecord& Finish(Pending& p, std::optional<Expect> expect = std::nullopt,
-                     int timeout_ms = 30000);
+                     int timeout_ms = 0);
   // SIGKILLs an actor and waits for it to be gone.
   StepRecord& Kill(Actor& a, const std::string& why = "");
   // Has an actor exit(0) and waits (up to 5 s) until it is gone, so that the
@@ -245,6 +252,12 @@ class Run {
   std::vector<StepRecord> steps_;
   std::vector<Json> events_;
   std::vector<Json> inbox_;  // actors' notices not yet told
+  // Break signals leasefs sent that the holder has not told of yet, by
+  // holder pid (of holders whose lease asked for a signal); and the actors
+  // in the middle of a step (they read no signal until it ends).
+  std::map<pid_t, int> signals_owed_;
+  std::set<pid_t> notified_holders_;
+  std::set<pid_t> busy_;
   std::vector<Json> collected_;  // every notice collected, in order (Notices counts them)
   std::vector<std::string> failures_;
   std::map<std::string, std::string> outcome_;

@@ -48,6 +48,10 @@ uint64_t NowNs(clockid_t clock) {
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+// JSON text of `j`; bytes that are not UTF-8 (a file's garbage read back)
+// become U+FFFD instead of an exception.
+std::string Dump(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
 // Sends one message, with a descriptor when `fd` >= 0.
 int SendMessage(int sock, const std::string& text, int fd) {
   iovec iov{const_cast<char*>(text.data()), text.size()};
@@ -161,14 +165,14 @@ Json Answer(int rc) {
   return Json{{"rc", err}, {"err", ErrnoName(err)}};
 }
 
-std::mutex g_send_mu;  // a helper thread's notice and the main thread's reply
-
+// A helper thread's notice and the main thread's reply may be sent at once:
+// each is one SOCK_SEQPACKET message, which the kernel sends whole, so no lock
+// (a lock held by that thread at a fork would stay locked in the child).
 void ActorProcess::Notice(Json n) {
-  std::lock_guard<std::mutex> l(g_send_mu);
   n["notice"] = true;
   n["actor"] = name_;
   n["time"] = NowNs(CLOCK_REALTIME);
-  (void)SendMessage(channel_, kNotice + n.dump(), -1);
+  (void)SendMessage(channel_, kNotice + Dump(n), -1);
 }
 
 int ActorProcess::Fd(const Json& req, const char* key) const {
@@ -283,7 +287,7 @@ Json ActorProcess::DoSend(const Json& req) {
     // (it comes back an object), and the receiver would hold a zero token.
     body["token"] = std::vector<int>(it->second.token, it->second.token + 16);
   }
-  return Answer(SendMessage(link->second.fd, body.dump(), fd));
+  return Answer(SendMessage(link->second.fd, Dump(body), fd));
 }
 
 Json ActorProcess::DoReceive(const Json& req) {
@@ -522,7 +526,7 @@ Json ActorProcess::Handle(const Json& req, int* pass_fd) {
     return Answer(0);
   }
   if (op == "exit") {
-    (void)SendMessage(channel_, kReply + Answer(0).dump(), -1);
+    (void)SendMessage(channel_, kReply + Dump(Answer(0)), -1);
     _exit(req.value("code", 0));
   }
   return Answer(EINVAL);
@@ -588,10 +592,7 @@ void ActorProcess::Main() {
     passed_fd_ = -1;
     reply["ns"] = NowNs(CLOCK_MONOTONIC) - t0;
     reply["end"] = NowNs(CLOCK_REALTIME);
-    {
-      std::lock_guard<std::mutex> l(g_send_mu);
-      (void)SendMessage(channel_, kReply + reply.dump(), pass_fd);
-    }
+    (void)SendMessage(channel_, kReply + Dump(reply), pass_fd);
     if (pass_fd >= 0) close(pass_fd);
   }
 }
@@ -626,20 +627,28 @@ Result<Actor> Actor::Spawn(const std::string& name, const std::string& mnt, uid_
     return s;
   }
   if (pid == 0) {
-    // An actor dies with its coordinator, whatever ends it (and if that
-    // happened before this line, now).
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(1);
     // Nothing of leasectl's but the channel: not the other actors'
-    // channels, not the mount's directory.
+    // channels, not the mount's directory, not the reader of its output.
     if (dup2(sv[1], 3) != 3) _exit(1);
     close_range(4, ~0u, 0);
     sv[1] = 3;
+    const int null = open("/dev/null", O_RDWR);
+    for (int fd = 0; fd < 3 && null >= 0; ++fd) dup2(null, fd);
+    if (null > 2) close(null);
+    // The mount's directory, opened before any change of user: the actor
+    // reaches the mount through it (/proc/self/fd/N), so that the mountpoint
+    // can sit in a directory only leasectl's user may enter.
+    const int dir = open(mnt.c_str(), O_RDONLY | O_DIRECTORY);
+    if (dir < 0) _exit(1);
     if (uid != static_cast<uid_t>(-1)) {
       const gid_t gid = static_cast<gid_t>(uid);
       if (setgroups(0, nullptr) != 0 || setgid(gid) != 0 || setuid(uid) != 0) _exit(126);
     }
-    ActorProcess(name, mnt, sv[1]).Main();
+    // An actor dies with its coordinator, whatever ends it (and if that
+    // happened already, now). After setuid, which clears it.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(1);
+    ActorProcess(name, "/proc/self/fd/" + std::to_string(dir), sv[1]).Main();
   }
   close(sv[1]);
   UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));

@@ -115,6 +115,9 @@ int RunOnce(const ScenarioDef& d, const Policy& policy, const Args& a, bool quie
     d.fn(*run);
   } catch (const ScenarioAbort& e) {
     abort = e.what();
+  } catch (const std::exception& e) {
+    // Anything else (malformed JSON from an actor, say) still cleans up.
+    abort = std::string("internal error: ") + e.what();
   }
   if (!run) {
     fmt::print(stderr, "leasectl: scenario: {}\n", abort);
@@ -122,7 +125,7 @@ int RunOnce(const ScenarioDef& d, const Policy& policy, const Args& a, bool quie
     return kExitFailure;
   }
   if (!abort.empty()) run->Fail("the scenario stopped: " + abort);
-  if (g_scenario_interrupted) run->Fail("interrupted");
+  else if (g_scenario_interrupted) run->Fail("interrupted");
   run->Finish();
   *doc = run->Document(d.name, fmt::format("{} ({}): {}", d.name, d.number, d.title));
   if (!quiet) {
@@ -172,11 +175,18 @@ int RunCommand(const Args& a) {
                  kv);
       return kExitUsage;
     }
-    policy[k] = kv.substr(eq + 1);
+    const std::string v = kv.substr(eq + 1);
+    // A value goes into -o as it is: a comma would add options behind the
+    // verdict's back.
+    if (v.empty() || v.find_first_of(", \\") != std::string::npos) {
+      fmt::print(stderr, "leasectl: scenario: --policy {}: the value must be one word\n", kv);
+      return kExitUsage;
+    }
+    policy[k] = v;
   }
   Json doc;
   const int rc = RunOnce(*d, policy, a, a.json, &doc);
-  if (a.json) fmt::print("{}\n", doc.dump(2));
+  if (a.json) fmt::print("{}\n", doc.dump(2, ' ', false, Json::error_handler_t::replace));
   return rc;
 }
 
@@ -209,7 +219,10 @@ int Compare(const Args& a) {
     Json doc;
     const int one = RunOnce(*d, p, a, true, &doc);
     if (one == 77) {
-      fmt::print("scenario {}: skipped: {}\n", d->name, doc.value("skipped", ""));
+      if (a.json)
+        fmt::print("{}\n", Json::array({doc}).dump(2));
+      else
+        fmt::print("scenario {}: skipped: {}\n", d->name, doc.value("skipped", ""));
       return 77;
     }
     if (one != kExitOk) rc = kExitFailure;
@@ -227,7 +240,7 @@ int Compare(const Args& a) {
   }
   if (!a.json && !a.markdown && isatty(2)) fmt::print(stderr, "\r\033[K");
   if (a.json) {
-    fmt::print("{}\n", all.dump(2));
+    fmt::print("{}\n", all.dump(2, ' ', false, Json::error_handler_t::replace));
   } else if (a.markdown) {
     fmt::print("| {} |\n|", fmt::join(rows[0], " | "));
     for (size_t i = 0; i < rows[0].size(); ++i) fmt::print("---|");
@@ -278,8 +291,10 @@ void AddScenarioCommand(CLI::App& app, int* rc) {
   auto install = [] {
     struct sigaction sa {};
     sa.sa_handler = OnInterrupt;
-    sigaction(SIGINT, &sa, nullptr);
-    sigaction(SIGTERM, &sa, nullptr);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGQUIT}) sigaction(sig, &sa, nullptr);
+    // A reader that goes away (`| head`) must not end leasectl before it
+    // has cleaned up: writes then fail with EPIPE instead.
+    signal(SIGPIPE, SIG_IGN);
   };
   CLI::App* run = sub->add_subcommand("run", "run one scenario");
   run->add_option("NAME", args->name, "the scenario (leasectl scenario list)")->required();

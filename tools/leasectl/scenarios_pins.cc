@@ -82,14 +82,24 @@ bool CloseWithPins(Run& run, Actor& p) {
     run.Outcome("close", fmt::format("blocked {:.1f} s, until the MR went", s.seconds));
     return false;
   }
-  run.Do(p, "close(fd)", op::Close("F"),
-         Must("OK",
-              "close(2) itself returns: FUSE tells the daemon of an open file's last close only "
-              "afterwards (RELEASE), and that is when the policy acts (docs/pins.md)",
-              W::kAtOnce));
+  Pending c = run.Start(p, "close(fd)", op::Close("F"));
+  run.Finish(c, Must("OK|killed",
+                     "close(2) itself returns: FUSE tells the daemon of an open file's last close "
+                     "only afterwards (RELEASE), and that is when the policy acts; the SIGKILL may "
+                     "come before P has told of the return (docs/pins.md)"));
   run.ExpectKilled(p, 5000,
                    "close_with_pins=kill-on-close: the lease is removed and the pin's owner gets "
                    "SIGKILL ([Jan], §1 G.27; §5.5)");
+  // The daemon kills the holders, then aborts the pins: the lease goes with
+  // the last pin, a moment after P is reaped.
+  bool gone = false;
+  for (int i = 0; i < 500 && !gone; ++i) {
+    gone = run.Pins().empty() && run.Leases().empty();
+    if (!gone) usleep(10000);
+  }
+  run.Check("P's pins and lease are gone", gone,
+            fmt::format("{} pins, {} leases", run.Pins().size(), run.Leases().size()),
+            "the close aborts the file's pins and the lease goes with them (§5.5)");
   run.Outcome("close", "returned, then P was killed");
   run.Outcome("killed", "P (SIGKILL at close)");
   return false;

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/wait.h>
@@ -55,9 +56,17 @@ pid_t Spawn(const std::vector<std::string>& argv, int out_fd, bool own_group) {
   std::vector<char*> v;
   for (const std::string& a : argv) v.push_back(const_cast<char*>(a.c_str()));
   v.push_back(nullptr);
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid != 0) return pid;
-  if (own_group) setpgid(0, 0);
+  if (own_group) {
+    setpgid(0, 0);
+    // The daemon goes when leasectl goes, however it goes (SIGKILL, a
+    // closed pipe): SIGTERM makes it unmount and exit, so no mount and no
+    // daemon outlive the run.
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() != parent) _exit(1);
+  }
   const int null = open("/dev/null", O_RDONLY);
   if (null >= 0) dup2(null, 0);
   dup2(out_fd, 1);
@@ -131,9 +140,15 @@ Status ScratchMount::Start(const std::string& size, const std::string& options) 
   if (pool_fd < 0) return Status::Error(errno, "creating the pool file in " + TempDir());
   close(pool_fd);
   pool_ = pool_tmpl;
-  std::string mnt_tmpl = "/tmp/leasectl-scenario-XXXXXX";
-  if (mkdtemp(mnt_tmpl.data()) == nullptr) return Status::Error(errno, "creating a mountpoint");
-  mnt_ = mnt_tmpl;
+  // The mountpoint sits in a directory of mode 0700, so that no other user
+  // reaches the mount (root's runs mount with allow_other, for actors of
+  // another user, which reach it through a descriptor opened before they
+  // change user).
+  std::string dir_tmpl = "/tmp/leasectl-scenario-XXXXXX";
+  if (mkdtemp(dir_tmpl.data()) == nullptr) return Status::Error(errno, "creating a mountpoint");
+  dir_ = dir_tmpl;
+  mnt_ = dir_ + "/mnt";
+  if (mkdir(mnt_.c_str(), 0755) != 0) return Status::Error(errno, "creating a mountpoint");
 
   std::string out;
   if (RunProgram({mkfs, "--force", "--quiet", "--size", size, pool_}, &out) != 0)
@@ -184,6 +199,7 @@ Status ScratchMount::Stop(std::string* fsck_output) {
     if (!gone) {
       kill(pid_, SIGKILL);
       waitpid(pid_, &status, 0);
+      (void)RunProgram({"/bin/fusermount3", "-u", "-z", "-q", mnt_}, &out);
       result = Status::Error(ETIMEDOUT, "leasefs did not exit after the unmount: killed");
     } else if (ExitCode(status) != 0) {
       result = Status::Error(EIO, "leasefs exited with " + std::to_string(ExitCode(status)));
@@ -200,7 +216,9 @@ Status ScratchMount::Stop(std::string* fsck_output) {
   }
   if (!mnt_.empty()) {
     rmdir(mnt_.c_str());
+    rmdir(dir_.c_str());
     mnt_.clear();
+    dir_.clear();
   }
   if (!pool_.empty()) {
     unlink(pool_.c_str());

@@ -47,6 +47,7 @@ class ScratchMount {
 
  private:
   std::string pool_;
+  std::string dir_;  // the mountpoint's private parent
   std::string mnt_;
   std::string options_;
   std::string log_;  // the daemon's output
