@@ -715,6 +715,14 @@ uint64_t Run::QuarantinedBytes() {
   return l.quarantined_total;
 }
 
+bool Run::AwaitNothingHeld(int ms) {
+  for (int waited = 0;; waited += 10) {
+    if (Pins().empty() && Leases().empty()) return true;
+    if (waited >= ms) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
 std::string Run::BlockMap(const std::string& path) {
   const int fd = open(mount_.path(path).c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return std::string("(") + strerror(errno) + ")";

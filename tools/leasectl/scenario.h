@@ -205,6 +205,9 @@ class Run {
   std::vector<leasefs_lease_info> Leases();
   std::vector<leasefs_pin_record> Pins();
   uint64_t QuarantinedBytes();
+  // Waits up to `ms` until the mount has no lease and no pin (a dead
+  // holder's go a moment after it is reaped). Whether it came to that.
+  bool AwaitNothingHeld(int ms);
   // The block map of `path` as "P0..P1 P2..P3" (pool blocks), "" for none.
   std::string BlockMap(const std::string& path);
   int mount_fd() const { return dir_.get(); }

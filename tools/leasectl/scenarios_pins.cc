@@ -92,11 +92,7 @@ bool CloseWithPins(Run& run, Actor& p) {
                    "SIGKILL ([Jan], §1 G.27; §5.5)");
   // The daemon kills the holders, then aborts the pins: the lease goes with
   // the last pin, a moment after P is reaped.
-  bool gone = false;
-  for (int i = 0; i < 500 && !gone; ++i) {
-    gone = run.Pins().empty() && run.Leases().empty();
-    if (!gone) usleep(10000);
-  }
+  const bool gone = run.AwaitNothingHeld(5000);
   run.Check("P's pins and lease are gone", gone,
             fmt::format("{} pins, {} leases", run.Pins().size(), run.Leases().size()),
             "the close aborts the file's pins and the lease goes with them (§5.5)");
@@ -254,11 +250,7 @@ void CloseScenario(Run& run) {
     run.StillWaiting(c, 300, "blocked while the MR is live");
     run.Kill(p2, "a blocked close must not make the process unkillable ([Jason], §5.4)");
     run.Finish(c, Must("killed", "P2 dies in close, without a hang"));
-    bool gone = false;
-    for (int i = 0; i < 300 && !gone; ++i) {
-      gone = run.Pins().empty() && run.Leases().empty();
-      if (!gone) usleep(10000);
-    }
+    const bool gone = run.AwaitNothingHeld(3000);
     run.Check("P2's pin and lease are gone", gone,
               fmt::format("{} pins, {} leases", run.Pins().size(), run.Leases().size()),
               "the exit path skips the wait and releases what P2 held (§5.4, §1 J)");
@@ -278,11 +270,7 @@ void SigkillOrder(Run& run) {
          Must("ETXTBSY", "the pinned exclusive lease refuses it (§5.3)", W::kAtOnce));
   run.Kill(p, "P keeps its data fd and its verbs context open; the kernel closes them in any "
               "order as P exits ([Jason], §5.6)");
-  bool gone = false;
-  for (int i = 0; i < 300 && !gone; ++i) {
-    gone = run.Pins().empty() && run.Leases().empty();
-    if (!gone) usleep(10000);
-  }
+  const bool gone = run.AwaitNothingHeld(3000);
   run.Check("P's pin and lease are gone", gone,
             fmt::format("{} pins, {} leases", run.Pins().size(), run.Leases().size()),
             "process death releases its leases and pins under every close policy (§1 J)");
