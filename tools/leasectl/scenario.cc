@@ -430,6 +430,9 @@ void Run::CollectNotices(StepRecord* s) {
         line += fmt::format(" and releases it: {}", n.value("err", "?"));
       else
         line += ", and does nothing";
+    } else if (n.value("what", "") == "forged-signal") {
+      line = fmt::format("{} ignores a break signal from pid {}, which is not leasefs", who,
+                         n.value("pid", 0));
     } else if (n.value("what", "") == "thread-unpin") {
       line = fmt::format("{}'s other thread calls ibv_dereg_mr (UNPIN): {}", who, n.value("err", "?"));
     } else if (n.value("what", "") == "child-exit") {

@@ -140,6 +140,7 @@ class ActorProcess {
   int channel_;
   int signal_fd_ = -1;
   int passed_fd_ = -1;  // a descriptor that came with the request being handled
+  pid_t daemon_pid_ = 0;  // PIN_INFO's: who may send break signals (0: unknown)
   std::map<std::string, Held> fds_;
   std::map<std::string, leasefs_dax_mapping> maps_;
   std::map<std::string, leasefs_pin_context> contexts_;
@@ -539,6 +540,13 @@ void ActorProcess::OnSignal() {
       ReapChildren();
       continue;
     }
+    // Only the daemon breaks leases: a signal of this number from anybody
+    // else (another process of this actor's user) is told as such and
+    // otherwise ignored.
+    if (daemon_pid_ > 0 && static_cast<pid_t>(si.ssi_pid) != daemon_pid_) {
+      Notice(Json{{"what", "forged-signal"}, {"pid", si.ssi_pid}});
+      continue;
+    }
     const int fd = si.ssi_int;
     const std::string file = NameOfFd(fd);
     Json n{{"what", "break-signal"}, {"file", file}, {"signal", "SIGRTMIN+2"}, {"si_fd", fd}};
@@ -573,6 +581,11 @@ void ActorProcess::Main() {
   sigprocmask(SIG_BLOCK, &set, nullptr);
   if (signal_fd_ >= 0) close(signal_fd_);
   signal_fd_ = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
+  if (const int dir = open(mnt_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC); dir >= 0) {
+    leasefs_pin_info info{};
+    if (leasefs_pin_get_info(dir, &info) == 0) daemon_pid_ = info.daemon_pid;
+    close(dir);
+  }
   for (;;) {
     pollfd p[2] = {{channel_, POLLIN, 0}, {signal_fd_, POLLIN, 0}};
     if (poll(p, 2, -1) < 0) continue;
