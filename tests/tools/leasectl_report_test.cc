@@ -389,7 +389,11 @@ std::map<std::string, std::set<uint64_t>> Pairs(const std::string& html, const s
 // first disagreement fails the test.
 Counts Shown(const std::string& html, const std::string& key, const std::string& value) {
   Counts out;
-  for (const auto& [name, values] : Pairs(html, key, value)) {
+  for (const auto& pair : Pairs(html, key, value)) {
+    // Not a structured binding: clang (before 16) cannot capture one in the
+    // lambda CHECK_MESSAGE makes of its message.
+    const std::string& name = pair.first;
+    const auto& values = pair.second;
     CHECK_MESSAGE(values.size() == 1, key << "=" << name << " shows several counts");
     out[name] = *values.begin();
   }
