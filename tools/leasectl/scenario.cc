@@ -11,7 +11,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -718,12 +717,12 @@ uint64_t Run::QuarantinedBytes() {
   return l.quarantined_total;
 }
 
-bool Run::AwaitNothingHeld(int ms) {
-  for (int waited = 0;; waited += 10) {
-    if (Pins().empty() && Leases().empty()) return true;
-    if (waited >= ms) return false;
+StepRecord& Run::CheckNothingHeld(const std::string& text, const std::string& why, int ms) {
+  for (int waited = 0; waited < ms && !(Pins().empty() && Leases().empty()); waited += 10)
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  const size_t pins = Pins().size(), leases = Leases().size();
+  return Check(text, pins == 0 && leases == 0, fmt::format("{} pins, {} leases", pins, leases),
+               why);
 }
 
 std::string Run::BlockMap(const std::string& path) {

@@ -206,8 +206,9 @@ class Run {
   std::vector<leasefs_pin_record> Pins();
   uint64_t QuarantinedBytes();
   // Waits up to `ms` until the mount has no lease and no pin (a dead
-  // holder's go a moment after it is reaped). Whether it came to that.
-  bool AwaitNothingHeld(int ms);
+  // holder's go a moment after it is reaped), then checks that it came to
+  // that as a step of leasectl's (`text`, `why`).
+  StepRecord& CheckNothingHeld(const std::string& text, const std::string& why, int ms);
   // The block map of `path` as "P0..P1 P2..P3" (pool blocks), "" for none.
   std::string BlockMap(const std::string& path);
   int mount_fd() const { return dir_.get(); }

@@ -19,7 +19,6 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <thread>
 #include <memory>
 #include <utility>

@@ -671,17 +671,7 @@ class Program {
     }
     return status_;
   }
-  std::string Output() const {
-    std::string all;
-    char buf[4096];
-    for (off_t at = 0;;) {
-      const ssize_t n = pread(out_, buf, sizeof buf, at);
-      if (n <= 0) break;
-      all.append(buf, static_cast<size_t>(n));
-      at += n;
-    }
-    return all;
-  }
+  std::string Output() const { return ReadWhole(out_); }
 
  private:
   pid_t pid_ = -1;

@@ -92,10 +92,9 @@ bool CloseWithPins(Run& run, Actor& p) {
                    "SIGKILL ([Jan], §1 G.27; §5.5)");
   // The daemon kills the holders, then aborts the pins: the lease goes with
   // the last pin, a moment after P is reaped.
-  const bool gone = run.AwaitNothingHeld(5000);
-  run.Check("P's pins and lease are gone", gone,
-            fmt::format("{} pins, {} leases", run.Pins().size(), run.Leases().size()),
-            "the close aborts the file's pins and the lease goes with them (§5.5)");
+  run.CheckNothingHeld("P's pins and lease are gone",
+                       "the close aborts the file's pins and the lease goes with them (§5.5)",
+                       5000);
   run.Outcome("close", "returned, then P was killed");
   run.Outcome("killed", "P (SIGKILL at close)");
   return false;
@@ -250,10 +249,9 @@ void CloseScenario(Run& run) {
     run.StillWaiting(c, 300, "blocked while the MR is live");
     run.Kill(p2, "a blocked close must not make the process unkillable ([Jason], §5.4)");
     run.Finish(c, Must("killed", "P2 dies in close, without a hang"));
-    const bool gone = run.AwaitNothingHeld(3000);
-    run.Check("P2's pin and lease are gone", gone,
-              fmt::format("{} pins, {} leases", run.Pins().size(), run.Leases().size()),
-              "the exit path skips the wait and releases what P2 held (§5.4, §1 J)");
+    run.CheckNothingHeld("P2's pin and lease are gone",
+                         "the exit path skips the wait and releases what P2 held (§5.4, §1 J)",
+                         3000);
     run.Do(q, "truncate(\"G\", 0)", op::Truncate("G", 0), Must("OK", "§5.4's last line"));
     run.Outcome("killed", "P2 (SIGKILL by leasectl, in close)");
   }
@@ -270,10 +268,9 @@ void SigkillOrder(Run& run) {
          Must("ETXTBSY", "the pinned exclusive lease refuses it (§5.3)", W::kAtOnce));
   run.Kill(p, "P keeps its data fd and its verbs context open; the kernel closes them in any "
               "order as P exits ([Jason], §5.6)");
-  const bool gone = run.AwaitNothingHeld(3000);
-  run.Check("P's pin and lease are gone", gone,
-            fmt::format("{} pins, {} leases", run.Pins().size(), run.Leases().size()),
-            "process death releases its leases and pins under every close policy (§1 J)");
+  run.CheckNothingHeld("P's pin and lease are gone",
+                       "process death releases its leases and pins under every close policy (§1 J)",
+                       3000);
   run.Do(q, "truncate(\"F\", 0)", op::Truncate("F", 0),
          Must("OK", "nothing is left in the way (§5.6)", W::kAtOnce));
   run.Outcome("breaker", "ETXTBSY, then OK once P died");

@@ -31,8 +31,9 @@ std::string SelfDir() {
   return self.substr(0, self.rfind('/'));
 }
 
-// The whole of what fd holds, from its start.
-std::string ReadAll(int fd) {
+}  // namespace
+
+std::string ReadWhole(int fd) {
   std::string out;
   char buf[4096];
   for (off_t off = 0;;) {
@@ -43,6 +44,8 @@ std::string ReadAll(int fd) {
   }
   return out;
 }
+
+namespace {
 
 int ExitCode(int status) {
   if (WIFEXITED(status)) return WEXITSTATUS(status);
@@ -121,7 +124,7 @@ int RunProgram(const std::vector<std::string>& argv, std::string* output) {
   }
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
-  if (output != nullptr) *output = ReadAll(fd);
+  if (output != nullptr) *output = ReadWhole(fd);
   close(fd);
   return ExitCode(status);
 }
@@ -168,7 +171,7 @@ Status ScratchMount::Start(const std::string& size, const std::string& options) 
     int status = 0;
     if (waitpid(pid_, &status, WNOHANG) == pid_) {
       pid_ = -1;
-      log_ = ReadAll(log_fd);
+      log_ = ReadWhole(log_fd);
       close(log_fd);
       return Status::Error(EIO, "leasefs exited (" + std::to_string(ExitCode(status)) +
                                     ") instead of mounting: " + log_);
@@ -179,7 +182,7 @@ Status ScratchMount::Start(const std::string& size, const std::string& options) 
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  log_ = ReadAll(log_fd);
+  log_ = ReadWhole(log_fd);
   close(log_fd);
   return Status::Error(ETIMEDOUT, "leasefs did not mount within 10 s: " + log_);
 }

@@ -54,6 +54,10 @@ class ScratchMount {
   pid_t pid_ = -1;
 };
 
+// The whole of what file `fd` holds, from its start (pread: the offset is
+// left alone); what could be read when reading fails.
+std::string ReadWhole(int fd);
+
 // Runs argv (argv[0] a path) to completion with stdout and stderr captured
 // in *output; returns its exit status (128 + signal when killed, -1 when it
 // could not be started).
