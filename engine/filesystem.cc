@@ -199,6 +199,7 @@ Entry Filesystem::Impl::MakeEntry(Ino ino) const {
   Entry e;
   FillStat(ino, &e.attr);
   e.generation = I(ino)->generation;
+  e.btime_ns = I(ino)->btime_ns;
   return e;
 }
 

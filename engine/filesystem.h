@@ -107,6 +107,7 @@ class Cred {
 struct Entry {
   struct stat attr {};
   uint64_t generation = 0;
+  int64_t btime_ns = 0;  // birth time (statx's STATX_BTIME): set at create, never changed
 };
 
 // What SetAttr changes: a mask of these bits, and the values.
@@ -219,23 +220,30 @@ class Filesystem {
   Result<Entry> SetAttr(const Cred& c, Ino ino, const SetAttrArgs& args);
   // Creates a regular file, device, FIFO or socket (type in `mode`). +1
   // reference. Errors: EEXIST, ENOENT (parent gone), ENOTDIR, EACCES,
-  // ENAMETOOLONG, EINVAL (unknown type), EPERM (device node by non-root).
+  // ENAMETOOLONG, EINVAL (unknown type), EPERM (device node by non-root;
+  // a whiteout, character device 0/0, is anybody's to make).
   Result<Entry> Mknod(const Cred& c, Ino parent, std::string_view name, mode_t mode, dev_t rdev);
   // +1 reference. Errors: as Mknod, and EMLINK (parent has too many links).
   Result<Entry> Mkdir(const Cred& c, Ino parent, std::string_view name, mode_t mode);
   // +1 reference. Errors: as Mknod, and ENAMETOOLONG (target > 4095 bytes),
   // ENOENT (empty target).
   Result<Entry> Symlink(const Cred& c, Ino parent, std::string_view name, std::string_view target);
-  // +1 reference. Errors: EPERM (directory), EMLINK, EEXIST, ENOENT, EACCES.
+  // +1 reference. An inode with no links can be linked only if Tmpfile made
+  // it linkable and it has had no name since. Errors: EPERM (directory),
+  // EMLINK, EEXIST, ENOENT (also: an unlinked inode), EACCES.
   Result<Entry> Link(const Cred& c, Ino ino, Ino new_parent, std::string_view new_name);
   // Errors: ENOENT, EISDIR, EACCES, EPERM (sticky directory).
   Status Unlink(const Cred& c, Ino parent, std::string_view name);
   // Errors: ENOENT, ENOTDIR, ENOTEMPTY, EACCES, EPERM (sticky), EBUSY (root).
   Status Rmdir(const Cred& c, Ino parent, std::string_view name);
-  // flags: 0, RENAME_NOREPLACE or RENAME_EXCHANGE.
+  // flags: 0, RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT (leaves a
+  // whiteout, a character device 0/0 owned by c, at the source name; may go
+  // with NOREPLACE). One transaction either way. Renaming a name onto
+  // another name of the same inode changes nothing (and leaves no whiteout).
   // Errors: ENOENT, EEXIST (NOREPLACE), ENOTDIR, EISDIR, ENOTEMPTY, EINVAL
-  // (a directory into its own subtree; unknown flags), EACCES, EPERM
-  // (sticky), EMLINK.
+  // (a directory into its own subtree; unknown flags; EXCHANGE with another
+  // flag), EACCES, EPERM (sticky), EMLINK, ENOSPC (no inode for the
+  // whiteout).
   Status Rename(const Cred& c, Ino parent, std::string_view name, Ino new_parent,
                 std::string_view new_name, unsigned flags);
   // Errors: ENOENT, EINVAL (not a symlink).
@@ -249,6 +257,13 @@ class Filesystem {
   // kOpenExec of a file that is not regular), EISDIR (write access to a
   // directory), and what the layout guard answers.
   Result<Entry> Open(const Cred& c, Ino ino, int flags);
+  // O_TMPFILE: creates a regular file in no directory (nlink 0), as `c`
+  // would create one in `parent` (permissions, group), in one transaction;
+  // it is an orphan until Link names it (only without O_EXCL in `flags`),
+  // so the next mount reclaims it if it was never linked. +1 reference.
+  // Errors: ENOENT (parent gone), ENOTDIR, EACCES (no write and search
+  // permission on parent), ENOSPC.
+  Result<Entry> Tmpfile(const Cred& c, Ino parent, mode_t mode, int flags);
   // Creates and opens a regular file. +1 reference. Errors: as Mknod; EEXIST
   // only with O_EXCL (otherwise an existing file is opened, as Open does,
   // O_TRUNC and its layout guard question included).

@@ -39,7 +39,15 @@ struct Node {
   std::atomic<uint64_t> refs{0};  // references held by the caller (kernel lookups)
   ExtentMap extents;
   std::unique_ptr<Directory> dir;  // directories only
+  // An O_TMPFILE made without O_EXCL and not linked yet: Link may give it
+  // its first name (the kernel's I_LINKABLE). In memory only: after a
+  // restart the file has no opener left and the mount reclaims it.
+  std::atomic<bool> linkable{false};
 };
+
+// A whiteout: the character device 0/0 that overlayfs leaves where a lower
+// file was removed (Linux's WHITEOUT_DEV).
+inline bool IsWhiteout(uint32_t mode, dev_t rdev) { return S_ISCHR(mode) && rdev == 0; }
 
 class Filesystem::Impl {
  public:
@@ -97,6 +105,10 @@ class Filesystem::Impl {
   // Registers a newly staged inode in memory (its image is staged, not yet
   // in the pool).
   Node* AddNode(Ino ino, uint32_t mode, bool inline_data);
+  // The image of a new inode `ino` of `mode` made by `c` in `parent` at
+  // `now`: owner, setgid inheritance, times, one link (two for a directory).
+  layout::Inode NewInodeImage(const Cred& c, Ino parent, Ino ino, uint32_t mode, dev_t rdev,
+                              int64_t now) const;
   // Creates inode `name` in `parent` (the common part of mknod, mkdir,
   // symlink and create). +1 reference. Errors: see Filesystem::Mknod.
   Result<Entry> CreateNode(const Cred& c, Ino parent, std::string_view name, uint32_t mode,

@@ -65,31 +65,9 @@ Status Filesystem::Impl::CheckNewName(std::string_view name) const {
   return Status::Ok();
 }
 
-Result<Entry> Filesystem::Impl::CreateNode(const Cred& c, Ino parent, std::string_view name,
-                                           uint32_t mode, dev_t rdev, std::string_view target) {
-  LFS_RETURN_IF_ERROR(RequireWritable(*this));
-  LFS_ASSIGN_OR_RETURN(Node * p, GetDir(parent));
-  LFS_RETURN_IF_ERROR(CheckNewName(name));
-  LFS_RETURN_IF_ERROR(Require(c, parent, X_OK));
-  if (p->dir->Find(name)) return Status::Error(EEXIST);
-  LFS_RETURN_IF_ERROR(MayModifyDir(c, parent));
-  const bool is_dir = S_ISDIR(mode), is_link = S_ISLNK(mode);
-  if (is_dir && I(parent)->nlink >= kMaxLinks) return Status::Error(EMLINK);
-  if ((S_ISCHR(mode) || S_ISBLK(mode)) && !c.is_root()) return Status::Error(EPERM);
-  if (is_link && target.empty()) return Status::Error(ENOENT, "empty symlink target");
-  if (is_link && target.size() > kMaxSymlink) return Status::Error(ENAMETOOLONG);
-  const bool inline_target = is_link && target.size() <= kInodeInlineBytes;
-
-  // Plan.
-  Op op(*this);
-  LFS_ASSIGN_OR_RETURN(const Ino ino, AllocInode());
-  InodeReservation hold(free_inodes_, ino);
-  LFS_ASSIGN_OR_RETURN(const Directory::Spot spot, PlanInsert(op, parent, name));
-  std::vector<BlockRange> target_block;
-  if (is_link && !inline_target) LFS_RETURN_IF_ERROR(op.Reserve(1, 0, &target_block));
-
-  // Stage the new inode.
-  const int64_t now = NowNs();
+Inode Filesystem::Impl::NewInodeImage(const Cred& c, Ino parent, Ino ino, uint32_t mode,
+                                      dev_t rdev, int64_t now) const {
+  const bool is_dir = S_ISDIR(mode);
   const Inode& pin = *I(parent);
   Inode img{};
   img.generation = I(ino)->generation + 1;
@@ -109,6 +87,39 @@ Result<Entry> Filesystem::Impl::CreateNode(const Cred& c, Ino parent, std::strin
   img.atime_ns = img.mtime_ns = img.ctime_ns = img.btime_ns = now;
   img.parent = is_dir ? parent : 0;
   img.rdev = (S_ISCHR(mode) || S_ISBLK(mode)) ? rdev : 0;
+  return img;
+}
+
+Result<Entry> Filesystem::Impl::CreateNode(const Cred& c, Ino parent, std::string_view name,
+                                           uint32_t mode, dev_t rdev, std::string_view target) {
+  LFS_RETURN_IF_ERROR(RequireWritable(*this));
+  LFS_ASSIGN_OR_RETURN(Node * p, GetDir(parent));
+  LFS_RETURN_IF_ERROR(CheckNewName(name));
+  LFS_RETURN_IF_ERROR(Require(c, parent, X_OK));
+  if (p->dir->Find(name)) return Status::Error(EEXIST);
+  LFS_RETURN_IF_ERROR(MayModifyDir(c, parent));
+  const bool is_dir = S_ISDIR(mode), is_link = S_ISLNK(mode);
+  if (is_dir && I(parent)->nlink >= kMaxLinks) return Status::Error(EMLINK);
+  // Device nodes need CAP_MKNOD, except a whiteout (a character device 0/0),
+  // which anybody may make since Linux 5.8 (overlayfs makes them).
+  if ((S_ISCHR(mode) || S_ISBLK(mode)) && !c.is_root() && !IsWhiteout(mode, rdev))
+    return Status::Error(EPERM);
+  if (is_link && target.empty()) return Status::Error(ENOENT, "empty symlink target");
+  if (is_link && target.size() > kMaxSymlink) return Status::Error(ENAMETOOLONG);
+  const bool inline_target = is_link && target.size() <= kInodeInlineBytes;
+
+  // Plan.
+  Op op(*this);
+  LFS_ASSIGN_OR_RETURN(const Ino ino, AllocInode());
+  InodeReservation hold(free_inodes_, ino);
+  LFS_ASSIGN_OR_RETURN(const Directory::Spot spot, PlanInsert(op, parent, name));
+  std::vector<BlockRange> target_block;
+  if (is_link && !inline_target) LFS_RETURN_IF_ERROR(op.Reserve(1, 0, &target_block));
+
+  // Stage the new inode.
+  const int64_t now = NowNs();
+  const Inode& pin = *I(parent);
+  Inode img = NewInodeImage(c, parent, ino, mode, rdev, now);
   if (is_link) img.size = target.size();
   if (inline_target) {
     img.flags |= kInodeInlineData;
@@ -200,7 +211,10 @@ Result<Entry> Filesystem::Link(const Cred& c, Ino ino, Ino new_parent, std::stri
   if (p->dir->Find(new_name)) return Status::Error(EEXIST);
   LFS_RETURN_IF_ERROR(fs.MayModifyDir(c, new_parent));
   if (n->dir) return Status::Error(EPERM, "hard link to a directory");
-  if (fs.I(ino)->nlink == 0) return Status::Error(ENOENT, "inode was unlinked");
+  // An unlinked file stays unnamed (Linux: ENOENT), unless it is an
+  // O_TMPFILE that was made linkable and has had no name yet.
+  if (fs.I(ino)->nlink == 0 && !n->linkable.load())
+    return Status::Error(ENOENT, "inode was unlinked");
   if (fs.I(ino)->nlink >= kMaxLinks) return Status::Error(EMLINK);
 
   Op op(fs);
@@ -214,7 +228,33 @@ Result<Entry> Filesystem::Link(const Cred& c, Ino ino, Ino new_parent, std::stri
   img[new_parent].mtime_ns = img[new_parent].ctime_ns = now;
   img.Stage(op);
   op.Commit();
+  n->linkable.store(false);  // its first name: from now on an ordinary file
   n->refs.fetch_add(1);
+  return fs.MakeEntry(ino);
+}
+
+Result<Entry> Filesystem::Tmpfile(const Cred& c, Ino parent, mode_t mode, int flags) {
+  Impl& fs = *impl_;
+  WriterLock l(&fs.mu_);
+  LFS_RETURN_IF_ERROR(RequireWritable(fs));
+  LFS_RETURN_IF_ERROR(fs.GetDir(parent).status());
+  // vfs_tmpfile asks what a create in `parent` would: write and search.
+  LFS_RETURN_IF_ERROR(fs.Require(c, parent, X_OK));
+  LFS_RETURN_IF_ERROR(fs.MayModifyDir(c, parent));
+
+  // One transaction stages the inode with no link and no entry: an orphan
+  // from the start, which the next mount reclaims unless Link named it.
+  Op op(fs);
+  LFS_ASSIGN_OR_RETURN(const Ino ino, fs.AllocInode());
+  InodeReservation hold(fs.free_inodes_, ino);
+  Inode img = fs.NewInodeImage(c, parent, ino, S_IFREG | (mode & 07777), 0, NowNs());
+  img.nlink = 0;
+  op.tx.Put(fs.I(ino), img);
+  Node* n = fs.AddNode(ino, img.mode, false);
+  op.Commit();
+  hold.Keep();
+  n->linkable.store((flags & O_EXCL) == 0);
+  n->refs.store(1);
   return fs.MakeEntry(ino);
 }
 
@@ -349,15 +389,19 @@ Result<RenameSides> CheckRename(const Filesystem::Impl& fs, const Cred& c, Ino p
 
 Status Filesystem::Rename(const Cred& c, Ino parent, std::string_view name, Ino new_parent,
                           std::string_view new_name, unsigned flags) {
-  if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE)) return Status::Error(EINVAL);
-  if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return Status::Error(EINVAL);
+  if (flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT))
+    return Status::Error(EINVAL);
+  // As do_renameat2: EXCHANGE goes with neither of the others.
+  if ((flags & RENAME_EXCHANGE) && (flags & (RENAME_NOREPLACE | RENAME_WHITEOUT)))
+    return Status::Error(EINVAL);
   Impl& fs = *impl_;
   WriterLock l(&fs.mu_);
   LFS_RETURN_IF_ERROR(RequireWritable(fs));
   LFS_ASSIGN_OR_RETURN(const RenameSides s,
                        CheckRename(fs, c, parent, name, new_parent, new_name, flags));
-  if (s.dst && s.dst->ino == s.src.ino) return Status::Ok();
+  if (s.dst && s.dst->ino == s.src.ino) return Status::Ok();  // no whiteout either
   const bool exchange = flags & RENAME_EXCHANGE;
+  const bool whiteout = flags & RENAME_WHITEOUT;
   const bool src_dir = s.src.type == DT_DIR;
   const bool dst_dir = s.dst && s.dst->type == DT_DIR;
 
@@ -365,6 +409,14 @@ Status Filesystem::Rename(const Cred& c, Ino parent, std::string_view name, Ino 
   std::optional<Directory::Spot> spot;
   if (!s.dst) {
     LFS_ASSIGN_OR_RETURN(spot, fs.PlanInsert(op, new_parent, new_name));
+  }
+  // RENAME_WHITEOUT: the source name is left naming a new whiteout, in the
+  // same transaction, so no crash shows the name missing or the file twice.
+  Ino wino = 0;
+  std::optional<InodeReservation> hold;
+  if (whiteout) {
+    LFS_ASSIGN_OR_RETURN(wino, fs.AllocInode());
+    hold.emplace(fs.free_inodes_, wino);
   }
   const int64_t now = NowNs();
   Images img(fs);
@@ -394,7 +446,13 @@ Status Filesystem::Rename(const Cred& c, Ino parent, std::string_view name, Ino 
     } else {
       fs.InsertEntry(op, new_parent, &img[new_parent], *spot, new_name, s.src.ino, s.src.type);
     }
-    from.Remove(op.tx, name);
+    if (whiteout) {
+      op.tx.Put(fs.I(wino), fs.NewInodeImage(c, parent, wino, S_IFCHR, 0, now));
+      fs.AddNode(wino, S_IFCHR, false);
+      from.Retarget(op.tx, name, wino, DT_CHR);
+    } else {
+      from.Remove(op.tx, name);
+    }
     if (src_dir && parent != new_parent) {
       img[s.src.ino].parent = new_parent;
       img[parent].nlink -= 1;
@@ -406,6 +464,7 @@ Status Filesystem::Rename(const Cred& c, Ino parent, std::string_view name, Ino 
   img[new_parent].mtime_ns = img[new_parent].ctime_ns = now;
   img.Stage(op);
   op.Commit();
+  if (hold) hold->Keep();
   if (s.dst && !exchange) fs.MaybeFree(s.dst->ino);
   return Status::Ok();
 }

@@ -199,6 +199,42 @@ std::vector<Scenario> Scenarios() {
   s.push_back({"exchange a file and a directory", BaseTree, [](Filesystem& fs) {
                  REQUIRE(fs.Rename(kRoot, 1, "g", At(fs, "/d"), "sub", RENAME_EXCHANGE).ok());
                }});
+  s.push_back({"rename with a whiteout to a new name", BaseTree, [](Filesystem& fs) {
+                 REQUIRE(fs.Rename(kRoot, 1, "g", At(fs, "/e"), "g", RENAME_WHITEOUT).ok());
+               }});
+  s.push_back({"rename with a whiteout over a file", BaseTree, [](Filesystem& fs) {
+                 REQUIRE(fs.Rename(kRoot, 1, "g", At(fs, "/d"), "f", RENAME_WHITEOUT).ok());
+               }});
+  s.push_back({"move a directory with a whiteout", BaseTree, [](Filesystem& fs) {
+                 REQUIRE(fs.Rename(kRoot, At(fs, "/d"), "sub", At(fs, "/e"), "sub",
+                                   RENAME_WHITEOUT | RENAME_NOREPLACE)
+                             .ok());
+               }});
+  s.push_back({"rename without replacing", BaseTree, [](Filesystem& fs) {
+                 REQUIRE(fs.Rename(kRoot, 1, "g", At(fs, "/d"), "g", RENAME_NOREPLACE).ok());
+               }});
+  s.push_back({"exchange two files in different directories", BaseTree, [](Filesystem& fs) {
+                 REQUIRE(fs.Rename(kRoot, 1, "g", At(fs, "/d"), "f", RENAME_EXCHANGE).ok());
+               }});
+  {
+    // Nothing visible changes: the new inode has no name. A crash anywhere
+    // leaves the tree as it was (the next mount reclaims the orphan); the
+    // inode count shows that the operation did something.
+    Scenario t{"O_TMPFILE (an orphan from the start)", BaseTree, [](Filesystem& fs) {
+                 REQUIRE(fs.Tmpfile(kRoot, At(fs, "/d"), 0600, O_RDWR).ok());
+               }};
+    t.invisible = true;
+    t.extra = [](Filesystem& fs) { return "free inodes " + std::to_string(fs.StatFs().f_ffree); };
+    s.push_back(t);
+  }
+  // The whole of the idiom: an unnamed file, its bytes, then its name. Only
+  // the link is visible, with every byte or not at all.
+  s.push_back({"write and link an O_TMPFILE", BaseTree, [](Filesystem& fs) {
+                 auto e = fs.Tmpfile(kRoot, At(fs, "/d"), 0640, O_RDWR);
+                 REQUIRE(e.ok());
+                 MustWrite(fs, e->attr.st_ino, 0, Bytes(9000, 't'));
+                 REQUIRE(fs.Link(kRoot, e->attr.st_ino, At(fs, "/e"), "named").ok());
+               }});
   s.push_back({"set an xattr", BaseTree, [](Filesystem& fs) {
                  REQUIRE(fs.SetXattr(kRoot, At(fs, "/g"), "user.new", "value", 0).ok());
                }});
