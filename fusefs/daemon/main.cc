@@ -320,12 +320,15 @@ void LogSharedMmap(const InitOutcome& o) {
   }
 }
 
-// Asks the kernel at INIT to let files be mapped shared, unless the mount
-// said mmap=private-only. Failing that, mounts without it.
-void RequestSharedMmap(const DaemonOptions& opts, fuse_session* se) {
-  if (!opts.shared_mmap) return;
-  if (int rc = InstallInitFlagsIo(se, kFuseDirectIoAllowMmap, LogSharedMmap); rc != 0)
-    std::fprintf(stderr, "leasefs: mmap(MAP_SHARED) of files: off: %s\n",
+// Installs the daemon's own io (fuse_io.h): it asks the kernel at INIT to
+// let files be mapped shared, unless the mount said mmap=private-only, and
+// serves O_TMPFILE and statx's birth time. Failing that, mounts without.
+void InstallDaemonIo(const DaemonOptions& opts, fuse_session* se) {
+  const uint64_t flags = opts.shared_mmap ? kFuseDirectIoAllowMmap : 0;
+  if (int rc = InstallInitFlagsIo(se, flags, opts.shared_mmap ? LogSharedMmap : nullptr,
+                                  Server::StatxOf);
+      rc != 0)
+    std::fprintf(stderr, "leasefs: mmap(MAP_SHARED), O_TMPFILE and birth times: off: %s\n",
                  Status::Error(-rc).ToString().c_str());
 }
 
@@ -388,7 +391,7 @@ int Serve(const DaemonOptions& opts, const std::string& pool_path, const std::st
   if (!signals.installed()) return Fail("cannot install signal handlers");
   if (fuse_session_mount(session.get(), mnt.c_str()) != 0) return 1;
   SessionMount mounted(session.get());
-  RequestSharedMmap(opts, session.get());
+  InstallDaemonIo(opts, session.get());
   // Without the record a successor refuses instead of waiting; still mounted.
   if (Status s = lock->Publish(mnt); !s.ok())
     std::fprintf(stderr, "leasefs: no holder record for %s: %s\n", opts.pool.c_str(),

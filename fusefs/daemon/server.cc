@@ -413,8 +413,46 @@ int Server::DoOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
                     });
 }
 
+int Server::DoTmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, fuse_file_info* fi) {
+  // A new file: no lease can be in the way, nothing to break.
+  auto e = fs_->Tmpfile(CredOf(req), parent, mode, fi->flags);
+  if (!e.ok()) return ErrnoOf(e.status());
+  SetFileOpenFlags(e->attr.st_ino, fi);
+  const fuse_entry_param p = EntryParam(*e);
+  if (fuse_reply_create(req, &p, fi) != 0) {
+    fs_->Forget(p.ino, 1);  // the kernel never got it: the orphan goes now
+    files_.Release(FileOf(fi));
+  }
+  return 0;
+}
+
+int Server::StatxOf(void* userdata, uint64_t nodeid, StatxAttr* out) noexcept {
+  const Server& s = *static_cast<const Server*>(userdata);
+  engine::Entry entry;
+  try {
+    auto e = s.fs_->GetAttr(nodeid);
+    if (!e.ok()) return ErrnoOf(e.status());
+    entry = *e;
+  } catch (const std::bad_alloc&) {
+    return ENOMEM;
+  } catch (...) {
+    return EIO;
+  }
+  const engine::Entry* e = &entry;
+  out->st = e->attr;
+  out->btime.tv_sec = e->btime_ns / 1'000'000'000;
+  out->btime.tv_nsec = e->btime_ns % 1'000'000'000;
+  if (out->btime.tv_nsec < 0) {  // before 1970
+    out->btime.tv_nsec += 1'000'000'000;
+    out->btime.tv_sec -= 1;
+  }
+  out->attr_timeout = s.timeouts_.attr;
+  return 0;
+}
+
 int Server::DoCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                      fuse_file_info* fi) {
+  if (std::string_view(name) == kTmpfileName) return DoTmpfile(req, parent, mode, fi);
   // O_CREAT|O_TRUNC of an existing file truncates it: leases break.
   return WithBreaks(
       req, CredOf(req), (fi->flags & O_NONBLOCK) != 0,

@@ -35,6 +35,7 @@
 #include <cstddef>
 
 #include "fusefs/daemon/dax.h"
+#include "fusefs/daemon/fuse_io.h"
 #include "fusefs/daemon/lease_edge.h"
 #include "fusefs/daemon/open_file.h"
 #include "fusefs/daemon/options.h"
@@ -126,8 +127,11 @@ class Server {
                const char* new_name, unsigned flags);
   int DoLink(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name);
   int DoOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi);
+  // A create of the name kTmpfileName (fuse_io.h) is an O_TMPFILE.
   int DoCreate(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                fuse_file_info* fi);
+  // FUSE_STATX's attributes (fuse_io.h StatxFn; userdata: the Server).
+  static int StatxOf(void* userdata, uint64_t nodeid, StatxAttr* out) noexcept;
   int DoRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off);
   int DoWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t off,
                  const fuse_file_info* fi);
@@ -172,6 +176,8 @@ class Server {
   void SetKernelChecksPermissions(bool on) { kernel_checks_permissions_ = on; }
 
  private:
+  // O_TMPFILE in `parent`: opened as a create opens (the open-file table).
+  int DoTmpfile(fuse_req_t req, fuse_ino_t parent, mode_t mode, fuse_file_info* fi);
   // Replies an entry with one reference (taken by the engine call that
   // produced `e`); drops the reference if the reply cannot be sent.
   int ReplyEntry(fuse_req_t req, const engine::Entry& e);
