@@ -13,6 +13,7 @@
 #include <linux/falloc.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/xattr.h>
 
 #include "leasefs/ioctl.h"
@@ -105,6 +106,8 @@ const char* OpName(OpType t) {
       return "fsync";
     case OpType::kFdatasync:
       return "fdatasync";
+    case OpType::kTmpfile:
+      return "tmpfile";
     case OpType::kClone:
       return "clone";
     case OpType::kCopyRange:
@@ -205,6 +208,7 @@ std::string Describe(const Op& op) {
       s += " -> '" + Printable(op.path2) + "'";
       if (op.flags & RENAME_NOREPLACE) s += " NOREPLACE";
       if (op.flags & RENAME_EXCHANGE) s += " EXCHANGE";
+      if (op.flags & RENAME_WHITEOUT) s += " WHITEOUT";
       break;
     case OpType::kLink:
       s += " -> '" + Printable(op.path2) + "'";
@@ -378,6 +382,8 @@ int Model::Rename(const Op& op) {
   nodes_.at(src.parent).children.erase(src.name);
   nodes_.at(dst.parent).children[dst.name] = src.id;
   if (src_dir) parent_of_dir_[src.id] = dst.parent;
+  if (op.flags & RENAME_WHITEOUT)
+    nodes_.at(src.parent).children[src.name] = NewNode(Kind::kWhiteout, 0);
   return 0;
 }
 
@@ -401,12 +407,14 @@ int Model::Apply(const Op& op) {
   switch (op.type) {
     case OpType::kMkdir:
     case OpType::kCreate:
+    case OpType::kTmpfile:
     case OpType::kSymlink: {
       if (w.id >= 0) return EEXIST;
-      int id = op.type == OpType::kMkdir    ? NewNode(Kind::kDir, op.mode & 01777)
-               : op.type == OpType::kCreate ? NewNode(Kind::kFile, op.mode & 07777)
-                                            : NewNode(Kind::kSymlink, 0777);
+      int id = op.type == OpType::kMkdir  ? NewNode(Kind::kDir, op.mode & 01777)
+               : op.type == OpType::kSymlink ? NewNode(Kind::kSymlink, 0777)
+                                            : NewNode(Kind::kFile, op.mode & 07777);
       if (op.type == OpType::kSymlink) nodes_.at(id).data = op.text;
+      if (op.type == OpType::kTmpfile) nodes_.at(id).data = PatternBytes(op.data_seed, op.len);
       if (op.type == OpType::kMkdir) parent_of_dir_[id] = w.parent;
       nodes_.at(w.parent).children[w.name] = id;
       return 0;
@@ -571,6 +579,9 @@ Census Take(const Model& m) {
         c.symlinks.push_back(p);
         c.nondirs.push_back(p);
         break;
+      case Kind::kWhiteout:
+        c.nondirs.push_back(p);
+        break;
     }
   }
   return c;
@@ -683,6 +694,7 @@ OpType PickType(Rng& r, bool crowded, unsigned ops) {
       {OpType::kRemoveXattr, w(posix, 3)},
       {OpType::kFsync, w(posix, 3)},
       {OpType::kFdatasync, w(posix, 2)},
+      {OpType::kTmpfile, w(posix, crowded ? 1u : 4u)},
       {OpType::kClone, w(leasefs, 8)},
       {OpType::kCopyRange, w(portable, 6)},
       {OpType::kPunch, w(portable, 5)},
@@ -743,6 +755,7 @@ class Generator {
       case OpType::kMkdir:
       case OpType::kCreate:
       case OpType::kSymlink:
+      case OpType::kTmpfile:
         Create(op);
         break;
       case OpType::kRename:
@@ -779,7 +792,8 @@ class Generator {
     const bool taken = r_.Chance(5) && !c_.all.empty();
     op.path = taken ? Pick(r_, c_.all) : NewPath(r_, c_, op.type == OpType::kMkdir);
     if (op.type == OpType::kMkdir) op.mode = DirMode(r_);
-    if (op.type == OpType::kCreate) op.mode = FileMode(r_);
+    if (op.type == OpType::kCreate || op.type == OpType::kTmpfile) op.mode = FileMode(r_);
+    if (op.type == OpType::kTmpfile) op.len = WriteLen(r_);
     if (op.type == OpType::kSymlink) op.text = SymlinkTarget(r_, MixSeed(seed_, k_, 0x5711));
   }
 
@@ -829,7 +843,11 @@ class Generator {
     }
     op.path = c_.all.empty() || r_.Chance(3) ? NewPath(r_, c_, false) : Pick(r_, c_.all);
     const uint64_t f = r_.Below(100);
-    op.flags = f < 70 ? 0u : f < 85 ? unsigned{RENAME_NOREPLACE} : unsigned{RENAME_EXCHANGE};
+    op.flags = f < 60   ? 0u
+               : f < 75 ? unsigned{RENAME_NOREPLACE}
+               : f < 88 ? unsigned{RENAME_EXCHANGE}
+               : f < 96 ? unsigned{RENAME_WHITEOUT}
+                        : unsigned{RENAME_WHITEOUT | RENAME_NOREPLACE};
     op.path2 = ExistingOrNew(op.flags == RENAME_EXCHANGE ? 10 : 55);
     // Keep the tree shallow.
     if (Depth(op.path2) > kMaxDepth - 1 && m_.Resolve(op.path) >= 0 &&
@@ -1074,6 +1092,22 @@ int RemapOp(const std::string& p, const std::string& p2, const Op& op) {
 
 }  // namespace
 
+// O_TMPFILE in the directory of `p`, written whole, then linked as `p`: the
+// link is the one change a crash can show, with all the bytes or none.
+static int TmpfileOp(const std::string& p, const Op& op) {
+  const std::string dir = p.substr(0, p.rfind('/'));
+  const int fd = open(dir.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, op.mode);
+  if (fd < 0) return errno;
+  const std::string data = PatternBytes(op.data_seed, op.len);
+  for (size_t done = 0; done < data.size();) {
+    const ssize_t n = write(fd, data.data() + done, data.size() - done);
+    if (n <= 0) return Finish(fd, n < 0 ? errno : EIO);
+    done += static_cast<size_t>(n);
+  }
+  const std::string proc = "/proc/self/fd/" + std::to_string(fd);
+  return Finish(fd, Err(linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, p.c_str(), AT_SYMLINK_FOLLOW)));
+}
+
 int ApplyToDir(const std::string& root, const Op& op) {
   const std::string p = op.path.empty() ? root : root + "/" + op.path;
   const std::string p2 = root + "/" + op.path2;
@@ -1096,6 +1130,8 @@ int ApplyToDir(const std::string& root, const Op& op) {
       return FdOp(p, op);
     case OpType::kRename:
       return Err(renameat2(AT_FDCWD, p.c_str(), AT_FDCWD, p2.c_str(), op.flags));
+    case OpType::kTmpfile:
+      return TmpfileOp(p, op);
     case OpType::kLink:
       return Err(link(p.c_str(), p2.c_str()));
     case OpType::kUnlink:
@@ -1191,6 +1227,7 @@ void Walk(const std::string& p, const struct stat& st, Snapshot* snap) {
   if (snap->nodes.count(st.st_ino)) return;  // another link of a file read already
   RealNode& n = snap->nodes[st.st_ino];
   n.mode = st.st_mode;
+  n.rdev = st.st_rdev;
   n.nlink = st.st_nlink;
   n.size = static_cast<uint64_t>(st.st_size);
   if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) ReadContents(p, &n, &snap->errors);
@@ -1242,19 +1279,24 @@ Snapshot TakeSnapshot(const std::string& root) {
 namespace {
 
 const char* KindName(Kind k) {
-  return k == Kind::kFile ? "file" : k == Kind::kDir ? "directory" : "symlink";
+  return k == Kind::kFile      ? "file"
+         : k == Kind::kDir     ? "directory"
+         : k == Kind::kSymlink ? "symlink"
+                               : "whiteout";
 }
 
 const char* TypeName(mode_t mode) {
   if (S_ISREG(mode)) return "file";
   if (S_ISDIR(mode)) return "directory";
   if (S_ISLNK(mode)) return "symlink";
+  if (S_ISCHR(mode)) return "character device";
   return "special file";
 }
 
-bool KindMatches(Kind k, mode_t mode) {
+bool KindMatches(Kind k, mode_t mode, dev_t rdev) {
   return (k == Kind::kFile && S_ISREG(mode)) || (k == Kind::kDir && S_ISDIR(mode)) ||
-         (k == Kind::kSymlink && S_ISLNK(mode));
+         (k == Kind::kSymlink && S_ISLNK(mode)) ||
+         (k == Kind::kWhiteout && S_ISCHR(mode) && rdev == makedev(0, 0));
 }
 
 class Comparer {
@@ -1286,7 +1328,7 @@ class Comparer {
     r2m_[ino] = id;
     const Node& mn = m_.node(id);
     const RealNode& rn = s_.nodes.at(ino);
-    if (!KindMatches(mn.kind, rn.mode)) {
+    if (!KindMatches(mn.kind, rn.mode, rn.rdev)) {
       Diff(path + ": is a " + TypeName(rn.mode) + ", expected a " + KindName(mn.kind));
       return;
     }

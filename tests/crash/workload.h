@@ -73,6 +73,7 @@ enum class OpType {
   kRemoveXattr,
   kFsync,
   kFdatasync,
+  kTmpfile,  // O_TMPFILE in path's directory, write PatternBytes(data_seed, len), linkat to path
   // Block-map operations. `path` is the file changed; clone and copy read
   // `path2` from `off2`.
   kClone,      // LEASEFS_IOC_CLONE_RANGE on path: path2 [off2, +len) to off (len 0: to EOF)
@@ -115,7 +116,7 @@ std::string Describe(const Op& op);
 bool WriteLike(const Op& op);
 const char* ErrnoName(int err);
 
-enum class Kind { kFile, kDir, kSymlink };
+enum class Kind { kFile, kDir, kSymlink, kWhiteout /* character device 0/0 */ };
 
 struct Node {
   Kind kind = Kind::kFile;
@@ -179,6 +180,7 @@ int ApplyToDir(const std::string& root, const Op& op);
 // A real tree read back.
 struct RealNode {
   mode_t mode = 0;  // st_mode
+  dev_t rdev = 0;
   nlink_t nlink = 0;
   uint64_t size = 0;
   std::string data;                           // file contents or symlink target

@@ -83,6 +83,7 @@ TEST_SUITE("crash") {
     std::map<std::string, int> kinds;
     std::set<int> errors;
     std::map<std::string, std::set<int>> outcomes;  // per kind: 0 and the errors
+    bool whiteout = false, tmpfile = false;
     bool hole = false, multi_block = false, exchange = false, noreplace = false, long_name = false,
          block_symlink = false, self_clone = false, clone_to_eof = false, grow_zero = false,
          unlike_copy = false, alike_copy = false;
@@ -109,10 +110,12 @@ TEST_SUITE("crash") {
       if (op.len > kBlock) multi_block = true;
       if (op.type == OpType::kRename && op.flags == RENAME_EXCHANGE && e == 0) exchange = true;
       if (op.type == OpType::kRename && op.flags == RENAME_NOREPLACE && e == 0) noreplace = true;
+      if (op.type == OpType::kRename && (op.flags & RENAME_WHITEOUT) && e == 0) whiteout = true;
+      if (op.type == OpType::kTmpfile && e == 0) tmpfile = true;
       if (op.path.size() > 200) long_name = true;
       if (op.type == OpType::kSymlink && op.text.size() > 144 && e == 0) block_symlink = true;
     }
-    CHECK(kinds.size() == 24);
+    CHECK(kinds.size() == 25);
     // Every block-map operation both succeeds and fails (but unshare and
     // defrag, which only fail for a zero length or never).
     for (const char* k : {"clone", "copy_file_range", "collapse", "insert"}) {
@@ -149,6 +152,8 @@ TEST_SUITE("crash") {
     CHECK(multi_block);
     CHECK(exchange);
     CHECK(noreplace);
+    CHECK(whiteout);
+    CHECK(tmpfile);
     CHECK(long_name);
     CHECK(block_symlink);
   }
