@@ -17,6 +17,7 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 
 #include "base/unique_fd.h"
 #include "leasefs/ioctl.h"
@@ -50,6 +51,8 @@ constexpr std::array<OpInfo, static_cast<size_t>(Op::kCount)> kOps = {{
     {Op::kClone, "clone", 9},
     {Op::kCopy, "copy", 6},
     {Op::kDefrag, "defrag", 2},
+    {Op::kExchange, "exchange", 3},
+    {Op::kTmpReplace, "tmpfile-replace", 2},
     {Op::kRemount, "remount", 0},
 }};
 
@@ -163,6 +166,8 @@ class Exerciser::Impl {
   Outcome DoClone();
   Outcome DoCopy();
   Outcome DoDefrag(File& f);
+  Outcome DoExchange();
+  Outcome DoTmpReplace(File& f);
   Outcome DoRemount();
 
   // --- calls; each returns 0 or errno
@@ -347,6 +352,10 @@ Outcome Exerciser::Impl::Dispatch(Op op) {
       return DoCopy();
     case Op::kDefrag:
       return DoDefrag(f);
+    case Op::kExchange:
+      return DoExchange();
+    case Op::kTmpReplace:
+      return DoTmpReplace(f);
     case Op::kRemount:
     case Op::kCount:
       break;
@@ -698,6 +707,75 @@ Outcome Exerciser::Impl::DoDefrag(File& f) {
                                 MapText(f, 0, UINT64_MAX)));
     }
   }
+  return o;
+}
+
+// --- namespace operations ------------------------------------------------------
+
+// The two names swap inodes; each File keeps its name, so it takes the
+// other's descriptors and model. The names must then lead to the swapped
+// inodes.
+Outcome Exerciser::Impl::DoExchange() {
+  if (files_.size() < 2) return Outcome::kSkipped;
+  const size_t a = PickFile();
+  size_t b = PickFile();
+  if (a == b) b = (b + 1) % files_.size();
+  File& fa = files_[a];
+  File& fb = files_[b];
+  const int err = syscall(SYS_renameat2, AT_FDCWD, fa.path.c_str(), AT_FDCWD, fb.path.c_str(),
+                          RENAME_EXCHANGE) == 0
+                      ? 0
+                      : errno;
+  Log(fmt::format("exchange {} {} = {}", fa.name, fb.name, ErrName(err)));
+  Outcome o = Expect(err, 0);
+  if (o != Outcome::kDone) return o;
+  std::swap(fa.rw, fb.rw);
+  std::swap(fa.ro, fb.ro);
+  std::swap(fa.model, fb.model);
+  for (File* f : {&fa, &fb}) {
+    struct stat by_name {}, by_fd {};
+    if (stat(f->path.c_str(), &by_name) != 0 || fstat(f->rw.get(), &by_fd) != 0 ||
+        by_name.st_ino != by_fd.st_ino)
+      return Fail(fmt::format("after exchange, {} names inode {}, expected {}", f->name,
+                              by_name.st_ino, by_fd.st_ino));
+  }
+  return o;
+}
+
+// The safe-replace idiom: new contents in an O_TMPFILE (the old ones with a
+// random write applied), linked under a temporary name, renamed over the
+// file. The File then uses the new inode.
+Outcome Exerciser::Impl::DoTmpReplace(File& f) {
+  const std::string dir = f.path.substr(0, f.path.rfind('/'));
+  UniqueFd tmp(open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0644));
+  if (!tmp.valid()) {
+    Log(fmt::format("tmpfile-replace {}: open O_TMPFILE = {}", f.name, ErrName(errno)));
+    return Fail(fmt::format("open(O_TMPFILE) in {}: {}", dir, ErrName(errno)));
+  }
+  FileModel next = f.model;
+  const uint64_t off = PickOffset(next.size(), opts_.max_size - 1);
+  next.Write(off, RandomBytes(PickLength(opts_.max_size - off)));
+  const std::string& bytes = next.bytes();
+  for (uint64_t done = 0; done < bytes.size();) {
+    const ssize_t n = pwrite(tmp.get(), bytes.data() + done, bytes.size() - done,
+                             static_cast<off_t>(done));
+    if (n <= 0) return Fail(fmt::format("pwrite to the tmpfile: {}", ErrName(errno)));
+    done += static_cast<uint64_t>(n);
+  }
+  const std::string proc = fmt::format("/proc/self/fd/{}", tmp.get());
+  const std::string temp_name = f.path + ".tmp";
+  int err = linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, temp_name.c_str(), AT_SYMLINK_FOLLOW) == 0
+                ? 0
+                : errno;
+  if (err == 0) err = rename(temp_name.c_str(), f.path.c_str()) == 0 ? 0 : errno;
+  Log(fmt::format("tmpfile-replace {} size {} (write at {}) = {}", f.name, Hex(bytes.size()),
+                  Hex(off), ErrName(err)));
+  Outcome o = Expect(err, 0);
+  if (o != Outcome::kDone) return o;
+  f.ro.reset(open(f.path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!f.ro.valid()) return Fail(fmt::format("open {}: {}", f.path, ErrName(errno)));
+  f.rw = std::move(tmp);
+  f.model = std::move(next);
   return o;
 }
 

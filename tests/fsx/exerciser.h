@@ -35,6 +35,8 @@ enum class Op : uint8_t {
   kClone,       // LEASEFS_IOC_CLONE_RANGE, between files or within one
   kCopy,        // copy_file_range(2), between files or within one
   kDefrag,      // LEASEFS_IOC_DEFRAG
+  kExchange,    // renameat2 RENAME_EXCHANGE of two files: their models swap
+  kTmpReplace,  // O_TMPFILE written, linked, renamed over a file
   kRemount,     // close, unmount, mount, reopen (at Options::remount_every)
   kCount
 };
@@ -44,7 +46,7 @@ inline constexpr OpMask Bit(Op op) { return OpMask{1} << static_cast<int>(op); }
 
 // "write", "read", "truncate", "falloc", "falloc-keep", "punch", "zero",
 // "zero-keep", "collapse", "insert", "unshare", "clone", "copy", "defrag",
-// "remount".
+// "exchange", "tmpfile-replace", "remount".
 std::string_view OpName(Op op);
 // A comma-separated list of those names into a mask; nullopt (and the bad
 // name in *bad) if a name is unknown.

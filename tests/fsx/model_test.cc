@@ -162,7 +162,8 @@ TEST_SUITE("fsx") {
     o.ops = 2000;
     o.max_size = 64 << 10;
     // What tmpfs has: no ZERO_RANGE, no collapse/insert/unshare, no reflink.
-    o.mask = *ParseOps("write,read,truncate,falloc,falloc-keep,punch,copy,remount");
+    o.mask = *ParseOps(
+        "write,read,truncate,falloc,falloc-keep,punch,copy,exchange,tmpfile-replace,remount");
     o.kernel_ops = true;
     return o;
   }
