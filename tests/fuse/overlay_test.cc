@@ -49,7 +49,7 @@ bool IsWhiteout(const std::string& path) {
 // them; unmounted and removed again whatever happens.
 class Overlay {
  public:
-  Overlay(TestFs& fs, const std::string& extra_options = "") : fs_(fs) {
+  explicit Overlay(TestFs& fs, const std::string& extra_options = "") {
     char lower[] = "/dev/shm/leasefs-overlay-lower-XXXXXX";
     char merged[] = "/tmp/leasefs-overlay-XXXXXX";
     REQUIRE(mkdtemp(lower) != nullptr);
@@ -92,7 +92,6 @@ class Overlay {
   const std::string& upper_dir() const { return upper_; }
 
  private:
-  TestFs& fs_;
   std::string lower_, upper_, work_, merged_, options_;
   bool mounted_ = false;
 };
