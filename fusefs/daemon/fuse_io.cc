@@ -288,6 +288,15 @@ int InstallInitFlagsIo(fuse_session* se, uint64_t flags, void (*on_init)(const I
   return fuse_session_custom_io(se, &io, fuse_session_fd(se));
 }
 
+void SetUpIoForTest(StatxFn statx) {
+  g_statx = statx;
+  g_init.done.store(true, std::memory_order_release);
+}
+
+ssize_t ReadRequestForTest(int fd, void* buf, size_t len, void* userdata) {
+  return ReadDevice(fd, buf, len, userdata);
+}
+
 InitOutcome InitFlagsOutcome() {
   InitOutcome o;
   o.init_seen = g_init.done.load(std::memory_order_acquire);

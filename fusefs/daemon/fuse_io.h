@@ -74,4 +74,10 @@ int InstallInitFlagsIo(fuse_session* se, uint64_t flags, void (*on_init)(const I
 // The outcome so far (init_seen false until the INIT reply was sent).
 InitOutcome InitFlagsOutcome();
 
+// For tests (tests/fuse/fuse_io_test.cc), without a session: what
+// InstallInitFlagsIo sets up, with INIT taken as done, and the read the io
+// does (one message for libfuse from `fd`, after serving what it serves).
+void SetUpIoForTest(StatxFn statx);
+ssize_t ReadRequestForTest(int fd, void* buf, size_t len, void* userdata);
+
 }  // namespace leasefs::daemon
