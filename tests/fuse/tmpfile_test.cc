@@ -4,6 +4,7 @@
 // tool makes go through leasefs-nsop (nsop.c), run as a child process; the
 // birth time also through coreutils' stat. docs/namespace.md has the design.
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
@@ -19,6 +20,7 @@
 #include <doctest/doctest.h>
 #include <linux/fs.h>
 
+#include "leasefs/ioctl.h"
 #include "tests/fuse/posix_fs.h"
 
 namespace leasefs::testing {
@@ -200,6 +202,32 @@ TEST_SUITE("fuse.tmpfile") {
     CHECK(ReadFile(fs.path("config")) == "new contents");
     CHECK(Lstat(fs.path("config")).st_ino != old_ino);
     CHECK(ListDir(fs.root()) == std::vector<std::string>{"config"});
+  }
+
+  TEST_CASE("O_TMPFILE: an open file like any on leasefs: it takes a layout lease, named or not") {
+    TestFs fs;
+    LEASEFS_ONLY(fs, "leasefs's lease ioctl");
+    Fd fd(open(fs.root().c_str(), O_TMPFILE | O_RDWR, 0600));
+    REQUIRE(fd.ok());
+    REQUIRE(PwriteAll(fd.get(), Pattern(64 << 10, 9), 0) == "");
+    leasefs_lease l{};
+    l.type = LEASEFS_LEASE_WRITE;
+    CHECK(SYS(ioctl(fd.get(), LEASEFS_IOC_SETLEASE, &l)) == "OK");
+    CHECK(l.id != 0);
+    const std::string proc = "/proc/self/fd/" + std::to_string(fd.get());
+    REQUIRE(linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, fs.path("leased").c_str(), AT_SYMLINK_FOLLOW) ==
+            0);
+    // Another open file's exclusive lease conflicts with the one held.
+    Fd other(open(fs.path("leased").c_str(), O_RDONLY));
+    REQUIRE(other.ok());
+    leasefs_lease r{};
+    r.type = LEASEFS_LEASE_READ;
+    r.flags = LEASEFS_LEASE_EXCLUSIVE | LEASEFS_LEASE_NONBLOCK;
+    CHECK(SYS(ioctl(other.get(), LEASEFS_IOC_SETLEASE, &r)) == "EAGAIN");
+    leasefs_lease u{};
+    u.type = LEASEFS_LEASE_UNLOCK;
+    CHECK(SYS(ioctl(fd.get(), LEASEFS_IOC_SETLEASE, &u)) == "OK");
+    CHECK(ReadFile(fs.path("leased")) == Pattern(64 << 10, 9));
   }
 
   TEST_CASE("O_TMPFILE: closed without a name, it is freed at once (inodes and blocks back)") {
