@@ -261,7 +261,8 @@ class Filesystem {
   // would create one in `parent` (permissions, group), in one transaction;
   // it is an orphan until Link names it (only without O_EXCL in `flags`),
   // so the next mount reclaims it if it was never linked. +1 reference.
-  // Errors: ENOENT (parent gone), ENOTDIR, EACCES (no write and search
+  // `parent` may have been removed (rmdir while open), as on ext4.
+  // Errors: ENOENT (no such inode), ENOTDIR, EACCES (no write and search
   // permission on parent), ENOSPC.
   Result<Entry> Tmpfile(const Cred& c, Ino parent, mode_t mode, int flags);
   // Creates and opens a regular file. +1 reference. Errors: as Mknod; EEXIST

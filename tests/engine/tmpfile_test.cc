@@ -79,6 +79,12 @@ TEST_SUITE("tmpfile") {
     const Ino f = MustCreate(*fs, 1, "file");
     CHECK(Err(fs->Tmpfile(kRoot, f, 0600, O_RDWR)) == ENOTDIR);
     CHECK(Err(fs->Tmpfile(kRoot, 999999, 0600, O_RDWR)) == ENOENT);
+    // A removed directory (still open) takes one, but nothing links into it.
+    const Ino gone = MustMkdir(*fs, 1, "gone");
+    MustLookup(*fs, 1, "gone");  // a reference, as the kernel's open holds
+    REQUIRE(fs->Rmdir(kRoot, 1, "gone").ok());
+    const Ino t2 = MustTmpfile(*fs, gone);
+    CHECK(Err(fs->Link(kRoot, t2, gone, "x")) == ENOENT);
   }
 
   TEST_CASE("Tmpfile: an unlinked one is reclaimed by the next mount; a linked one is kept") {

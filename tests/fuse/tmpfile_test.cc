@@ -102,6 +102,15 @@ TEST_SUITE("fuse.tmpfile") {
     CHECK(SYS(open(fs.path("f").c_str(), O_TMPFILE | O_RDWR, 0600)) == "ENOTDIR");
     CHECK(SYS(open(fs.root().c_str(), O_TMPFILE | O_RDONLY, 0600)) == "EINVAL");
     CHECK(SYS(open(fs.path("missing").c_str(), O_TMPFILE | O_RDWR, 0600)) == "ENOENT");
+    // A removed directory still open takes one (as on ext4 and tmpfs), but
+    // nothing can be linked into it.
+    REQUIRE(mkdir(fs.path("gone").c_str(), 0755) == 0);
+    Fd dir(open(fs.path("gone").c_str(), O_RDONLY | O_DIRECTORY));
+    REQUIRE(dir.ok());
+    REQUIRE(rmdir(fs.path("gone").c_str()) == 0);
+    Fd tmp(openat(dir.get(), ".", O_TMPFILE | O_RDWR, 0600));
+    REQUIRE_MESSAGE(tmp.ok(), ErrnoName(errno));
+    CHECK(SYS(linkat(tmp.get(), "", dir.get(), "x", AT_EMPTY_PATH)) == "ENOENT");
   }
 
   TEST_CASE("O_TMPFILE: linkat(AT_EMPTY_PATH) names it in one step: nlink 1, same inode and bytes") {
