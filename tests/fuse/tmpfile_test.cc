@@ -11,6 +11,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <ctime>
 #include <string>
@@ -396,6 +397,46 @@ TEST_SUITE("fuse.tmpfile") {
     REQUIRE(WriteFile(ro + "/f", "") == "");
     CHECK(NsopAsNobody({"rename2", ro + "/f", d + "/f", "whiteout"}, "EACCES\n") == "");
     CHECK(NsopAsNobody({"rename2", d + "/moved", d + "/x", "exchange|whiteout"}, "EINVAL\n") == "");
+    CHECK(fs.UnmountFsckRemount() == "");
+  }
+
+  TEST_CASE("RENAME_WHITEOUT: threads racing renames onto one name and readers of the directory") {
+    TestFs fs;
+    constexpr int kThreads = 3, kRounds = 60;
+    std::vector<std::thread> threads;
+    std::vector<std::string> errors(kThreads + 1);
+    std::atomic<bool> done{false};
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kRounds && errors[t].empty(); ++i) {
+          const std::string src = fs.path("s" + std::to_string(t));
+          unlink(src.c_str());  // last round's whiteout
+          if (WriteFile(src, std::to_string(t)) != "") errors[t] = "create";
+          if (Renameat2(src, fs.path("target"), RENAME_WHITEOUT) != 0)
+            errors[t] = "rename " + ErrnoName(errno);
+          else if (!IsWhiteout(src))
+            errors[t] = "no whiteout at " + src;
+        }
+      });
+    }
+    // A reader: every name listed is a whole file or a whiteout, never missing.
+    threads.emplace_back([&] {
+      while (!done.load() && errors[kThreads].empty()) {
+        for (const std::string& name : ListDir(fs.root())) {
+          // (One lstat: the name may change between two.)
+          const struct stat st = Lstat(fs.path(name));
+          const bool whiteout = S_ISCHR(st.st_mode) && st.st_rdev == makedev(0, 0);
+          if (st.st_ino != 0 && !S_ISREG(st.st_mode) && !whiteout)
+            errors[kThreads] = name + " is neither a file nor a whiteout";
+        }
+      }
+    });
+    for (int t = 0; t < kThreads; ++t) threads[t].join();
+    done.store(true);
+    threads[kThreads].join();
+    for (int t = 0; t <= kThreads; ++t) CHECK_MESSAGE(errors[t] == "", "thread " << t);
+    CHECK(S_ISREG(Lstat(fs.path("target")).st_mode));
+    CHECK(Lstat(fs.path("target")).st_nlink == 1);
     CHECK(fs.UnmountFsckRemount() == "");
   }
 
