@@ -13,7 +13,8 @@
 
 namespace leasefs::leasectl {
 
-namespace {
+// This command's own pieces (a namespace per file: libleasectl is a unity build).
+namespace bmap_cmd {
 
 constexpr const char* kManPage = R"(leasectl bmap - print where a file's blocks are in the pool
 
@@ -67,9 +68,10 @@ int Run(const Args& a) {
   return kExitOk;
 }
 
-}  // namespace
+}  // namespace bmap_cmd
 
 void AddBmapCommand(CLI::App& app, int* rc) {
+  using namespace bmap_cmd;
   auto args = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("bmap", kManPage);
   sub->add_option("FILE", args->file, "a file on leasefs")->required();

@@ -17,7 +17,8 @@
 
 namespace leasefs::leasectl {
 
-namespace {
+// This command's own pieces (a namespace per file: libleasectl is a unity build).
+namespace dax_cmd {
 
 constexpr const char* kManPage = R"man(leasectl dax - list the DAX mappings of a leasefs mount and its quarantine
 
@@ -92,9 +93,10 @@ int Run(const Args& a) {
   return kExitOk;
 }
 
-}  // namespace
+}  // namespace dax_cmd
 
 void AddDaxCommand(CLI::App& app, int* rc) {
+  using namespace dax_cmd;
   auto args = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("dax", kManPage);
   sub->add_option("PATH", args->path, "any file or directory on the mount")->required();

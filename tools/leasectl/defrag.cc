@@ -15,7 +15,8 @@
 
 namespace leasefs::leasectl {
 
-namespace {
+// This command's own pieces (a namespace per file: libleasectl is a unity build).
+namespace defrag_cmd {
 
 constexpr const char* kManPage = R"(leasectl defrag - move a file's blocks together
 
@@ -63,9 +64,10 @@ int Run(const std::vector<std::string>& files) {
   return rc;
 }
 
-}  // namespace
+}  // namespace defrag_cmd
 
 void AddDefragCommand(CLI::App& app, int* rc) {
+  using namespace defrag_cmd;
   auto files = std::make_shared<std::vector<std::string>>();
   CLI::App* sub = app.add_subcommand("defrag", kManPage);
   sub->add_option("FILE", *files, "files on leasefs")->required();

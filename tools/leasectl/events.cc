@@ -16,7 +16,8 @@
 
 namespace leasefs::leasectl {
 
-namespace {
+// This command's own pieces (a namespace per file: libleasectl is a unity build).
+namespace events_cmd {
 
 constexpr const char* kManPage =
     R"man(leasectl events - print what happens to the layout leases of a mount
@@ -97,9 +98,10 @@ int Run(const Args& a) {
   }
 }
 
-}  // namespace
+}  // namespace events_cmd
 
 void AddEventsCommand(CLI::App& app, int* rc) {
+  using namespace events_cmd;
   auto args = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("events", kManPage);
   sub->add_option("PATH", args->path, "any file or directory on the mount")->required();

@@ -18,7 +18,8 @@
 
 namespace leasefs::leasectl {
 
-namespace {
+// This command's own pieces (a namespace per file: libleasectl is a unity build).
+namespace fallocate_cmd {
 
 constexpr const char* kManPage = R"(leasectl fallocate - change which bytes of a file have blocks
 
@@ -139,9 +140,10 @@ int Run(const Args& a) {
   return kExitOk;
 }
 
-}  // namespace
+}  // namespace fallocate_cmd
 
 void AddFallocateCommand(CLI::App& app, int* rc) {
+  using namespace fallocate_cmd;
   auto args = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("fallocate", kManPage);
   for (size_t i = 0; i < kModes.size(); ++i)

@@ -26,7 +26,8 @@
 
 namespace leasefs::leasectl {
 
-namespace {
+// This command's own pieces (a namespace per file: libleasectl is a unity build).
+namespace hold_cmd {
 
 constexpr const char* kManPage = R"man(leasectl hold - hold a layout lease on a file, like flock(1)
 
@@ -426,9 +427,10 @@ int Run(const Args& a) {
   return holder.Run();
 }
 
-}  // namespace
+}  // namespace hold_cmd
 
 void AddHoldCommand(CLI::App& app, int* rc) {
+  using namespace hold_cmd;
   auto args = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("hold", kManPage);
   auto* shared = sub->add_flag("--shared", args->shared, "a shared read-layout lease (default)");

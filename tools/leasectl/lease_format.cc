@@ -6,14 +6,14 @@
 #include <cstring>
 
 #include <fmt/core.h>
+#include "tools/leasectl/text.h"
 
 namespace leasefs::leasectl {
 
 namespace {
 
-using Json = nlohmann::ordered_json;
+using OrderedJson = nlohmann::ordered_json;
 
-constexpr uint64_t kNsPerSec = 1'000'000'000;
 
 }  // namespace
 
@@ -185,13 +185,13 @@ std::string FormatLeases(const std::vector<LeaseRow>& rows, uint64_t now_ns) {
   return Columns(lines);
 }
 
-Json LeasesJson(const std::vector<LeaseRow>& rows, uint64_t now_ns) {
-  Json leases = Json::array();
+OrderedJson LeasesJson(const std::vector<LeaseRow>& rows, uint64_t now_ns) {
+  OrderedJson leases = OrderedJson::array();
   for (const LeaseRow& r : rows) {
     const leasefs_lease_info& l = r.info;
-    Json j;
+    OrderedJson j;
     j["id"] = l.id;
-    j["file"] = r.file.empty() ? Json() : Json(r.file);
+    j["file"] = r.file.empty() ? OrderedJson() : OrderedJson(r.file);
     j["ino"] = l.ino;
     j["offset"] = l.offset;
     j["length"] = l.length;
@@ -205,7 +205,7 @@ Json LeasesJson(const std::vector<LeaseRow>& rows, uint64_t now_ns) {
     j["pins"] = l.pins;
     leases.push_back(std::move(j));
   }
-  Json out;
+  OrderedJson out;
   out["monotonic_now"] = now_ns;
   out["leases"] = std::move(leases);
   return out;
@@ -223,8 +223,8 @@ std::string FormatEvent(const leasefs_event& e) {
   return s;
 }
 
-Json EventJson(const leasefs_event& e) {
-  Json j;
+OrderedJson EventJson(const leasefs_event& e) {
+  OrderedJson j;
   j["seq"] = e.seq;
   j["time"] = e.time;
   j["type"] = EventTypeName(e.type);
@@ -233,7 +233,7 @@ Json EventJson(const leasefs_event& e) {
   j["ino"] = e.ino;
   j["offset"] = e.offset;
   j["length"] = e.length;
-  j["lease_type"] = e.lease_id != 0 ? Json(LeaseTypeName(e.lease_type & 0xff)) : Json();
+  j["lease_type"] = e.lease_id != 0 ? OrderedJson(LeaseTypeName(e.lease_type & 0xff)) : OrderedJson();
   j["lease_flags"] = LeaseFlagNames(e.lease_type >> 8);
   j["holder_pid"] = e.holder_pid;
   j["actor_pid"] = e.actor_pid;

@@ -22,7 +22,8 @@
 
 namespace leasefs::leasectl {
 
-namespace {
+// This command's own pieces (a namespace per file: libleasectl is a unity build).
+namespace leases_cmd {
 
 constexpr const char* kManPage = R"man(leasectl leases - list every layout lease of a leasefs mount
 
@@ -118,9 +119,10 @@ int Run(const Args& a) {
   return kExitOk;
 }
 
-}  // namespace
+}  // namespace leases_cmd
 
 void AddLeasesCommand(CLI::App& app, int* rc) {
+  using namespace leases_cmd;
   auto args = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("leases", kManPage);
   sub->add_option("PATH", args->path, "any file or directory on the mount")->required();

@@ -10,7 +10,7 @@ namespace leasefs::leasectl {
 
 namespace {
 
-using Json = nlohmann::ordered_json;
+using OrderedJson = nlohmann::ordered_json;
 
 std::string Joined(const std::vector<std::string>& words) {
   std::string s;
@@ -27,8 +27,8 @@ bool HasRkey(const PinRow& r) {
 std::string LeaseStateText(const PinRow& r) {
   return r.lease_state == LEASEFS_STATE_NONE ? "?" : LeaseStateName(r.lease_state);
 }
-Json LeaseStateJson(const PinRow& r) {
-  return r.lease_state == LEASEFS_STATE_NONE ? Json() : Json(LeaseStateName(r.lease_state));
+OrderedJson LeaseStateJson(const PinRow& r) {
+  return r.lease_state == LEASEFS_STATE_NONE ? OrderedJson() : OrderedJson(LeaseStateName(r.lease_state));
 }
 
 // The pins of one context, grouped by file in the order of each file's first
@@ -114,31 +114,31 @@ std::string FormatPins(const std::vector<PinRow>& rows, const PinTotals& totals)
   return out;
 }
 
-Json PinsJson(const std::vector<PinRow>& rows, const PinTotals& totals) {
-  Json pins = Json::array();
+OrderedJson PinsJson(const std::vector<PinRow>& rows, const PinTotals& totals) {
+  OrderedJson pins = OrderedJson::array();
   for (const PinRow& r : rows) {
     const leasefs_pin_record& p = r.rec;
-    Json j;
+    OrderedJson j;
     j["id"] = p.pin_id;
     j["context"] = p.context;
     j["creator_pid"] = p.creator_pid;
     j["uid"] = p.uid;
     j["provider"] = PinProviderName(p.provider);
     j["ino"] = p.ino;
-    j["file"] = r.file.empty() ? Json() : Json(r.file);
+    j["file"] = r.file.empty() ? OrderedJson() : OrderedJson(r.file);
     j["offset"] = p.offset;
     j["length"] = p.length;
     j["lease_id"] = p.lease_id;
     j["lease_state"] = LeaseStateJson(r);
     j["open_file"] = p.open_file;
     j["flags"] = PinFlagNames(p.flags);
-    j["rkey"] = HasRkey(r) ? Json(RkeyText(p.rkey)) : Json();
+    j["rkey"] = HasRkey(r) ? OrderedJson(RkeyText(p.rkey)) : OrderedJson();
     j["ops"] = p.ops;
     j["bytes"] = p.bytes;
     j["refused"] = p.refused;
     pins.push_back(std::move(j));
   }
-  Json out;
+  OrderedJson out;
   out["contexts"] = totals.contexts;
   out["softnic_refused"] = {{"bad_rkey", totals.refused_bad_rkey},
                             {"fenced", totals.refused_fenced},
@@ -170,14 +170,14 @@ std::string FormatFilePins(const std::vector<PinRow>& rows) {
   return out;
 }
 
-Json FilePinsJson(const std::vector<PinRow>& rows) {
-  Json owners = Json::array();
+OrderedJson FilePinsJson(const std::vector<PinRow>& rows) {
+  OrderedJson owners = OrderedJson::array();
   for (const auto& [context, owner] : ByOwner(rows)) {
-    Json files = Json::array();
+    OrderedJson files = OrderedJson::array();
     for (const std::vector<const PinRow*>& file : owner.files) {
-      Json ranges = Json::array();
+      OrderedJson ranges = OrderedJson::array();
       for (const PinRow* r : file) {
-        Json j;
+        OrderedJson j;
         j["pin"] = r->rec.pin_id;
         j["offset"] = r->rec.offset;
         j["length"] = r->rec.length;
@@ -188,20 +188,20 @@ Json FilePinsJson(const std::vector<PinRow>& rows) {
         ranges.push_back(std::move(j));
       }
       const PinRow& f = *file.front();
-      Json fj;
+      OrderedJson fj;
       fj["ino"] = f.rec.ino;
-      fj["file"] = f.file.empty() ? Json() : Json(f.file);
+      fj["file"] = f.file.empty() ? OrderedJson() : OrderedJson(f.file);
       fj["ranges"] = std::move(ranges);
       files.push_back(std::move(fj));
     }
-    Json o;
+    OrderedJson o;
     o["context"] = context;
     o["creator_pid"] = owner.first->creator_pid;
     o["uid"] = owner.first->uid;
     o["files"] = std::move(files);
     owners.push_back(std::move(o));
   }
-  Json out;
+  OrderedJson out;
   out["owners"] = std::move(owners);
   return out;
 }

@@ -20,7 +20,8 @@
 
 namespace leasefs::leasectl {
 
-namespace {
+// This command's own pieces (a namespace per file: libleasectl is a unity build).
+namespace pins_cmd {
 
 constexpr const char* kPinsManPage = R"man(leasectl pins - list the pins of a leasefs mount
 
@@ -207,9 +208,10 @@ int RunFilePins(const Args& a) {
   return kExitOk;
 }
 
-}  // namespace
+}  // namespace pins_cmd
 
 void AddPinsCommand(CLI::App& app, int* rc) {
+  using namespace pins_cmd;
   auto args = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("pins", kPinsManPage);
   sub->add_option("MOUNT_OR_FILE", args->path, "a file or directory on the mount (default: .)");
@@ -218,6 +220,7 @@ void AddPinsCommand(CLI::App& app, int* rc) {
 }
 
 void AddFilePinsCommand(CLI::App& app, int* rc) {
+  using namespace pins_cmd;
   auto args = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("file_pins", kFilePinsManPage);
   sub->add_option("MOUNT", args->path, "any file or directory on the mount")->required();

@@ -18,7 +18,8 @@
 
 namespace leasefs::leasectl {
 
-namespace {
+// This command's own pieces (a namespace per file: libleasectl is a unity build).
+namespace reflink_cmd {
 
 constexpr const char* kManPage = R"(leasectl reflink - share a file's blocks with another file
 
@@ -109,9 +110,10 @@ int Run(const Args& a) {
   return Clone(a, src, dst, CloneRangeArg{});
 }
 
-}  // namespace
+}  // namespace reflink_cmd
 
 void AddReflinkCommand(CLI::App& app, int* rc) {
+  using namespace reflink_cmd;
   auto args = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("reflink", kManPage);
   sub->add_option("SRC", args->src, "the file whose blocks are shared")->required();

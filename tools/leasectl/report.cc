@@ -17,7 +17,8 @@
 
 namespace leasefs::leasectl {
 
-namespace {
+// This command's own pieces (a namespace per file: libleasectl is a unity build).
+namespace report_cmd {
 
 constexpr const char* kManPage =
     R"man(leasectl report - draw a mount's blocks and its lease history as a page
@@ -147,9 +148,10 @@ int Run(const Args& a) {
   return kExitOk;
 }
 
-}  // namespace
+}  // namespace report_cmd
 
 void AddReportCommand(CLI::App& app, int* rc) {
+  using namespace report_cmd;
   auto args = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("report", kManPage);
   sub->add_option("--html", args->html, "write the page to OUT.html")->type_name("OUT.html");
@@ -165,7 +167,7 @@ void AddReportCommand(CLI::App& app, int* rc) {
       throw CLI::ValidationError("--html or --svg", "at least one output is needed");
     if (args->from.empty() && args->path.empty())
       throw CLI::RequiredError("PATH or --from");
-    *rc = Run(*args);
+    *rc = report_cmd::Run(*args);
   });
 }
 

@@ -16,6 +16,7 @@
 #include <fmt/core.h>
 
 #include "tools/leasectl/snapshot.h"
+#include "tools/leasectl/text.h"
 
 namespace leasefs::leasectl {
 
@@ -128,10 +129,6 @@ std::string Bytes(uint64_t b) {
   if (u == 0) return fmt::format("{} B", b);
   return v == std::floor(v) ? fmt::format("{:.0f} {}", v, kUnits[u])
                             : fmt::format("{:.1f} {}", v, kUnits[u]);
-}
-
-std::string Plural(uint64_t n, const char* one) {
-  return fmt::format("{} {}{}", n, one, n == 1 ? "" : "s");
 }
 
 // CLOCK_REALTIME nanoseconds as "2026-12-05 22:45:49.123 UTC" (UTC: the

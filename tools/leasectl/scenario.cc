@@ -24,6 +24,7 @@
 #include "tools/leasectl/lease_format.h"
 #include "tools/leasectl/mount_view.h"
 #include "tools/leasectl/snapshot.h"
+#include "tools/leasectl/text.h"
 
 namespace leasefs::leasectl {
 
@@ -146,10 +147,6 @@ uint64_t RealtimeNs() {
   timespec ts{};
   clock_gettime(CLOCK_REALTIME, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-std::string Plural(uint64_t n, const char* one) {
-  return fmt::format("{} {}{}", n, one, n == 1 ? "" : "s");
 }
 
 }  // namespace

@@ -33,6 +33,8 @@ namespace leasefs::leasectl {
 
 inline constexpr uint64_t kKiB = 1024;
 inline constexpr uint64_t kBlock = 4096;
+// The size of the file most scenarios share among their actors.
+inline constexpr uint64_t kFileSize = 64 * kKiB;
 
 // The mount options a scenario's outcome depends on, by name, as -o takes
 // them: pinned_break, close_with_pins, pin_passing, write_break,
@@ -285,6 +287,9 @@ struct ScenarioDef {
   // Why it cannot run here ("" when it can): a missing program, root needed.
   std::function<std::string()> unavailable;
 };
+
+// ScenarioDef::unavailable of a scenario that runs wherever leasefs does.
+inline std::string Always() { return ""; }
 
 // Every scenario, in the order `scenario list` prints them.
 const std::vector<ScenarioDef>& Scenarios();

@@ -21,7 +21,8 @@
 
 namespace leasefs::leasectl {
 
-namespace {
+// This command's own pieces (a namespace per file: libleasectl is a unity build).
+namespace scenario_cmd {
 
 constexpr const char* kManPage =
     R"man(leasectl scenario - run the 2019 debate's scenarios on a scratch pool
@@ -257,7 +258,7 @@ int Compare(const Args& a) {
   return rc;
 }
 
-}  // namespace
+}  // namespace scenario_cmd
 
 const std::vector<ScenarioDef>& Scenarios() {
   static const std::vector<ScenarioDef> all = [] {
@@ -283,6 +284,7 @@ const ScenarioDef* FindScenario(const std::string& name) {
 }
 
 void AddScenarioCommand(CLI::App& app, int* rc) {
+  using namespace scenario_cmd;
   auto args = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("scenario", kManPage);
   sub->require_subcommand(1);

@@ -34,7 +34,6 @@ namespace {
 using W = Expect::Wait;
 
 constexpr uint64_t kMiB = 1024 * kKiB;
-constexpr uint64_t kFileSize = 64 * kKiB;
 
 const std::string kPinWhy =
     "a pin needs an exclusive layout lease held by the pinning process ([v2] 04/19, §1 C.12; "
@@ -853,8 +852,6 @@ std::string OdpUnavailable() {
   if (LeasefsRun().empty()) return "leasefs-run not found (set LEASEFS_RUN_BIN)";
   return "";
 }
-
-std::string Always() { return ""; }
 
 }  // namespace
 

@@ -12,7 +12,6 @@ namespace {
 
 using W = Expect::Wait;
 
-constexpr uint64_t kFileSize = 64 * kKiB;
 
 const std::string kExclusiveWhy =
     "a pin needs a layout lease with F_EXCLUSIVE held by the pinning process ([v2] 04/19, "
@@ -370,8 +369,6 @@ void ReleaseWithPins(Run& run) {
   run.Outcome("breaker", "-");
   run.Outcome("data", "unlock EBUSY until dereg");
 }
-
-std::string Always() { return ""; }
 
 }  // namespace
 

@@ -32,10 +32,12 @@
 #include "tools/leasectl/commands.h"
 #include "tools/leasectl/top_format.h"
 #include "tools/leasectl/top_watch.h"
+#include "tools/leasectl/text.h"
 
 namespace leasefs::leasectl {
 
-namespace {
+// This command's own pieces (a namespace per file: libleasectl is a unity build).
+namespace top_cmd {
 
 constexpr const char* kManPage =
     R"man(leasectl top - watch a leasefs mount live: leases, breaks, pins, quarantine
@@ -106,7 +108,6 @@ struct Args {
   bool no_color = false;
 };
 
-constexpr uint64_t kNsPerSec = 1'000'000'000;
 // Events in a plain frame.
 constexpr size_t kPlainEvents = 10;
 
@@ -503,9 +504,10 @@ int Run(const Args& a) {
   return RunLive(a, std::move(watcher), std::move(first));
 }
 
-}  // namespace
+}  // namespace top_cmd
 
 void AddTopCommand(CLI::App& app, int* rc) {
+  using namespace top_cmd;
   auto args = std::make_shared<Args>();
   CLI::App* sub = app.add_subcommand("top", kManPage);
   sub->add_option("PATH", args->path, "any file or directory on the mount")->required();
@@ -520,7 +522,7 @@ void AddTopCommand(CLI::App& app, int* rc) {
           "SECONDS"));
   sub->add_flag("--once", args->once, "print one frame as plain text and exit");
   sub->add_flag("--no-color", args->no_color, "no colours");
-  sub->callback([args, rc] { *rc = Run(*args); });
+  sub->callback([args, rc] { *rc = top_cmd::Run(*args); });
 }
 
 }  // namespace leasefs::leasectl

@@ -15,12 +15,12 @@
 #include "lease/client/leasefs_lease.h"
 #include "tools/leasectl/cli.h"
 #include "tools/leasectl/mount_view.h"
+#include "tools/leasectl/text.h"
 
 namespace leasefs::leasectl {
 
 namespace {
 
-constexpr uint64_t kNsPerSec = 1'000'000'000;
 // Events kept between looks: more than any terminal shows.
 constexpr size_t kKeptEvents = 512;
 // How long a walk's answer for an inode (found or not) is trusted.
