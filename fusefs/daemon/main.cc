@@ -51,6 +51,11 @@ DESCRIPTION
   that was killed is detached and reused; a pool whose daemon was killed is
   recovered (journal replay) at the next mount.
 
+  Timestamps range from 1677-09-21 00:12:44 to 2262-04-11 23:47:16 UTC, in
+  nanoseconds (the pool stores int64 nanoseconds since 1970); a time set
+  outside the range is clamped to its nearer end, with 0 nanoseconds, as
+  ext4 and XFS clamp to theirs.
+
   Files are served without the kernel page cache (direct I/O), so readers see
   exactly what writers and DAX clients stored. Small requests cost what the
   kernel's FUSE round trip costs, which depends mostly on whether daemon and

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "base/clock.h"
 #include "fusefs/daemon/reply.h"
 
 namespace leasefs::daemon {
@@ -26,7 +27,10 @@ constexpr unsigned kMaxIo = 1u << 20;
 // (24 bytes + name, padded to 8).
 constexpr size_t kMinDirentPlusBytes = 160;
 
-int64_t ToNs(const timespec& ts) { return int64_t{ts.tv_sec} * 1'000'000'000 + ts.tv_nsec; }
+// Times from the caller outside the pool's range are clamped into it, as
+// the kernel does for a local filesystem (base/clock.h): the kernel leaves
+// that to a FUSE daemon (its s_time_max is the largest time64_t).
+int64_t ToNs(const timespec& ts) { return ClampedTimespecToNs(ts); }
 
 // utimensat's UTIME_NOW arrives as FATTR_*_NOW (with the kernel's time in
 // the value, which we ignore): the engine then asks only for write
