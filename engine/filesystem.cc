@@ -198,7 +198,7 @@ void Filesystem::Impl::FillStat(Ino ino, struct stat* st) const {
 Entry Filesystem::Impl::MakeEntry(Ino ino) const {
   Entry e;
   FillStat(ino, &e.attr);
-  e.generation = I(ino)->generation;
+  e.generation = I(ino)->generation ^ generation_salt_;
   e.btime_ns = I(ino)->btime_ns;
   return e;
 }
@@ -489,6 +489,11 @@ Status Filesystem::Impl::Load(MountReport* report) {
   if (sb.feature_ro_compat != 0 && !read_only_)
     return Status::Error(EROFS, "pool has features this leasefs can only mount read-only");
   report->was_clean = sb.state != kStateMounted;
+  for (size_t i = 0; i < sizeof(sb.uuid); i += 4) {
+    uint32_t word;
+    std::memcpy(&word, sb.uuid + i, 4);
+    generation_salt_ ^= word;
+  }
 
   journal_ = std::make_unique<Journal>(*media_, sb);
   LFS_ASSIGN_OR_RETURN(report->journal_replayed, journal_->Recover());

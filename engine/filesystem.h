@@ -106,6 +106,9 @@ class Cred {
 // An inode's attributes as handed to the caller.
 struct Entry {
   struct stat attr {};
+  // Changes each time the inode number is reused, and differs between two
+  // formats of one pool (the slot's count mixed with the pool's uuid): with
+  // the number it names the inode for good (file handles, docs/handles.md).
   uint64_t generation = 0;
   int64_t btime_ns = 0;  // birth time (statx's STATX_BTIME): set at create, never changed
 };
@@ -210,6 +213,13 @@ class Filesystem {
   Result<Entry> Lookup(const Cred& c, Ino parent, std::string_view name);
   // Errors: ENOENT (stale inode number).
   Result<Entry> GetAttr(Ino ino);
+  // For file handles (export_ops.cc, docs/handles.md): inode `ino` itself,
+  // and the parent of directory `dir`, by number, with no permission check
+  // (the kernel asks only for callers that may bypass search permission, and
+  // checks every later access as usual). +1 reference.
+  // Errors: ENOENT (no such inode, or no longer linked), ENOTDIR.
+  Result<Entry> LookupInode(Ino ino);
+  Result<Entry> LookupParent(Ino dir);
   // A size change asks the layout guard (kUnmap from the block holding the
   // smaller size to the end, with the sizes); setting the size it has asks
   // nothing.

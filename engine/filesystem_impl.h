@@ -253,6 +253,10 @@ class Filesystem::Impl {
   std::unique_ptr<Journal> journal_;
   const bool read_only_;
   const MountOptions options_;
+  // Mixed into every generation handed out (MakeEntry): from the pool's
+  // uuid, so that a pool formatted again gives its inodes other generations
+  // and file handles of the old one are stale (docs/handles.md).
+  uint32_t generation_salt_ = 0;
   const char* zeros_ = nullptr;  // kZeroBytes of zeros, for holes
 
   // Free blocks kept back for extent-chain growth (see Op::Use).

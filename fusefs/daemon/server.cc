@@ -216,6 +216,9 @@ void Server::DoInit(fuse_conn_info* conn) noexcept {
   // security.capability either way (checked with -d).
   want(FUSE_CAP_HANDLE_KILLPRIV);
   want(FUSE_CAP_CACHE_SYMLINKS);  // a symlink's target never changes
+  // File handles that outlive the kernel's cache, a daemon and a mount: the
+  // kernel asks LOOKUP(ino, ".") and (ino, "..") for them (DoLookup).
+  want(FUSE_CAP_EXPORT_SUPPORT);
   // No kernel caching of file data (DAX clients must see the bytes FUSE
   // writes), and no splice: a spliced write would need an extra copy.
   conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
@@ -227,7 +230,9 @@ void Server::DoInit(fuse_conn_info* conn) noexcept {
 fuse_entry_param Server::EntryParam(const engine::Entry& e) const noexcept {
   fuse_entry_param p{};
   p.ino = e.attr.st_ino;
-  p.generation = e.generation;
+  // The kernel gives the root generation 0 and wants it so (a handle of the
+  // root encodes 0; fuse_lookup_name warns on another).
+  p.generation = p.ino == FUSE_ROOT_ID ? 0 : e.generation;
   p.attr = e.attr;
   p.attr_timeout = timeouts_.attr;
   p.entry_timeout = timeouts_.entry;
@@ -255,6 +260,14 @@ void Server::SetFileOpenFlags(fuse_ino_t ino, fuse_file_info* fi) {
 }
 
 int Server::DoLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  // A path walk never sends "." or "..": these come from the kernel decoding
+  // a file handle (FUSE_CAP_EXPORT_SUPPORT, docs/handles.md), for inodes by
+  // number. ENOENT makes it ESTALE.
+  const std::string_view n(name);
+  if (n == "." || n == "..") {
+    auto e = n == "." ? fs_->LookupInode(parent) : fs_->LookupParent(parent);
+    return e.ok() ? ReplyEntry(req, *e) : ErrnoOf(e.status());
+  }
   auto e = fs_->Lookup(CredOf(req), parent, name);
   if (e.ok()) return ReplyEntry(req, *e);
   if (e.status().err() != ENOENT || timeouts_.negative <= 0) return ErrnoOf(e.status());
