@@ -153,7 +153,10 @@ void Op::Commit() {
 // Impl: lookups and permissions
 
 Filesystem::Impl::Impl(std::unique_ptr<Media> media, const MountOptions& opts)
-    : media_(std::move(media)), read_only_(opts.read_only), options_(opts) {
+    : media_(std::move(media)),
+      read_only_(opts.read_only),
+      mapped_read_only_(opts.read_only),
+      options_(opts) {
   pool_.media = media_.get();
   pool_.sb = reinterpret_cast<const Superblock*>(media_->base());
   void* z = mmap(nullptr, kZeroBytes, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -655,15 +658,9 @@ Status Filesystem::Impl::CheckRefcounts() {
 }
 
 void Filesystem::Impl::MarkClean() {
+  // A mount made read-only live was marked clean then (SetReadOnly).
   if (read_only_) return;
-  // Timestamps written in place by reads and overwrites become durable here.
-  media_->Flush(I(0), pool_.sb->inode_count * sizeof(Inode));
-  auto* msb = reinterpret_cast<Superblock*>(media_->base());
-  msb->last_unmount_ns = NowNs();
-  media_->Persist(&msb->last_unmount_ns, sizeof(int64_t));
-  const uint64_t state_word = kStateClean;
-  std::memcpy(&msb->state, &state_word, sizeof(state_word));
-  media_->Persist(&msb->state, sizeof(state_word));
+  WriteState(/*clean=*/true);
 }
 
 // ---------------------------------------------------------------------------

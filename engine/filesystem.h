@@ -194,6 +194,20 @@ class Filesystem {
   Filesystem(const Filesystem&) = delete;
   Filesystem& operator=(const Filesystem&) = delete;
 
+  // Makes the mount read-only, or read-write again, while it stays mounted
+  // (a remount; mount_state.cc). Going read-only waits for the change under
+  // way, then refuses every change (EROFS) and marks the pool clean, its
+  // lazily kept timestamps persisted, as an unmount would; going read-write
+  // marks it mounted again and frees the unlinked inodes whose last
+  // reference went meanwhile. With `dry_run`, only says whether it could.
+  // Errors: EROFS (read-write asked of a pool mounted read-only: it is
+  // mapped privately), EBUSY (read-only asked while DAX mappings or pins
+  // hold reach records: they may store into the pool).
+  Status SetReadOnly(bool read_only, bool dry_run = false);
+  bool read_only() const;
+  // Changes MountOptions::atime and nodiratime while mounted.
+  void SetAtime(AtimeMode atime, bool nodiratime);
+
   // Sets the guard every layout change asks first (engine/layout_guard.h);
   // nullptr: none. The guard must outlive its use. REQUIRES: before the
   // filesystem is used from several threads.

@@ -251,12 +251,27 @@ class Filesystem::Impl {
   PoolView pool_;
   std::unique_ptr<Media> media_;
   std::unique_ptr<Journal> journal_;
-  const bool read_only_;
-  const MountOptions options_;
+  // Read-only: every change is refused (EROFS). Set at mount, and changed
+  // live under the writer lock by SetReadOnly (mount_state.cc); read under
+  // the engine lock, or alone where a stale answer is harmless.
+  std::atomic<bool> read_only_;
+  // Mounted read-only: the pool is mapped privately and can never be
+  // written (SetReadOnly(false) refuses).
+  const bool mapped_read_only_;
   // Mixed into every generation handed out (MakeEntry): from the pool's
   // uuid, so that a pool formatted again gives its inodes other generations
   // and file handles of the old one are stale (docs/handles.md).
   uint32_t generation_salt_ = 0;
+  // The atime rule is changed live by SetAtime, under the writer lock; the
+  // rest is fixed at mount.
+  MountOptions options_;
+  // mount_state.cc: marks the pool clean (unmounted: what reads left in
+  // place, timestamps, persisted first) or mounted, in the superblock's
+  // state word. REQUIRES: a writable mapping.
+  void WriteState(bool clean);
+  // Frees the inodes no link and no reference keeps (their last reference
+  // went while the mount was read-only). REQUIRES: writable.
+  void ReclaimUnreferenced() REQUIRES(mu_);
   const char* zeros_ = nullptr;  // kZeroBytes of zeros, for holes
 
   // Free blocks kept back for extent-chain growth (see Op::Use).

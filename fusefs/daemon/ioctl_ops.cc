@@ -108,11 +108,13 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
     if (out_size < sizeof(leasefs_version)) return EINVAL;
     leasefs_version v{};
     v.abi_version = LEASEFS_ABI_VERSION;
-    v.features = LEASEFS_FEATURE_BLOCK_MAP | LEASEFS_FEATURE_LEASES | LEASEFS_FEATURE_DAX;
+    v.features = LEASEFS_FEATURE_BLOCK_MAP | LEASEFS_FEATURE_LEASES | LEASEFS_FEATURE_DAX |
+                 LEASEFS_FEATURE_REMOUNT;
     if (pins_) v.features |= LEASEFS_FEATURE_PINS | LEASEFS_FEATURE_PIN_VERBS;
     fuse_reply_ioctl(req, 0, &v, sizeof(v));
     return 0;
   }
+  if (cmd == LEASEFS_IOC_REMOUNT) return DoRemount(req, ino, in, in_size, out_size);
   if (cmd == LEASEFS_IOC_LIST_LEASES) return DoListLeases(req, in, in_size, out_size);
   if (cmd == LEASEFS_IOC_EVENTS) return DoLeaseEvents(req, in, in_size, out_size);
   if (cmd == LEASEFS_IOC_DAX_INFO) return DoDaxInfo(req, out_size);

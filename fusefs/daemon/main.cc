@@ -16,6 +16,7 @@
 #include "fusefs/daemon/mountpoint.h"
 #include "fusefs/daemon/options.h"
 #include "fusefs/daemon/pool_lock.h"
+#include "fusefs/daemon/remount.h"
 #include "fusefs/daemon/server.h"
 #include "engine/filesystem.h"
 #include "engine/media.h"
@@ -115,6 +116,17 @@ OPTIONS
                          no file data is ever cached by the kernel
     ro                   mount read-only; the pool is not written at all,
                          and no memory is reserved for it (any size works)
+    remount              change the options of the leasefs mount at
+                         MOUNTPOINT instead of mounting one: what `mount -o
+                         remount,... MOUNTPOINT` runs through mount.fuse3.
+                         Root only. ro and rw, the atime options and the
+                         mount point's flags (nosuid, nodev, noexec, sync)
+                         change live, and as for mount(2) the options are
+                         the new state: read-write unless ro is named, and
+                         the flags named only; any other option must name
+                         what the mount already has. A mount made with -o
+                         ro cannot become read-write (its pool is mapped
+                         privately). POOL is not used. See docs/mount.md
     relatime, strictatime, noatime
                          when reading a file (read, exec) or listing a
                          directory updates its atime, as on a local
@@ -388,6 +400,7 @@ int Serve(const DaemonOptions& opts, const std::string& pool_path, const std::st
   server.SetMountpoint(mnt);
   server.SetPoolPath(pool_path);
   server.SetKernelChecksPermissions(opts.default_permissions);
+  server.SetMountOptions(opts);
   if (Status s = server.StartPins(opts.pins); !s.ok())
     return Fail("cannot start the soft NIC at " + opts.pins.softnic_address + ":" +
                 std::to_string(opts.pins.softnic_port) + ": " + s.ToString());
@@ -428,6 +441,7 @@ std::optional<int> ParseCommandLine(int argc, char** argv, DaemonOptions* opts) 
   }
   for (const auto& list : option_lists) {
     for (const auto& item : SplitOptionList(list)) {
+      opts->items.push_back(item);
       if (Status s = ApplyOption(item, opts); !s.ok()) return Fail(std::string(s.message()));
     }
   }
@@ -440,6 +454,7 @@ std::optional<int> ParseCommandLine(int argc, char** argv, DaemonOptions* opts) 
 int Main(int argc, char** argv) {
   DaemonOptions opts;
   if (auto rc = ParseCommandLine(argc, argv, &opts)) return *rc;
+  if (opts.remount) return Remount(opts.mountpoint, opts.items);
   auto mnt = CanonicalPath(opts.mountpoint);
   if (!mnt.ok())
     return Fail("cannot use mount point " + opts.mountpoint + ": " +

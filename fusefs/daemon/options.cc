@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <optional>
+#include <set>
 #include <string>
 #include <utility>
 
@@ -193,6 +194,10 @@ std::vector<std::string> SplitOptionList(std::string_view list) {
 }
 
 Status ApplyOption(std::string_view item, DaemonOptions* opts) {
+  if (item == "remount") {
+    opts->remount = true;
+    return Status::Ok();
+  }
   const size_t eq = item.find('=');
   const std::string_view key = item.substr(0, eq);
   const std::string value = eq == std::string_view::npos ? "" : std::string(item.substr(eq + 1));
@@ -231,6 +236,85 @@ engine::MountOptions EngineOptions(const DaemonOptions& opts) {
     mo.atime = engine::AtimeMode::kNever;
   mo.nodiratime = opts.nodiratime;
   return mo;
+}
+
+bool IsMountPointOption(std::string_view item) {
+  static constexpr std::string_view kFlags[] = {
+      "nosuid", "suid", "nodev", "dev",   "noexec",  "exec",  "sync",     "async",
+      "dirsync", "silent", "loud", "defaults", "nofail", "auto", "noauto", "_netdev",
+  };
+  for (std::string_view f : kFlags)
+    if (item == f) return true;
+  return item.substr(0, 2) == "x-" || item.substr(0, 8) == "comment=";
+}
+
+namespace {
+
+bool IsAtimeOption(std::string_view item) {
+  DaemonOptions scratch;
+  return item != "ro" && item != "rw" && ApplyAtimeOption(item, &scratch);
+}
+
+// Whether two option sets agree on everything a remount cannot change.
+bool SameFixedOptions(const DaemonOptions& a, const DaemonOptions& b) {
+  const std::set<std::string> fa(a.fuse_options.begin(), a.fuse_options.end());
+  const std::set<std::string> fb(b.fuse_options.begin(), b.fuse_options.end());
+  const auto& pa = a.pins;
+  const auto& pb = b.pins;
+  return fa == fb && a.threads == b.threads && a.default_permissions == b.default_permissions &&
+         a.shared_mmap == b.shared_mmap && a.timeouts.attr == b.timeouts.attr &&
+         a.timeouts.entry == b.timeouts.entry && a.timeouts.negative == b.timeouts.negative &&
+         a.leases.break_time == b.leases.break_time &&
+         a.leases.every_write_breaks == b.leases.every_write_breaks &&
+         a.leases.pinned_break == b.leases.pinned_break && pa.softnic == pb.softnic &&
+         pa.softnic_address == pb.softnic_address && pa.softnic_port == pb.softnic_port &&
+         pa.close_with_pins == pb.close_with_pins && pa.strict_passing == pb.strict_passing;
+}
+
+}  // namespace
+
+Status PlanRemount(const DaemonOptions& now, const std::vector<std::string>& items, uid_t uid,
+                   gid_t gid, DaemonOptions* next) {
+  *next = now;
+  // As mount(2) takes a remount's flags: read-write unless "ro" is named;
+  // the atime rule as named, or as it is when none is named.
+  next->read_only = false;
+  bool atime_named = false;
+  for (const std::string& item : items) {
+    if (item == "remount" || IsMountPointOption(item)) continue;
+    if (item == "user_id=" + std::to_string(uid) || item == "group_id=" + std::to_string(gid))
+      continue;
+    if (item == "ro" || item == "rw") {
+      next->read_only = item == "ro";
+      continue;
+    }
+    const bool atime = item == "relatime" || IsAtimeOption(item);
+    if (atime && !atime_named) {
+      next->noatime = next->strictatime = next->nodiratime = false;
+      atime_named = true;
+    }
+    if (item == "relatime") {
+      // Unlike at mount (where it is just the default), a relatime named
+      // after noatime or strictatime returns to it, as MS_RELATIME does.
+      next->noatime = next->strictatime = false;
+      continue;
+    }
+    if (atime) {
+      ApplyAtimeOption(item, next);
+      continue;
+    }
+    DaemonOptions probe = *next;
+    if (Status s = ApplyOption(item, &probe); !s.ok()) return s;
+    // An option given at the mount names what the mount has; a softnic= the
+    // same as the mount's says it again, explicitly.
+    probe.pins.softnic_given = next->pins.softnic_given;
+    if (!SameFixedOptions(probe, *next))
+      return Status::Error(EINVAL, "option '" + item +
+                                       "' cannot be changed on a mounted leasefs (remount "
+                                       "changes ro/rw and the atime options): unmount and "
+                                       "mount again");
+  }
+  return Status::Ok();
 }
 
 std::string EscapeOptionValue(std::string_view value) {

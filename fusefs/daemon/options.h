@@ -82,6 +82,10 @@ struct DaemonOptions {
   bool has_subtype = false;           // the user chose subtype=, keep it
   bool has_entry_timeout = false;     // the user chose entry_timeout=
   bool has_negative_timeout = false;  // the user chose negative_timeout=
+  // -o remount: change the options of the running mount at `mountpoint`
+  // (remount.h) instead of mounting; `items` are the -o items as given.
+  bool remount = false;
+  std::vector<std::string> items;
 };
 
 // Splits one -o argument at the commas that are not escaped by a backslash.
@@ -116,6 +120,27 @@ void FinishOptions(DaemonOptions* opts);
 // kernel combines the flags, in any order: strictatime wins over noatime,
 // which wins over relatime (the default).
 engine::MountOptions EngineOptions(const DaemonOptions& opts);
+
+// The mount point's own flags, which the kernel keeps per mount and a
+// remount sets with mount(2) (nosuid, nodev, noexec, sync, dirsync, and
+// their opposites), and the options of mount(8) and fstab that mean nothing
+// to a filesystem (defaults, x-*, comment=...).
+bool IsMountPointOption(std::string_view item);
+
+// A remount of a mount whose options are `now`, with the -o `items` of
+// `mount -o remount,...` (docs/mount.md): *next gets `now` with the changes
+// a mounted leasefs can make live. As mount(2) takes a remount's flags, the
+// items are the whole new state of those: read-only only if "ro" is named;
+// the atime rule as the atime options name it, in order, or `now`'s when
+// none is named (a relatime named after noatime or strictatime returns to
+// relatime, as MS_RELATIME does). What mount(8) repeats of the mount's own
+// state passes: "remount", the mount point's flags (IsMountPointOption; the
+// kernel's part), user_id= and group_id= naming `uid` and `gid` (the kernel
+// shows the mounting user's), and any other option that names what the
+// mount already has. Errors: EINVAL, naming the first option that would
+// change something else (or has a bad value).
+Status PlanRemount(const DaemonOptions& now, const std::vector<std::string>& items, uid_t uid,
+                   gid_t gid, DaemonOptions* next);
 
 // Escapes ',' and '\' so that `value` survives fuse_opt's option splitting.
 std::string EscapeOptionValue(std::string_view value);

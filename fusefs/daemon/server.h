@@ -174,6 +174,12 @@ class Server {
   // not, an exec must be allowed to read the program (see DoOpen).
   // REQUIRES: before the session loop starts.
   void SetKernelChecksPermissions(bool on) { kernel_checks_permissions_ = on; }
+  // The options the mount was made with, which remounts change
+  // (remount_ops.cc, docs/mount.md). REQUIRES: before the session loop.
+  void SetMountOptions(const DaemonOptions& opts) {
+    MutexLock l(&remount_mu_);
+    mount_options_ = opts;
+  }
 
  private:
   // O_TMPFILE in `parent`: opened as a create opens (the open-file table).
@@ -215,6 +221,8 @@ class Server {
   int DoListLeases(fuse_req_t req, const void* in, size_t in_size, size_t out_size);
   int DoLeaseEvents(fuse_req_t req, const void* in, size_t in_size, size_t out_size);
   // The DAX path (dax_ops.cc, docs/dax.md).
+  // LEASEFS_IOC_REMOUNT (remount_ops.cc).
+  int DoRemount(fuse_req_t req, fuse_ino_t ino, const void* in, size_t in_size, size_t out_size);
   int DoDaxInfo(fuse_req_t req, size_t out_size);
   int DoDaxMap(fuse_req_t req, const OpenFile& file, const void* in, size_t in_size,
                size_t out_size);
@@ -360,6 +368,9 @@ class Server {
   DaxMaps::Process self_;  // the daemon, owner of its soft NIC pins' records
   PinMountOptions::Close close_with_pins_ = PinMountOptions::Close::kZombie;  // set by StartPins
   std::atomic<int> flush_waits_{0};  // FLUSHes waiting under block-close (pin_close.cc)
+  // One remount at a time; the options as the last one left them.
+  Mutex remount_mu_;
+  DaemonOptions mount_options_ GUARDED_BY(remount_mu_);
 };
 
 // The credentials of the process that sent `req`. Its supplementary groups

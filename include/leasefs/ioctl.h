@@ -59,6 +59,7 @@
 #define LEASEFS_FEATURE_DAX (1ull << 2)       /* the DAX path: pool info, map, unmap, mapping list */
 #define LEASEFS_FEATURE_PINS (1ull << 3)      /* pins: pin info, pin, unpin, pin list (docs/pins.md) */
 #define LEASEFS_FEATURE_PIN_VERBS (1ull << 4) /* PIN accepts LEASEFS_PIN_VERBS (docs/pins.md) */
+#define LEASEFS_FEATURE_REMOUNT (1ull << 5)   /* LEASEFS_IOC_REMOUNT (docs/mount.md) */
 
 struct leasefs_version {
 	__u32 abi_version; /* out: LEASEFS_ABI_VERSION of the daemon */
@@ -641,5 +642,45 @@ struct leasefs_pin_list {
 	struct leasefs_pin_record pins[LEASEFS_PIN_LIST_MAX];
 };
 #define LEASEFS_IOC_PIN_LIST _IOWR(LEASEFS_IOC_MAGIC, 0x92, struct leasefs_pin_list)
+
+/* --- remount (docs/mount.md) ----------------------------------------------
+ * On the mount's root directory (EINVAL elsewhere), from root with
+ * CAP_SYS_ADMIN only (EPERM otherwise). How `mount -o remount,...` reaches
+ * the daemon that serves the mount: the leasefs binary, run by mount.fuse3
+ * with "remount" among its options, sends them here and makes the kernel's
+ * part (mount(2) with MS_REMOUNT) itself. As for mount(2), the options are
+ * the mount's whole new state: read-only only if "ro" is named; the atime
+ * rule as the atime options name it (kept when none is named); every other
+ * option must name what the mount already has (the mount point's flags,
+ * nosuid, nodev, noexec..., are the kernel's alone and pass unread).
+ * The ioctl succeeds for every well-formed request from root: `error` says
+ * whether the remount can be (DRY_RUN) or was made, `message` why not.
+ * While read-only the daemon refuses every change with EROFS, the leasefs
+ * ioctls included (the kernel's read-only flag stops only the VFS's own
+ * writes). */
+#define LEASEFS_REMOUNT_DRY_RUN 0x1u /* check only, change nothing */
+#define LEASEFS_ATIME_RELATIME 0u
+#define LEASEFS_ATIME_STRICT 1u
+#define LEASEFS_ATIME_NEVER 2u
+#define LEASEFS_REMOUNT_OPTIONS_MAX 2048
+#define LEASEFS_REMOUNT_MESSAGE_MAX 1024
+struct leasefs_mount_state {
+	__u32 read_only;  /* 1: read-only */
+	__u32 atime;      /* LEASEFS_ATIME_* */
+	__u32 nodiratime; /* 1: listing a directory leaves its atime alone */
+	__u32 reserved;
+};
+struct leasefs_remount {
+	__u32 flags;  /* in: LEASEFS_REMOUNT_DRY_RUN or 0 */
+	__s32 error;  /* out: 0, or why not: EINVAL (an option that cannot change
+	                 live, or a bad one), EROFS (read-write asked of a mount
+	                 made with -o ro), EBUSY (read-only asked while DAX
+	                 mappings or pins are live) */
+	struct leasefs_mount_state before; /* out: the state before the call */
+	struct leasefs_mount_state after;  /* out: after it (DRY_RUN: what it would be) */
+	char options[LEASEFS_REMOUNT_OPTIONS_MAX]; /* in: the -o list, NUL-terminated */
+	char message[LEASEFS_REMOUNT_MESSAGE_MAX]; /* out: NUL-terminated; "" when error is 0 */
+};
+#define LEASEFS_IOC_REMOUNT _IOWR(LEASEFS_IOC_MAGIC, 0x93, struct leasefs_remount)
 
 #endif /* LEASEFS_IOCTL_H */

@@ -241,6 +241,13 @@ std::vector<Scenario> Scenarios() {
   s.push_back({"remove the last xattr", BaseTree, [](Filesystem& fs) {
                  REQUIRE(fs.RemoveXattr(kRoot, At(fs, "/d/f"), "user.one").ok());
                }});
+  s.push_back({"read-only and back while mounted, then an unlink", BaseTree,
+               [](Filesystem& fs) {
+                 REQUIRE(fs.SetReadOnly(true).ok());
+                 REQUIRE(fs.Unlink(kRoot, 1, "g").err() == EROFS);
+                 REQUIRE(fs.SetReadOnly(false).ok());
+                 REQUIRE(fs.Unlink(kRoot, 1, "g").ok());
+               }});
   s.push_back({"chmod and chown", BaseTree, [](Filesystem& fs) {
                  SetAttrArgs a;
                  a.valid = SetAttrArgs::kMode | SetAttrArgs::kUid | SetAttrArgs::kGid;
