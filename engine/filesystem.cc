@@ -206,7 +206,8 @@ Entry Filesystem::Impl::MakeEntry(Ino ino) const {
   return e;
 }
 
-bool Filesystem::Impl::MayAccess(const Cred& c, const Inode& in, int mask) const {
+bool Filesystem::Impl::MayAccess(const Cred& c, Ino ino, int mask) const {
+  const Inode& in = *I(ino);
   mask &= 7;
   if (c.is_root()) {
     // Root reads, writes and searches anything; it executes only what has an
@@ -214,9 +215,17 @@ bool Filesystem::Impl::MayAccess(const Cred& c, const Inode& in, int mask) const
     return !(mask & X_OK) || S_ISDIR(in.mode) || (in.mode & 0111);
   }
   uint32_t mode = in.mode;
-  if (c.uid() == in.uid) {
-    mode >>= 6;
-  } else if ((mask & (mode ^ (mode >> 3))) && c.InGroup(in.gid)) {
+  // As the kernel's acl_permission_check: the owner's bits decide for the
+  // owner, ACL or not; an ACL is consulted only when the group bits (its
+  // mask) grant something, so with a mask of --- a named user gets the
+  // other bits, as on ext4.
+  if (c.uid() == in.uid) return (mask & ~(mode >> 6) & 7) == 0;
+  if (mode & S_IRWXG) {
+    bool decided;
+    const bool ok = AclPermits(c, ino, mask, &decided);
+    if (decided) return ok;
+  }
+  if ((mask & (mode ^ (mode >> 3))) && c.InGroup(in.gid)) {
     // Group membership only matters when group and other bits differ for the
     // bits asked about (and asking may mean reading /proc).
     mode >>= 3;
@@ -225,7 +234,7 @@ bool Filesystem::Impl::MayAccess(const Cred& c, const Inode& in, int mask) const
 }
 
 Status Filesystem::Impl::Require(const Cred& c, Ino ino, int mask) const {
-  return MayAccess(c, *I(ino), mask) ? Status::Ok() : Status::Error(EACCES);
+  return MayAccess(c, ino, mask) ? Status::Ok() : Status::Error(EACCES);
 }
 
 Status Filesystem::Impl::CheckSticky(const Cred& c, Ino dir, Ino victim) const {

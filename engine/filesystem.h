@@ -11,8 +11,9 @@
 // mount, and ENOSPC when the pool (blocks, inodes or journal) is full.
 //
 // Permissions: every call that takes a Cred checks POSIX permissions for it
-// (owner/group/other bits, root's overrides, sticky directories, setgid
-// inheritance, the chown/chmod rules, suid/sgid clearing). The kernel may
+// (owner/group/other bits, access ACLs, root's overrides, sticky
+// directories, setgid inheritance, the chown/chmod rules, suid/sgid
+// clearing; docs/acl.md for the ACLs). The kernel may
 // still walk cached names without asking (FUSE), so the daemon either lets
 // the kernel check too (default_permissions) or turns that caching off.
 //
@@ -93,12 +94,22 @@ class Cred {
     open_file_ = id;
     return *this;
   }
+  // The caller's umask, for the calls that create an inode: applied to the
+  // mode asked for unless the parent directory has a default ACL, which
+  // replaces it (POSIX ACLs, docs/acl.md). 0 unless set: callers that pass
+  // a mode already masked need do nothing.
+  mode_t umask() const noexcept { return umask_; }
+  Cred& set_umask(mode_t m) noexcept {
+    umask_ = m & 0777;
+    return *this;
+  }
 
  private:
   uid_t uid_;
   gid_t gid_;
   pid_t pid_;
   uint64_t open_file_ = 0;
+  mode_t umask_ = 0;
   std::function<std::vector<gid_t>()> fetch_groups_;
   mutable std::optional<std::vector<gid_t>> groups_;
 };
@@ -243,9 +254,13 @@ class Filesystem {
   // guard answers.
   Result<Entry> SetAttr(const Cred& c, Ino ino, const SetAttrArgs& args);
   // Creates a regular file, device, FIFO or socket (type in `mode`). +1
-  // reference. Errors: EEXIST, ENOENT (parent gone), ENOTDIR, EACCES,
-  // ENAMETOOLONG, EINVAL (unknown type), EPERM (device node by non-root;
-  // a whiteout, character device 0/0, is anybody's to make).
+  // reference. Mknod, Mkdir and Create apply the parent's default ACL, or
+  // else c.umask(), to `mode`, and store the ACLs the new inode inherits in
+  // the same transaction (docs/acl.md); Symlink neither. Errors: EEXIST,
+  // ENOENT (parent gone), ENOTDIR, EACCES, ENAMETOOLONG, EINVAL (unknown
+  // type), EPERM (device node by non-root; a whiteout, character device
+  // 0/0, is anybody's to make), ENOSPC (also: the inherited ACLs do not fit
+  // the xattr block), EIO (the parent's default ACL is damaged).
   Result<Entry> Mknod(const Cred& c, Ino parent, std::string_view name, mode_t mode, dev_t rdev);
   // +1 reference. Errors: as Mknod, and EMLINK (parent has too many links).
   Result<Entry> Mkdir(const Cred& c, Ino parent, std::string_view name, mode_t mode);
@@ -432,15 +447,21 @@ class Filesystem {
 
   // flags: 0, XATTR_CREATE, XATTR_REPLACE. Namespaces: user. (regular files
   // and directories, needs write permission), trusted. (root only),
-  // security.; others EOPNOTSUPP. Errors: EEXIST, ENODATA, ERANGE (name
-  // longer than 255), E2BIG (value > 64 KiB), ENOSPC (does not fit the
-  // inode's xattr block), EPERM, EACCES.
+  // security., and the POSIX ACLs system.posix_acl_access and
+  // system.posix_acl_default (the owner or root; the kernel's format and
+  // rules, flags ignored as the kernel ignores them: docs/acl.md); others
+  // EOPNOTSUPP. Errors: EEXIST, ENODATA, ERANGE (name longer than 255),
+  // E2BIG (value > 64 KiB; an ACL > 4 KiB), ENOSPC (does not fit the
+  // inode's xattr block), EPERM, EACCES, EINVAL (a malformed ACL).
   Status SetXattr(const Cred& c, Ino ino, std::string_view name, std::string_view value, int flags);
-  // Errors: ENODATA, EOPNOTSUPP, EACCES, EPERM.
+  // An access ACL comes with the mode's current bits in USER_OBJ, MASK (or
+  // GROUP_OBJ) and OTHER. Errors: ENODATA, EOPNOTSUPP, EACCES, EPERM, EIO
+  // (a damaged ACL).
   Result<std::string> GetXattr(const Cred& c, Ino ino, std::string_view name);
   // Names, each followed by a NUL (trusted.* only for root).
   Result<std::string> ListXattr(const Cred& c, Ino ino);
-  // Errors: as GetXattr.
+  // Removing an ACL the inode lacks succeeds (as on ext4). Errors: as
+  // GetXattr.
   Status RemoveXattr(const Cred& c, Ino ino, std::string_view name);
 
   // --- Privileges on change ---------------------------------------------------

@@ -16,11 +16,13 @@
 #include <atomic>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string_view>
 #include <vector>
 
 #include "base/thread_annotations.h"
+#include "engine/acl.h"
 #include "engine/allocator.h"
 #include "engine/directory.h"
 #include "engine/extent_map.h"
@@ -71,8 +73,10 @@ class Filesystem::Impl {
   void FillStat(Ino ino, struct stat* st) const;
 
   // --- permission checks ------------------------------------------------------
-  // mask: R_OK | W_OK | X_OK.
-  bool MayAccess(const Cred& c, const layout::Inode& in, int mask) const;
+  // mask: R_OK | W_OK | X_OK. The owner's bits, then the access ACL if the
+  // inode has one (AclPermits), else the group's and others' bits; root's
+  // overrides. REQUIRES: a lock.
+  bool MayAccess(const Cred& c, Ino ino, int mask) const;
   Status Require(const Cred& c, Ino ino, int mask) const;
   bool OwnerOrRoot(const Cred& c, const layout::Inode& in) const {
     return c.is_root() || c.uid() == in.uid;
@@ -172,6 +176,55 @@ class Filesystem::Impl {
   bool HasXattr(Ino ino, std::string_view name) const;
   void StageRemoveXattr(Op& op, Ino ino, std::string_view name);
   static constexpr std::string_view kCapabilityXattr = "security.capability";
+  // xattr_ops.cc: the value of xattr `name` of `ino`, or nullopt. REQUIRES:
+  // a lock.
+  std::optional<std::string> XattrValue(Ino ino, std::string_view name) const;
+  // One change for StageXattrChanges: set `name` to `value`, or remove it
+  // (nullopt; removing a name the inode lacks changes nothing).
+  struct XattrChange {
+    std::string_view name;
+    std::optional<std::string_view> value;
+  };
+  // Stages `changes` to `ino`'s xattrs in `op`, as one new attribute set
+  // (the callers stage the ctime). Also for an inode that `op` creates: call
+  // it after the op has staged the inode's image (its slot in the pool is
+  // still the freed one, with no xattrs). Errors: ENOSPC (the set does not
+  // fit, or no block for it; nothing is staged then).
+  Status StageXattrChanges(Op& op, Ino ino, const std::vector<XattrChange>& changes);
+
+  // --- POSIX ACLs (acl_ops.cc, docs/acl.md) ---------------------------------
+  // The access ACL of `ino` as it applies now: the stored list with the
+  // mode's bits in USER_OBJ, MASK (or GROUP_OBJ) and OTHER; nullopt if it has
+  // none. Errors: EIO (the stored list is damaged). REQUIRES: a lock.
+  Result<std::optional<acl::Acl>> AccessAcl(Ino ino) const;
+  // The ACL part of MayAccess for a caller who is neither root nor the
+  // owner: *decided is false when `ino` has no access ACL (the mode's bits
+  // decide), else the answer is the ACL's (a damaged list grants nothing).
+  bool AclPermits(const Cred& c, Ino ino, int mask, bool* decided) const;
+  // getxattr of an ACL name: the list in the kernel's format. Errors:
+  // ENODATA (none), EIO (damaged).
+  Result<std::string> GetAcl(Ino ino, std::string_view name) const;
+  // setxattr of an ACL name, with the kernel's rules (acl_ops.cc). Errors:
+  // EINVAL, E2BIG (malformed or too long a value), EROFS, EOPNOTSUPP
+  // (symlink), EACCES (default ACL of a non-directory), EPERM (not the
+  // owner or root), ENOSPC.
+  Status SetAcl(const Cred& c, Ino ino, std::string_view name, std::string_view value)
+      REQUIRES(mu_);
+  // removexattr of an ACL name; success when there is none. Errors: EROFS,
+  // EOPNOTSUPP, EPERM.
+  Status RemoveAcl(const Cred& c, Ino ino, std::string_view name) REQUIRES(mu_);
+  Status MayChangeAcl(const Cred& c, Ino ino, std::string_view name, bool set, bool* noop) const;
+  // What a new inode in `parent` gets (posix_acl_create): *mode's permission
+  // bits narrowed by the parent's default ACL, or by c.umask() when it has
+  // none; the ACLs to store with it (encoded). Nothing for a symlink.
+  // Errors: EIO (the parent's default ACL is damaged). REQUIRES: a lock.
+  struct Inherited {
+    std::optional<std::string> access;
+    std::optional<std::string> dflt;
+    // The changes that store them (pointing into this object).
+    std::vector<XattrChange> Changes() const;
+  };
+  Result<Inherited> InheritAcls(const Cred& c, Ino parent, uint32_t* mode) const;
 
   // --- data helpers ---------------------------------------------------------------
   // Zeroes bytes [from, to) of `ino` where they are mapped and written (used

@@ -120,6 +120,10 @@ Result<Entry> Filesystem::Impl::CreateNode(const Cred& c, Ino parent, std::strin
   const int64_t now = NowNs();
   const Inode& pin = *I(parent);
   Inode img = NewInodeImage(c, parent, ino, mode, rdev, now);
+  // The umask, or the parent's default ACL instead, narrows the permission
+  // bits only once setgid is settled: the kernel strips setgid by the mode
+  // asked for (mode_strip_sgid) before either applies.
+  LFS_ASSIGN_OR_RETURN(const Inherited acls, InheritAcls(c, parent, &img.mode));
   if (is_link) img.size = target.size();
   if (inline_target) {
     img.flags |= kInodeInlineData;
@@ -127,6 +131,9 @@ Result<Entry> Filesystem::Impl::CreateNode(const Cred& c, Ino parent, std::strin
   }
   if (!target_block.empty()) img.blocks = 1;
   op.tx.Put(I(ino), img);
+  // In the same transaction as the inode: a crash never leaves it with the
+  // narrowed mode and without the ACL that says who else may use it.
+  LFS_RETURN_IF_ERROR(StageXattrChanges(op, ino, acls.Changes()));
   Node* n = AddNode(ino, mode, inline_target);
   if (!target_block.empty()) {
     // A fresh block nothing points at yet: written in place, then mapped.

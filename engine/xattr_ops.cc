@@ -4,8 +4,9 @@
 // Access rules follow Linux's xattr_permission(): user.* only on regular
 // files and directories and only with read/write permission (owner only in
 // sticky directories); trusted.* for root only (others neither see nor set
-// them); security.* readable by all, settable by root; system.* (ACLs) is not
-// supported.
+// them); security.* readable by all, settable by root; of system.*, the two
+// POSIX ACL names, which acl_ops.cc serves with their own rules; other
+// system.* names are not supported.
 #include <unistd.h>
 
 #include <cassert>
@@ -178,6 +179,34 @@ bool Filesystem::Impl::HasXattr(Ino ino, std::string_view name) const {
   return found;
 }
 
+std::optional<std::string> Filesystem::Impl::XattrValue(Ino ino, std::string_view name) const {
+  const uint64_t b = I(ino)->xattr_block;
+  std::optional<std::string> found;
+  if (b != 0)
+    ForEachEntry(pool_.BlockPtr(b), [&](std::string_view n, std::string_view v) {
+      if (n == name) found.emplace(v);
+      return !found;
+    });
+  return found;
+}
+
+Status Filesystem::Impl::StageXattrChanges(Op& op, Ino ino,
+                                           const std::vector<XattrChange>& changes) {
+  std::vector<Xattr> attrs = engine::Load(*this, ino);
+  for (const XattrChange& ch : changes) {
+    auto it = std::find_if(attrs.begin(), attrs.end(),
+                           [&](const Xattr& a) { return a.name == ch.name; });
+    if (!ch.value) {
+      if (it != attrs.end()) attrs.erase(it);
+    } else if (it != attrs.end()) {
+      it->value = std::string(*ch.value);
+    } else {
+      attrs.push_back({std::string(ch.name), std::string(*ch.value)});
+    }
+  }
+  return StageXattrs(*this, op, ino, attrs);
+}
+
 void Filesystem::Impl::StageRemoveXattr(Op& op, Ino ino, std::string_view name) {
   std::vector<Xattr> attrs = engine::Load(*this, ino);
   std::erase_if(attrs, [name](const Xattr& a) { return a.name == name; });
@@ -195,6 +224,7 @@ Status Filesystem::SetXattr(const Cred& c, Ino ino, std::string_view name, std::
   LFS_RETURN_IF_ERROR(CheckName(name));
   if (value.size() > kMaxXattrValue) return Status::Error(E2BIG);
   if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) return Status::Error(EINVAL);
+  if (acl::IsAclXattr(name)) return fs.SetAcl(c, ino, name, value);
   LFS_RETURN_IF_ERROR(CheckAccess(fs, c, ino, name, true));
   if (fs.read_only_) return Status::Error(EROFS);
   std::vector<Xattr> attrs = Load(fs, ino);
@@ -215,6 +245,7 @@ Result<std::string> Filesystem::GetXattr(const Cred& c, Ino ino, std::string_vie
   ReaderLock l(&fs.mu_);
   LFS_RETURN_IF_ERROR(fs.Get(ino).status());
   LFS_RETURN_IF_ERROR(CheckName(name));
+  if (acl::IsAclXattr(name)) return fs.GetAcl(ino, name);
   LFS_RETURN_IF_ERROR(CheckAccess(fs, c, ino, name, false));
   for (Xattr& a : Load(fs, ino))
     if (a.name == name) return std::move(a.value);
@@ -239,6 +270,7 @@ Status Filesystem::RemoveXattr(const Cred& c, Ino ino, std::string_view name) {
   WriterLock l(&fs.mu_);
   LFS_RETURN_IF_ERROR(fs.Get(ino).status());
   LFS_RETURN_IF_ERROR(CheckName(name));
+  if (acl::IsAclXattr(name)) return fs.RemoveAcl(c, ino, name);
   LFS_RETURN_IF_ERROR(CheckAccess(fs, c, ino, name, true));
   if (fs.read_only_) return Status::Error(EROFS);
   std::vector<Xattr> attrs = Load(fs, ino);

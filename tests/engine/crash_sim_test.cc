@@ -26,6 +26,7 @@
 #include <linux/fs.h>
 
 #include "leasefs/ioctl.h"
+#include "engine/acl.h"
 #include "engine/check/check.h"
 #include "engine/layout.h"
 #include "tests/engine/test_pool.h"
@@ -117,6 +118,26 @@ void Fragmented(Filesystem& fs) {
     MustWrite(fs, a, i * kBlockSize, Bytes(kBlockSize, 'a'));
     MustWrite(fs, b, i * kBlockSize, Bytes(kBlockSize, 'b'));
   }
+}
+
+// An ACL with a named user and group: u::rw-,u:1000:rwx,g::r--,g:50:r-x,
+// m::rwx,o::r--.
+std::string NamedAcl() {
+  using namespace acl;
+  return Encode({{kUserObj, 6, kUndefinedId},
+                 {kUser, 7, 1000},
+                 {kGroupObj, 4, kUndefinedId},
+                 {kGroup, 5, 50},
+                 {kMask, 7, kUndefinedId},
+                 {kOther, 4, kUndefinedId}});
+}
+
+// BaseTree, /d/f with NamedAcl as its access ACL and /e with it as its
+// default ACL.
+void AclTree(Filesystem& fs) {
+  BaseTree(fs);
+  REQUIRE(fs.SetXattr(kRoot, At(fs, "/d/f"), acl::kAccessXattr, NamedAcl(), 0).ok());
+  REQUIRE(fs.SetXattr(kRoot, At(fs, "/e"), acl::kDefaultXattr, NamedAcl(), 0).ok());
 }
 
 std::vector<Scenario> Scenarios() {
@@ -255,6 +276,27 @@ std::vector<Scenario> Scenarios() {
                  a.uid = 42;
                  a.gid = 43;
                  REQUIRE(fs.SetAttr(kRoot, At(fs, "/d/f"), a).ok());
+               }});
+  // POSIX ACLs: the list and the mode it implies go together.
+  s.push_back({"set an access ACL, which changes the mode", BaseTree, [](Filesystem& fs) {
+                 REQUIRE(fs.SetXattr(kRoot, At(fs, "/g"), acl::kAccessXattr, NamedAcl(), 0).ok());
+               }});
+  s.push_back({"set an ACL equal to a mode over a stored one", AclTree, [](Filesystem& fs) {
+                 const std::string minimal = acl::Encode(acl::FromMode(0750));
+                 REQUIRE(fs.SetXattr(kRoot, At(fs, "/d/f"), acl::kAccessXattr, minimal, 0).ok());
+               }});
+  s.push_back({"create under a default ACL", AclTree,
+               [](Filesystem& fs) { MustCreate(fs, At(fs, "/e"), "inherits", 0666); }});
+  s.push_back({"mkdir under a default ACL", AclTree,
+               [](Filesystem& fs) { MustMkdir(fs, At(fs, "/e"), "sub", 0777); }});
+  s.push_back({"chmod of a file with an ACL", AclTree, [](Filesystem& fs) {
+                 SetAttrArgs a;
+                 a.valid = SetAttrArgs::kMode;
+                 a.mode = 0601;
+                 REQUIRE(fs.SetAttr(kRoot, At(fs, "/d/f"), a).ok());
+               }});
+  s.push_back({"remove a default ACL", AclTree, [](Filesystem& fs) {
+                 REQUIRE(fs.RemoveXattr(kRoot, At(fs, "/e"), acl::kDefaultXattr).ok());
                }});
   s.push_back({"preallocate", BaseTree, [](Filesystem& fs) {
                  REQUIRE(fs.Fallocate(kRoot, At(fs, "/g"), 0, 0, 50000).ok());

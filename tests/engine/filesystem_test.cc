@@ -412,7 +412,7 @@ TEST_SUITE("filesystem") {
     CHECK(*fs->ListXattr(user, f) == std::string("user.a\0", 7));
     CHECK(*fs->ListXattr(kRoot, f) == std::string("user.a\0trusted.t\0", 17));
     CHECK(Err(fs->GetXattr(user, f, "trusted.t")) == ENODATA);
-    CHECK(Err(fs->SetXattr(kRoot, f, "system.posix_acl_access", "x", 0)) == EOPNOTSUPP);
+    CHECK(Err(fs->SetXattr(kRoot, f, "system.posix_acl_access", "x", 0)) == EINVAL);
     CHECK(Err(fs->SetXattr(kRoot, f, "user.big", std::string(5000, 'v'), 0)) == ENOSPC);
     CHECK(Err(fs->SetXattr(kRoot, f, "user.huge", std::string(70000, 'v'), 0)) == E2BIG);
     auto l = fs->Symlink(kRoot, 1, "l", "f");
