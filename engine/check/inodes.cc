@@ -501,6 +501,9 @@ std::string Checker::XattrProblem(uint64_t ino, uint64_t block) const {
     const std::string_view name(entries + off + sizeof(e), e.name_len);
     if (name.find('\0') != std::string_view::npos) return "has a name containing NUL " + at;
     if (!names.insert(name).second) return "has two attributes named " + Quote(name);
+    const std::string_view value(entries + off + sizeof(e) + e.name_len, e.value_len);
+    if (std::string acl = AclProblem(info_[ino].type, name, value); !acl.empty())
+      return acl + " " + at;
     off += len;
     ++count;
   }
