@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "engine/acl.h"
 #include "fusefs/daemon/reply.h"
 
 namespace leasefs::daemon {
@@ -192,15 +193,20 @@ class DirFiller {
 
 }  // namespace
 
+// The umask comes with MKNOD, MKDIR and CREATE (FUSE_CAP_DONT_MASK: the
+// engine applies it unless a default ACL replaces it); it is 0 in others.
 engine::Cred CredOf(fuse_req_t req) {
   const fuse_ctx* c = fuse_req_ctx(req);
-  return engine::Cred(c->uid, c->gid, c->pid, [req] { return SupplementaryGroups(req); });
+  engine::Cred cred(c->uid, c->gid, c->pid, [req] { return SupplementaryGroups(req); });
+  cred.set_umask(c->umask);
+  return cred;
 }
 
 engine::Cred CredWithGroups(fuse_req_t req) {
   const fuse_ctx* c = fuse_req_ctx(req);
-  return engine::Cred(c->uid, c->gid, c->pid,
-                      [groups = SupplementaryGroups(req)] { return groups; });
+  engine::Cred cred(c->uid, c->gid, c->pid, [groups = SupplementaryGroups(req)] { return groups; });
+  cred.set_umask(c->umask);
+  return cred;
 }
 
 void Server::DoInit(fuse_conn_info* conn) noexcept {
@@ -219,6 +225,16 @@ void Server::DoInit(fuse_conn_info* conn) noexcept {
   // File handles that outlive the kernel's cache, a daemon and a mount: the
   // kernel asks LOOKUP(ino, ".") and (ino, "..") for them (DoLookup).
   want(FUSE_CAP_EXPORT_SUPPORT);
+  // POSIX ACLs (docs/acl.md). The engine applies the umask itself, as only
+  // it knows whether the parent has a default ACL, which replaces the umask.
+  want(FUSE_CAP_DONT_MASK);
+  // With default_permissions the kernel checks ACLs itself only when told
+  // the filesystem has them, and then caches them (it asks GETXATTR, and
+  // forgets them on SETATTR, on its own SETXATTR of one and on every
+  // attribute refresh). Without default_permissions the engine checks them,
+  // and the capability must stay off: the kernel would turn
+  // default_permissions on with it (fs/fuse/inode.c, process_init_reply).
+  if (kernel_checks_permissions_) want(FUSE_CAP_POSIX_ACL);
   // No kernel caching of file data (DAX clients must see the bytes FUSE
   // writes), and no splice: a spliced write would need an extra copy.
   conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_SPLICE_READ | FUSE_CAP_SPLICE_WRITE |
@@ -634,8 +650,20 @@ int Server::DoStatFs(fuse_req_t req) {
 
 int Server::DoSetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value,
                        size_t size, int flags) {
-  return ReplyStatus(req,
-                     fs_->SetXattr(CredOf(req), ino, name, std::string_view(value, size), flags));
+  const Status s = fs_->SetXattr(CredOf(req), ino, name, std::string_view(value, size), flags);
+  if (s.ok() && engine::acl::IsAclXattr(name)) ForgetAclAttrs(ino);
+  return ReplyStatus(req, s);
+}
+
+void Server::ForgetAclAttrs(fuse_ino_t ino) {
+  // Setting an access ACL changes the mode. With FUSE_CAP_POSIX_ACL
+  // (default_permissions) the kernel forgets the inode's attributes and
+  // ACLs itself after it sent the change; a notification on top would also
+  // make it drop the reply of a GETATTR in flight (it bumps the attribute
+  // version), and a permission check would then use a mode older than
+  // both. Without it the kernel would show the old mode until attr_timeout.
+  // Never blocks (no writeback cache).
+  if (!kernel_checks_permissions_) fuse_lowlevel_notify_inval_inode(se_, ino, -1, 0);
 }
 
 int Server::DoGetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
@@ -660,7 +688,9 @@ int Server::DoRemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   // not write the file.
   if (!cred.is_root() && std::string_view(name) == "security.capability")
     return DoKernelRemovePrivs(req, ino, cred, EACCES, /*reply_attr=*/false);
-  return ReplyStatus(req, fs_->RemoveXattr(cred, ino, name));
+  const Status s = fs_->RemoveXattr(cred, ino, name);
+  if (s.ok() && engine::acl::IsAclXattr(name)) ForgetAclAttrs(ino);
+  return ReplyStatus(req, s);
 }
 
 int Server::DoAccess(fuse_req_t req, fuse_ino_t ino, int mask) {

@@ -208,6 +208,9 @@ class Server {
   // `denied_errno` if the caller may not write the file.
   int DoKernelRemovePrivs(fuse_req_t req, fuse_ino_t ino, const engine::Cred& cred,
                           int denied_errno, bool reply_attr);
+  // After an ACL changed: the kernel drops the inode's cached attributes
+  // (the mode may have changed) and cached ACLs.
+  void ForgetAclAttrs(fuse_ino_t ino);
 
   // --- Layout changes and leases (lease_edge.h, "How a layout change meets
   // the leases") ---------------------------------------------------------
