@@ -297,12 +297,13 @@ class Filesystem {
   // directory), and what the layout guard answers.
   Result<Entry> Open(const Cred& c, Ino ino, int flags);
   // O_TMPFILE: creates a regular file in no directory (nlink 0), as `c`
-  // would create one in `parent` (permissions, group), in one transaction;
+  // would create one in `parent` (permissions, group, the parent's default
+  // ACL or else c.umask(), as Mknod), in one transaction;
   // it is an orphan until Link names it (only without O_EXCL in `flags`),
   // so the next mount reclaims it if it was never linked. +1 reference.
   // `parent` may have been removed (rmdir while open), as on ext4.
   // Errors: ENOENT (no such inode), ENOTDIR, EACCES (no write and search
-  // permission on parent), ENOSPC.
+  // permission on parent), ENOSPC, EIO (as Mknod).
   Result<Entry> Tmpfile(const Cred& c, Ino parent, mode_t mode, int flags);
   // Creates and opens a regular file. +1 reference. Errors: as Mknod; EEXIST
   // only with O_EXCL (otherwise an existing file is opened, as Open does,

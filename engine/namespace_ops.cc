@@ -257,7 +257,10 @@ Result<Entry> Filesystem::Tmpfile(const Cred& c, Ino parent, mode_t mode, int fl
   InodeReservation hold(fs.free_inodes_, ino);
   Inode img = fs.NewInodeImage(c, parent, ino, S_IFREG | (mode & 07777), 0, NowNs());
   img.nlink = 0;
+  // As any create (ext4_tmpfile): the umask or the parent's default ACL.
+  LFS_ASSIGN_OR_RETURN(const Impl::Inherited acls, fs.InheritAcls(c, parent, &img.mode));
   op.tx.Put(fs.I(ino), img);
+  LFS_RETURN_IF_ERROR(fs.StageXattrChanges(op, ino, acls.Changes()));
   Node* n = fs.AddNode(ino, img.mode, false);
   op.Commit();
   hold.Keep();

@@ -333,6 +333,15 @@ TEST_SUITE("acl") {
     REQUIRE(g.ok());
     CHECK((g->attr.st_mode & 07777) == 0600);
     CHECK(fs->ListXattr(kRoot, g->attr.st_ino)->empty());
+    // O_TMPFILE inherits as any create does.
+    auto t = fs->Tmpfile(c, d, 0640, O_RDWR);
+    REQUIRE(t.ok());
+    CHECK((t->attr.st_mode & 07777) == 0640);
+    CHECK(*fs->GetXattr(kRoot, t->attr.st_ino, "system.posix_acl_access") ==
+          Value("u::rw-,u:1000:rwx,g::r-x,m::r--,o::---"));
+    auto t2 = fs->Tmpfile(c, 1, 0666, O_RDWR);
+    REQUIRE(t2.ok());
+    CHECK((t2->attr.st_mode & 07777) == 0600);
     // A minimal default ACL yields a file with no access ACL.
     REQUIRE(fs->SetXattr(kRoot, d, "system.posix_acl_default", Value("u::rwx,g::r-x,o::r-x"), 0)
                 .ok());

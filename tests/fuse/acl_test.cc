@@ -288,6 +288,9 @@ TEST_SUITE("fuse.acl") {
     REQUIRE(mkdir(d.c_str(), 0777) == 0);
     REQUIRE(chmod(d.c_str(), 0777) == 0);
     REQUIRE(Setfacl({"-d", "--set", "u::rwx,u:65534:rwx,g::r-x,m::rwx,o::r-x", d}) == "OK");
+    const std::string open_dir = fs.path("open");
+    REQUIRE(mkdir(open_dir.c_str(), 0777) == 0);
+    REQUIRE(chmod(open_dir.c_str(), 0777) == 0);
     CHECK_AS(kNobody, kNogroup, {}, [&](ChildChecks& k) {
       umask(077);  // ignored under a default ACL
       KEQ(k, OpenAs(d + "/file", O_CREAT | O_WRONLY, 0666), "OK");
@@ -308,6 +311,20 @@ TEST_SUITE("fuse.acl") {
       // Two levels down: the subdirectory passed its default ACL on.
       KEQ(k, OpenAs(d + "/sub/deep", O_CREAT | O_WRONLY, 0640), "OK");
       KTRUE(k, ModeOf(d + "/sub/deep") == 0640);
+      // O_TMPFILE inherits as a create does, and takes the umask elsewhere.
+      Fd t(open(d.c_str(), O_TMPFILE | O_WRONLY, 0640));
+      KTRUE(k, t.ok());
+      struct stat st {};
+      KSYS(k, fstat(t.get(), &st), "OK");
+      KTRUE(k, (st.st_mode & 07777) == 0640);
+      char value[256];
+      const ssize_t n = fgetxattr(t.get(), kAccess, value, sizeof value);
+      KEQ(k, std::string(value, n > 0 ? static_cast<size_t>(n) : 0),
+          Bytes({{kUserObj, 6}, {kUser, 7, kNobody}, {kGroupObj, 5}, {kMask, 4}, {kOther, 0}}));
+      Fd u(open(open_dir.c_str(), O_TMPFILE | O_WRONLY, 0666));
+      KTRUE(k, u.ok());
+      KSYS(k, fstat(u.get(), &st), "OK");
+      KTRUE(k, (st.st_mode & 07777) == 0600);
     });
     // A minimal default ACL: no access ACL is stored on what it makes. Without
     // a default ACL the umask applies, and nothing is stored either.
