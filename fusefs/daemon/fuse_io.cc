@@ -135,7 +135,9 @@ void AnswerStatx(int fd, const fuse_in_header& h, size_t arg_size, void* userdat
   if (int err = g_statx(userdata, h.nodeid, &a); err != 0)
     return SendRaw(fd, h.unique, err, nullptr, 0);
   StatxOut out{};
-  const double valid = a.attr_timeout > 0 ? a.attr_timeout : 0;
+  // Clamped as libfuse clamps its own replies' timeouts: a huge
+  // attr_timeout= must not overflow the conversion.
+  const double valid = a.attr_timeout > 0 ? std::min(a.attr_timeout, 1e18) : 0;
   out.attr_valid = static_cast<uint64_t>(valid);
   out.attr_valid_nsec = static_cast<uint32_t>((valid - static_cast<double>(out.attr_valid)) * 1e9);
   Statx& sx = out.stat;
@@ -213,10 +215,13 @@ ssize_t ReadDevice(int fd, void* buf, size_t len, void* userdata /* the Server *
   for (;;) {
     const ssize_t n = read(fd, buf, len);
     if (n < static_cast<ssize_t>(sizeof(fuse_in_header))) return n;
-    if (!g_init.done.load(std::memory_order_relaxed)) {
+    if (!g_init.done.load(std::memory_order_relaxed))
       NoteRequest(static_cast<const char*>(buf), static_cast<size_t>(n));
-      return n;
-    }
+    // Not gated on `done`: the kernel queues requests the moment it has
+    // read the INIT reply, before WritevDevice sets `done`, and a STATX or
+    // TMPFILE that reached libfuse then would get ENOSYS, which turns the
+    // feature off for the rest of the mount. The kernel sends neither
+    // before its INIT reply, so looking at every request is safe.
     if (ForLibfuse(fd, static_cast<char*>(buf), static_cast<size_t>(n), userdata)) return n;
   }
 }
@@ -288,9 +293,9 @@ int InstallInitFlagsIo(fuse_session* se, uint64_t flags, void (*on_init)(const I
   return fuse_session_custom_io(se, &io, fuse_session_fd(se));
 }
 
-void SetUpIoForTest(StatxFn statx) {
+void SetUpIoForTest(StatxFn statx, bool init_done) {
   g_statx = statx;
-  g_init.done.store(true, std::memory_order_release);
+  g_init.done.store(init_done, std::memory_order_release);
 }
 
 ssize_t ReadRequestForTest(int fd, void* buf, size_t len, void* userdata) {

@@ -75,9 +75,10 @@ int InstallInitFlagsIo(fuse_session* se, uint64_t flags, void (*on_init)(const I
 InitOutcome InitFlagsOutcome();
 
 // For tests (tests/fuse/fuse_io_test.cc), without a session: what
-// InstallInitFlagsIo sets up, with INIT taken as done, and the read the io
-// does (one message for libfuse from `fd`, after serving what it serves).
-void SetUpIoForTest(StatxFn statx);
+// InstallInitFlagsIo sets up, with INIT taken as done (init_done false: its
+// reply not sent yet), and the read the io does (one message for libfuse
+// from `fd`, after serving what it serves).
+void SetUpIoForTest(StatxFn statx, bool init_done = true);
 ssize_t ReadRequestForTest(int fd, void* buf, size_t len, void* userdata);
 
 }  // namespace leasefs::daemon

@@ -76,12 +76,12 @@ T At(const std::string& s, size_t off) {
 struct Wire {
   int kernel = -1, device = -1;
   int statx_calls = 0;
-  Wire() {
+  explicit Wire(bool init_done = true) {
     int sv[2];
     REQUIRE(socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) == 0);
     kernel = sv[0];
     device = sv[1];
-    SetUpIoForTest(FakeStatx);
+    SetUpIoForTest(FakeStatx, init_done);
   }
   ~Wire() {
     close(kernel);
@@ -139,6 +139,22 @@ TEST_SUITE("fuse_io") {
     CHECK(At<uint32_t>(r, sx + 120) == 5);
     CHECK(At<uint32_t>(r, sx + 128) == 12);  // rdev_major
     CHECK(At<uint32_t>(r, sx + 132) == 34);  // rdev_minor
+    CHECK(w.statx_calls == 1);
+  }
+
+  TEST_CASE("FUSE_STATX before the INIT reply's write has returned is answered here too") {
+    // The kernel queues requests as soon as it has read the INIT reply;
+    // one that reached libfuse would get ENOSYS, and the kernel would never
+    // send a STATX (or TMPFILE) again on this mount.
+    Wire w(/*init_done=*/false);
+    w.Send(Request(kOpStatx, 43, kKnownIno, StatxIn()));
+    w.Send(kGetattr);
+    // REQUIRE: had the STATX been handed on, no reply would ever come.
+    REQUIRE(w.ReadForLibfuse() == kGetattr);
+    const std::string r = w.Reply();
+    REQUIRE(r.size() == 16 + 288);
+    CHECK(At<int32_t>(r, 4) == 0);
+    CHECK(At<uint64_t>(r, 8) == 43);
     CHECK(w.statx_calls == 1);
   }
 
