@@ -809,6 +809,9 @@ Result<Filesystem::DefragReport> Filesystem::Defrag(const Cred& c, Ino ino) {
     WriterLock l(&fs.mu_);
     Node* n = fs.N(ino);
     if (!n) break;  // deleted meanwhile
+    // A remount may have made the pool read-only between two pieces; what
+    // is done stays done (each piece is a transaction of its own).
+    if (fs.read_only_) return Status::Error(EROFS);
     // The next run of unshared extents from the cursor.
     std::vector<Mapping> piece;
     uint64_t blocks = 0;
