@@ -146,6 +146,7 @@ Status Filesystem::RemovePrivs(const Cred& c, Ino ino) {
   Impl& fs = *impl_;
   WriterLock l(&fs.mu_);
   LFS_RETURN_IF_ERROR(fs.Get(ino).status());
+  LFS_RETURN_IF_ERROR(fs.CheckMutable(ino));
   LFS_RETURN_IF_ERROR(fs.Require(c, ino, W_OK));
   if (!fs.PrivsToDrop(c, ino).any()) return Status::Ok();
   if (fs.read_only_) return Status::Error(EROFS);
@@ -163,6 +164,7 @@ bool Filesystem::WouldRemovePrivs(const Cred& c, Ino ino) {
 
 void Filesystem::Impl::TouchAtime(Inode* in) const {
   if (read_only_ || options_.atime == AtimeMode::kNever) return;
+  if (in->flags & kInodeNoatime) return;  // chattr +A
   if (S_ISDIR(in->mode) && options_.nodiratime) return;
   const int64_t now = NowNs();
   const int64_t atime = __atomic_load_n(&in->atime_ns, __ATOMIC_RELAXED);
@@ -201,21 +203,29 @@ Status Filesystem::Read(Ino ino, uint64_t off, size_t len,
 // Write
 
 Result<size_t> Filesystem::Write(const Cred& c, Ino ino, uint64_t off, const struct iovec* src,
-                                 int count) {
+                                 int count, bool append) {
   WriterLock l(&impl_->mu_);
-  return impl_->WriteLocked(c, ino, off, src, count);
+  return impl_->WriteLocked(c, ino, off, src, count, /*guard_asked=*/false, append);
 }
 
 namespace {
 
 // How many of `len` bytes a write at `off` of `ino` would write (0: none,
 // the write changes nothing), or the error it fails with. One function for
-// the write and WouldAllocate, so that they clamp alike.
-Result<uint64_t> WritableLength(const Filesystem::Impl& fs, Ino ino, uint64_t off, uint64_t len) {
+// the write and WouldAllocate, so that they clamp alike. `append` as
+// Filesystem::Write says.
+Result<uint64_t> WritableLength(const Filesystem::Impl& fs, Ino ino, uint64_t off, uint64_t len,
+                                bool append) {
   if (fs.read_only_) return Status::Error(EROFS);
   LFS_ASSIGN_OR_RETURN(Node * n, fs.Get(ino));
   if (n->dir) return Status::Error(EISDIR);
   if (!S_ISREG(fs.I(ino)->mode)) return Status::Error(EINVAL);
+  // ext4_write_checks refuses an immutable file; an append-only one only
+  // ever grows at its end, through O_APPEND (the kernel's FUSE knows
+  // neither flag, so nothing refused them before).
+  LFS_RETURN_IF_ERROR(fs.CheckMutable(ino));
+  if (fs.AppendOnly(ino) && !(append && off == fs.I(ino)->size))
+    return Status::Error(EPERM, "append-only: writes only at the end, through O_APPEND");
   if (len == 0) return uint64_t{0};
   if (off >= kMaxFileSize) return Status::Error(EFBIG);
   return std::min(len, kMaxFileSize - off);
@@ -262,16 +272,16 @@ LayoutChange Filesystem::Impl::WriteChange(Ino ino, uint64_t off, uint64_t len) 
 
 bool Filesystem::WouldAllocate(Ino ino, uint64_t off, uint64_t len) {
   ReaderLock l(&impl_->mu_);
-  const Result<uint64_t> n = WritableLength(*impl_, ino, off, len);
+  const Result<uint64_t> n = WritableLength(*impl_, ino, off, len, /*append=*/true);
   return n.ok() && *n > 0 && impl_->WriteAllocates(ino, off, *n);
 }
 
 Result<size_t> Filesystem::Impl::WriteLocked(const Cred& c, Ino ino, uint64_t off,
-                                             const struct iovec* src, int count,
-                                             bool guard_asked) {
+                                             const struct iovec* src, int count, bool guard_asked,
+                                             bool append) {
   uint64_t len = 0;
   for (int i = 0; i < count; ++i) len += src[i].iov_len;
-  LFS_ASSIGN_OR_RETURN(len, WritableLength(*this, ino, off, len));
+  LFS_ASSIGN_OR_RETURN(len, WritableLength(*this, ino, off, len, append));
   if (len == 0) return size_t{0};
   Node* n = N(ino);
   if (!guard_asked) LFS_RETURN_IF_ERROR(GuardChange(c, WriteChange(ino, off, len)));
@@ -444,11 +454,18 @@ Result<Entry> Filesystem::SetAttr(const Cred& c, Ino ino, const SetAttrArgs& a) 
   const bool owner = fs.OwnerOrRoot(c, img);
   using A = SetAttrArgs;
   const unsigned v = a.valid;
+  // ext4_setattr refuses every change of an immutable inode; notify_change
+  // refuses an append-only one a new owner, mode or explicit times.
+  LFS_RETURN_IF_ERROR(fs.CheckMutable(ino));
+  if ((v & (A::kMode | A::kUid | A::kGid | A::kAtime | A::kMtime)) && fs.AppendOnly(ino))
+    return Status::Error(EPERM, "append-only");
   if (v & A::kSize) {
     if (n->dir) return Status::Error(EISDIR);
     if (!S_ISREG(img.mode)) return Status::Error(EINVAL);
     if (a.size > kMaxFileSize) return Status::Error(EFBIG);
     if (!a.via_open_file) LFS_RETURN_IF_ERROR(fs.Require(c, ino, W_OK));
+    // vfs_truncate and do_ftruncate: not even growing it.
+    if (fs.AppendOnly(ino)) return Status::Error(EPERM, "append-only");
   }
   if ((v & A::kUid) && !c.is_root() && (c.uid() != img.uid || a.uid != img.uid))
     return Status::Error(EPERM, "only root may give a file away");
@@ -532,7 +549,14 @@ Result<Entry> OpenLocked(Filesystem::Impl& fs, const Cred& c, Ino ino, int flags
   // Only regular files are executed (do_open_execat).
   if ((flags & kOpenExec) && !S_ISREG(fs.I(ino)->mode)) return Status::Error(EACCES);
   if ((mask & W_OK) && fs.read_only_) return Status::Error(EROFS);
+  // inode_permission refuses writing an immutable file before the mode
+  // bits are asked; may_open refuses an append-only one writing without
+  // O_APPEND, and O_TRUNC, after them.
+  if (mask & W_OK) LFS_RETURN_IF_ERROR(fs.CheckMutable(ino));
   LFS_RETURN_IF_ERROR(fs.Require(c, ino, mask));
+  if (fs.AppendOnly(ino) &&
+      ((flags & O_TRUNC) || ((flags & O_ACCMODE) != O_RDONLY && !(flags & O_APPEND))))
+    return Status::Error(EPERM, "append-only: open for writing with O_APPEND, without O_TRUNC");
   if ((flags & O_TRUNC) && S_ISREG(fs.I(ino)->mode)) {
     if (const uint64_t size = fs.I(ino)->size; size > 0)
       LFS_RETURN_IF_ERROR(fs.GuardChange(c, SizeChange(ino, size, 0)));

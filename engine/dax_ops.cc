@@ -223,6 +223,8 @@ Result<Filesystem::DaxMapping> Filesystem::MapForDax(const Cred& c, Ino ino, uin
   if (map_id == 0 || owner.pid <= 0 || max_runs == 0)
     return Status::Error(EINVAL, "a mapping needs an id, an owner and room for a run");
   if (fs.read_only_) return Status::Error(EROFS);
+  // Stores through a writable mapping reach the pool without the daemon.
+  if (writable) LFS_RETURN_IF_ERROR(fs.CheckRewritable(ino));
 
   DaxMapping out;
   out.file_size = fs.I(ino)->size;

@@ -203,6 +203,7 @@ Entry Filesystem::Impl::MakeEntry(Ino ino) const {
   FillStat(ino, &e.attr);
   e.generation = I(ino)->generation ^ generation_salt_;
   e.btime_ns = I(ino)->btime_ns;
+  e.attr_flags = FsFlagsOf(*I(ino));
   return e;
 }
 
@@ -246,6 +247,8 @@ Status Filesystem::Impl::CheckSticky(const Cred& c, Ino dir, Ino victim) const {
 
 Status Filesystem::Impl::MayModifyDir(const Cred& c, Ino dir) const {
   if (I(dir)->nlink == 0) return Status::Error(ENOENT, "directory was removed");
+  // Before the permission bits, as inode_permission's MAY_WRITE check.
+  LFS_RETURN_IF_ERROR(CheckMutable(dir));
   return Require(c, dir, W_OK | X_OK);
 }
 
@@ -470,6 +473,7 @@ Status CheckInodeShape(Ino ino, const Inode& in, const ExtentMap& em, uint64_t i
   const uint32_t type = in.mode & S_IFMT;
   if (type == S_IFDIR) {
     if (in.parent == 0 || in.parent >= inode_count) return BadInode(ino, "bad parent");
+    if (in.flags & ~kDirAttrFlags) return BadInode(ino, "flags a directory cannot carry");
     return Status::Ok();
   }
   if (type == S_IFLNK) {
@@ -485,6 +489,8 @@ Status CheckInodeShape(Ino ino, const Inode& in, const ExtentMap& em, uint64_t i
   if (type != S_IFREG && (!em.empty() || in.size != 0))
     return BadInode(ino, "special file with data");
   if (in.flags & kInodeInlineData) return BadInode(ino, "inline data on a non-symlink");
+  if (in.flags & ~(type == S_IFREG ? kRegularAttrFlags : 0u))
+    return BadInode(ino, "flags its type cannot carry");
   return Status::Ok();
 }
 
@@ -498,7 +504,7 @@ Status Filesystem::Impl::Load(MountReport* report) {
   const Superblock& sb = *pool_.sb;
   FinishTornUpgrade();
   LFS_RETURN_IF_ERROR(ValidateSuperblock(sb, media_->size()));
-  if (sb.feature_ro_compat != 0 && !read_only_)
+  if ((sb.feature_ro_compat & ~kKnownRoCompat) != 0 && !read_only_)
     return Status::Error(EROFS, "pool has features this leasefs can only mount read-only");
   report->was_clean = sb.state != kStateMounted;
   for (size_t i = 0; i < sizeof(sb.uuid); i += 4) {
@@ -727,6 +733,8 @@ Status Filesystem::Access(const Cred& c, Ino ino, int mask) {
   ReaderLock l(&impl_->mu_);
   LFS_RETURN_IF_ERROR(impl_->Get(ino).status());
   if (mask == F_OK) return Status::Ok();
+  // Nobody may write an immutable file, root included (inode_permission).
+  if (mask & W_OK) LFS_RETURN_IF_ERROR(impl_->CheckMutable(ino));
   return impl_->Require(c, ino, mask);
 }
 

@@ -24,6 +24,14 @@
 // xattr, whoever the caller, and setuid/setgid unless the caller is root
 // (CAP_FSETID). See RemovePrivs, and data_ops.cc for the rule's sources.
 //
+// Attribute flags (docs/attr-flags.md): every call that would change an
+// immutable inode (its bytes, size, block map, attributes, xattrs, names in
+// it if it is a directory, the names that link it) fails with EPERM, as
+// does one that would change an append-only file other than by adding bytes
+// at its end (or remove its names, or names from an append-only directory),
+// with the order of checks of Linux's VFS and ext4. Each method's EPERM
+// below includes these.
+//
 // Layout guard: every call that changes a file's layout (its block map, its
 // size, or the sharing of its blocks) first asks the guard set by
 // SetLayoutGuard, under the writer lock, once per file per step, before it
@@ -122,6 +130,7 @@ struct Entry {
   // the number it names the inode for good (file handles, docs/handles.md).
   uint64_t generation = 0;
   int64_t btime_ns = 0;  // birth time (statx's STATX_BTIME): set at create, never changed
+  uint32_t attr_flags = 0;  // FS_*_FL, as GetAttrFlags reports them
 };
 
 // What SetAttr changes: a mask of these bits, and the values.
@@ -321,9 +330,14 @@ class Filesystem {
   // limit): kAllocatingWrite if it maps new blocks (WouldAllocate), else
   // kOverwrite, with the size change when it extends the file. A write of
   // no bytes asks nothing.
-  // Errors: ENOENT, EISDIR, EFBIG, ENOSPC (nothing could be written), and
-  // what the layout guard answers.
-  Result<size_t> Write(const Cred& c, Ino ino, uint64_t off, const struct iovec* src, int count);
+  // `append`: the write comes through a descriptor opened with O_APPEND,
+  // the only kind that may write an append-only file, and then only at its
+  // end of file.
+  // Errors: ENOENT, EISDIR, EFBIG, ENOSPC (nothing could be written), EPERM
+  // (immutable; append-only and not `append` at the end of file), and what
+  // the layout guard answers.
+  Result<size_t> Write(const Cred& c, Ino ino, uint64_t off, const struct iovec* src, int count,
+                       bool append = false);
   // Whether a write of `len` bytes at `off` would allocate (map new blocks
   // into the file: fill a hole, copy a shared block, or extend the file), as
   // the write would report it to the layout guard if made now. False for
@@ -464,6 +478,25 @@ class Filesystem {
   // Removing an ACL the inode lacks succeeds (as on ext4). Errors: as
   // GetXattr.
   Status RemoveXattr(const Cred& c, Ino ino, std::string_view name);
+
+  // --- Attribute flags (chattr; docs/attr-flags.md) ---------------------------
+
+  // The inode's attribute flags as FS_IOC_GETFLAGS reports them (FS_*_FL of
+  // <linux/fs.h>): some of FS_SYNC_FL, FS_IMMUTABLE_FL, FS_APPEND_FL,
+  // FS_NODUMP_FL, FS_NOATIME_FL and FS_DIRSYNC_FL. Errors: ENOENT.
+  Result<uint32_t> GetAttrFlags(Ino ino);
+  // Replaces them (FS_IOC_SETFLAGS) and sets ctime. `may_freeze`: the
+  // caller has CAP_LINUX_IMMUTABLE, which changing FS_IMMUTABLE_FL or
+  // FS_APPEND_FL needs. Setting either on a regular file that lacked it
+  // first asks the layout guard (kUnmap of the whole file, no size change),
+  // so that lease holders stop storing into the file, and then fails with
+  // EBUSY while a writable DAX record still covers a block of it.
+  // Errors: ENOENT, EROFS, ENOTTY (neither a regular file nor a directory),
+  // EPERM (not the owner or root; FS_IMMUTABLE_FL or FS_APPEND_FL changed
+  // without may_freeze; another flag changed on a file that stays
+  // immutable), EOPNOTSUPP (a flag leasefs does not keep, or FS_DIRSYNC_FL
+  // on a regular file), EBUSY, and what the layout guard answers.
+  Status SetAttrFlags(const Cred& c, Ino ino, uint32_t flags, bool may_freeze);
 
   // --- Privileges on change ---------------------------------------------------
 

@@ -87,6 +87,26 @@ class Filesystem::Impl {
   // Write + search permission on a directory that is still linked.
   Status MayModifyDir(const Cred& c, Ino dir) const;
 
+  // --- attribute flags (attr_ops.cc, docs/attr-flags.md) ---------------------
+  bool Immutable(Ino ino) const { return I(ino)->flags & layout::kInodeImmutable; }
+  bool AppendOnly(Ino ino) const { return I(ino)->flags & layout::kInodeAppend; }
+  // EPERM if `ino` is immutable: nothing about it may change.
+  Status CheckMutable(Ino ino) const;
+  // EPERM if `ino` is immutable or append-only: what it holds, and its
+  // attributes, may not change other than by adding bytes at its end.
+  Status CheckRewritable(Ino ino) const;
+  // The FS_*_FL flags an inode's flags word stands for.
+  static uint32_t FsFlagsOf(const layout::Inode& in);
+  // The attribute flags a new inode of `mode` takes from its parent
+  // directory `dir`, as ext4 passes them on (never immutable or
+  // append-only).
+  static uint32_t InheritedFlags(const layout::Inode& dir, uint32_t mode);
+  // Makes the superblock carry the feature bits (an in-place update of both
+  // copies, backup first: docs/pool_format.md "Adding a feature"); durable
+  // when it returns. Nothing if they are there already. Call before the
+  // transaction that first relies on them commits.
+  void AddFeatures(uint64_t ro_compat, uint64_t incompat) REQUIRES(mu_);
+
   // --- staging helpers ----------------------------------------------------------
   // Stages the attribute part (bytes [0, 88): mode .. flags) of `img` as inode
   // `ino`'s; the inline area and block pointers are staged by their owners.
@@ -239,8 +259,10 @@ class Filesystem::Impl {
   // Filesystem::Write without the lock. Asks the layout guard first, unless
   // the caller has asked it for this write already (`guard_asked`:
   // CopyFileRange asks once for all the writes of one copy).
+  // `append` as Filesystem::Write says.
   Result<size_t> WriteLocked(const Cred& c, Ino ino, uint64_t off, const struct iovec* src,
-                             int count, bool guard_asked = false) REQUIRES(mu_);
+                             int count, bool guard_asked = false, bool append = false)
+      REQUIRES(mu_);
   // Whether writing [off, off + len) of regular file `ino` maps new blocks
   // into it: its block range has a hole or a block shared by reflink (copied
   // on write), or it ends past the size. Unwritten (preallocated) blocks are

@@ -48,6 +48,17 @@ inline constexpr uint64_t kMaxFileSize = uint64_t{1} << 60;  // EFBIG beyond
 inline constexpr uint32_t kMaxLinks = 65000;                 // EMLINK beyond
 inline constexpr uint32_t kMaxSymlink = 4095;                // ENAMETOOLONG beyond
 
+// Read-only-compatible feature bits (Superblock::feature_ro_compat): a
+// leasefs that does not know one may mount the pool read-only only, since
+// its writes would break a rule it does not know. Set in place when first
+// needed (docs/pool_format.md "Adding a feature"); never cleared.
+enum FeatureRoCompat : uint64_t {
+  // Inodes may carry attribute flags (InodeFlags kInodeSync..kInodeDirsync):
+  // an older leasefs would let an immutable or append-only file change.
+  kRoCompatAttrFlags = uint64_t{1} << 0,
+};
+inline constexpr uint64_t kKnownRoCompat = kRoCompatAttrFlags;
+
 // ---------------------------------------------------------------------------
 // Superblock (block 0, copy in block 1). Bytes [0, 248) are immutable after
 // mkfs and covered by `checksum`; the mutable area at 256 is updated in place
@@ -162,7 +173,20 @@ inline constexpr uint32_t kInlineExtents = 6;
 
 enum InodeFlags : uint32_t {
   kInodeInlineData = 1u << 0,  // symlink target stored in Inode::inline_area
+  // Attribute flags, as chattr(1) sets them (FS_IOC_SETFLAGS; docs/
+  // attr-flags.md). Only on regular files and directories, and only in a
+  // pool with kRoCompatAttrFlags.
+  kInodeSync = 1u << 16,       // FS_SYNC_FL 'S': stored (every change is synchronous)
+  kInodeImmutable = 1u << 17,  // FS_IMMUTABLE_FL 'i': nothing may change it
+  kInodeAppend = 1u << 18,     // FS_APPEND_FL 'a': bytes may only be added at the end
+  kInodeNodump = 1u << 19,     // FS_NODUMP_FL 'd': stored only (for dump(8))
+  kInodeNoatime = 1u << 20,    // FS_NOATIME_FL 'A': reads never update atime
+  kInodeDirsync = 1u << 21,    // FS_DIRSYNC_FL 'D': directories only; stored
 };
+// The attribute flags a regular file and a directory may carry.
+inline constexpr uint32_t kRegularAttrFlags =
+    kInodeSync | kInodeImmutable | kInodeAppend | kInodeNodump | kInodeNoatime;
+inline constexpr uint32_t kDirAttrFlags = kRegularAttrFlags | kInodeDirsync;
 
 // One run of file blocks mapped to pool blocks.
 struct Extent {

@@ -86,6 +86,7 @@ Inode Filesystem::Impl::NewInodeImage(const Cred& c, Ino parent, Ino ino, uint32
   }
   img.atime_ns = img.mtime_ns = img.ctime_ns = img.btime_ns = now;
   img.parent = is_dir ? parent : 0;
+  img.flags = InheritedFlags(pin, mode);
   img.rdev = (S_ISCHR(mode) || S_ISBLK(mode)) ? rdev : 0;
   return img;
 }
@@ -217,6 +218,7 @@ Result<Entry> Filesystem::Link(const Cred& c, Ino ino, Ino new_parent, std::stri
   LFS_RETURN_IF_ERROR(fs.Require(c, new_parent, X_OK));
   if (p->dir->Find(new_name)) return Status::Error(EEXIST);
   LFS_RETURN_IF_ERROR(fs.MayModifyDir(c, new_parent));
+  LFS_RETURN_IF_ERROR(fs.CheckRewritable(ino));  // vfs_link, before the type
   if (n->dir) return Status::Error(EPERM, "hard link to a directory");
   // An unlinked file stays unnamed (Linux: ENOENT), unless it is an
   // O_TMPFILE that was made linkable and has had no name yet.
@@ -271,6 +273,15 @@ Result<Entry> Filesystem::Tmpfile(const Cred& c, Ino parent, mode_t mode, int fl
 
 namespace {
 
+// What may_delete checks once the directory may be written: nothing leaves
+// an append-only directory; the sticky bit; an immutable or append-only
+// inode keeps its names.
+Status CheckVictim(const Filesystem::Impl& fs, const Cred& c, Ino dir, Ino victim) {
+  if (fs.AppendOnly(dir)) return Status::Error(EPERM, "append-only directory");
+  LFS_RETURN_IF_ERROR(fs.CheckSticky(c, dir, victim));
+  return fs.CheckRewritable(victim);
+}
+
 // What removing `name` from `parent` must pass (Linux's may_delete).
 Result<Directory::Entry> CheckDelete(const Filesystem::Impl& fs, const Cred& c, Ino parent,
                                      std::string_view name, bool want_dir) {
@@ -281,7 +292,7 @@ Result<Directory::Entry> CheckDelete(const Filesystem::Impl& fs, const Cred& c, 
   auto e = p->dir->Find(name);
   if (!e) return Status::Error(ENOENT);
   LFS_RETURN_IF_ERROR(fs.MayModifyDir(c, parent));
-  LFS_RETURN_IF_ERROR(fs.CheckSticky(c, parent, e->ino));
+  LFS_RETURN_IF_ERROR(CheckVictim(fs, c, parent, e->ino));
   const bool is_dir = e->type == DT_DIR;
   if (want_dir && !is_dir) return Status::Error(ENOTDIR);
   if (!want_dir && is_dir) return Status::Error(EISDIR);
@@ -371,11 +382,11 @@ Result<RenameSides> CheckRename(const Filesystem::Impl& fs, const Cred& c, Ino p
     return Status::Error(EINVAL, "a directory cannot move into itself");
   // may_delete on the source side.
   LFS_RETURN_IF_ERROR(fs.MayModifyDir(c, parent));
-  LFS_RETURN_IF_ERROR(fs.CheckSticky(c, parent, s.src.ino));
+  LFS_RETURN_IF_ERROR(CheckVictim(fs, c, parent, s.src.ino));
   // may_delete (or may_create) on the target side.
   LFS_RETURN_IF_ERROR(fs.MayModifyDir(c, new_parent));
   if (s.dst) {
-    LFS_RETURN_IF_ERROR(fs.CheckSticky(c, new_parent, s.dst->ino));
+    LFS_RETURN_IF_ERROR(CheckVictim(fs, c, new_parent, s.dst->ino));
     if (!exchange) {
       if (src_dir && !dst_dir) return Status::Error(ENOTDIR);
       if (!src_dir && dst_dir) return Status::Error(EISDIR);

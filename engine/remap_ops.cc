@@ -411,6 +411,10 @@ Status Filesystem::Fallocate(const Cred& c, Ino ino, int mode, uint64_t off, uin
     return Status::Error(EINVAL);
   if ((mode & FALLOC_FL_UNSHARE_RANGE) && (mode & ~(FALLOC_FL_UNSHARE_RANGE | FALLOC_FL_KEEP_SIZE)))
     return Status::Error(EINVAL, "unshare takes only FALLOC_FL_KEEP_SIZE");
+  // vfs_fallocate: an append-only file only preallocates.
+  if ((mode & ~FALLOC_FL_KEEP_SIZE) && fs.AppendOnly(ino))
+    return Status::Error(EPERM, "append-only: preallocation only");
+  LFS_RETURN_IF_ERROR(fs.CheckMutable(ino));
   if (len == 0) return Status::Error(EINVAL);
   if (off > kMaxFileSize || len > kMaxFileSize - off) return Status::Error(EFBIG);
   const uint64_t size = fs.I(ino)->size, end = off + len;
@@ -522,6 +526,7 @@ Result<uint64_t> Filesystem::Impl::CloneLocked(const Cred& c, Ino src, uint64_t 
   LFS_ASSIGN_OR_RETURN(Node * dn, Get(dst));
   if (sn->dir || dn->dir) return Status::Error(EISDIR);
   if (!S_ISREG(I(src)->mode) || !S_ISREG(I(dst)->mode)) return Status::Error(EINVAL);
+  LFS_RETURN_IF_ERROR(CheckRewritable(dst));  // generic_remap_file_range_prep
   const uint64_t src_size = I(src)->size, dst_size = I(dst)->size;
   if (src_off > src_size) return Status::Error(EINVAL, "source offset past its end of file");
   if (len == 0) len = src_size - src_off;
@@ -666,6 +671,10 @@ Result<uint64_t> Filesystem::CopyFileRange(const Cred& c, Ino src, uint64_t src_
   LFS_ASSIGN_OR_RETURN(Node * dn, fs.Get(dst));
   if (sn->dir || dn->dir) return Status::Error(EISDIR);
   if (!S_ISREG(fs.I(src)->mode) || !S_ISREG(fs.I(dst)->mode)) return Status::Error(EINVAL);
+  // generic_copy_file_checks refuses an immutable destination, and an
+  // append-only one is written through O_APPEND only, which
+  // copy_file_range refuses (EBADF).
+  LFS_RETURN_IF_ERROR(fs.CheckRewritable(dst));
   const uint64_t src_size = fs.I(src)->size;
   if (src_off >= src_size || len == 0) return uint64_t{0};
   len = std::min(len, src_size - src_off);
@@ -796,6 +805,7 @@ Result<Filesystem::DefragReport> Filesystem::Defrag(const Cred& c, Ino ino) {
     if (n->dir) return Status::Error(EISDIR);
     if (!S_ISREG(impl_->I(ino)->mode)) return Status::Error(EINVAL);
     if (impl_->read_only_) return Status::Error(EROFS);
+    LFS_RETURN_IF_ERROR(impl_->CheckRewritable(ino));
     LFS_RETURN_IF_ERROR(impl_->Require(c, ino, W_OK));
     report.extents_before = n->extents.extent_count();
   }
@@ -854,7 +864,9 @@ Result<Filesystem::DefragReport> Filesystem::Defrag(const Cred& c, Ino ino) {
     // the new run is split into (and a split at the cursor) need slots.
     if (!fs.PlanSlots(op, ino, got.size() + 1).ok()) break;
     // The guard says whether this piece may move (a refusal ends the defrag
-    // with its error; the pieces moved so far stay moved).
+    // with its error; the pieces moved so far stay moved), and so do the
+    // file's flags, which a chattr between two pieces may have set.
+    LFS_RETURN_IF_ERROR(fs.CheckRewritable(ino));
     const uint64_t from = piece.front().file_block, size = fs.I(ino)->size;
     LFS_RETURN_IF_ERROR(fs.GuardChange(
         c, Remap(ino, from * kBlock, (piece.back().file_end() - from) * kBlock, size, size)));
@@ -917,6 +929,9 @@ Result<uint64_t> Filesystem::MoveExtents(const Cred& c, Ino orig, Ino donor, uin
   if (orig == donor) return Status::Error(EINVAL, "original and donor are one file");
   if (on->dir || dn->dir || !S_ISREG(fs.I(orig)->mode) || !S_ISREG(fs.I(donor)->mode))
     return Status::Error(EINVAL, "not a regular file");
+  // ext4_move_extents refuses such a donor; both files' blocks move.
+  LFS_RETURN_IF_ERROR(fs.CheckRewritable(orig));
+  LFS_RETURN_IF_ERROR(fs.CheckRewritable(donor));
   // ext4's rule (mext_check_arguments): never a setuid or setgid donor.
   if (fs.I(donor)->mode & (S_ISUID | S_ISGID))
     return Status::Error(EINVAL, "the donor is setuid or setgid");

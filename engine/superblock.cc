@@ -64,12 +64,25 @@ Superblock UpgradedFromV1(const Superblock& v1) {
   return v2;
 }
 
+Superblock WithFeatures(const Superblock& sb, uint64_t ro_compat, uint64_t incompat) {
+  Superblock out = sb;
+  out.feature_ro_compat |= ro_compat;
+  out.feature_incompat |= incompat;
+  out.checksum = SuperblockChecksum(out);
+  return out;
+}
+
 bool IsTornUpgrade(const Superblock& primary, const Superblock& backup) {
   if (backup.version != kFormatVersion || SuperblockChecksum(backup) != backup.checksum)
     return false;
   if (primary.version != kFormatVersionV1 && primary.version != kFormatVersion) return false;
+  if ((primary.feature_ro_compat & ~backup.feature_ro_compat) != 0 ||
+      (primary.feature_incompat & ~backup.feature_incompat) != 0)
+    return false;
   Superblock p = primary;
   p.version = backup.version;
+  p.feature_ro_compat = backup.feature_ro_compat;
+  p.feature_incompat = backup.feature_incompat;
   p.checksum = backup.checksum;
   return std::memcmp(&p, &backup, kSuperChecksummedBytes + 8) == 0 &&
          SuperblockChecksum(primary) != primary.checksum;

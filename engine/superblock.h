@@ -28,10 +28,19 @@ uint64_t SuperblockChecksum(const layout::Superblock& sb);
 // bytes but the version and the checksum (docs/pool_format.md "Upgrading a
 // version-1 pool"). The mutable area is copied unchanged.
 layout::Superblock UpgradedFromV1(const layout::Superblock& v1);
-// True if `primary` is an upgrade to version 2 torn by a crash: its checksum
-// fails, it differs from `backup` (a version-2 superblock whose checksum
-// holds) only in the version and checksum words, and its version is 1 or 2.
-// Restoring the primary from the backup finishes the upgrade.
+// `sb` with the feature bits `ro_compat` and `incompat` added and its
+// checksum recomputed: how a feature is added to a pool in place
+// (docs/pool_format.md "Adding a feature"). The mutable area is copied
+// unchanged.
+layout::Superblock WithFeatures(const layout::Superblock& sb, uint64_t ro_compat,
+                                uint64_t incompat);
+// True if `primary` is an in-place update of the superblock (the upgrade to
+// version 2, or added feature bits) torn by a crash: its checksum fails, it
+// differs from `backup` (a version-2 superblock whose checksum holds) only
+// in the version, feature_ro_compat, feature_incompat and checksum words,
+// its version is 1 or 2, and its feature bits are a subset of the backup's
+// (each 8-byte word holds its old or its new value). Restoring the primary
+// from the backup finishes the update, which always writes the backup first.
 bool IsTornUpgrade(const layout::Superblock& primary, const layout::Superblock& backup);
 // Writes the checksummed bytes and the checksum of `sb` (not the mutable
 // area) as the superblock copy in pool block `block` (layout::kSuperBlock or

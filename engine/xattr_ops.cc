@@ -224,6 +224,7 @@ Status Filesystem::SetXattr(const Cred& c, Ino ino, std::string_view name, std::
   LFS_RETURN_IF_ERROR(CheckName(name));
   if (value.size() > kMaxXattrValue) return Status::Error(E2BIG);
   if (flags & ~(XATTR_CREATE | XATTR_REPLACE)) return Status::Error(EINVAL);
+  LFS_RETURN_IF_ERROR(fs.CheckRewritable(ino));  // xattr_permission, first
   if (acl::IsAclXattr(name)) return fs.SetAcl(c, ino, name, value);
   LFS_RETURN_IF_ERROR(CheckAccess(fs, c, ino, name, true));
   if (fs.read_only_) return Status::Error(EROFS);
@@ -270,6 +271,7 @@ Status Filesystem::RemoveXattr(const Cred& c, Ino ino, std::string_view name) {
   WriterLock l(&fs.mu_);
   LFS_RETURN_IF_ERROR(fs.Get(ino).status());
   LFS_RETURN_IF_ERROR(CheckName(name));
+  LFS_RETURN_IF_ERROR(fs.CheckRewritable(ino));  // xattr_permission, first
   if (acl::IsAclXattr(name)) return fs.RemoveAcl(c, ino, name);
   LFS_RETURN_IF_ERROR(CheckAccess(fs, c, ino, name, true));
   if (fs.read_only_) return Status::Error(EROFS);

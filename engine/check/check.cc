@@ -158,6 +158,10 @@ Status Checker::CheckSuperblock(bool* usable) {
     *usable = false;
     return Status::Ok();
   }
+  if ((sb_.feature_ro_compat & ~kKnownRoCompat) != 0 && opts_.repair)
+    return Status::Error(EOPNOTSUPP,
+                         "the pool has read-only-compatible features this fsck does not know: "
+                         "it may check the pool but not repair it");
   CheckState();
   if (opts_.verbose) DescribeGeometry();
   return Status::Ok();
@@ -179,8 +183,16 @@ Status Checker::PickSuperblock(const Superblock& primary, const Superblock& back
   if (b.ok() && engine::IsTornUpgrade(primary, backup)) {
     // A crash in the middle of the mount's upgrade to version 2: the next
     // mount finishes it the same way.
-    Note("superblock", "an upgrade to format version " + std::to_string(kFormatVersion) +
-                           " was interrupted; the backup holds it" +
+    // Which update it was: the upgrade's primary still has version 1, or
+    // its checksum word does.
+    Superblock v1 = backup;
+    v1.version = kFormatVersionV1;
+    const bool upgrade =
+        primary.version == kFormatVersionV1 || primary.checksum == engine::SuperblockChecksum(v1);
+    Note("superblock", (upgrade ? "an upgrade to format version " + std::to_string(kFormatVersion) +
+                                      " was interrupted"
+                                : std::string("adding a feature was interrupted")) +
+                           "; the backup holds it" +
                            (opts_.repair ? ", restored the primary from it" : ""));
     if (opts_.repair) {
       engine::WriteSuperblockCopy(media_, kSuperBlock, backup);
@@ -212,6 +224,22 @@ Status Checker::PickSuperblock(const Superblock& primary, const Superblock& back
 void Checker::CheckBackup(const Superblock& primary, const Status& backup_status) {
   const char* backup = BlockPtr(kBackupSuperBlock);
   if (std::memcmp(&primary, backup, kSuperChecksummedBytes + 8) == 0) return;
+  {
+    // Adding a feature writes the backup first: a crash before the primary
+    // leaves the backup with bits the primary lacks (or torn on its way
+    // there), which the next addition of the feature finishes.
+    Superblock got;
+    std::memcpy(&got, backup, sizeof(got));
+    const Superblock added =
+        engine::WithFeatures(primary, got.feature_ro_compat, got.feature_incompat);
+    if (std::memcmp(&added, &got, kSuperChecksummedBytes + 8) == 0 ||
+        engine::IsTornUpgrade(got, added)) {
+      Note("superblock",
+           "the backup has (or was being given) feature bits the primary lacks: adding a "
+           "feature was interrupted before the primary was written");
+      return;
+    }
+  }
   if (primary.version == kFormatVersionV1) {
     // The mount's upgrade writes the backup first: a crash before the
     // primary leaves this, and the next mount upgrades both.

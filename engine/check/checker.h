@@ -154,6 +154,8 @@ class Checker {
   void CheckInode(uint64_t ino);
   bool CheckMode(InodeScan& s);
   void CheckFlags(InodeScan& s);
+  // An inode with attribute flags needs kRoCompatAttrFlags (set once).
+  void CheckAttrFlagsFeature(uint64_t ino);
   void CheckParentField(InodeScan& s);
   void GatherExtents(InodeScan& s, bool inline_slots);
   std::string ChainBlockProblem(uint64_t ino, uint64_t block) const;

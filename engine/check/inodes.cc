@@ -9,6 +9,7 @@
 
 #include "engine/check/checker.h"
 #include "engine/check/util.h"
+#include "engine/superblock.h"
 
 namespace leasefs::check::internal {
 
@@ -165,15 +166,38 @@ bool Checker::CheckMode(InodeScan& s) {
 
 void Checker::CheckFlags(InodeScan& s) {
   const uint8_t type = info_[s.ino].type;
-  const uint32_t allowed = type == DT_LNK ? uint32_t{kInodeInlineData} : 0u;
+  // Symlinks may keep their target inline; regular files and directories
+  // may carry attribute flags (DIRSYNC only directories).
+  const uint32_t allowed = type == DT_LNK   ? uint32_t{kInodeInlineData}
+                           : type == DT_REG ? kRegularAttrFlags
+                           : type == DT_DIR ? kDirAttrFlags
+                                            : 0u;
   const uint32_t bad = s.in.flags & ~allowed;
-  if (bad == 0) return;
-  Problem(InodeWhere(s.ino),
-          bad == kInodeInlineData ? std::string("INLINE_DATA flag on a ") + TypeName(type)
-                                  : "unknown flags " + Hex(bad),
-          "cleared them");
-  s.in.flags &= allowed;
-  writer_->Put(&s.at->flags, s.in.flags);
+  if (bad != 0) {
+    Problem(InodeWhere(s.ino),
+            bad == kInodeInlineData ? std::string("INLINE_DATA flag on a ") + TypeName(type)
+            : (bad & ~kDirAttrFlags) == 0
+                ? "attribute flags " + Hex(bad) + " on a " + TypeName(type)
+                : "unknown flags " + Hex(bad),
+            "cleared them");
+    s.in.flags &= allowed;
+    writer_->Put(&s.at->flags, s.in.flags);
+  }
+  if ((s.in.flags & kDirAttrFlags) != 0) CheckAttrFlagsFeature(s.ino);
+}
+
+void Checker::CheckAttrFlagsFeature(uint64_t ino) {
+  if (sb_.feature_ro_compat & kRoCompatAttrFlags) return;
+  // The engine sets the bit before the first flag; without it an older
+  // leasefs would write the pool and ignore immutable files. Keeping the
+  // flags and setting the bit loses nothing.
+  Problem(InodeWhere(ino), "has attribute flags, but the superblock lacks the ATTR_FLAGS feature",
+          "set the feature in both superblock copies");
+  sb_ = engine::WithFeatures(sb_, kRoCompatAttrFlags, 0);
+  if (opts_.repair) {
+    engine::WriteSuperblockCopy(media_, kBackupSuperBlock, sb_);
+    engine::WriteSuperblockCopy(media_, kSuperBlock, sb_);
+  }
 }
 
 void Checker::CheckParentField(InodeScan& s) {

@@ -167,6 +167,23 @@ std::vector<Scenario> Scenarios() {
                },
                [](Filesystem& fs) { MustWrite(fs, At(fs, "/d/f"), 9000, "z"); }});
   s.push_back({"truncate down", BaseTree, [](Filesystem& fs) { Truncate(fs, At(fs, "/d/f"), 3); }});
+  // The first flag of a pool also adds the ATTR_FLAGS feature to both
+  // superblock copies, which a crash may tear (docs/pool_format.md).
+  s.push_back({"chattr +i +d, the pool's first flags", BaseTree, [](Filesystem& fs) {
+                 REQUIRE(fs.SetAttrFlags(kRoot, At(fs, "/d/f"), FS_IMMUTABLE_FL | FS_NODUMP_FL,
+                                         /*may_freeze=*/true)
+                             .ok());
+               }});
+  s.push_back({"chattr -i",
+               [](Filesystem& fs) {
+                 BaseTree(fs);
+                 REQUIRE(fs.SetAttrFlags(kRoot, At(fs, "/d"), FS_IMMUTABLE_FL | FS_DIRSYNC_FL,
+                                         /*may_freeze=*/true)
+                             .ok());
+               },
+               [](Filesystem& fs) {
+                 REQUIRE(fs.SetAttrFlags(kRoot, At(fs, "/d"), FS_DIRSYNC_FL, true).ok());
+               }});
   s.push_back(
       {"truncate up", BaseTree, [](Filesystem& fs) { Truncate(fs, At(fs, "/d/f"), 1 << 20); }});
   s.push_back({"truncate of many extents with a small journal", Fragmented,

@@ -82,6 +82,7 @@ std::string Observe(Filesystem& fs) {
                     st.st_uid, st.st_gid, static_cast<unsigned long>(st.st_nlink),
                     static_cast<long>(st.st_size));
       out += line;
+      if (e->attr_flags != 0) out += " attr_flags=" + std::to_string(e->attr_flags);
       if (S_ISREG(st.st_mode)) {
         const std::string data = ReadAll(fs, ino);
         out += " xxh=" + std::to_string(XXH64(data.data(), data.size(), 0));
