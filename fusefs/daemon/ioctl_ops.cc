@@ -7,6 +7,7 @@
 // command number of its own making.
 #include <fcntl.h>
 #include <linux/falloc.h>
+#include <linux/fs.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -123,6 +124,7 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
   if (cmd == LEASEFS_IOC_PIN_INFO) return DoPinInfo(req, out_size);
   if (cmd == LEASEFS_IOC_UNPIN) return DoUnpin(req, in, in_size);
   if (cmd == LEASEFS_IOC_PIN_LIST) return DoPinList(req, in, in_size, out_size);
+  if (IsAttrFlagsIoctl(cmd)) return DoAttrFlags(req, ino, cmd, fi, in, in_size, out_size);
   if (flags & FUSE_IOCTL_DIR) return ENOTTY;  // the others apply to files only
   OpenFile* const file = FileOf(fi);
   if (file == nullptr) return EBADF;  // the kernel always sends a file's handle
@@ -311,6 +313,10 @@ int Server::DoSetLease(fuse_req_t req, const OpenFile& file, const void* in, siz
   auto e = fs_->GetAttr(file.ino());
   if (!e.ok()) return ErrnoOf(e.status());
   if (!S_ISREG(e->attr.st_mode)) return EINVAL;
+  // A WRITE lease is for changing the file's layout, which an immutable or
+  // append-only file's holder may not (docs/attr-flags.md).
+  if (l.type == LEASEFS_LEASE_WRITE && (e->attr_flags & (FS_IMMUTABLE_FL | FS_APPEND_FL)))
+    return EPERM;
   const fuse_ctx* ctx = fuse_req_ctx(req);
   lease::Holder holder;
   holder.open_file = file.id();

@@ -533,12 +533,15 @@ int Server::DoWriteBuf(fuse_req_t req, fuse_ino_t ino, fuse_bufvec* bufv, off_t 
     count = 1;
   }
   // The write, from segments that must live as long as the call.
-  auto write_from = [this, ino, off](const iovec* v, int n) {
-    return [this, ino, off, v, n](fuse_req_t r, const engine::Cred& c) {
+  // WRITE carries the file's flags: O_APPEND is what lets it write an
+  // append-only file (a mapping's writeback never appends).
+  const bool append = fi != nullptr && (fi->flags & O_APPEND) && !fi->writepage;
+  auto write_from = [this, ino, off, append](const iovec* v, int n) {
+    return [this, ino, off, append, v, n](fuse_req_t r, const engine::Cred& c) {
       // The kernel sends a direct-I/O WRITE without dropping privileges
       // first: the engine does.
       const bool may_kill_priv = fs_->WouldRemovePrivs(c, ino);
-      auto w = fs_->Write(c, ino, static_cast<uint64_t>(off), v, n);
+      auto w = fs_->Write(c, ino, static_cast<uint64_t>(off), v, n, append);
       if (!w.ok()) return ErrnoOf(w.status());
       // The engine dropped setuid/setgid or the capability, which the
       // kernel cannot learn from a WRITE reply; `stat -c %A` would show the

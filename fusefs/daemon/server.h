@@ -218,6 +218,16 @@ class Server {
   // as `cred`; it returns ERESTART, having replied nothing, when the layout
   // guard refused it because a lease must be broken first.
   using LayoutCall = std::function<int(fuse_req_t, const engine::Cred&)>;
+  // The attribute flags ioctls (attr_flags.cc, docs/attr-flags.md):
+  // FS_IOC_GETFLAGS, FS_IOC_SETFLAGS, FS_IOC_FSGETXATTR, FS_IOC_FSSETXATTR,
+  // as the kernel's fileattr_get/set send them, on files and directories.
+  static bool IsAttrFlagsIoctl(unsigned cmd);
+  int DoAttrFlags(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_file_info* fi,
+                  const void* in, size_t in_size, size_t out_size);
+  // Replaces `ino`'s flags `old` with `want` (FS_*_FL), breaking leases and
+  // writing back mapped pages first when it freezes a regular file.
+  int SetAttrFlags(fuse_req_t req, fuse_ino_t ino, const fuse_file_info* fi, uint32_t old,
+                   uint32_t want);
   // The lease ioctls (ioctl_ops.cc).
   int DoSetLease(fuse_req_t req, const OpenFile& file, const void* in, size_t in_size,
                  size_t out_size);

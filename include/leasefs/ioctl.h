@@ -39,6 +39,9 @@
  * off the request path (a close may wait on that filesystem); a user with 16
  * such closes still pending gets EAGAIN.
  */
+/* Attribute flags (chattr +i, +a; docs/attr-flags.md): every command below
+ * that would change an immutable or append-only file (the block-map
+ * commands, a WRITE lease, a writable DAX mapping, a PIN) fails with EPERM. */
 #ifndef LEASEFS_IOCTL_H
 #define LEASEFS_IOCTL_H
 
@@ -206,7 +209,8 @@ struct leasefs_move_extent {
  * Who may take one: the file's owner (or root, standing in for CAP_LEASE),
  * or anybody on a descriptor open for writing; others get EACCES, since a
  * lease lets its holder make writers wait (Linux lets only the owner).
- * Regular files only (EINVAL).
+ * Regular files only (EINVAL). No WRITE lease on an immutable or append-only
+ * file (EPERM); setting either flag breaks every lease on the file.
  *
  * Limits: a user other than root may hold 100,000 leases from 1024
  * processes (ENOLCK beyond), and have 16 requests waiting at once, for
@@ -403,7 +407,8 @@ struct leasefs_dax_info {
  * breaks and fails with EWOULDBLOCK instead of waiting, as every layout
  * change through such a descriptor does.
  *
- * Errors: EPERM and EAGAIN as above; EINVAL (alignment, flags, reserved
+ * Errors: EPERM and EAGAIN as above, and EPERM for a writable mapping of an
+ * immutable or append-only file; EINVAL (alignment, flags, reserved
  * fields, not a regular file); ENOSPC (the pool has no blocks for the holes,
  * or the quarantine table has no room for the records: docs/dax.md);
  * EDQUOT (the caller's user has as many records as a user may); and what a
