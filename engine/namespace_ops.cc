@@ -250,6 +250,7 @@ Result<Entry> Filesystem::Tmpfile(const Cred& c, Ino parent, mode_t mode, int fl
   // vfs_tmpfile asks what a create in `parent` would: write and search. A
   // removed directory is no obstacle (as on ext4 and tmpfs): the file gets
   // no name there anyway, and none can be linked into it.
+  LFS_RETURN_IF_ERROR(fs.CheckMutable(parent));  // before the bits, as inode_permission
   LFS_RETURN_IF_ERROR(fs.Require(c, parent, W_OK | X_OK));
 
   // One transaction stages the inode with no link and no entry: an orphan

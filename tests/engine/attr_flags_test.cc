@@ -233,6 +233,7 @@ TEST_SUITE("attr_flags") {
     MustCreate(*fs, 1, "outside");
     REQUIRE(fs->SetAttrFlags(kRoot, d, kImmutable, true).ok());
     CHECK(Err(fs->Create(kRoot, d, "new", 0644, O_CREAT | O_WRONLY)) == EPERM);
+    CHECK(Err(fs->Tmpfile(kRoot, d, 0644, O_WRONLY)) == EPERM);
     CHECK(Err(fs->Mkdir(kRoot, d, "new", 0755)) == EPERM);
     CHECK(Err(fs->Symlink(kRoot, d, "new", "t")) == EPERM);
     CHECK(Err(fs->Mknod(kRoot, d, "new", S_IFIFO | 0644, 0)) == EPERM);

@@ -352,6 +352,7 @@ TEST_SUITE("fuse.attr_flags") {
     REQUIRE(WriteFile(fs.path("out"), "o") == "");
     REQUIRE(ToolOk(Chattr("+i", d)) == "OK");
     CHECK(SYS(open((d + "/new").c_str(), O_CREAT | O_WRONLY, 0644)) == "EPERM");
+    CHECK(SYS(open(d.c_str(), O_TMPFILE | O_WRONLY, 0644)) == "EPERM");
     CHECK(SYS(mkdir((d + "/new").c_str(), 0755)) == "EPERM");
     CHECK(SYS(symlink("t", (d + "/new").c_str())) == "EPERM");
     CHECK(SYS(mknod((d + "/new").c_str(), S_IFIFO | 0644, 0)) == "EPERM");
@@ -377,6 +378,15 @@ TEST_SUITE("fuse.attr_flags") {
     CHECK(SYS(rename((d + "/x").c_str(), (d + "/y").c_str())) == "EPERM");
     CHECK(SYS(rename((d + "/new").c_str(), (d + "/x").c_str())) == "EPERM");
     CHECK(ListDir(d) == std::vector<std::string>{"moved", "new", "newdir", "sub", "x"});
+    // An O_TMPFILE made immutable through its descriptor cannot be linked.
+    Fd t(open(fs.root().c_str(), O_TMPFILE | O_RDWR, 0644));
+    REQUIRE(t.ok());
+    unsigned frozen = FS_IMMUTABLE_FL;
+    CHECK(SYS(ioctl(t.get(), FS_IOC_SETFLAGS, &frozen)) == "OK");
+    CHECK(SYS(linkat(t.get(), "", AT_FDCWD, fs.path("tmp").c_str(), AT_EMPTY_PATH)) == "EPERM");
+    frozen = 0;
+    CHECK(SYS(ioctl(t.get(), FS_IOC_SETFLAGS, &frozen)) == "OK");
+    CHECK(SYS(linkat(t.get(), "", AT_FDCWD, fs.path("tmp").c_str(), AT_EMPTY_PATH)) == "OK");
   }
 
   TEST_CASE("Attr flags: stores through a shared mapping do not reach a frozen file") {
