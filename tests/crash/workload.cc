@@ -11,6 +11,7 @@
 #include <set>
 
 #include <linux/falloc.h>
+#include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -106,6 +107,8 @@ const char* OpName(OpType t) {
       return "fsync";
     case OpType::kFdatasync:
       return "fdatasync";
+    case OpType::kChattr:
+      return "chattr";
     case OpType::kTmpfile:
       return "tmpfile";
     case OpType::kClone:
@@ -223,6 +226,10 @@ std::string Describe(const Op& op) {
       break;
     case OpType::kRemoveXattr:
       s += " " + op.text;
+      break;
+    case OpType::kChattr:
+      std::snprintf(buf, sizeof buf, " flags %#x", op.flags);
+      s += buf;
       break;
     case OpType::kClone:
     case OpType::kCopyRange:
@@ -416,6 +423,10 @@ int Model::Apply(const Op& op) {
       if (op.type == OpType::kSymlink) nodes_.at(id).data = op.text;
       if (op.type == OpType::kTmpfile) nodes_.at(id).data = PatternBytes(op.data_seed, op.len);
       if (op.type == OpType::kMkdir) parent_of_dir_[id] = w.parent;
+      // Files and directories take nodump and noatime from their directory
+      // (ext4, tmpfs and leasefs alike; symlinks are not compared).
+      if (op.type != OpType::kSymlink)
+        nodes_.at(id).attr_flags = nodes_.at(w.parent).attr_flags & kChattrFlags;
       nodes_.at(w.parent).children[w.name] = id;
       return 0;
     }
@@ -466,6 +477,9 @@ int Model::Apply(const Op& op) {
       return 0;
     case OpType::kChmod:
       n.perm = op.mode & 07777;
+      return 0;
+    case OpType::kChattr:
+      n.attr_flags = op.flags & kChattrFlags;
       return 0;
     case OpType::kRemoveXattr:
       if (n.kind == Kind::kSymlink) return EPERM;
@@ -694,6 +708,7 @@ OpType PickType(Rng& r, bool crowded, unsigned ops) {
       {OpType::kRemoveXattr, w(posix, 3)},
       {OpType::kFsync, w(posix, 3)},
       {OpType::kFdatasync, w(posix, 2)},
+      {OpType::kChattr, w(posix, 3)},
       {OpType::kTmpfile, w(posix, crowded ? 1u : 4u)},
       {OpType::kClone, w(leasefs, 8)},
       {OpType::kCopyRange, w(portable, 6)},
@@ -872,8 +887,14 @@ class Generator {
                                               : c_.dirs[1 + r_.Below(c_.dirs.size() - 1)];
   }
 
-  // chmod, xattrs, fsync, fdatasync.
+  // chmod, chattr, xattrs, fsync, fdatasync.
   void Attributes(Op& op) {
+    if (op.type == OpType::kChattr) {
+      const std::vector<std::string> v = FilesAndDirs(true);
+      op.path = Pick(r_, v);
+      op.flags = static_cast<unsigned>(r_.Below(4)) << 6;  // a subset of kChattrFlags
+      return;
+    }
     if (op.type == OpType::kChmod) {
       const std::vector<std::string> v = FilesAndDirs(false);
       if (v.empty()) {
@@ -1032,6 +1053,19 @@ int FdOp(const std::string& p, const Op& op) {
   return Finish(fd, Err(rc));
 }
 
+// chattr: replaces the kChattrFlags of `p` (a file or directory) with
+// op.flags, keeping the others, as chattr(1) does.
+static_assert(kChattrFlags == (FS_NODUMP_FL | FS_NOATIME_FL));
+
+int ChattrOp(const std::string& p, const Op& op) {
+  int fd = open(p.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) return errno;
+  unsigned flags = 0;
+  if (ioctl(fd, FS_IOC_GETFLAGS, &flags) != 0) return Finish(fd, errno);
+  flags = (flags & ~kChattrFlags) | (op.flags & kChattrFlags);
+  return Finish(fd, Err(ioctl(fd, FS_IOC_SETFLAGS, &flags)));
+}
+
 // The block-map operations, on file `p` (and `p2`, the source of a clone or
 // copy).
 int RemapOp(const std::string& p, const std::string& p2, const Op& op) {
@@ -1142,6 +1176,8 @@ int ApplyToDir(const std::string& root, const Op& op) {
       return Err(symlink(op.text.c_str(), p.c_str()));
     case OpType::kChmod:
       return Err(chmod(p.c_str(), op.mode));
+    case OpType::kChattr:
+      return ChattrOp(p, op);
     case OpType::kSetXattr:
       return Err(lsetxattr(p.c_str(), op.text.c_str(), op.value.data(), op.value.size(),
                            static_cast<int>(op.flags)));
@@ -1193,6 +1229,15 @@ void ReadXattrs(const std::string& p, RealNode* n, std::vector<std::string>* err
   }
 }
 
+void ReadAttrFlags(const std::string& p, RealNode* n, std::vector<std::string>* errors) {
+  const int fd = open(p.c_str(), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+  unsigned flags = 0;
+  if (fd < 0 || ioctl(fd, FS_IOC_GETFLAGS, &flags) != 0)
+    errors->push_back(p + ": FS_IOC_GETFLAGS: " + ErrnoName(errno));
+  if (fd >= 0) close(fd);
+  n->attr_flags = flags & kChattrFlags;
+}
+
 void ReadContents(const std::string& p, RealNode* n, std::vector<std::string>* errors) {
   if (S_ISLNK(n->mode)) {
     std::string buf(8192, '\0');
@@ -1232,6 +1277,7 @@ void Walk(const std::string& p, const struct stat& st, Snapshot* snap) {
   n.size = static_cast<uint64_t>(st.st_size);
   if (S_ISREG(st.st_mode) || S_ISLNK(st.st_mode)) ReadContents(p, &n, &snap->errors);
   if (!S_ISLNK(st.st_mode)) ReadXattrs(p, &n, &snap->errors);
+  if (S_ISREG(st.st_mode) || S_ISDIR(st.st_mode)) ReadAttrFlags(p, &n, &snap->errors);
   if (!S_ISDIR(st.st_mode)) return;
   DIR* d = opendir(p.c_str());
   if (!d) {
@@ -1342,6 +1388,11 @@ class Comparer {
       Diff(path + ": nlink " + std::to_string(rn.nlink) + ", expected " +
            std::to_string(m_.Nlink(id)));
     if (mn.xattrs != rn.xattrs) DiffXattrs(path, mn.xattrs, rn.xattrs);
+    if (mn.attr_flags != rn.attr_flags) {
+      std::snprintf(buf, sizeof buf, ": attribute flags %#x, expected %#x", rn.attr_flags,
+                    mn.attr_flags);
+      Diff(path + buf);
+    }
     if (mn.kind == Kind::kFile) CompareData(id, path, mn.data, rn);
     if (mn.kind == Kind::kSymlink) {
       if (rn.data != mn.data) Diff(path + ": symlink target differs");

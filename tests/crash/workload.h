@@ -74,6 +74,7 @@ enum class OpType {
   kFsync,
   kFdatasync,
   kTmpfile,  // O_TMPFILE in path's directory, write PatternBytes(data_seed, len), linkat to path
+  kChattr,   // FS_IOC_SETFLAGS: `flags` (kChattrFlags of them) on a file or directory
   // Block-map operations. `path` is the file changed; clone and copy read
   // `path2` from `off2`.
   kClone,      // LEASEFS_IOC_CLONE_RANGE on path: path2 [off2, +len) to off (len 0: to EOF)
@@ -104,7 +105,7 @@ struct Op {
   uint64_t len = 0;
   uint64_t off2 = 0;       // clone/copy: the source offset
   uint64_t data_seed = 0;  // write/append data: PatternBytes(data_seed, len)
-  unsigned flags = 0;      // rename, xattr or zero-range (FALLOC_FL_KEEP_SIZE) flags
+  unsigned flags = 0;      // rename, xattr, zero-range (FALLOC_FL_KEEP_SIZE) or chattr flags
   mode_t mode = 0;         // permission bits for mkdir, create, chmod
 };
 
@@ -118,11 +119,17 @@ const char* ErrnoName(int err);
 
 enum class Kind { kFile, kDir, kSymlink, kWhiteout /* character device 0/0 */ };
 
+// The attribute flags kChattr sets: nodump and noatime (FS_NODUMP_FL,
+// FS_NOATIME_FL), which change no other operation's outcome. Immutable and
+// append-only are the mounted tests' and fsx's (docs/attr-flags.md).
+inline constexpr unsigned kChattrFlags = 0x40 | 0x80;
+
 struct Node {
   Kind kind = Kind::kFile;
   mode_t perm = 0;                            // permission bits (07777)
   std::string data;                           // file contents or symlink target
   std::map<std::string, std::string> xattrs;  // user.* only
+  unsigned attr_flags = 0;                    // files and directories: kChattrFlags
   std::map<std::string, int> children;        // directories: name -> node id
 };
 
@@ -185,6 +192,7 @@ struct RealNode {
   uint64_t size = 0;
   std::string data;                           // file contents or symlink target
   std::map<std::string, std::string> xattrs;  // user.* only
+  unsigned attr_flags = 0;                    // FS_IOC_GETFLAGS & kChattrFlags
   std::map<std::string, ino_t> children;
 };
 struct Snapshot {

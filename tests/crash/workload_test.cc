@@ -115,7 +115,7 @@ TEST_SUITE("crash") {
       if (op.path.size() > 200) long_name = true;
       if (op.type == OpType::kSymlink && op.text.size() > 144 && e == 0) block_symlink = true;
     }
-    CHECK(kinds.size() == 25);
+    CHECK(kinds.size() == 26);
     // Every block-map operation both succeeds and fails (but unshare and
     // defrag, which only fail for a zero length or never).
     for (const char* k : {"clone", "copy_file_range", "collapse", "insert"}) {

@@ -53,6 +53,8 @@ constexpr std::array<OpInfo, static_cast<size_t>(Op::kCount)> kOps = {{
     {Op::kDefrag, "defrag", 2},
     {Op::kExchange, "exchange", 3},
     {Op::kTmpReplace, "tmpfile-replace", 2},
+    {Op::kFreeze, "freeze", 2},
+    {Op::kAppendOnly, "append-only", 2},
     {Op::kRemount, "remount", 0},
 }};
 
@@ -168,11 +170,15 @@ class Exerciser::Impl {
   Outcome DoDefrag(File& f);
   Outcome DoExchange();
   Outcome DoTmpReplace(File& f);
+  Outcome DoFreeze(File& f);
+  Outcome DoAppendOnly(File& f);
   Outcome DoRemount();
 
   // --- calls; each returns 0 or errno
   int RangeIoctl(File& f, Op op, uint64_t off, uint64_t len);
   int CloneCall(File& src, uint64_t src_off, uint64_t len, File& dst, uint64_t dst_off);
+  // FS_IOC_SETFLAGS: replaces f's attribute flags.
+  static int SetFlags(File& f, unsigned flags);
 
   // --- checks
   bool OpenFiles(bool create);
@@ -277,7 +283,11 @@ bool Exerciser::Impl::SetUpWeights() {
   std::array<unsigned, kOps.size()> w{};
   for (size_t i = 0; i < kOps.size(); ++i)
     if (opts_.mask & Bit(kOps[i].op)) w[i] = kOps[i].weight;
-  if (opts_.kernel_ops) w[static_cast<size_t>(Op::kDefrag)] = 0;
+  // Defrag is leasefs's own; so are the rules freeze and append-only hold a
+  // descriptor opened before the flag to (ext4 and xfs let it append).
+  if (opts_.kernel_ops) {
+    for (Op op : {Op::kDefrag, Op::kFreeze, Op::kAppendOnly}) w[static_cast<size_t>(op)] = 0;
+  }
   if (std::all_of(w.begin(), w.end(), [](unsigned x) { return x == 0; })) return false;
   pick_ = std::discrete_distribution<size_t>(w.begin(), w.end());
   return true;
@@ -356,6 +366,10 @@ Outcome Exerciser::Impl::Dispatch(Op op) {
       return DoExchange();
     case Op::kTmpReplace:
       return DoTmpReplace(f);
+    case Op::kFreeze:
+      return DoFreeze(f);
+    case Op::kAppendOnly:
+      return DoAppendOnly(f);
     case Op::kRemount:
     case Op::kCount:
       break;
@@ -776,6 +790,91 @@ Outcome Exerciser::Impl::DoTmpReplace(File& f) {
   if (!f.ro.valid()) return Fail(fmt::format("open {}: {}", f.path, ErrName(errno)));
   f.rw = std::move(tmp);
   f.model = std::move(next);
+  return o;
+}
+
+// --- attribute flags (docs/attr-flags.md) -------------------------------------------
+
+int Exerciser::Impl::SetFlags(File& f, unsigned flags) {
+  return ioctl(f.ro.get(), FS_IOC_SETFLAGS, &flags) == 0 ? 0 : errno;
+}
+
+// chattr +i, then one change of the file picked at random, which must fail
+// with EPERM and change nothing (the model stays), then chattr -i.
+Outcome Exerciser::Impl::DoFreeze(File& f) {
+  if (int err = SetFlags(f, FS_IMMUTABLE_FL); err != 0)
+    return Fail(fmt::format("chattr +i {}: {}", f.name, ErrName(err)));
+  File& other = files_[PickFile()];
+  const auto size = static_cast<off_t>(f.model.size());
+  const auto at = static_cast<off_t>(Uniform(0, f.model.size()));
+  // The kernel answers a copy of no bytes, and one within a file whose
+  // ranges overlap, without asking the daemon: copy only from another
+  // file that has bytes.
+  const bool can_copy = &other != &f && other.model.size() > 0;
+  // Each call's errno, 0 if it went through.
+  auto err_of = [](bool ok) { return ok ? 0 : errno; };
+  std::string what;
+  int got = 0;
+  switch (Uniform(0, can_copy ? 5 : 4)) {
+    case 0:
+      what = "pwrite";
+      got = err_of(pwrite(f.rw.get(), "x", 1, at) == 1);
+      break;
+    case 1:
+      what = "ftruncate";
+      got = err_of(ftruncate(f.rw.get(), Chance(0.5) ? at : size + 1) == 0);
+      break;
+    case 2:
+      what = "punch";
+      got = err_of(fallocate(f.rw.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, at, B) == 0);
+      break;
+    case 3:
+      what = "collapse";
+      got = RangeIoctl(f, Op::kCollapse, 0, B);
+      break;
+    case 4:
+      what = "clone from " + other.name;
+      got = CloneCall(other, 0, 0, f, 0);
+      break;
+    default: {
+      what = "copy from " + other.name;
+      loff_t in = 0, out = at;
+      got = err_of(copy_file_range(other.ro.get(), &in, f.rw.get(), &out, B, 0) >= 0);
+      break;
+    }
+  }
+  Log(fmt::format("freeze {}: {} = {}", f.name, what, ErrName(got)));
+  const Outcome o = Expect(got, EPERM);
+  if (int err = SetFlags(f, 0); err != 0)
+    return Fail(fmt::format("chattr -i {}: {}", f.name, ErrName(err)));
+  return o;
+}
+
+// chattr +a, then an append through a new O_APPEND descriptor (which the
+// model follows) and a pwrite through the file's own descriptor, which is
+// not O_APPEND and must fail with EPERM wherever it aims, then chattr -a.
+Outcome Exerciser::Impl::DoAppendOnly(File& f) {
+  const uint64_t size = f.model.size();
+  if (size >= opts_.max_size) return Outcome::kSkipped;
+  if (int err = SetFlags(f, FS_APPEND_FL); err != 0)
+    return Fail(fmt::format("chattr +a {}: {}", f.name, ErrName(err)));
+  UniqueFd app(open(f.path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+  if (!app.valid()) return Fail(fmt::format("open O_APPEND {}: {}", f.path, ErrName(errno)));
+  const std::string data = RandomBytes(PickLength(std::min(opts_.max_size - size, 2 * B)));
+  const ssize_t n = write(app.get(), data.data(), data.size());
+  const int werr = n < 0 ? errno : 0;
+  Log(fmt::format("append-only {}: append {} = {}", f.name, Hex(data.size()),
+                  n < 0 ? ErrName(werr) : Hex(static_cast<uint64_t>(n))));
+  if (n < 0 || static_cast<size_t>(n) != data.size())
+    return Fail(fmt::format("O_APPEND write returned {} ({}), expected {}", n, ErrName(werr),
+                            data.size()));
+  f.model.Write(size, data);
+  const auto at = static_cast<off_t>(Uniform(0, f.model.size()));
+  const int got = pwrite(f.rw.get(), "x", 1, at) == 1 ? 0 : errno;
+  Log(fmt::format("append-only {}: pwrite at {} = {}", f.name, Hex(at), ErrName(got)));
+  const Outcome o = Expect(got, EPERM);
+  if (int err = SetFlags(f, 0); err != 0)
+    return Fail(fmt::format("chattr -a {}: {}", f.name, ErrName(err)));
   return o;
 }
 

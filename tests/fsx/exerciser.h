@@ -37,6 +37,8 @@ enum class Op : uint8_t {
   kDefrag,      // LEASEFS_IOC_DEFRAG
   kExchange,    // renameat2 RENAME_EXCHANGE of two files: their models swap
   kTmpReplace,  // O_TMPFILE written, linked, renamed over a file
+  kFreeze,      // chattr +i, one change that must fail with EPERM, chattr -i
+  kAppendOnly,  // chattr +a, an O_APPEND write, a pwrite that must fail, chattr -a
   kRemount,     // close, unmount, mount, reopen (at Options::remount_every)
   kCount
 };
@@ -46,7 +48,7 @@ inline constexpr OpMask Bit(Op op) { return OpMask{1} << static_cast<int>(op); }
 
 // "write", "read", "truncate", "falloc", "falloc-keep", "punch", "zero",
 // "zero-keep", "collapse", "insert", "unshare", "clone", "copy", "defrag",
-// "exchange", "tmpfile-replace", "remount".
+// "exchange", "tmpfile-replace", "freeze", "append-only", "remount".
 std::string_view OpName(Op op);
 // A comma-separated list of those names into a mask; nullopt (and the bad
 // name in *bad) if a name is unknown.
@@ -74,7 +76,8 @@ struct Options {
   bool check_block_map = true;
   // Reference mode, for checking the model itself on a kernel filesystem
   // (xfs): collapse, insert and unshare go through fallocate(2) and clone
-  // through FICLONERANGE; defrag and block-map checks are skipped.
+  // through FICLONERANGE; defrag, freeze, append-only and block-map checks
+  // are skipped.
   bool kernel_ops = false;
   // Each step, as it runs.
   bool verbose = false;
