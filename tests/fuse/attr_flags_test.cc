@@ -43,6 +43,7 @@ constexpr size_t kBlock = 4096;
 const char* const kChattr = "/usr/bin/chattr";
 const char* const kLsattr = "/usr/bin/lsattr";
 const char* const kXfsIo = "/usr/sbin/xfs_io";
+const char* const kSetfacl = "/usr/bin/setfacl";
 
 // The flags these tests look at; ext4 adds FS_EXTENT_FL (its own
 // bookkeeping, which chattr cannot set) to every file.
@@ -229,6 +230,11 @@ TEST_SUITE("fuse.attr_flags") {
     CHECK(Utimes(f, nullptr) == "EPERM");
     CHECK(SYS(setxattr(f.c_str(), "user.new", "v", 1, 0)) == "EPERM");
     CHECK(SYS(removexattr(f.c_str(), "user.pre")) == "EPERM");
+    if (access(kSetfacl, X_OK) == 0) {
+      CHECK(ToolEperm(Run({kSetfacl, "-m", "u:65534:r", f})));
+    } else {
+      MESSAGE("no " << kSetfacl << " (Debian's acl): its check skipped");
+    }
     CHECK(SYS(fallocate(rw.get(), 0, 0, 4 * kBlock)) == "EPERM");
     CHECK(SYS(fallocate(rw.get(), FALLOC_FL_KEEP_SIZE, 0, 4 * kBlock)) == "EPERM");
     CHECK(SYS(fallocate(rw.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, kBlock)) ==
