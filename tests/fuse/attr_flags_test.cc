@@ -25,6 +25,7 @@
 #include <linux/capability.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -415,6 +416,39 @@ TEST_SUITE("fuse.attr_flags") {
       CHECK(ReadFile(f) == "BEFORE" + std::string(kBlock - 6, '.'));
       REQUIRE(ToolOk(Chattr(flag[1] == 'i' ? "-i" : "-a", f)) == "OK");
     }
+  }
+
+  TEST_CASE("Attr flags: chattr +i breaks the file's layout leases before it freezes it") {
+    TestFs fs;
+    LEASEFS_ONLY(fs, "layout leases are leasefs's");
+    const std::string f = fs.path("f");
+    REQUIRE(WriteFile(f, std::string(kBlock, 'l')) == "");
+    Fd holder(open(f.c_str(), O_RDWR));
+    REQUIRE(holder.ok());
+    REQUIRE(Lease(holder.get(), LEASEFS_LEASE_READ) == "OK");
+    int done[2];
+    REQUIRE(pipe(done) == 0);
+    ProcessResult chattr;
+    std::thread t([&] {
+      chattr = Chattr("+i", f);
+      const char c = 1;
+      CHECK(write(done[1], &c, 1) == 1);
+    });
+    // The holder hears of the break (POLLPRI) while chattr waits for it; a
+    // chattr that did not break the lease would finish first.
+    pollfd p[2] = {{holder.get(), POLLPRI, 0}, {done[0], POLLIN, 0}};
+    while (poll(p, 2, -1) < 0 && errno == EINTR) {
+    }
+    CHECK((p[0].revents & POLLPRI) != 0);
+    CHECK((p[1].revents & POLLIN) == 0);
+    CHECK(Lease(holder.get(), LEASEFS_LEASE_UNLOCK) == "OK");
+    t.join();
+    close(done[0]);
+    close(done[1]);
+    CHECK(ToolOk(chattr) == "OK");
+    CHECK(Lsattr(f) == "Immutable");
+    CHECK(Lease(holder.get(), LEASEFS_LEASE_WRITE) == "EPERM");
+    CHECK(Lease(holder.get(), LEASEFS_LEASE_READ) == "OK");
   }
 
   TEST_CASE("Attr flags: who may set them (uid 65534, and root without CAP_LINUX_IMMUTABLE)") {
