@@ -12,6 +12,7 @@
 // descriptors opened before the flag, and what the kernel's FUSE leaves to
 // the daemon (F_SETFL, access(2) under default_permissions, mmap).
 #include <fcntl.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -25,7 +26,6 @@
 #include <linux/capability.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
-#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
