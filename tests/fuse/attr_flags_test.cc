@@ -164,9 +164,25 @@ void TwoFiles(TestFs& fs) {
   REQUIRE(SYS(setxattr(fs.path("f").c_str(), "user.pre", "1", 1, 0)) == "OK");
 }
 
+// Clears immutable and append-only under the test's directory when the test
+// ends, so that reference mode can delete it (a leasefs pool goes whole).
+class Thaw {
+ public:
+  explicit Thaw(const TestFs& fs) : root_(fs.reference() ? fs.root() : "") {}
+  ~Thaw() {
+    if (!root_.empty()) Run({kChattr, "-R", "-ia", root_});
+  }
+  Thaw(const Thaw&) = delete;
+  Thaw& operator=(const Thaw&) = delete;
+
+ private:
+  std::string root_;
+};
+
 TEST_SUITE("fuse.attr_flags") {
   TEST_CASE("Attr flags: chattr +i, +a, -i as root; lsattr and FS_IOC_GETFLAGS show them") {
     TestFs fs;
+    Thaw thaw(fs);
     REQUIRE(WriteFile(fs.path("f"), "data") == "");
     REQUIRE(mkdir(fs.path("d").c_str(), 0755) == 0);
     CHECK(Lsattr(fs.path("f")) == "---");
@@ -201,6 +217,7 @@ TEST_SUITE("fuse.attr_flags") {
 
   TEST_CASE("Attr flags: an immutable file refuses every change with EPERM") {
     TestFs fs;
+    Thaw thaw(fs);
     TwoFiles(fs);
     const std::string f = fs.path("f"), g = fs.path("g");
     // Descriptors opened before the flag: what they may still do is the point.
@@ -289,6 +306,7 @@ TEST_SUITE("fuse.attr_flags") {
 
   TEST_CASE("Attr flags: an append-only file only grows at its end") {
     TestFs fs;
+    Thaw thaw(fs);
     TwoFiles(fs);
     const std::string f = fs.path("f");
     Fd rw(open(f.c_str(), O_RDWR));
@@ -352,6 +370,7 @@ TEST_SUITE("fuse.attr_flags") {
 
   TEST_CASE("Attr flags: immutable and append-only directories keep their names") {
     TestFs fs;
+    Thaw thaw(fs);
     const std::string d = fs.path("d");
     REQUIRE(mkdir(d.c_str(), 0755) == 0);
     REQUIRE(WriteFile(d + "/x", "x") == "");
@@ -398,6 +417,7 @@ TEST_SUITE("fuse.attr_flags") {
 
   TEST_CASE("Attr flags: stores through a shared mapping do not reach a frozen file") {
     TestFs fs;
+    Thaw thaw(fs);
     LEASEFS_ONLY(fs, "ext4 faults such a store with SIGBUS; FUSE lets it dirty the page");
     for (const char* flag : {"+i", "+a"}) {
       CAPTURE(flag);
@@ -420,6 +440,7 @@ TEST_SUITE("fuse.attr_flags") {
 
   TEST_CASE("Attr flags: chattr +i breaks the file's layout leases before it freezes it") {
     TestFs fs;
+    Thaw thaw(fs);
     LEASEFS_ONLY(fs, "layout leases are leasefs's");
     const std::string f = fs.path("f");
     REQUIRE(WriteFile(f, std::string(kBlock, 'l')) == "");
@@ -453,6 +474,7 @@ TEST_SUITE("fuse.attr_flags") {
 
   TEST_CASE("Attr flags: who may set them (uid 65534, and root without CAP_LINUX_IMMUTABLE)") {
     TestFs fs;
+    Thaw thaw(fs);
     REQUIRE(WriteFile(fs.path("mine"), "m") == "");
     REQUIRE(chown(fs.path("mine").c_str(), kNobody, kNogroup) == 0);
     REQUIRE(WriteFile(fs.path("roots"), "r") == "");
@@ -500,6 +522,7 @@ TEST_SUITE("fuse.attr_flags") {
 
   TEST_CASE("Attr flags: FS_IOC_FSGETXATTR and FSSETXATTR map the same flags") {
     TestFs fs;
+    Thaw thaw(fs);
     REQUIRE(WriteFile(fs.path("f"), "x") == "");
     REQUIRE(mkdir(fs.path("d").c_str(), 0755) == 0);
     Fd fd(open(fs.path("f").c_str(), O_RDONLY));
@@ -567,6 +590,7 @@ TEST_SUITE("fuse.attr_flags") {
 
   TEST_CASE("Attr flags: xfs_io's chattr and lsattr") {
     TestFs fs;
+    Thaw thaw(fs);
     if (access(kXfsIo, X_OK) != 0) {
       MESSAGE("no " << kXfsIo << " (Debian's xfsprogs): skipped");
       return;
@@ -587,6 +611,7 @@ TEST_SUITE("fuse.attr_flags") {
     FsOptions o;
     o.mount_options = "strictatime";
     TestFs fs(o);
+    Thaw thaw(fs);
     const std::string f = fs.path("f");
     REQUIRE(WriteFile(f, "data") == "");
     REQUIRE(ToolOk(Chattr("+A", f)) == "OK");
@@ -601,6 +626,7 @@ TEST_SUITE("fuse.attr_flags") {
 
   TEST_CASE("Attr flags: new inodes inherit nodump, noatime, sync and dirsync") {
     TestFs fs;
+    Thaw thaw(fs);
     const std::string d = fs.path("d");
     REQUIRE(mkdir(d.c_str(), 0755) == 0);
     REQUIRE(ToolOk(Chattr("+dASD", d)) == "OK");
@@ -613,6 +639,7 @@ TEST_SUITE("fuse.attr_flags") {
 
   TEST_CASE("Attr flags: flags survive a remount and fsck, and are enforced after it") {
     TestFs fs;
+    Thaw thaw(fs);
     REQUIRE(WriteFile(fs.path("i"), "immutable") == "");
     REQUIRE(WriteFile(fs.path("a"), "append") == "");
     REQUIRE(WriteFile(fs.path("d"), "nodump") == "");
@@ -636,6 +663,7 @@ TEST_SUITE("fuse.attr_flags") {
 
   TEST_CASE("Attr flags: a race of chattr +i/-i against writers never lets a write land") {
     TestFs fs;
+    Thaw thaw(fs);
     const std::string f = fs.path("f");
     REQUIRE(WriteFile(f, std::string(kBlock, '0')) == "");
     constexpr int kWriters = 3, kRounds = 150;
