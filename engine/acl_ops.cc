@@ -32,7 +32,7 @@ constexpr mode_t kPermBits = 0777;
 // A stored list, parsed. Errors: EIO when the stored value does not parse
 // (the pool is damaged; fsck reports it).
 Result<std::optional<acl::Acl>> Stored(const Filesystem::Impl& fs, Ino ino, std::string_view name) {
-  std::optional<std::string> value = fs.XattrValue(ino, name);
+  LFS_ASSIGN_OR_RETURN(const std::optional<std::string> value, fs.XattrValue(ino, name));
   if (!value) return std::optional<acl::Acl>();
   auto parsed = acl::Parse(*value);
   if (!parsed.ok())
@@ -131,7 +131,7 @@ Status Filesystem::Impl::RemoveAcl(const Cred& c, Ino ino, std::string_view name
   LFS_RETURN_IF_ERROR(MayChangeAcl(c, ino, name, /*set=*/false, &noop));
   // Removing a list the inode does not have succeeds, as on ext4 and XFS
   // (setfacl -b, -k on any file); the mode stays as it is.
-  if (noop || !XattrValue(ino, name)) return Status::Ok();
+  if (noop || !HasXattr(ino, name)) return Status::Ok();
   Inode img = *I(ino);
   img.ctime_ns = NowNs();
   Op op(*this);

@@ -147,6 +147,11 @@ void Op::Commit() {
   committed_ = true;
   for (const BlockRange& r : quarantine_) quarantined().Insert(r);
   for (const BlockRange& r : freed_) alloc().Free(r);
+  for (auto& [ino, set] : xattr_sets) {
+    Node* n = fs_.N(ino);
+    assert(n && "xattrs staged for an inode the op gave no node");
+    if (n) n->xattrs = std::move(set);
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -394,6 +399,7 @@ void Filesystem::Impl::FreeInode(Ino ino) {
   // The inode goes in the same transaction as its last blocks, so nobody
   // (fsck after a crash included) sees an inode missing blocks its type
   // needs, such as a symlink without its target.
+  FreeXattrs(ino);
   TruncateBlocks(ino, 0, nullptr, [&](Op& op) {
     if (const uint64_t xb = I(ino)->xattr_block) op.Unref({xb, 1});
     // Zero the slot except its generation, which the next owner increments.
@@ -528,6 +534,12 @@ Status Filesystem::Impl::Load(MountReport* report) {
     Node* n = nodes_[ino].get();
     LFS_RETURN_IF_ERROR(n->extents.Load(pool_, ino));
     LFS_RETURN_IF_ERROR(CheckInodeShape(ino, in, n->extents, sb.inode_count));
+    if (in.xattr_block != 0) {
+      n->xattrs = std::make_unique<XattrSet>();
+      LFS_RETURN_IF_ERROR(n->xattrs->Load(pool_, ino, in.xattr_block));
+      if (!n->xattrs->single() && !(sb.feature_incompat & kIncompatXattrLeaves))
+        return BadInode(ino, "xattr leaves in a pool without the feature bit for them");
+    }
   }
   if (!N(kRootIno) || !S_ISDIR(I(kRootIno)->mode) || I(kRootIno)->parent != kRootIno)
     return Status::Corruption("root inode is not a directory");
@@ -638,13 +650,12 @@ Status Filesystem::Impl::CheckRefcounts() {
     if (!n) continue;
     for (const Mapping& m : n->extents.All()) LFS_RETURN_IF_ERROR(add(m.pool_block, m.length));
     for (uint64_t b : n->extents.chain()) LFS_RETURN_IF_ERROR(add(b, 1));
-    if (const uint64_t xb = I(ino)->xattr_block) {
-      if (!pool_.InData(xb, 1)) return BadInode(ino, "xattr block outside the data area");
-      const auto* h = reinterpret_cast<const XattrBlockHeader*>(pool_.BlockPtr(xb));
-      if (std::memcmp(h->magic, kXattrBlockMagic, 8) != 0 || h->owner_ino != ino ||
-          h->used_bytes > kXattrSpace)
-        return BadInode(ino, "xattr block is damaged");
-      LFS_RETURN_IF_ERROR(add(xb, 1));
+    if (n->xattrs) {
+      Status s = Status::Ok();
+      n->xattrs->ForEachBlock([&](BlockRange r) {
+        if (s.ok()) s = add(r.start, r.count);
+      });
+      LFS_RETURN_IF_ERROR(s);
     }
   }
   // A block a reach record covers and no file references is quarantined:

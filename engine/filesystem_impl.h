@@ -31,6 +31,7 @@
 #include "engine/layout.h"
 #include "engine/pool.h"
 #include "engine/reach_index.h"
+#include "engine/xattr_set.h"
 
 namespace leasefs::engine {
 
@@ -45,6 +46,7 @@ struct Node {
   // its first name (the kernel's I_LINKABLE). In memory only: after a
   // restart the file has no opener left and the mount reclaims it.
   std::atomic<bool> linkable{false};
+  std::unique_ptr<XattrSet> xattrs;  // null while the inode's xattr_block is 0
 };
 
 // A whiteout: the character device 0/0 that overlayfs leaves where a lower
@@ -191,26 +193,42 @@ class Filesystem::Impl {
   // to drop. Cannot fail (removing an xattr needs no new block).
   void DropPrivs(const Cred& c, Ino ino) REQUIRES(mu_);
   // xattr_ops.cc: whether `ino` has the xattr `name`; staging its removal
-  // (the block rewritten through the journal, or freed when it empties).
+  // (its entry zeroed and its blocks unreferenced, or an older-format
+  // block rewritten; never a new block, so it cannot fail).
   // REQUIRES for StageRemoveXattr: HasXattr(ino, name).
   bool HasXattr(Ino ino, std::string_view name) const;
-  void StageRemoveXattr(Op& op, Ino ino, std::string_view name);
+  void StageRemoveXattr(Op& op, Ino ino, std::string_view name) REQUIRES(mu_);
   static constexpr std::string_view kCapabilityXattr = "security.capability";
-  // xattr_ops.cc: the value of xattr `name` of `ino`, or nullopt. REQUIRES:
-  // a lock.
-  std::optional<std::string> XattrValue(Ino ino, std::string_view name) const;
+  // The value of xattr `name` of `ino`, or nullopt if it has none.
+  // Errors: EIO (the value on media fails its check). REQUIRES: a lock.
+  Result<std::optional<std::string>> XattrValue(Ino ino, std::string_view name) const;
   // One change for StageXattrChanges: set `name` to `value`, or remove it
   // (nullopt; removing a name the inode lacks changes nothing).
   struct XattrChange {
     std::string_view name;
     std::optional<std::string_view> value;
   };
-  // Stages `changes` to `ino`'s xattrs in `op`, as one new attribute set
-  // (the callers stage the ctime). Also for an inode that `op` creates: call
-  // it after the op has staged the inode's image (its slot in the pool is
-  // still the freed one, with no xattrs). Errors: ENOSPC (the set does not
-  // fit, or no block for it; nothing is staged then).
-  Status StageXattrChanges(Op& op, Ino ino, const std::vector<XattrChange>& changes);
+  // Stages `changes` to `ino`'s xattrs in `op`, in order, as part of the
+  // op's one transaction (the caller stages the ctime). Checks no
+  // permission and no XATTR_CREATE/REPLACE rule. Everything that can fail
+  // comes first (the blocks a value or a leaf needs are reserved in `op`:
+  // exactly for one change, one leaf per value for several); then nothing
+  // can. For an inode that `op` creates, call it once the op has staged the
+  // inode's image, before or after AddNode: without a node, the new set
+  // goes to the node at Op::Commit. An inode with the older single xattr
+  // block has it converted to leaves first, in a transaction of its own,
+  // unless the changes are all removals.
+  // Errors (the caller then abandons `op`): ERANGE/EINVAL (a bad name),
+  // E2BIG, ENOSPC, EIO (converting a damaged older block).
+  Status StageXattrChanges(Op& op, Ino ino, const std::vector<XattrChange>& changes)
+      REQUIRES(mu_);
+  // Frees every xattr leaf of `ino` and the value blocks of its entries, a
+  // few leaves per transaction (an older-format block is left to the
+  // caller). REQUIRES: ino is being freed (FreeInode).
+  void FreeXattrs(Ino ino) REQUIRES(mu_);
+  // Converts the older-format xattr block of `ino` to leaves, in one
+  // transaction. Errors: ENOSPC, EIO (a damaged entry).
+  Status ConvertSingleXattrBlock(Ino ino) REQUIRES(mu_);
 
   // --- POSIX ACLs (acl_ops.cc, docs/acl.md) ---------------------------------
   // The access ACL of `ino` as it applies now: the stored list with the
@@ -465,6 +483,9 @@ class Op {
   std::vector<std::pair<Ino, uint64_t>> chain_blocks;
   // Directory blocks PlanInsert reserved, per directory, until InsertEntry.
   std::vector<std::pair<Ino, uint64_t>> dir_blocks;
+  // Xattr sets StageXattrChanges made for inodes without a node yet; Commit
+  // hands each to its node.
+  std::vector<std::pair<Ino, std::unique_ptr<XattrSet>>> xattr_sets;
 
  private:
   std::vector<BlockRange> reserved_;  // given back unless committed

@@ -36,6 +36,7 @@ inline constexpr uint8_t kJournalMagic[8] = {'L', 'E', 'A', 'S', 'E', 'J', 'N', 
 inline constexpr uint8_t kExtentBlockMagic[8] = {'L', 'E', 'A', 'S', 'E', 'E', 'X', 'T'};
 inline constexpr uint8_t kDirBlockMagic[8] = {'L', 'E', 'A', 'S', 'E', 'D', 'I', 'R'};
 inline constexpr uint8_t kXattrBlockMagic[8] = {'L', 'E', 'A', 'S', 'E', 'X', 'A', 'T'};
+inline constexpr uint8_t kXattrLeafMagic[8] = {'L', 'E', 'A', 'S', 'E', 'X', 'L', 'F'};
 
 inline constexpr uint64_t kSuperBlock = 0;        // primary superblock
 inline constexpr uint64_t kBackupSuperBlock = 1;  // identical copy, written by mkfs
@@ -58,6 +59,17 @@ enum FeatureRoCompat : uint64_t {
   kRoCompatAttrFlags = uint64_t{1} << 0,
 };
 inline constexpr uint64_t kKnownRoCompat = kRoCompatAttrFlags;
+
+// Incompatible feature bits (Superblock::feature_incompat): a leasefs that
+// does not know one refuses the pool, which it would misread. Set in place
+// when first needed, like the bits above; never cleared.
+enum FeatureIncompat : uint64_t {
+  // Some inode's xattr_block names an xattr leaf chain (below), which an
+  // older leasefs would take for a damaged xattr block. Set by the first
+  // write that creates a leaf; never cleared.
+  kIncompatXattrLeaves = uint64_t{1} << 0,
+};
+inline constexpr uint64_t kKnownIncompat = kIncompatXattrLeaves;
 
 // ---------------------------------------------------------------------------
 // Superblock (block 0, copy in block 1). Bytes [0, 248) are immutable after
@@ -343,8 +355,12 @@ static_assert(DirEntrySlots(48) == 1 && DirEntrySlots(49) == 2);
 static_assert(DirEntrySlots(kMaxName) == 5);
 
 // ---------------------------------------------------------------------------
-// Xattr block: one per inode at most, entries packed after the header.
+// Extended attributes. Inode::xattr_block names either a single xattr block
+// (the format before kIncompatXattrLeaves: still read, rewritten in place
+// when an attribute is removed, converted to leaves on the first set) or the
+// first leaf of a chain of xattr leaves; the block's magic tells which.
 
+// The single xattr block: entries packed after the header.
 struct XattrBlockHeader {
   uint8_t magic[8];  // kXattrBlockMagic
   uint64_t owner_ino;
@@ -363,12 +379,78 @@ struct XattrEntryHeader {
 static_assert(sizeof(XattrEntryHeader) == 4);
 inline constexpr uint32_t kXattrSpace = kBlockSize - sizeof(XattrBlockHeader);
 
+// Xattr leaves: 64 slots of 64 bytes, slot 0 the header; an entry takes
+// 1..kXattrMaxSlots consecutive slots of one leaf. A value is stored in the
+// entry after the name when the entry stays within kXattrInlineMax bytes,
+// else in value blocks of its own (REMOTE), listed by runs in the entry.
+// Value blocks are never changed in place: a new value goes to new blocks,
+// and one transaction switches the entry (docs/pool_format.md).
+inline constexpr uint32_t kXattrSlotSize = 64;
+inline constexpr uint32_t kXattrSlotsPerLeaf = kBlockSize / kXattrSlotSize;
+inline constexpr uint32_t kXattrMaxValue = 65536;  // Linux's XATTR_SIZE_MAX
+inline constexpr uint32_t kXattrMaxValueBlocks = kXattrMaxValue / kBlockSize;
+inline constexpr uint32_t kXattrInlineMax = 31 * kXattrSlotSize;  // two fit a leaf
+
+struct XattrLeafHeader {
+  uint8_t magic[8];  // kXattrLeafMagic
+  uint64_t owner_ino;
+  uint64_t next_block;  // next leaf of the inode's chain, 0 = last
+  uint8_t reserved[40];
+};
+static_assert(sizeof(XattrLeafHeader) == kXattrSlotSize);
+static_assert(offsetof(XattrLeafHeader, next_block) == 16);
+
+enum XattrEntryFlags : uint8_t {
+  kXattrRemote = 1u << 0,  // the value lives in value blocks (runs follow the name)
+};
+inline constexpr uint8_t kKnownXattrFlags = kXattrRemote;
+
+struct XattrLeafEntry {
+  uint8_t slot_count;  // slots the entry spans, 1..63; 0 in a free slot
+  uint8_t name_len;    // 1..255, the full name ("user.x", "trusted.y", ...)
+  uint8_t flags;       // XattrEntryFlags
+  uint8_t run_count;   // REMOTE: runs after the name, 1..16; else 0
+  uint32_t value_len;  // 0..kXattrMaxValue
+  uint64_t value_xxh64;  // XXH64 (seed 0) of the value's bytes
+  // name bytes, then: the value (inline), or, from the next multiple of 8
+  // of the entry, run_count XattrRun (REMOTE)
+};
+static_assert(sizeof(XattrLeafEntry) == 16);
+static_assert(offsetof(XattrLeafEntry, value_len) == 4);
+static_assert(offsetof(XattrLeafEntry, value_xxh64) == 8);
+
+// Value blocks [pool_block, +length); the runs of an entry, in order, hold
+// the value's bytes, zero-padded to the end of the last block.
+struct XattrRun {
+  uint64_t pool_block;
+  uint32_t length;  // blocks, >= 1
+  uint32_t reserved;
+};
+static_assert(sizeof(XattrRun) == 16);
+inline constexpr uint32_t kXattrMaxRuns = kXattrMaxValueBlocks;
+
+// Bytes of an entry: inline, or with `runs` value runs.
+constexpr uint32_t XattrInlineBytes(uint32_t name_len, uint32_t value_len) {
+  return static_cast<uint32_t>(sizeof(XattrLeafEntry)) + name_len + value_len;
+}
+constexpr uint32_t XattrRemoteBytes(uint32_t name_len, uint32_t runs) {
+  return static_cast<uint32_t>(sizeof(XattrLeafEntry)) + ((name_len + 7) & ~7u) +
+         runs * static_cast<uint32_t>(sizeof(XattrRun));
+}
+constexpr uint32_t XattrSlots(uint32_t bytes) {
+  return (bytes + kXattrSlotSize - 1) / kXattrSlotSize;
+}
+// The largest entries: a 255-byte name with 16 runs, and the inline limit.
+static_assert(XattrSlots(XattrRemoteBytes(kMaxName, kXattrMaxRuns)) == 9);
+static_assert(XattrSlots(kXattrInlineMax) == 31);
+inline constexpr uint32_t kXattrMaxSlots = kXattrSlotsPerLeaf - 1;
+
 // ---------------------------------------------------------------------------
 // Block reference counts: one uint32 per data block, from block
 // refcount_start; entry i is data block data_start + i. 0 = free. Otherwise
-// the references from files (extents, the inode fields that name extent and
-// xattr blocks; a block shared by reflink is counted once per extent that
-// maps it), plus one if a reach record covers the block and no file
+// the references from files (extents, the links that name extent blocks,
+// xattr blocks and xattr leaves, the runs of xattr values; a block shared by
+// reflink is counted once per extent that maps it), plus one if a reach record covers the block and no file
 // references it (the block is then "quarantined").
 
 inline constexpr uint32_t kRefcountsPerBlock = kBlockSize / sizeof(uint32_t);

@@ -112,7 +112,7 @@ Status ValidateSuperblock(const Superblock& sb, uint64_t media_bytes) {
                                          std::to_string(kFormatVersion) + ")");
   if (sb.version == 0) return Bad("pool format version 0 is invalid");
   if (SuperblockChecksum(sb) != sb.checksum) return Bad("superblock checksum mismatch");
-  if (sb.feature_incompat != 0)
+  if (sb.feature_incompat & ~kKnownIncompat)
     return Status::Error(EOPNOTSUPP, "pool uses unknown incompatible features");
   if (sb.block_size != kBlockSize)
     return Bad("unsupported block size " + std::to_string(sb.block_size));

@@ -52,7 +52,7 @@ enum class RefKind : uint8_t {
   kData,   // an extent of a regular file or symlink
   kDir,    // an extent of a directory (its blocks are claimed metadata)
   kChain,  // an extent chain link (inode.extent_block or a next_block)
-  kXattr,  // inode.xattr_block
+  kXattr,  // inode.xattr_block, a leaf's next_block, an xattr value run
 };
 
 // One valid reference and where the pool stores it.
@@ -90,7 +90,7 @@ struct InodeScan {
   layout::Inode in{};           // copy of the slot, updated as fixes are made
   layout::Inode* at = nullptr;  // the slot on the pool
   std::vector<Slot> extents;    // valid extents, sorted by file block
-  std::vector<Ref> meta;        // claimed chain links and xattr block
+  std::vector<Ref> meta;        // claimed chain links, xattr blocks and value runs
   std::vector<uint64_t> claimed_dir_blocks;
   bool dropped = false;  // some extent was dropped (and reported)
 };
@@ -172,8 +172,19 @@ class Checker {
   void TruncateDirectory(InodeScan& s, uint64_t keep, const std::string& why);
   bool CheckSymlink(InodeScan& s);
   void CheckSpecial(InodeScan& s);
+  // --- extended attributes (xattrs.cc)
   void CheckXattr(InodeScan& s);
   std::string XattrProblem(uint64_t ino, uint64_t block) const;
+  std::string XattrLeafProblem(uint64_t ino, uint64_t leaf) const;
+  void CheckXattrLeaves(InodeScan& s);
+  uint32_t CheckXattrEntry(InodeScan& s, uint64_t leaf, uint32_t slot,
+                           std::unordered_set<std::string>* names);
+  std::string XattrRunsProblem(const std::vector<layout::XattrRun>& runs,
+                               uint32_t value_len) const;
+  std::string XattrValueOf(const layout::XattrLeafEntry& e, const char* entry,
+                           const std::vector<layout::XattrRun>& runs) const;
+  bool ClaimRuns(const std::vector<layout::XattrRun>& runs);
+  void NeedIncompat(uint64_t bit, const char* what);
   void RecordRefs(InodeScan& s);
   void ClearScannedInode(InodeScan& s, const std::string& what);
   void ZeroInodeSlot(uint64_t ino);

@@ -3,8 +3,6 @@
 // block headers; then metadata blocks that something else also references.
 #include <algorithm>
 #include <cstring>
-#include <unordered_set>
-
 #include <sys/stat.h>
 
 #include "engine/check/checker.h"
@@ -485,65 +483,13 @@ void Checker::CheckSpecial(InodeScan& s) {
 }
 
 // ---------------------------------------------------------------------------
-// Extended attributes
-
-void Checker::CheckXattr(InodeScan& s) {
-  const uint64_t block = s.in.xattr_block;
-  if (block == 0) return;
-  std::string why = XattrProblem(s.ino, block);
-  if (why.empty() && !blocks_->Claim(block)) why = "is already in use by other metadata";
-  if (!why.empty()) {
-    Problem(InodeWhere(s.ino), "xattr block " + std::to_string(block) + " " + why,
-            "dropped it; the extended attributes are lost", true);
-    s.in.xattr_block = 0;
-    writer_->Put(&s.at->xattr_block, uint64_t{0});
-    return;
-  }
-  s.meta.push_back({block, Offset(&s.at->xattr_block), 1, RefKind::kXattr});
-}
-
-std::string Checker::XattrProblem(uint64_t ino, uint64_t block) const {
-  if (!InData(block, 1)) return "lies outside the data area";
-  const char* p = BlockPtr(block);
-  XattrBlockHeader h;
-  std::memcpy(&h, p, sizeof(h));
-  if (std::memcmp(h.magic, kXattrBlockMagic, sizeof(h.magic)) != 0) return "has a bad magic";
-  if (h.owner_ino != ino) return "belongs to inode " + std::to_string(h.owner_ino);
-  if (h.used_bytes > kXattrSpace)
-    return "claims " + std::to_string(h.used_bytes) + " bytes of entries (at most 4064 fit)";
-  const char* entries = p + sizeof(h);
-  std::unordered_set<std::string_view> names;
-  uint32_t off = 0, count = 0;
-  while (off < h.used_bytes) {
-    const std::string at = "at byte " + std::to_string(off);
-    if (h.used_bytes - off < sizeof(XattrEntryHeader)) return "has a truncated entry " + at;
-    XattrEntryHeader e;
-    std::memcpy(&e, entries + off, sizeof(e));
-    const uint32_t len = (sizeof(e) + e.name_len + e.value_len + 3u) & ~3u;
-    if (e.name_len == 0) return "has an entry with an empty name " + at;
-    if (len > h.used_bytes - off) return "has an entry " + at + " running past its used bytes";
-    const std::string_view name(entries + off + sizeof(e), e.name_len);
-    if (name.find('\0') != std::string_view::npos) return "has a name containing NUL " + at;
-    if (!names.insert(name).second) return "has two attributes named " + Quote(name);
-    const std::string_view value(entries + off + sizeof(e) + e.name_len, e.value_len);
-    if (std::string acl = AclProblem(info_[ino].type, name, value); !acl.empty())
-      return acl + " " + at;
-    off += len;
-    ++count;
-  }
-  if (count != h.entry_count)
-    return "holds " + std::to_string(count) + " entries but says " + std::to_string(h.entry_count);
-  return "";
-}
-
-// ---------------------------------------------------------------------------
 // Recording, clearing
 
 void Checker::RecordRefs(InodeScan& s) {
   InodeInfo& info = info_[s.ino];
   const RefKind kind = info.type == DT_DIR ? RefKind::kDir : RefKind::kData;
   for (const Ref& r : s.meta) {
-    blocks_->Add(r.pool_block, 1);
+    blocks_->Add(r.pool_block, r.length);
     refs_.push_back(r);
   }
   for (const Slot& slot : s.extents) {
@@ -563,7 +509,8 @@ void Checker::RecordRefs(InodeScan& s) {
 
 void Checker::ClearScannedInode(InodeScan& s, const std::string& what) {
   Problem(InodeWhere(s.ino), what, "cleared the inode", true);
-  for (const Ref& r : s.meta) blocks_->Unclaim(r.pool_block);
+  for (const Ref& r : s.meta)
+    for (uint32_t j = 0; j < r.length; ++j) blocks_->Unclaim(r.pool_block + j);
   for (uint64_t b : s.claimed_dir_blocks) blocks_->Unclaim(b);
   ZeroInodeSlot(s.ino);
   info_[s.ino] = InodeInfo{};

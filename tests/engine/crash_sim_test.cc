@@ -24,6 +24,7 @@
 #include <doctest/doctest.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
+#include <sys/xattr.h>
 
 #include "leasefs/ioctl.h"
 #include "engine/acl.h"
@@ -67,6 +68,9 @@ struct Scenario {
   // bytes may be old or new, its size old or new; the rest of the tree is
   // exactly before or after.
   const char* bytewise = nullptr;
+  // Changes the setup's image before the operation runs (to give it
+  // structures the engine no longer writes).
+  std::function<void(std::vector<char>&)> edit_image = nullptr;
 };
 
 std::string Bytes(size_t n, char c) { return std::string(n, c); }
@@ -138,6 +142,63 @@ void AclTree(Filesystem& fs) {
   BaseTree(fs);
   REQUIRE(fs.SetXattr(kRoot, At(fs, "/d/f"), acl::kAccessXattr, NamedAcl(), 0).ok());
   REQUIRE(fs.SetXattr(kRoot, At(fs, "/e"), acl::kDefaultXattr, NamedAcl(), 0).ok());
+}
+
+// Big xattrs: a value too big for its entry goes to value blocks written
+// before the one transaction that switches the entry.
+void XattrScenarios(std::vector<Scenario>& s) {
+  auto set = [](const char* path, const char* name, std::string value, int flags = 0) {
+    return [=](Filesystem& fs) { REQUIRE(fs.SetXattr(kRoot, At(fs, path), name, value, flags).ok()); };
+  };
+  auto with_big = [](Filesystem& fs) {
+    BaseTree(fs);
+    REQUIRE(fs.SetXattr(kRoot, At(fs, "/g"), "user.big", Bytes(65536, 'o'), 0).ok());
+  };
+  // No xattr yet: the pool lacks the feature bit, which the op sets.
+  auto bare = [](Filesystem& fs) {
+    MustMkdir(fs, 1, "d");
+    MustCreate(fs, 1, "g");  // inode 3
+  };
+  s.push_back({"first xattr of a pool: the feature bit, a leaf and 64 KiB of value blocks", bare,
+               set("/g", "user.big", Bytes(65536, 'n'))});
+  s.push_back({"replace a 64 KiB xattr with another", with_big,
+               set("/g", "user.big", Bytes(65536, 'n'), XATTR_REPLACE)});
+  s.push_back({"replace a 64 KiB xattr with a small one", with_big, set("/g", "user.big", "small")});
+  s.push_back({"replace a small xattr with a 40 KiB one", BaseTree,
+               set("/d/f", "user.one", Bytes(40000, 'n'))});
+  s.push_back({"remove a 64 KiB xattr", with_big, [](Filesystem& fs) {
+                 REQUIRE(fs.RemoveXattr(kRoot, At(fs, "/g"), "user.big").ok());
+               }});
+  {
+    Scenario c{"set on an inode with an older single xattr block: converted, then set", bare,
+               set("/g", "user.new", Bytes(30000, 'n'))};
+    c.edit_image = [](std::vector<char>& img) {
+      PutOldXattrBlock(img, 3, {{"user.old", Bytes(3000, 'o')}, {"trusted.t", "t"}});
+    };
+    s.push_back(c);
+  }
+  {
+    // 2400 values of a block each: their blocks' references need more than
+    // one transaction of the smallest journal, so the inode is freed in
+    // several (a crash between two leaves an orphan the mount reclaims).
+    Scenario u{"unlink a file with 2400 xattr value blocks, on the smallest journal",
+               [](Filesystem& fs) {
+                 BaseTree(fs);
+                 const Ino x = MustCreate(fs, 1, "x");
+                 for (int i = 0; i < 2400; ++i)
+                   REQUIRE(fs.SetXattr(kRoot, x, "user.n" + std::to_string(i), Bytes(2000, 'x'), 0)
+                               .ok());
+               },
+               [](Filesystem& fs) {
+                 const Ino x = At(fs, "/x");
+                 REQUIRE(fs.Unlink(kRoot, 1, "x").ok());
+                 fs.Forget(x, 1000000);
+               },
+               SmallJournal(), 24 << 20};
+    u.min_points = 9;  // the unlink and at least two transactions freeing
+    u.seeds = 1;
+    s.push_back(u);
+  }
 }
 
 std::vector<Scenario> Scenarios() {
@@ -286,6 +347,7 @@ std::vector<Scenario> Scenarios() {
                  REQUIRE(fs.SetReadOnly(false).ok());
                  REQUIRE(fs.Unlink(kRoot, 1, "g").ok());
                }});
+  XattrScenarios(s);
   s.push_back({"chmod and chown", BaseTree, [](Filesystem& fs) {
                  SetAttrArgs a;
                  a.valid = SetAttrArgs::kMode | SetAttrArgs::kUid | SetAttrArgs::kGid;
@@ -708,7 +770,8 @@ std::vector<Scenario> BlockMapScenarios() {
   }
 
   // The smallest pool will do for these (every crash image is a copy of it).
-  for (Scenario& sc : s) sc.pool_bytes = kMinPoolBytes;
+  for (Scenario& sc : s)
+    if (sc.pool_bytes == Scenario{}.pool_bytes) sc.pool_bytes = kMinPoolBytes;
 
   // --- intents over many extents with a small journal: many transactions,
   // and a roll-forward at mount for a crash between any two of them.
@@ -898,8 +961,9 @@ void RunScenario(const Scenario& sc) {
   auto fs = MustMount(FormattedPool(sc.pool_bytes, sc.format), &raw);
   sc.setup(*fs);
   fs->Unmount();
-  const std::vector<char> start = raw->Snapshot();
+  std::vector<char> start = raw->Snapshot();
   fs.reset();
+  if (sc.edit_image) sc.edit_image(start);
   Expect x;
   {
     auto first = MountImage(start);

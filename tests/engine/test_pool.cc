@@ -5,7 +5,10 @@
 #include <xxhash.h>
 
 #include <cstdio>
+#include <cstring>
 #include <functional>
+
+#include "engine/layout.h"
 
 namespace leasefs::engine::testing {
 
@@ -42,6 +45,40 @@ std::string ReadAll(Filesystem& fs, Ino ino, uint64_t off, size_t len) {
   });
   REQUIRE_MESSAGE(s.ok(), s.ToString());
   return out;
+}
+
+void PutOldXattrBlock(std::vector<char>& img, Ino ino,
+                    const std::vector<std::pair<std::string, std::string>>& attrs) {
+  layout::Superblock sb;
+  std::memcpy(&sb, img.data(), sizeof(sb));
+  auto* rc = reinterpret_cast<uint32_t*>(img.data() + sb.refcount_start * layout::kBlockSize);
+  uint64_t block = 0;
+  for (uint64_t i = sb.data_blocks; i-- > 0;)
+    if (rc[i] == 0) {
+      block = sb.data_start + i;
+      rc[i] = 1;
+      break;
+    }
+  REQUIRE(block != 0);
+  char* b = img.data() + block * layout::kBlockSize;
+  std::memset(b, 0, layout::kBlockSize);
+  layout::XattrBlockHeader h{};
+  std::memcpy(h.magic, layout::kXattrBlockMagic, 8);
+  h.owner_ino = ino;
+  h.entry_count = static_cast<uint32_t>(attrs.size());
+  uint32_t off = sizeof(h);
+  for (const auto& [n, v] : attrs) {
+    const layout::XattrEntryHeader e{static_cast<uint8_t>(n.size()), 0, static_cast<uint16_t>(v.size())};
+    std::memcpy(b + off, &e, sizeof(e));
+    std::memcpy(b + off + sizeof(e), n.data(), n.size());
+    std::memcpy(b + off + sizeof(e) + n.size(), v.data(), v.size());
+    off += (sizeof(e) + n.size() + v.size() + 3) & ~3u;
+  }
+  h.used_bytes = off - static_cast<uint32_t>(sizeof(h));
+  REQUIRE(h.used_bytes <= layout::kXattrSpace);
+  std::memcpy(b, &h, sizeof(h));
+  auto* in = reinterpret_cast<layout::Inode*>(img.data() + sb.inode_start * layout::kBlockSize) + ino;
+  in->xattr_block = block;
 }
 
 Ino MustCreate(Filesystem& fs, Ino parent, const std::string& name, mode_t mode) {

@@ -39,6 +39,12 @@ std::string ReadAll(Filesystem& fs, Ino ino, uint64_t off = 0, size_t len = 1 <<
 
 inline const Cred kRoot = Cred::Root();
 
+// Gives inode `ino` of an unmounted pool image the older format's single
+// xattr block holding `attrs` (a free data block, its refcount, the inode's
+// link): what a pool written before xattr leaves holds.
+void PutOldXattrBlock(std::vector<char>& img, Ino ino,
+                      const std::vector<std::pair<std::string, std::string>>& attrs);
+
 // Test-only shorthands that REQUIRE success and return the inode number.
 Ino MustCreate(Filesystem& fs, Ino parent, const std::string& name, mode_t mode = 0644);
 Ino MustMkdir(Filesystem& fs, Ino parent, const std::string& name, mode_t mode = 0755);

@@ -1,0 +1,446 @@
+// Extended attributes in the engine: values up to 64 KiB, thousands of names
+// on one inode, replace and remove giving every block back, a full pool, the
+// older single-block format, the feature bit, and damage found by the
+// daemon (EIO) and by fsck.
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstring>
+#include <set>
+
+#include <doctest/doctest.h>
+#include <sys/xattr.h>
+
+#include "engine/check/check.h"
+#include "engine/layout.h"
+#include "engine/superblock.h"
+#include "tests/engine/test_pool.h"
+
+namespace leasefs::engine {
+namespace {
+
+using namespace testing;
+namespace L = layout;
+
+int Err(const Status& s) { return s.err(); }
+template <typename T>
+int Err(const Result<T>& r) {
+  return r.status().err();
+}
+
+// `n` bytes that differ with `seed` and along the value.
+std::string Value(size_t n, uint64_t seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131 + seed * 7 + (i >> 9)) & 0xff);
+  return s;
+}
+
+std::string Get(Filesystem& fs, Ino ino, const std::string& name) {
+  auto v = fs.GetXattr(kRoot, ino, name);
+  return v.ok() ? *v : "<" + std::to_string(v.status().err()) + ">";
+}
+
+std::vector<std::string> Names(Filesystem& fs, Ino ino) {
+  auto l = fs.ListXattr(kRoot, ino);
+  REQUIRE(l.ok());
+  std::vector<std::string> out;
+  for (size_t p = 0; p < l->size();) {
+    out.emplace_back(l->c_str() + p);
+    p += out.back().size() + 1;
+  }
+  return out;
+}
+
+uint64_t FreeBlocks(Filesystem& fs) { return fs.StatFs().f_bfree; }
+
+std::vector<char> Unmounted(std::unique_ptr<Filesystem>& fs, SimMedia* raw) {
+  fs->Unmount();
+  std::vector<char> img = raw->Snapshot();
+  fs.reset();
+  return img;
+}
+
+// fsck's findings that are not notes ("" if none).
+std::string FsckErrors(const std::vector<char>& image, bool repair = false,
+                       std::vector<char>* repaired = nullptr) {
+  auto m = SimMedia::FromImage(image);
+  check::CheckOptions o;
+  o.repair = repair;
+  auto report = check::CheckPool(*m, o);
+  if (!report.ok()) return report.status().ToString();
+  std::string errors;
+  for (const auto& f : report->findings)
+    if (f.kind != check::Finding::kNote) errors += f.ToString() + "\n";
+  if (repaired) *repaired = m->Snapshot();
+  return errors;
+}
+
+L::Superblock Sb(const char* pool) {
+  L::Superblock sb;
+  std::memcpy(&sb, pool, sizeof(sb));
+  return sb;
+}
+
+L::Inode InodeOf(const char* pool, Ino ino) {
+  const L::Superblock sb = Sb(pool);
+  L::Inode in;
+  std::memcpy(&in, pool + sb.inode_start * L::kBlockSize + ino * sizeof(L::Inode), sizeof(in));
+  return in;
+}
+
+// Where the entry `name` of `ino` lies in a pool of leaves: pool byte offset
+// of the entry (0 if absent), and its value runs.
+struct Found {
+  uint64_t entry = 0;
+  std::vector<L::XattrRun> runs;
+};
+Found FindEntry(const char* pool, Ino ino, const std::string& name) {
+  Found f;
+  for (uint64_t leaf = InodeOf(pool, ino).xattr_block; leaf != 0;) {
+    const char* b = pool + leaf * L::kBlockSize;
+    for (uint32_t s = 1; s < L::kXattrSlotsPerLeaf; ++s) {
+      L::XattrLeafEntry e;
+      std::memcpy(&e, b + s * L::kXattrSlotSize, sizeof(e));
+      if (e.slot_count == 0 || std::string(b + s * L::kXattrSlotSize + sizeof(e), e.name_len) != name)
+        continue;
+      f.entry = leaf * L::kBlockSize + s * L::kXattrSlotSize;
+      f.runs.resize(e.run_count);
+      std::memcpy(f.runs.data(), b + s * L::kXattrSlotSize + L::XattrRemoteBytes(e.name_len, 0),
+                  e.run_count * sizeof(L::XattrRun));
+      return f;
+    }
+    L::XattrLeafHeader h;
+    std::memcpy(&h, b, sizeof(h));
+    leaf = h.next_block;
+  }
+  return f;
+}
+
+TEST_SUITE("xattr") {
+  TEST_CASE("Xattr: values up to 64 KiB are stored byte for byte; more is E2BIG") {
+    SimMedia* raw;
+    auto fs = MustMount(FormattedPool(16 << 20), &raw);
+    const Ino f = MustCreate(*fs, 1, "f");
+    const uint64_t free0 = FreeBlocks(*fs);
+    // Around the block sizes, and across the inline limit (an entry of 1984
+    // bytes: header, name and value) in both directions.
+    const std::vector<size_t> sizes = {0, 1, 100, 4095, 4096, 4097, 65535, 65536};
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      CAPTURE(sizes[i]);
+      const std::string name = "user.s" + std::to_string(i);
+      REQUIRE(fs->SetXattr(kRoot, f, name, Value(sizes[i], i), 0).ok());
+      CHECK(Get(*fs, f, name) == Value(sizes[i], i));
+    }
+    const size_t edge = L::kXattrInlineMax - sizeof(L::XattrLeafEntry) - 9;  // "user.edge"
+    for (size_t n : {edge, edge + 1, edge, edge - 1, edge + 1}) {
+      CAPTURE(n);
+      REQUIRE(fs->SetXattr(kRoot, f, "user.edge", Value(n, n), 0).ok());
+      CHECK(Get(*fs, f, "user.edge") == Value(n, n));
+    }
+    CHECK(Err(fs->SetXattr(kRoot, f, "user.big", std::string(65537, 'v'), 0)) == E2BIG);
+    CHECK(Get(*fs, f, "user.big") == "<" + std::to_string(ENODATA) + ">");
+    const std::string n255 = "user." + std::string(250, 'n');
+    CHECK(fs->SetXattr(kRoot, f, n255, Value(65536, 99), 0).ok());
+    CHECK(Err(fs->SetXattr(kRoot, f, n255 + "x", "v", 0)) == ERANGE);
+    CHECK(Get(*fs, f, n255) == Value(65536, 99));
+    // Everything survives a remount, and fsck finds the pool clean.
+    const std::string before = Observe(*fs);
+    const std::vector<char> img = Unmounted(fs, raw);
+    CHECK(FsckErrors(img) == "");
+    fs = MountImage(img, &raw);
+    CHECK(Observe(*fs) == before);
+    // Removing them all gives back every block.
+    for (const std::string& n : Names(*fs, f)) REQUIRE(fs->RemoveXattr(kRoot, f, n).ok());
+    CHECK(FreeBlocks(*fs) == free0);
+    CHECK(InodeOf(raw->base(), f).xattr_block == 0);
+  }
+
+  TEST_CASE("Xattr: replacing a value between inline and value blocks frees the old blocks") {
+    SimMedia* raw;
+    auto fs = MustMount(FormattedPool(16 << 20), &raw);
+    const Ino f = MustCreate(*fs, 1, "f");
+    REQUIRE(fs->SetXattr(kRoot, f, "user.keep", "neighbour", 0).ok());
+    const uint64_t free1 = FreeBlocks(*fs);
+    const std::vector<size_t> sizes = {10, 65536, 3000, 20000, 20000, 1, 40000, 0};
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      CAPTURE(sizes[i]);
+      REQUIRE(fs->SetXattr(kRoot, f, "user.v", Value(sizes[i], i), i ? XATTR_REPLACE : XATTR_CREATE).ok());
+      CHECK(Get(*fs, f, "user.v") == Value(sizes[i], i));
+      CHECK(Get(*fs, f, "user.keep") == "neighbour");
+      const uint64_t blocks = sizes[i] + 22 > L::kXattrInlineMax ? (sizes[i] + 4095) / 4096 : 0;
+      CHECK(FreeBlocks(*fs) == free1 - blocks);
+    }
+    CHECK(Err(fs->SetXattr(kRoot, f, "user.v", "x", XATTR_CREATE)) == EEXIST);
+    CHECK(Err(fs->SetXattr(kRoot, f, "user.none", "x", XATTR_REPLACE)) == ENODATA);
+    CHECK(Err(fs->SetXattr(kRoot, f, "user.v", "x", 4)) == EINVAL);
+    CHECK(FsckErrors(Unmounted(fs, raw)) == "");
+  }
+
+  TEST_CASE("Xattr: 10,000 names on one inode: set, get, list, remove, free space back") {
+    SimMedia* raw;
+    auto fs = MustMount(FormattedPool(32 << 20), &raw);
+    const Ino f = MustCreate(*fs, 1, "f");
+    const uint64_t free0 = FreeBlocks(*fs);
+    constexpr int kCount = 10000;
+    auto name = [](int i) { return "user.attribute-" + std::to_string(i); };
+    for (int i = 0; i < kCount; ++i) {
+      // Every 97th value goes to a value block of its own.
+      const std::string v = i % 97 == 0 ? Value(5000, i) : Value(i % 40, i);
+      Status s = fs->SetXattr(kRoot, f, name(i), v, XATTR_CREATE);
+      REQUIRE_MESSAGE(s.ok(), i << ": " << s.ToString());
+    }
+    std::vector<std::string> listed = Names(*fs, f);
+    CHECK(listed.size() == static_cast<size_t>(kCount));
+    CHECK(std::set<std::string>(listed.begin(), listed.end()).size() == static_cast<size_t>(kCount));
+    for (int i = 0; i < kCount; i += 7)
+      CHECK(Get(*fs, f, name(i)) == (i % 97 == 0 ? Value(5000, i) : Value(i % 40, i)));
+    // The list order is the order on media: the same after a remount.
+    std::vector<char> img = Unmounted(fs, raw);
+    CHECK(FsckErrors(img) == "");
+    fs = MountImage(img, &raw);
+    CHECK(Names(*fs, f) == listed);
+    for (int i = 0; i < kCount; ++i) {
+      Status s = fs->RemoveXattr(kRoot, f, name(i));
+      REQUIRE_MESSAGE(s.ok(), i << ": " << s.ToString());
+    }
+    CHECK(Names(*fs, f).empty());
+    CHECK(FreeBlocks(*fs) == free0);
+    CHECK(FsckErrors(Unmounted(fs, raw)) == "");
+  }
+
+  TEST_CASE("Xattr: unlinking an inode with thousands of value blocks, on the smallest journal") {
+    SimMedia* raw;
+    FormatOptions fo;
+    fo.geometry.journal_bytes = 64 << 10;  // the smallest journal: freeing takes several
+    auto fs = MustMount(FormattedPool(48 << 20, fo), &raw);
+    const Ino f = MustCreate(*fs, 1, "f");
+    const uint64_t free0 = FreeBlocks(*fs);  // the root's directory block taken
+    for (int i = 0; i < 3000; ++i)
+      REQUIRE(fs->SetXattr(kRoot, f, "user.n" + std::to_string(i), Value(5000, i), 0).ok());
+    REQUIRE(fs->SetXattr(kRoot, f, "user.max", Value(65536, 1), 0).ok());  // fits the journal
+    REQUIRE(fs->Unlink(kRoot, 1, "f").ok());
+    fs->Forget(f, 1);
+    CHECK(FreeBlocks(*fs) == free0);
+    CHECK(FsckErrors(Unmounted(fs, raw)) == "");
+  }
+
+  TEST_CASE("Xattr: a full pool refuses a new value with ENOSPC and keeps the old one") {
+    SimMedia* raw;
+    auto fs = MustMount(FormattedPool(8 << 20), &raw);
+    const Ino f = MustCreate(*fs, 1, "f");
+    REQUIRE(fs->SetXattr(kRoot, f, "user.big", Value(30000, 1), 0).ok());
+    REQUIRE(fs->SetXattr(kRoot, f, "user.small", "s", 0).ok());
+    const Ino fill = MustCreate(*fs, 1, "fill");
+    const std::string chunk(1 << 16, 'z');
+    for (uint64_t off = 0;; off += chunk.size()) {
+      iovec iov{const_cast<char*>(chunk.data()), chunk.size()};
+      if (!fs->Write(kRoot, fill, off, &iov, 1).ok()) break;
+    }
+    // Then the last blocks ordinary use may take, one at a time.
+    for (int i = 0; fs->StatFs().f_bavail > 0; ++i)
+      if (!fs->SetXattr(kRoot, fill, "user.f" + std::to_string(i), Value(4000, i), 0).ok()) break;
+    REQUIRE(fs->StatFs().f_bavail <= 1);
+    CHECK(Err(fs->SetXattr(kRoot, f, "user.big", Value(65536, 2), 0)) == ENOSPC);
+    CHECK(Err(fs->SetXattr(kRoot, f, "user.new", Value(5000, 2), 0)) == ENOSPC);
+    CHECK(Get(*fs, f, "user.big") == Value(30000, 1));
+    CHECK(Get(*fs, f, "user.small") == "s");
+    // A smaller value in the same place needs no block; removal never does.
+    CHECK(fs->SetXattr(kRoot, f, "user.small", "t", 0).ok());
+    CHECK(fs->RemoveXattr(kRoot, f, "user.big").ok());
+    CHECK(fs->SetXattr(kRoot, f, "user.big", Value(30000, 3), 0).ok());
+    CHECK(Get(*fs, f, "user.big") == Value(30000, 3));
+    CHECK(FsckErrors(Unmounted(fs, raw)) == "");
+  }
+
+  TEST_CASE("Xattr: the feature bit is set by the first leaf; unknown bits are refused") {
+    SimMedia* raw;
+    auto fs = MustMount(FormattedPool(), &raw);
+    CHECK(Sb(raw->base()).feature_incompat == 0);
+    const Ino f = MustCreate(*fs, 1, "f");
+    REQUIRE(fs->SetXattr(kRoot, f, "user.a", "1", 0).ok());
+    const L::Superblock sb = Sb(raw->base());
+    CHECK(sb.feature_incompat == L::kIncompatXattrLeaves);
+    CHECK(std::memcmp(raw->base(), raw->base() + L::kBlockSize, L::kSuperChecksummedBytes + 8) == 0);
+    L::Superblock newer = sb;
+    newer.feature_incompat |= uint64_t{1} << 40;
+    newer.checksum = SuperblockChecksum(newer);
+    CHECK(ValidateSuperblock(newer, raw->size()).err() == EOPNOTSUPP);
+    CHECK(ValidateSuperblock(sb, raw->size()).ok());
+  }
+
+  TEST_CASE("Xattr: an older pool's single block is read, shrunk in place, and converted on set") {
+    SimMedia* raw;
+    auto fs = MustMount(FormattedPool(), &raw);
+    const Ino f = MustCreate(*fs, 1, "f");
+    const Ino g = MustCreate(*fs, 1, "g");
+    const uint64_t free0 = FreeBlocks(*fs);
+    std::vector<char> img = Unmounted(fs, raw);
+    PutOldXattrBlock(img, f, {{"user.a", "alpha"}, {"user.b", Value(3000, 2)}, {"trusted.t", "x"}});
+    PutOldXattrBlock(img, g, {{"user.only", "1"}});
+    REQUIRE(FsckErrors(img) == "");
+    fs = MountImage(img, &raw);
+    CHECK(Sb(raw->base()).feature_incompat == 0);
+    CHECK(Names(*fs, f) == std::vector<std::string>{"user.a", "user.b", "trusted.t"});
+    CHECK(Get(*fs, f, "user.b") == Value(3000, 2));
+    // Removal rewrites the block (no new block, no feature bit).
+    REQUIRE(fs->RemoveXattr(kRoot, f, "user.a").ok());
+    CHECK(Names(*fs, f) == std::vector<std::string>{"user.b", "trusted.t"});
+    CHECK(Get(*fs, f, "user.b") == Value(3000, 2));
+    REQUIRE(fs->RemoveXattr(kRoot, g, "user.only").ok());
+    CHECK(InodeOf(raw->base(), g).xattr_block == 0);
+    CHECK(Sb(raw->base()).feature_incompat == 0);
+    img = Unmounted(fs, raw);
+    CHECK(FsckErrors(img) == "");
+    // The first set converts the block to leaves and sets the feature bit.
+    fs = MountImage(img, &raw);
+    REQUIRE(fs->SetXattr(kRoot, f, "user.c", Value(60000, 3), 0).ok());
+    CHECK(Sb(raw->base()).feature_incompat == L::kIncompatXattrLeaves);
+    CHECK(Names(*fs, f) == std::vector<std::string>{"user.b", "trusted.t", "user.c"});
+    CHECK(Get(*fs, f, "user.b") == Value(3000, 2));
+    CHECK(Get(*fs, f, "trusted.t") == "x");
+    CHECK(Get(*fs, f, "user.c") == Value(60000, 3));
+    img = Unmounted(fs, raw);
+    CHECK(FsckErrors(img) == "");
+    fs = MountImage(img, &raw);
+    for (const std::string& n : Names(*fs, f)) REQUIRE(fs->RemoveXattr(kRoot, f, n).ok());
+    CHECK(FreeBlocks(*fs) == free0);
+  }
+
+  TEST_CASE("Xattr: converting a full older block of 338 entries fits the smallest journal") {
+    SimMedia* raw;
+    FormatOptions fo;
+    fo.geometry.journal_bytes = 64 << 10;
+    auto fs = MustMount(FormattedPool(8 << 20, fo), &raw);
+    const Ino f = MustCreate(*fs, 1, "f");
+    std::vector<char> img = Unmounted(fs, raw);
+    // 12 bytes each (header, 8-byte name, empty value): as many as 4064 hold.
+    std::vector<std::pair<std::string, std::string>> attrs;
+    for (int i = 0; i < 338; ++i) {
+      char n[16];
+      std::snprintf(n, sizeof n, "user.%03d", i);
+      attrs.emplace_back(n, "");
+    }
+    PutOldXattrBlock(img, f, attrs);
+    fs = MountImage(img, &raw);
+    REQUIRE(Names(*fs, f).size() == 338u);
+    REQUIRE(fs->SetXattr(kRoot, f, "user.new", Value(65536, 1), 0).ok());
+    const std::vector<std::string> names = Names(*fs, f);
+    CHECK(names.size() == 339u);
+    CHECK(names.front() == "user.000");  // converted in their order
+    CHECK(std::count(names.begin(), names.end(), "user.new") == 1);
+    CHECK(Get(*fs, f, "user.337") == "");
+    CHECK(FsckErrors(Unmounted(fs, raw)) == "");
+  }
+
+  TEST_CASE("Xattr: a value changed behind the engine's back gives EIO; fsck clears it") {
+    SimMedia* raw;
+    auto fs = MustMount(FormattedPool(), &raw);
+    const Ino f = MustCreate(*fs, 1, "f");
+    REQUIRE(fs->SetXattr(kRoot, f, "user.big", Value(20000, 1), 0).ok());
+    REQUIRE(fs->SetXattr(kRoot, f, "user.small", "intact", 0).ok());
+    REQUIRE(fs->SetXattr(kRoot, f, "user.inline", "inline value", 0).ok());
+    const Found big = FindEntry(raw->base(), f, "user.big");
+    REQUIRE(big.runs.size() >= 1);
+    raw->base()[big.runs[0].pool_block * L::kBlockSize + 100] ^= 0x20;
+    const Found in = FindEntry(raw->base(), f, "user.inline");
+    REQUIRE(in.entry != 0);
+    raw->base()[in.entry + sizeof(L::XattrLeafEntry) + 11 + 3] ^= 0x01;  // a value byte
+    CHECK(Err(fs->GetXattr(kRoot, f, "user.big")) == EIO);
+    CHECK(Err(fs->GetXattr(kRoot, f, "user.inline")) == EIO);
+    CHECK(Get(*fs, f, "user.small") == "intact");
+    CHECK(Names(*fs, f).size() == 3u);
+    // An entry whose name no longer matches: EIO, not another attribute.
+    const Found small = FindEntry(raw->base(), f, "user.small");
+    raw->base()[small.entry + sizeof(L::XattrLeafEntry) + 5] = 'X';
+    CHECK(Err(fs->GetXattr(kRoot, f, "user.small")) == EIO);
+    raw->base()[small.entry + sizeof(L::XattrLeafEntry) + 5] = 's';
+    std::vector<char> img = Unmounted(fs, raw);
+    // fsck names both damaged values and, repairing, clears them.
+    const std::string errors = FsckErrors(img);
+    CHECK(errors.find("'user.big' fails its value checksum") != std::string::npos);
+    CHECK(errors.find("'user.inline' fails its value checksum") != std::string::npos);
+    std::vector<char> fixed;
+    FsckErrors(img, true, &fixed);
+    CHECK(FsckErrors(fixed) == "");
+    fs = MountImage(fixed, &raw);
+    CHECK(Names(*fs, f) == std::vector<std::string>{"user.small"});
+  }
+
+  TEST_CASE("Xattr: a damaged structure is refused at mount, naming the inode; fsck mends it") {
+    SimMedia* raw;
+    auto fs = MustMount(FormattedPool(), &raw);
+    const Ino f = MustCreate(*fs, 1, "f");
+    const Ino g = MustCreate(*fs, 1, "g");
+    REQUIRE(fs->SetXattr(kRoot, f, "user.a", Value(10000, 1), 0).ok());
+    REQUIRE(fs->SetXattr(kRoot, f, "user.b", Value(10000, 1), 0).ok());  // the same value
+    REQUIRE(fs->SetXattr(kRoot, g, "user.g", "small", 0).ok());
+    std::vector<char> img = Unmounted(fs, raw);
+    const uint64_t leaf = InodeOf(img.data(), f).xattr_block;
+    const Found a = FindEntry(img.data(), f, "user.a");
+    const Found b = FindEntry(img.data(), f, "user.b");
+    REQUIRE(a.runs.size() == 1);
+    REQUIRE(b.runs.size() == 1);
+    std::vector<char> bad = img;
+    auto put64 = [&](uint64_t off, uint64_t v) { std::memcpy(bad.data() + off, &v, sizeof(v)); };
+    std::string fsck_says;                                  // what fsck must report
+    std::string mount_says = "inode " + std::to_string(f);  // what the refusal names
+    SUBCASE("bad magic") {
+      bad[leaf * L::kBlockSize + 3] ^= 0x01;
+      fsck_says = "xattr block " + std::to_string(leaf) + " has a bad magic";
+    }
+    SUBCASE("a leaf another inode owns") {
+      put64(leaf * L::kBlockSize + offsetof(L::XattrLeafHeader, owner_ino), g);
+      fsck_says = "xattr leaf " + std::to_string(leaf) + " belongs to inode " + std::to_string(g);
+    }
+    SUBCASE("an entry running past its leaf") {
+      bad[a.entry] = 63;  // slot_count
+      fsck_says = "spans 63 slots but needs 1";
+    }
+    SUBCASE("a value longer than 64 KiB") {
+      const uint32_t len = 70000;
+      std::memcpy(bad.data() + a.entry + offsetof(L::XattrLeafEntry, value_len), &len, 4);
+      fsck_says = "has a value of 70000 bytes (at most 65536)";
+    }
+    SUBCASE("a value run outside the pool") {
+      put64(a.entry + L::XattrRemoteBytes(6, 0), Sb(img.data()).total_blocks + 5);
+      fsck_says = "'user.a' has a value run {block " +
+                  std::to_string(Sb(img.data()).total_blocks + 5) + ", length 3} outside the data area";
+    }
+    SUBCASE("two entries naming the same value blocks") {
+      put64(b.entry + L::XattrRemoteBytes(6, 0), a.runs[0].pool_block);
+      fsck_says = "'user.b' names value blocks other metadata uses";
+      mount_says = "block " + std::to_string(a.runs[0].pool_block) + ": refcount 1 but 2";
+    }
+    SUBCASE("a chain that loops") {
+      put64(leaf * L::kBlockSize + offsetof(L::XattrLeafHeader, next_block), leaf);
+      fsck_says = "appears twice (the chain loops)";
+    }
+    SUBCASE("the superblock lacks the feature bit") {
+      for (uint64_t sb_block : {L::kSuperBlock, L::kBackupSuperBlock}) {
+        L::Superblock sb = Sb(bad.data() + sb_block * L::kBlockSize);
+        sb.feature_incompat = 0;
+        sb.checksum = SuperblockChecksum(sb);
+        std::memcpy(bad.data() + sb_block * L::kBlockSize, &sb, sizeof(sb));
+      }
+      fsck_says = "the pool holds xattr leaves but lacks their feature bit";
+    }
+    CAPTURE(fsck_says);
+    auto m = Filesystem::Mount(SimMedia::FromImage(bad), MountOptions{});
+    REQUIRE_FALSE(m.ok());
+    CHECK(m.status().err() == EUCLEAN);
+    CHECK_MESSAGE(m.status().ToString().find(mount_says) != std::string::npos,
+                  m.status().ToString());
+    const std::string errors = FsckErrors(bad);
+    CHECK_MESSAGE(errors.find(fsck_says) != std::string::npos, errors);
+    std::vector<char> fixed;
+    FsckErrors(bad, true, &fixed);
+    CHECK(FsckErrors(fixed) == "");
+    fs = MountImage(fixed, &raw);
+    CHECK(Get(*fs, g, "user.g") == "small");
+    CHECK(fs->SetXattr(kRoot, f, "user.c", Value(7000, 3), 0).ok());
+    CHECK(Get(*fs, f, "user.c") == Value(7000, 3));
+  }
+}
+
+}  // namespace
+}  // namespace leasefs::engine
