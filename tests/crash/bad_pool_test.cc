@@ -512,17 +512,25 @@ TEST_SUITE("crash") {
                     in.extent_block);
       ExpectRefusedOrContained(img, "frag");
     }
-    SUBCASE("an xattr block with a bad magic") {
+    SUBCASE("an xattr leaf with a bad magic") {
       const L::Inode in = Get<L::Inode>(img, InodeOff(sb, b.xat));
-      REQUIRE_MESSAGE(in.xattr_block != 0, "xat has no xattr block");
+      REQUIRE_MESSAGE(in.xattr_block != 0, "xat has no xattr leaf");
       img[in.xattr_block * L::kBlockSize + 4] ^= 0x01;
       ExpectRefusedOrContained(img, "xat");
     }
-    SUBCASE("an xattr block whose used bytes overrun the block") {
+    SUBCASE("an xattr entry that runs past its leaf") {
       const L::Inode in = Get<L::Inode>(img, InodeOff(sb, b.xat));
-      REQUIRE_MESSAGE(in.xattr_block != 0, "xat has no xattr block");
-      Put<uint32_t>(img, in.xattr_block * L::kBlockSize + offsetof(L::XattrBlockHeader, used_bytes),
-                    60000);
+      REQUIRE_MESSAGE(in.xattr_block != 0, "xat has no xattr leaf");
+      // slot_count of the entry in slot 1, the first after the header
+      Put<uint8_t>(img, in.xattr_block * L::kBlockSize + L::kXattrSlotSize, 63);
+      ExpectRefusedOrContained(img, "xat");
+    }
+    SUBCASE("an xattr value whose bytes changed") {
+      const L::Inode in = Get<L::Inode>(img, InodeOff(sb, b.xat));
+      REQUIRE_MESSAGE(in.xattr_block != 0, "xat has no xattr leaf");
+      // A byte of the 100-byte value of "user.a", inline after the name.
+      img[in.xattr_block * L::kBlockSize + L::kXattrSlotSize + sizeof(L::XattrLeafEntry) + 6 + 50] ^=
+          0x01;
       ExpectRefusedOrContained(img, "xat");
     }
     SUBCASE("a data block in use whose reference count says free") {

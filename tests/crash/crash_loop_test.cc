@@ -11,6 +11,11 @@
 // the files (LEASEFS_IOC_BMAP) must agree with each other: each pool block's
 // refcount is exactly the number of extents, over all the files, mapping it.
 //
+// A loop of its own kills the daemon while one file's 40-64 KiB xattr is set,
+// replaced and removed over and over: after each kill the value is exactly
+// the one before or after the operation in flight, never a mix, and fsck
+// finds no leaked block.
+//
 // LEASEFS_CRASH_SEED=N (or "random") picks the workload; the kill delays
 // derive from it too, but timing makes the exact crash points vary.
 // LEASEFS_CRASH_ITERATIONS=N runs N kills (default 40).
@@ -33,8 +38,10 @@
 #include <thread>
 
 #include <doctest/doctest.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 
 #include "tests/crash/fuse_util.h"
 #include "tests/support/mount.h"
@@ -366,6 +373,98 @@ TEST_SUITE("crash") {
       unlink((m.mnt() + "/s").c_str());
     }
     CHECK_MESSAGE(stacked == 0, stacked << " remounts stacked on the dead mount");
+    REQUIRE(m.Unmount() == 0);
+    CheckCleanFsck(m);
+  }
+
+  // The big-xattr churn: op k on /x sets user.big to BigValue(k) (40 to 64
+  // KiB, so in value blocks), except every fifth, which removes it; user.keep
+  // is never touched. The child counts completed ops in `done`.
+  std::string BigValue(uint64_t k) { return PatternBytes(k, 40000 + (k * 7919) % 25537); }
+  bool RemovesBig(uint64_t k) { return k % 5 == 4; }
+  // user.big after ops [0, n): the last one's value, or absent.
+  std::string BigAfter(uint64_t n) {
+    if (n == 0 || RemovesBig(n - 1)) return "<absent>";
+    return BigValue(n - 1);
+  }
+
+  [[noreturn]] void BigXattrChurn(const std::string& x, uint64_t first, uint64_t* done) {
+    for (int sig : {SIGINT, SIGTERM, SIGSEGV, SIGABRT, SIGBUS, SIGFPE, SIGHUP})
+      signal(sig, SIG_DFL);
+    for (uint64_t k = first;; ++k) {
+      int rc;
+      if (RemovesBig(k)) {
+        rc = removexattr(x.c_str(), "user.big");
+        if (rc != 0 && errno == ENODATA) rc = 0;  // after a removal or at the start
+      } else {
+        const std::string v = BigValue(k);
+        rc = setxattr(x.c_str(), "user.big", v.data(), v.size(), 0);
+      }
+      if (rc != 0) _exit(1);
+      __atomic_store_n(done, k + 1, __ATOMIC_SEQ_CST);
+    }
+  }
+
+  std::string XattrOf(const std::string& path, const char* name) {
+    std::string v(65536, '\0');
+    const ssize_t n = getxattr(path.c_str(), name, v.data(), v.size());
+    if (n < 0) return errno == ENODATA ? "<absent>" : "<" + std::string(ErrnoName(errno)) + ">";
+    v.resize(static_cast<size_t>(n));
+    return v;
+  }
+
+  TEST_CASE("CrashLoop: SIGKILL while 64 KiB xattrs are set, replaced and removed") {
+    testing::MountOptions mo;
+    mo.pool_size = "16M";
+    MountSweeper sweep;
+    TestMount m(mo);
+    sweep.path = m.mnt();
+    const std::string x = m.path("x");
+    REQUIRE(close(open(x.c_str(), O_CREAT | O_WRONLY, 0644)) == 0);
+    const std::string keep = PatternBytes(99, 65536);
+    REQUIRE(setxattr(x.c_str(), "user.keep", keep.data(), keep.size(), 0) == 0);
+    auto* done = static_cast<uint64_t*>(
+        mmap(nullptr, sizeof(uint64_t), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+    REQUIRE(done != MAP_FAILED);
+    *done = 0;
+    Rng rng(SeedFromEnv(11));
+    const int iterations = IterationsFromEnv(40);
+    int in_flight_done = 0;
+    uint64_t next = 0;  // the first op the next child runs
+    for (int iter = 0; iter < iterations; ++iter) {
+      CAPTURE(iter);
+      std::fflush(nullptr);
+      const pid_t child = fork();
+      REQUIRE(child >= 0);
+      if (child == 0) BigXattrChurn(x, next, done);
+      std::this_thread::sleep_for(std::chrono::microseconds(rng.Below(30000)));
+      m.Kill();
+      while (MountsOn(m.mnt()) > 1) DetachMount(m.mnt());
+      int status = 0;
+      REQUIRE(waitpid(child, &status, 0) == child);
+      const uint64_t n = std::max(*done, next);
+      testing::ProcessResult f = m.Fsck(FsckCheckArgs());
+      REQUIRE_MESSAGE(f.exit_code == 0, f.output);
+      const std::string err = MountAndWait(m);
+      REQUIRE_MESSAGE(err.empty(), err);
+      // Every completed op is there; the one in flight wholly or not at all.
+      const std::string got = XattrOf(x, "user.big");
+      CAPTURE(n);
+      if (got == BigAfter(n + 1) && got != BigAfter(n)) {
+        ++in_flight_done;
+        next = n + 1;
+      } else {
+        CHECK_MESSAGE(got == BigAfter(n), "user.big holds " << got.size()
+                                                            << " bytes, neither the value after op "
+                                                            << n << " nor after op " << n + 1);
+        next = n;
+      }
+      CHECK(XattrOf(x, "user.keep") == keep);
+    }
+    munmap(done, sizeof(uint64_t));
+    MESSAGE(iterations << " kills over " << next << " xattr operations; the one in flight found "
+                       << "done " << in_flight_done << " times");
+    CHECK(next > 0);
     REQUIRE(m.Unmount() == 0);
     CheckCleanFsck(m);
   }

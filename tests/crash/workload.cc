@@ -908,7 +908,11 @@ class Generator {
     op.path = Pick(r_, FilesAndDirs(true));
     if (op.type == OpType::kSetXattr) {
       op.text = XattrName(r_);
-      op.value = PatternBytes(op.data_seed, r_.Chance(10) ? 0 : r_.Range(1, 300));
+      // Mostly small values; a fifth in value blocks of their own, up to
+      // XATTR_SIZE_MAX (a replace of one switches all its blocks at once).
+      const uint64_t kind = r_.Below(100);
+      const uint64_t len = kind < 10 ? 0 : kind < 30 ? r_.Range(2000, 65536) : r_.Range(1, 300);
+      op.value = PatternBytes(op.data_seed, len);
       const uint64_t f = r_.Below(100);
       op.flags = f < 70 ? 0 : f < 85 ? XATTR_CREATE : XATTR_REPLACE;
     } else if (op.type == OpType::kRemoveXattr) {

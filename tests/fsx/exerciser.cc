@@ -18,6 +18,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/xattr.h>
 
 #include "base/unique_fd.h"
 #include "leasefs/ioctl.h"
@@ -55,6 +56,7 @@ constexpr std::array<OpInfo, static_cast<size_t>(Op::kCount)> kOps = {{
     {Op::kTmpReplace, "tmpfile-replace", 2},
     {Op::kFreeze, "freeze", 2},
     {Op::kAppendOnly, "append-only", 2},
+    {Op::kXattr, "xattr", 4},
     {Op::kRemount, "remount", 0},
 }};
 
@@ -136,6 +138,7 @@ class Exerciser::Impl {
     UniqueFd rw;  // target of every call
     UniqueFd ro;  // reads for checking; the source of clones and copies
     FileModel model;
+    std::map<std::string, std::string> xattrs;  // user.* name -> value
   };
   struct LogEntry {
     uint64_t step;
@@ -172,6 +175,7 @@ class Exerciser::Impl {
   Outcome DoTmpReplace(File& f);
   Outcome DoFreeze(File& f);
   Outcome DoAppendOnly(File& f);
+  Outcome DoXattr(File& f);
   Outcome DoRemount();
 
   // --- calls; each returns 0 or errno
@@ -182,8 +186,10 @@ class Exerciser::Impl {
 
   // --- checks
   bool OpenFiles(bool create);
+  bool ClearXattrs(File& f);
   bool VerifyAll();
   bool VerifyFile(File& f);
+  bool VerifyXattrs(File& f);
   Outcome Expect(int got, int want);
   int BlockMap(File& f, uint64_t off, uint64_t end, std::vector<MapRun>* runs);
   static MapBlock Lookup(const std::vector<MapRun>& runs, uint64_t off);
@@ -370,6 +376,8 @@ Outcome Exerciser::Impl::Dispatch(Op op) {
       return DoFreeze(f);
     case Op::kAppendOnly:
       return DoAppendOnly(f);
+    case Op::kXattr:
+      return DoXattr(f);
     case Op::kRemount:
     case Op::kCount:
       break;
@@ -746,6 +754,7 @@ Outcome Exerciser::Impl::DoExchange() {
   std::swap(fa.rw, fb.rw);
   std::swap(fa.ro, fb.ro);
   std::swap(fa.model, fb.model);
+  std::swap(fa.xattrs, fb.xattrs);
   for (File* f : {&fa, &fb}) {
     struct stat by_name {}, by_fd {};
     if (stat(f->path.c_str(), &by_name) != 0 || fstat(f->rw.get(), &by_fd) != 0 ||
@@ -790,6 +799,38 @@ Outcome Exerciser::Impl::DoTmpReplace(File& f) {
   if (!f.ro.valid()) return Fail(fmt::format("open {}: {}", f.path, ErrName(errno)));
   f.rw = std::move(tmp);
   f.model = std::move(next);
+  f.xattrs.clear();  // a new inode: none of the old one's xattrs
+  return o;
+}
+
+// One of a few user.* names of the file: removed, or set to a value that
+// is empty, small, or up to XATTR_SIZE_MAX (then in value blocks of its own
+// on leasefs), with XATTR_CREATE or XATTR_REPLACE now and then (their
+// errnos are checked).
+Outcome Exerciser::Impl::DoXattr(File& f) {
+  const std::string name = fmt::format("user.fsx{}", Uniform(0, 3));
+  const bool exists = f.xattrs.count(name) != 0;
+  if (Uniform(0, 9) < 3) {
+    const int err = fremovexattr(f.rw.get(), name.c_str()) == 0 ? 0 : errno;
+    Log(fmt::format("removexattr {} {} = {}", f.name, name, ErrName(err)));
+    const Outcome o = Expect(err, exists ? 0 : ENODATA);
+    if (o == Outcome::kDone) f.xattrs.erase(name);
+    return o;
+  }
+  const uint64_t kind = Uniform(0, 9);
+  const uint64_t len = kind == 0 ? 0 : kind < 4 ? Uniform(2000, 65536) : Uniform(1, 300);
+  const uint64_t pick = Uniform(0, 9);
+  const int flags = pick < 7 ? 0 : pick == 7 ? XATTR_CREATE : XATTR_REPLACE;
+  const std::string value = RandomBytes(len);
+  const int err = fsetxattr(f.rw.get(), name.c_str(), value.data(), len, flags) == 0 ? 0 : errno;
+  Log(fmt::format("setxattr {} {} len {}{} = {}", f.name, name, Hex(len),
+                  flags == XATTR_CREATE ? " CREATE" : flags == XATTR_REPLACE ? " REPLACE" : "",
+                  ErrName(err)));
+  const int want = flags == XATTR_CREATE && exists    ? EEXIST
+                   : flags == XATTR_REPLACE && !exists ? ENODATA
+                                                       : 0;
+  const Outcome o = Expect(err, want);
+  if (o == Outcome::kDone && want == 0) f.xattrs[name] = value;
   return o;
 }
 
@@ -902,6 +943,22 @@ bool Exerciser::Impl::OpenFiles(bool create) {
       Fail(fmt::format("open {}: {}", f.path, ErrName(errno)));
       return false;
     }
+    // A file left by an earlier run is truncated; it loses its xattrs too.
+    if (create && !ClearXattrs(f)) return false;
+  }
+  return true;
+}
+
+bool Exerciser::Impl::ClearXattrs(File& f) {
+  std::string names(65536, '\0');
+  const ssize_t n = flistxattr(f.rw.get(), names.data(), names.size());
+  for (ssize_t at = 0; at < n;) {
+    const std::string name(names.data() + at);
+    at += static_cast<ssize_t>(name.size()) + 1;
+    if (name.rfind("user.", 0) == 0 && fremovexattr(f.rw.get(), name.c_str()) != 0) {
+      Fail(fmt::format("removing {} of {}: {}", name, f.path, ErrName(errno)));
+      return false;
+    }
   }
   return true;
 }
@@ -937,7 +994,8 @@ bool Exerciser::Impl::VerifyFile(File& f) {
   uint64_t common = std::min<uint64_t>(got, m.size());
   auto diff = std::mismatch(m.begin(), m.begin() + common, readbuf_.begin());
   bool same_bytes = diff.first == m.begin() + common;
-  if (same_bytes && got == m.size() && static_cast<uint64_t>(st.st_size) == m.size()) return true;
+  if (same_bytes && got == m.size() && static_cast<uint64_t>(st.st_size) == m.size())
+    return VerifyXattrs(f);
   std::string what = fmt::format("{}: expected size {}, fstat says {}, read gave {} bytes", f.name,
                                  Hex(m.size()), Hex(st.st_size), Hex(got));
   if (!same_bytes) {
@@ -952,6 +1010,45 @@ bool Exerciser::Impl::VerifyFile(File& f) {
         Hex(at), at / B, Hex(at % B), count, Hex(last), Hex(from), HexBytes(m, from),
         HexBytes(readbuf_, from));
   }
+  Fail(what);
+  return false;
+}
+
+// The file's names (flistxattr) and each value (fgetxattr) against the
+// model.
+bool Exerciser::Impl::VerifyXattrs(File& f) {
+  std::string names(4096, '\0');
+  const ssize_t n = flistxattr(f.ro.get(), names.data(), names.size());
+  if (n < 0) {
+    Fail(fmt::format("flistxattr of {}: {}", f.name, ErrName(errno)));
+    return false;
+  }
+  std::map<std::string, std::string> got;
+  std::string value(65536, '\0');
+  for (size_t at = 0; at < static_cast<size_t>(n);) {
+    const std::string name(names.data() + at);
+    at += name.size() + 1;
+    if (name.rfind("user.", 0) != 0) continue;  // security.* of the system, say
+    const ssize_t len = fgetxattr(f.ro.get(), name.c_str(), value.data(), value.size());
+    if (len < 0) {
+      Fail(fmt::format("fgetxattr {} of {}: {}", name, f.name, ErrName(errno)));
+      return false;
+    }
+    got[name] = value.substr(0, static_cast<size_t>(len));
+  }
+  if (got == f.xattrs) return true;
+  std::string what = fmt::format("{}: xattrs differ from the model:", f.name);
+  for (const auto& [name, v] : f.xattrs) {
+    auto it = got.find(name);
+    if (it == got.end())
+      what += fmt::format("\n  {} ({} bytes) is missing", name, v.size());
+    else if (it->second != v)
+      what += fmt::format("\n  {} has {} bytes, expected {}{}", name, it->second.size(), v.size(),
+                          it->second.size() == v.size() ? " (contents differ)" : "");
+  }
+  for (const auto& [name, v] : got)
+    if (!f.xattrs.count(name))
+      what += fmt::format("\n  {} ({} bytes) should not exist", name, v.size());
   Fail(what);
   return false;
 }

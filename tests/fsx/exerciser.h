@@ -1,8 +1,9 @@
 // A randomized exerciser of a mounted leasefs's data and block-map
 // operations, in the spirit of fsx: a seeded sequence of writes, truncates,
 // fallocate modes, leasefs's block-map ioctls (collapse, insert, unshare,
-// clone, defrag), copy_file_range and remounts over a few files, each file
-// compared byte for byte with an in-memory model (model.h) after every step.
+// clone, defrag), copy_file_range, xattrs and remounts over a few files, each
+// file (contents, size and user.* xattrs) compared with an in-memory model
+// (model.h) after every step.
 //
 // On the first mismatch it stops and reports the seed, the step, the last 20
 // operations and the first differing byte, so that the run can be replayed
@@ -39,6 +40,7 @@ enum class Op : uint8_t {
   kTmpReplace,  // O_TMPFILE written, linked, renamed over a file
   kFreeze,      // chattr +i, one change that must fail with EPERM, chattr -i
   kAppendOnly,  // chattr +a, an O_APPEND write, a pwrite that must fail, chattr -a
+  kXattr,       // fsetxattr (empty to 64 KiB, any flags) or fremovexattr, user.*
   kRemount,     // close, unmount, mount, reopen (at Options::remount_every)
   kCount
 };
@@ -48,7 +50,7 @@ inline constexpr OpMask Bit(Op op) { return OpMask{1} << static_cast<int>(op); }
 
 // "write", "read", "truncate", "falloc", "falloc-keep", "punch", "zero",
 // "zero-keep", "collapse", "insert", "unshare", "clone", "copy", "defrag",
-// "exchange", "tmpfile-replace", "freeze", "append-only", "remount".
+// "exchange", "tmpfile-replace", "freeze", "append-only", "xattr", "remount".
 std::string_view OpName(Op op);
 // A comma-separated list of those names into a mask; nullopt (and the bad
 // name in *bad) if a name is unknown.
@@ -96,8 +98,8 @@ struct RunResult {
   uint64_t cow_checks = 0;     // copy-on-write writes checked
 };
 
-// Runs one seeded sequence. Creates (truncating) files fsx.0, fsx.1, ... in
-// Options::dir and leaves them there.
+// Runs one seeded sequence. Creates (truncating, and clearing their user.*
+// xattrs) files fsx.0, fsx.1, ... in Options::dir and leaves them there.
 //
 // Thread safety: one Exerciser per thread; it owns its files.
 class Exerciser {

@@ -163,7 +163,8 @@ TEST_SUITE("fsx") {
     o.max_size = 64 << 10;
     // What tmpfs has: no ZERO_RANGE, no collapse/insert/unshare, no reflink.
     o.mask = *ParseOps(
-        "write,read,truncate,falloc,falloc-keep,punch,copy,exchange,tmpfile-replace,remount");
+        "write,read,truncate,falloc,falloc-keep,punch,copy,exchange,tmpfile-replace,xattr,"
+        "remount");
     o.kernel_ops = true;
     return o;
   }

@@ -148,44 +148,6 @@ TEST_SUITE("fuse.xattr") {
     CHECK(List(fs.path("f")) == Names{});
   }
 
-  TEST_CASE("Xattr: a value too big for the inode's xattr block is ENOSPC; others survive") {
-    TestFs fs;
-    // ext4 (4 KiB blocks, no ea_inode) also answers ENOSPC here; tmpfs and
-    // xfs accept values up to 64 KiB.
-    LEASEFS_ONLY(fs, "the 4064-byte xattr block is leasefs's layout");
-    REQUIRE(WriteFile(fs.path("f"), "") == "");
-    // One entry takes 4 + name + value bytes, padded to 4; 4064 bytes in all.
-    CHECK(Set(fs.path("f"), "user.big", std::string(4064 - 4 - 8, 'v')) == "OK");
-    CHECK(Set(fs.path("f"), "user.big", std::string(4064 - 4 - 8 + 1, 'v')) == "ENOSPC");
-    CHECK(Get(fs.path("f"), "user.big") == std::string(4052, 'v'));
-    CHECK(Set(fs.path("f"), "user.x", "y") == "ENOSPC");
-    REQUIRE(SYS(removexattr(fs.path("f").c_str(), "user.big")) == "OK");
-    CHECK(Set(fs.path("f"), "user.x", "y") == "OK");
-    CHECK(Set(fs.path("f"), "user.huge", std::string(8000, 'v')) == "ENOSPC");
-    CHECK(List(fs.path("f")) == Names{"user.x"});
-  }
-
-  TEST_CASE("Xattr: many small attributes fill the block, then ENOSPC; removal makes room") {
-    TestFs fs;
-    LEASEFS_ONLY(fs, "the 4064-byte xattr block is leasefs's layout");
-    REQUIRE(WriteFile(fs.path("f"), "") == "");
-    // Each: 4 + 10 ("user.a0000") + 50 = 64 bytes; 63 fit in 4064.
-    int stored = 0;
-    for (; stored < 100; ++stored) {
-      char name[32];
-      std::snprintf(name, sizeof name, "user.a%04d", stored);
-      std::string r = Set(fs.path("f"), name, std::string(50, 'v'));
-      if (r != "OK") {
-        CHECK(r == "ENOSPC");
-        break;
-      }
-    }
-    CHECK(stored == 63);
-    CHECK(List(fs.path("f")).size() == 63u);
-    REQUIRE(SYS(removexattr(fs.path("f").c_str(), "user.a0007")) == "OK");
-    CHECK(Set(fs.path("f"), "user.again", std::string(50, 'v')) == "OK");
-  }
-
   TEST_CASE("Xattr: unknown namespaces are EOPNOTSUPP") {
     TestFs fs;
     REQUIRE(WriteFile(fs.path("f"), "") == "");
