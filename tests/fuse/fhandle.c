@@ -60,7 +60,10 @@ static int name_handle(const char* path) {
   int mount_id = 0;
   if (!fh) return 2;
   fh->handle_bytes = MAX_HANDLE_SZ;
-  if (name_to_handle_at(AT_FDCWD, path, fh, &mount_id, 0) != 0) return err_line();
+  if (name_to_handle_at(AT_FDCWD, path, fh, &mount_id, 0) != 0) {
+    free(fh);
+    return err_line();
+  }
   printf("%d ", fh->handle_type);
   for (unsigned i = 0; i < fh->handle_bytes; ++i) printf("%02x", fh->f_handle[i]);
   printf("\n");
@@ -85,34 +88,53 @@ static void print_data(int fd) {
   }
 }
 
-static int open_handle(const char* mount_dir, const char* type, const char* hex, int flags) {
-  const size_t len = strlen(hex);
-  struct file_handle* fh = malloc(sizeof(*fh) + len / 2 + 1);
-  if (!fh || len % 2 != 0) return 2;
-  fh->handle_bytes = (unsigned)(len / 2);
-  fh->handle_type = atoi(type);
-  for (size_t i = 0; i < len / 2; ++i) {
-    const int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
-    if (hi < 0 || lo < 0) return 2;
-    fh->f_handle[i] = (unsigned char)(hi << 4 | lo);
-  }
+static int open_handle_with(const char* mount_dir, struct file_handle* fh, int flags) {
   const int mfd = open(mount_dir, O_RDONLY | O_DIRECTORY);
   if (mfd < 0) return err_line();
   const int fd = open_by_handle_at(mfd, fh, flags);
-  if (fd < 0) return err_line();
+  if (fd < 0) {
+    const int rc = err_line();
+    close(mfd);
+    return rc;
+  }
   struct stat st;
   char link[64], path[4096];
   snprintf(link, sizeof link, "/proc/self/fd/%d", fd);
   const ssize_t n = readlink(link, path, sizeof path - 1);
   path[n < 0 ? 0 : n] = '\0';
-  if (fstat(fd, &st) != 0) return err_line();
-  printf("OK ino=%llu path=%s data=", (unsigned long long)st.st_ino, path);
-  if (S_ISREG(st.st_mode) && flags == O_RDONLY) print_data(fd);
-  printf("\n");
+  int rc = 0;
+  if (fstat(fd, &st) != 0) {
+    rc = err_line();
+  } else {
+    printf("OK ino=%llu path=%s data=", (unsigned long long)st.st_ino, path);
+    if (S_ISREG(st.st_mode) && flags == O_RDONLY) print_data(fd);
+    printf("\n");
+  }
   close(fd);
   close(mfd);
+  return rc;
+}
+
+/* The handle is decoded into memory this function owns and frees on every
+ * path (the sanitizer pass counts a leak in a test's helper as a failure). */
+static int open_handle(const char* mount_dir, const char* type, const char* hex, int flags) {
+  const size_t len = strlen(hex);
+  if (len % 2 != 0) return 2;
+  struct file_handle* fh = malloc(sizeof(*fh) + len / 2 + 1);
+  if (!fh) return 2;
+  fh->handle_bytes = (unsigned)(len / 2);
+  fh->handle_type = atoi(type);
+  int rc = 0;
+  for (size_t i = 0; i < len / 2 && rc == 0; ++i) {
+    const int hi = hex_value(hex[2 * i]), lo = hex_value(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0)
+      rc = 2;
+    else
+      fh->f_handle[i] = (unsigned char)(hi << 4 | lo);
+  }
+  if (rc == 0) rc = open_handle_with(mount_dir, fh, flags);
   free(fh);
-  return 0;
+  return rc;
 }
 
 int main(int argc, char** argv) {
