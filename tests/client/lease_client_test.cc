@@ -165,7 +165,8 @@ TEST_SUITE("client") {
       REQUIRE(leasefs_abi_version(fd, &version, &features) == 0);
       CHECK(version == LEASEFS_ABI_VERSION);
       CHECK(features == (LEASEFS_FEATURE_BLOCK_MAP | LEASEFS_FEATURE_LEASES | LEASEFS_FEATURE_DAX |
-                         LEASEFS_FEATURE_PINS | LEASEFS_FEATURE_PIN_VERBS));
+                         LEASEFS_FEATURE_PINS | LEASEFS_FEATURE_PIN_VERBS |
+                         LEASEFS_FEATURE_REMOUNT));
       auto abi = client::QueryAbi(fd);
       REQUIRE(abi.ok());
       CHECK(abi->version == version);

@@ -105,8 +105,9 @@ Found FindEntry(const char* pool, Ino ino, const std::string& name) {
         continue;
       f.entry = leaf * L::kBlockSize + s * L::kXattrSlotSize;
       f.runs.resize(e.run_count);
-      std::memcpy(f.runs.data(), b + s * L::kXattrSlotSize + L::XattrRemoteBytes(e.name_len, 0),
-                  e.run_count * sizeof(L::XattrRun));
+      if (e.run_count != 0)  // an inline value: no runs (and data() may be null)
+        std::memcpy(f.runs.data(), b + s * L::kXattrSlotSize + L::XattrRemoteBytes(e.name_len, 0),
+                    e.run_count * sizeof(L::XattrRun));
       return f;
     }
     L::XattrLeafHeader h;
