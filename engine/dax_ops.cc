@@ -295,30 +295,48 @@ Result<Filesystem::DaxMapping> Filesystem::MapForDax(const Cred& c, Ino ino, uin
 size_t Filesystem::DropReach(uint64_t map_id) {
   Impl& fs = *impl_;
   WriterLock l(&fs.mu_);
-  if (fs.read_only_) return 0;  // no mapping was made by this mount
+  if (fs.mapped_read_only_) return 0;  // no mapping was made by this mount
   std::vector<uint64_t> slots;
   auto [b, e] = fs.records_by_map_.equal_range(map_id);
   for (auto it = b; it != e; ++it) slots.push_back(it->second);
   fs.records_by_map_.erase(b, e);
+  if (fs.read_only_) {
+    // Remounted read-only with this (read-only) mapping alive: the pool
+    // cannot be written now, so the records go when it is writable again
+    // (SetReadOnly), or at the next mount, whose daemon finds their owner
+    // gone. Until then they keep what they cover, as they should.
+    fs.undropped_records_.insert(fs.undropped_records_.end(), slots.begin(), slots.end());
+    return slots.size();
+  }
+  fs.ClearRecords(slots);
+  return slots.size();
+}
+
+void Filesystem::Impl::ClearRecords(const std::vector<uint64_t>& slots) {
   // Usually one transaction; a mapping of more records than the journal
   // holds takes several, each consistent on its own (the records still in
   // the table keep their blocks, as they should until they go).
   for (size_t done = 0; done < slots.size();) {
-    Op op(fs);
+    Op op(*this);
     std::vector<BlockRange> ranges;
     for (; done < slots.size() && (ranges.empty() || op.room() > kSpare + kCostPerDrop); ++done) {
-      QuarantineRecord* rec = fs.Record(slots[done]);
+      QuarantineRecord* rec = Record(slots[done]);
       ranges.push_back({rec->pool_block, rec->length});
-      fs.UnindexRecord(*rec);
+      UnindexRecord(*rec);
       op.tx.Put(rec, QuarantineRecord{});
-      fs.free_records_.insert(slots[done]);
+      free_records_.insert(slots[done]);
     }
     for (const BlockRange& r : ranges)
-      for (const BlockRange& q : fs.quarantined_.Parts(r))
-        for (const BlockRange& u : fs.covered_.UncoveredParts(q)) op.FreeQuarantined(u);
+      for (const BlockRange& q : quarantined_.Parts(r))
+        for (const BlockRange& u : covered_.UncoveredParts(q)) op.FreeQuarantined(u);
     op.Commit();
   }
-  return slots.size();
+}
+
+size_t Filesystem::Impl::WritableRecords() const {
+  return static_cast<size_t>(
+      std::count_if(records_by_map_.begin(), records_by_map_.end(),
+                    [this](const auto& e) { return (Record(e.second)->flags & kReachWritable) != 0; }));
 }
 
 std::vector<Filesystem::ReachRecord> Filesystem::ReachRecords() {

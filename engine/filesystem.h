@@ -219,10 +219,12 @@ class Filesystem {
   // way, then refuses every change (EROFS) and marks the pool clean, its
   // lazily kept timestamps persisted, as an unmount would; going read-write
   // marks it mounted again and frees the unlinked inodes whose last
-  // reference went meanwhile. With `dry_run`, only says whether it could.
+  // reference went meanwhile, and the records of read-only DAX mappings that
+  // ended meanwhile. With `dry_run`, only says whether it could.
   // Errors: EROFS (read-write asked of a pool mounted read-only: it is
-  // mapped privately), EBUSY (read-only asked while DAX mappings or pins
-  // hold reach records: they may store into the pool).
+  // mapped privately), EBUSY (read-only asked while writable DAX mappings
+  // or pins hold reach records: they may store into the pool; read-only
+  // mappings may stay).
   Status SetReadOnly(bool read_only, bool dry_run = false);
   bool read_only() const;
   // Changes MountOptions::atime and nodiratime while mounted.
@@ -564,7 +566,9 @@ class Filesystem {
                                uint64_t map_id, const ReachOwner& owner, size_t max_runs);
   // Removes every record of `map_id`; blocks they kept that no file owns and
   // no other record covers are free again. Returns how many records it
-  // removed (0: none had that id, or a read-only mount). Cannot fail
+  // removed (0: none had that id, or a pool mounted read-only; on a mount
+  // made read-only live, the records stay in the pool until it is writable
+  // again, see SetReadOnly). Cannot fail
   // otherwise. One transaction, or several for more records than one holds
   // (each leaves a consistent pool: records not yet removed keep theirs).
   size_t DropReach(uint64_t map_id);

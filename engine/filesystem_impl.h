@@ -396,6 +396,12 @@ class Filesystem::Impl {
   // Indexes a live record, or forgets one about to be cleared.
   void IndexRecord(const layout::QuarantineRecord& r) REQUIRES(mu_);
   void UnindexRecord(const layout::QuarantineRecord& r) REQUIRES(mu_);
+  // Zeroes the records in `slots` (already out of records_by_map_) and
+  // frees the quarantined blocks no other record covers; in as many
+  // transactions as the journal needs. REQUIRES: writable.
+  void ClearRecords(const std::vector<uint64_t>& slots) REQUIRES(mu_);
+  // How many live records are WRITABLE.
+  size_t WritableRecords() const REQUIRES_SHARED(mu_);
   // True if a writable record covers any block of [pool_block, +count).
   // Such a block must never get a reference from a second place (another
   // file, or another offset of its own): a revoked holder's late stores
@@ -419,6 +425,9 @@ class Filesystem::Impl {
   BlockSet quarantined_ GUARDED_BY(mu_);
   std::set<uint64_t> free_records_ GUARDED_BY(mu_);
   std::multimap<uint64_t, uint64_t> records_by_map_ GUARDED_BY(mu_);
+  // Records of read-only mappings that ended while the mount was live
+  // read-only (DropReach): still in the pool, cleared by SetReadOnly(false).
+  std::vector<uint64_t> undropped_records_ GUARDED_BY(mu_);
 
   static constexpr size_t kZeroBytes = 1 << 20;
 };

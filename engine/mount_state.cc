@@ -2,6 +2,7 @@
 // back, and the atime rule (docs/mount.md, "Remount").
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "base/clock.h"
 #include "engine/filesystem_impl.h"
@@ -46,14 +47,18 @@ Status Filesystem::SetReadOnly(bool read_only, bool dry_run) {
     fs.WriteState(/*clean=*/false);
     fs.read_only_ = false;
     fs.ReclaimUnreferenced();
+    fs.ClearRecords(std::exchange(fs.undropped_records_, {}));
     return Status::Ok();
   }
-  // A DAX mapping or a pin may store into the pool behind the engine's
-  // back, and dropping its records writes the pool: as the kernel refuses
-  // a read-only remount while files are open for writing.
-  if (!fs.records_by_map_.empty())
-    return Status::Error(EBUSY, std::to_string(fs.records_by_map_.size()) +
-                                    " DAX mapping records are in use (mappings or pins; "
+  // A writable DAX mapping or pin may store into the pool behind the
+  // engine's back, and dropping its records writes the pool: as the kernel
+  // refuses a read-only remount while files are open for writing. A
+  // read-only mapping stays (its records are cleared when the pool is
+  // writable again, or by the next mount).
+  const size_t writable = fs.WritableRecords();
+  if (writable != 0)
+    return Status::Error(EBUSY, std::to_string(writable) +
+                                    " writable DAX mapping records are in use (mappings or pins; "
                                     "`leasectl dax` lists them)");
   if (dry_run) return Status::Ok();
   fs.read_only_ = true;

@@ -177,16 +177,24 @@ int Remount(const std::string& mountpoint, const std::vector<std::string>& items
     if (int err = KernelRemount(mnt, after); err != 0) return Fail(mnt, KernelRefused(err));
     const int err = AskDaemon(dir.get(), list, 0, done.get());
     if (err == 0 && done->error == 0) return 0;
-    KernelRemount(mnt, before);
-    return Fail(mnt, err != 0 ? ErrnoText(err) : std::string(done->message));
+    why = err != 0 ? ErrnoText(err) : std::string(done->message);
+    if (int back = KernelRemount(mnt, before); back != 0)
+      why += "; putting the mount point back failed too (" + ErrnoText(back) +
+             "): it stays read-only";
+    return Fail(mnt, why);
   }
   // Otherwise the daemon first: it may refuse read-write (a pool mounted
   // -o ro), and the kernel then opens the way to writes it accepts.
   if (int err = AskDaemon(dir.get(), list, 0, done.get()); err != 0 || done->error != 0)
     return Fail(mnt, err != 0 ? ErrnoText(err) : std::string(done->message));
   if (int err = KernelRemount(mnt, after); err != 0) {
-    AskDaemon(dir.get(), StateItems(plan->before), 0, done.get());
-    return Fail(mnt, KernelRefused(err));
+    why = KernelRefused(err);
+    const int back = AskDaemon(dir.get(), StateItems(plan->before), 0, done.get());
+    if (back != 0 || done->error != 0)
+      why += "; undoing the daemon's part failed too (" +
+             (back != 0 ? ErrnoText(back) : std::string(done->message)) +
+             "): the daemon now runs with the new options";
+    return Fail(mnt, why);
   }
   return 0;
 }

@@ -79,20 +79,40 @@ TEST_SUITE("mount_state") {
   }
 
   TEST_CASE(
-      "SetReadOnly: refused while reach records are in use, and for a pool mounted "
-      "read-only") {
-    auto fs = MustMount(FormattedPool());
+      "SetReadOnly: refused while writable reach records are in use, and for a pool mounted "
+      "read-only; read-only records stay, and are cleared when it is writable again") {
+    SimMedia* pool = nullptr;
+    auto fs = MustMount(FormattedPool(), &pool);
     const Ino f = MustCreate(*fs, 1, "f");
     MustWrite(*fs, f, 0, std::string(kBlockSize, 'a'));
-    REQUIRE(fs->MapForDax(kRoot, f, 0, kBlockSize, false, 7, kOwner, 8).ok());
+    REQUIRE(fs->MapForDax(kRoot, f, 0, kBlockSize, /*writable=*/true, 7, kOwner, 8).ok());
     const Status busy = fs->SetReadOnly(true, /*dry_run=*/true);
     CHECK(busy.err() == EBUSY);
     CHECK(std::string(busy.message()) ==
-          "1 DAX mapping records are in use (mappings or pins; `leasectl dax` lists them)");
+          "1 writable DAX mapping records are in use (mappings or pins; `leasectl dax` lists "
+          "them)");
     CHECK(Err(fs->SetReadOnly(true)) == EBUSY);
     CHECK_FALSE(fs->read_only());
     CHECK(fs->DropReach(7) == 1);
-    CHECK(fs->SetReadOnly(true).ok());
+
+    REQUIRE(fs->MapForDax(kRoot, f, 0, kBlockSize, /*writable=*/false, 8, kOwner, 8).ok());
+    REQUIRE(fs->SetReadOnly(true).ok());
+    CHECK(fs->ReachRecords().size() == 1);
+    CHECK(fs->DropReach(8) == 1);
+    CHECK(fs->ReachRecords().empty());
+    // Not written read-only: a mount of the pool as it is still finds it.
+    const auto records_in_pool = [&] {
+      MountOptions ro;
+      ro.read_only = true;
+      auto again = Filesystem::Mount(SimMedia::FromImage(pool->Snapshot()), ro);
+      REQUIRE(again.ok());
+      return (*again)->ReachRecords().size();
+    };
+    CHECK(records_in_pool() == 1);
+    REQUIRE(fs->SetReadOnly(false).ok());
+    CHECK(records_in_pool() == 0);
+    CHECK(fs->ReachRecords().empty());
+    CHECK(fs->DropReach(8) == 0);
 
     SimMedia* raw;
     auto rw = MustMount(FormattedPool(), &raw);

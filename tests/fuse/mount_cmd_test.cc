@@ -219,15 +219,18 @@ int RemountIoctl(const std::string& mnt, const std::string& options, uint32_t fl
   return ioctl(dir.get(), LEASEFS_IOC_REMOUNT, out) == 0 ? 0 : errno;
 }
 
-// Takes a READ lease on `fd` and asks for a read-only DAX mapping of its
-// first block: the ioctl's result as Err() text, and the map id in *map_id.
-std::string DaxMapFirstBlock(int fd, uint64_t* map_id) {
+// Takes a lease on `fd` and asks for a DAX mapping of its first block:
+// read-only under a READ lease, or (`writable`, fd open for writing) for
+// stores under a WRITE lease. The ioctl's result as Err() text, and the map
+// id in *map_id.
+std::string DaxMapFirstBlock(int fd, uint64_t* map_id, bool writable = false) {
   leasefs_lease l{};
-  l.type = LEASEFS_LEASE_READ;
+  l.type = writable ? LEASEFS_LEASE_WRITE : LEASEFS_LEASE_READ;
   REQUIRE(SYS(ioctl(fd, LEASEFS_IOC_SETLEASE, &l)) == "OK");
   auto m = std::make_unique<leasefs_dax_map>();
   m->offset = 0;
   m->length = 4096;
+  m->flags = writable ? LEASEFS_DAX_WRITE : 0;
   const std::string rc = SYS(ioctl(fd, LEASEFS_IOC_DAX_MAP, m.get()));
   *map_id = m->map_id;
   return rc;
@@ -322,8 +325,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "remount: read-only is refused while a file is open for writing or mapped through "
-    "DAX, and nothing changes") {
+    "remount: read-only is refused while a file is open for writing or mapped writably "
+    "through DAX, and nothing changes; a read-only DAX mapping stays") {
   Mount8 m;
   REQUIRE(WriteFile(m.path("f"), std::string(4096, 'a')) == "");
   {
@@ -337,22 +340,51 @@ TEST_CASE(
     CHECK(MountInfo(m.mnt()).mount_options == "rw,nosuid,nodev,relatime");
     CHECK(PwriteAll(w.get(), "w", 0) == "");
   }
+  // A mapping for stores outlives its descriptor; the kernel no longer
+  // sees a writer, the daemon does.
+  uint64_t write_map = 0;
+  {
+    Fd w(open(m.path("f").c_str(), O_RDWR));
+    REQUIRE(w.ok());
+    REQUIRE(DaxMapFirstBlock(w.get(), &write_map, /*writable=*/true) == "OK");
+    DropLease(w.get());
+  }
   Fd rd(open(m.path("f").c_str(), O_RDONLY));
   REQUIRE(rd.ok());
-  uint64_t map_id = 0;
-  REQUIRE(DaxMapFirstBlock(rd.get(), &map_id) == "OK");
   ProcessResult r = Remount(m, "remount,ro");
   CHECK(r.exit_code == 1);
   CHECK(r.output == "leasefs: cannot remount " + m.mnt() +
-                        ": 1 DAX mapping records are in use (mappings or pins; `leasectl dax` "
-                        "lists them)\n");
+                        ": 1 writable DAX mapping records are in use (mappings or pins; "
+                        "`leasectl dax` lists them)\n");
   CHECK(MountInfo(m.mnt()).mount_options == "rw,nosuid,nodev,relatime");
   CHECK(WriteFile(m.path("g"), "still writable") == "");
-  CHECK(DaxUnmap(rd.get(), map_id) == "OK");
-  DropLease(rd.get());
+  CHECK(DaxUnmap(rd.get(), write_map) == "OK");
+
+  // A read-only mapping cannot store: it stays across ro and back, and
+  // its record goes when it ends, read-only or not.
+  uint64_t map_id = 0;
+  REQUIRE(DaxMapFirstBlock(rd.get(), &map_id) == "OK");
   r = Remount(m, "remount,ro");
   CHECK(r.exit_code == 0);
+  CHECK(r.output == "");
   CHECK(MountInfo(m.mnt()).mount_options == "ro,nosuid,nodev,relatime");
+  CHECK(DaxUnmap(rd.get(), map_id) == "OK");
+  CHECK(DaxUnmap(rd.get(), map_id) == "ENOENT");
+  DropLease(rd.get());
+  r = Remount(m, "remount,rw");
+  CHECK(r.exit_code == 0);
+  CHECK(DaxMapFirstBlock(rd.get(), &map_id) == "OK");
+  r = Remount(m, "remount,ro");
+  CHECK(r.exit_code == 0);
+  CHECK(r.output == "");
+  CHECK(DaxUnmap(rd.get(), map_id) == "OK");
+  DropLease(rd.get());
+  rd.Close();
+  r = Remount(m, "remount,rw");  // clears the records that ended meanwhile
+  CHECK(r.exit_code == 0);
+  CHECK(m.Unmount() == "");
+  const ProcessResult fsck = m.Fsck();
+  CHECK_MESSAGE(fsck.exit_code == 0, fsck.output);
 }
 
 TEST_CASE(
@@ -445,6 +477,38 @@ TEST_CASE(
   });
   CHECK(MountInfo(m.mnt()).mount_options == "rw,nosuid,nodev,relatime");
   CHECK(WriteFile(m.path("f"), "still writable") == "");
+}
+
+// The errno of LEASEFS_IOC_REMOUNT (a dry run to read-only) sent by root of
+// a user namespace of its own, made in a child: uid 0 maps to uid 0, and
+// it has every capability, in that namespace only. 0 if it was allowed.
+int RemountIoctlFromUserNamespace(const std::string& mnt) {
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (unshare(CLONE_NEWUSER) != 0) _exit(200);
+    const int map = open("/proc/self/uid_map", O_WRONLY);
+    if (map < 0 || write(map, "0 0 1\n", 6) != 6) _exit(201);
+    close(map);
+    const int dir = open(mnt.c_str(), O_RDONLY | O_DIRECTORY);
+    if (dir < 0) _exit(202);
+    leasefs_remount out{};
+    out.flags = LEASEFS_REMOUNT_DRY_RUN;
+    std::snprintf(out.options, sizeof out.options, "ro");
+    _exit(ioctl(dir, LEASEFS_IOC_REMOUNT, &out) == 0 ? 0 : errno);
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  return WEXITSTATUS(status);
+}
+
+TEST_CASE("remount: refused to root of another user namespace, whose capabilities count there") {
+  Mount8 m;
+  CHECK(RemountIoctlFromUserNamespace(m.mnt()) == EPERM);
+  leasefs_remount out{};
+  CHECK(RemountIoctl(m.mnt(), "ro", LEASEFS_REMOUNT_DRY_RUN, &out) == 0);  // root here may
+  CHECK(MountInfo(m.mnt()).mount_options == "rw,nosuid,nodev,relatime");
 }
 
 TEST_CASE(
