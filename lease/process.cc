@@ -7,6 +7,7 @@
 extern "C" {
 #include <sys/pidfd.h>
 }
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -104,6 +105,35 @@ bool MaySignal(uid_t sender, pid_t pid, int pidfd) {
   if (std::sscanf(line + 5, "%lu %lu %lu", &real, &effective, &saved) != 3) return false;
   if (PidfdExited(pidfd)) return false;  // the pid may name another process now
   return sender == real || sender == saved;
+}
+
+namespace {
+
+// Whether the two paths name the same namespace (the same nsfs inode).
+bool SameNamespace(const std::string& a, const std::string& b) {
+  struct stat sa {}, sb {};
+  return ::stat(a.c_str(), &sa) == 0 && ::stat(b.c_str(), &sb) == 0 && sa.st_dev == sb.st_dev &&
+         sa.st_ino == sb.st_ino;
+}
+
+}  // namespace
+
+bool HasCapability(pid_t tid, int cap) {
+  if (tid <= 0 || cap < 0 || cap > 63) return false;
+  const std::string dir = "/proc/" + std::to_string(tid);
+  if (!SameNamespace(dir + "/ns/user", "/proc/self/ns/user")) return false;
+  UniqueFd fd(::open((dir + "/status").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return false;
+  char buf[4096];
+  const ssize_t n = ::read(fd.get(), buf, sizeof(buf) - 1);
+  if (n <= 0) return false;
+  buf[n] = '\0';
+  const char* line = std::strstr(buf, "\nCapEff:");
+  if (line == nullptr) return false;
+  char* end = nullptr;
+  const unsigned long long eff = std::strtoull(line + 8, &end, 16);
+  if (end == line + 8) return false;
+  return ((eff >> cap) & 1) != 0;
 }
 
 Status QueueSignal(int pidfd, int signal, uint64_t value) {

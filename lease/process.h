@@ -43,6 +43,17 @@ bool PidfdExited(int pidfd);
 // protected. False when it cannot be told.
 bool MaySignal(uid_t sender, pid_t pid, int pidfd);
 
+// Whether thread `tid` holds capability `cap` (CAP_SYS_ADMIN, ...) over
+// what this process serves: `cap` is in its effective set (CapEff of
+// /proc/<tid>/status) and it lives in this process's user namespace. A
+// capability is relative to the namespace that owns it: root of a user
+// namespace made with `unshare -r` has every capability there and none over
+// a mount of ours. The caller makes sure `tid` names the thread it means
+// (a thread blocked in a request cannot change its credentials or its
+// namespaces until the request ends). False when it cannot be told (no
+// such thread, tid <= 0: outside our pid namespace).
+bool HasCapability(pid_t tid, int cap);
+
 // Queues `signal` to the process behind `pidfd` as sigqueue(3) would, from
 // this process: si_code SI_QUEUE, si_pid and si_uid ours, si_value `value`
 // (si_fd, which overlaps si_value, reads its low 32 bits).

@@ -15,8 +15,6 @@
 #include <fcntl.h>
 
 #include <cerrno>
-#include <cinttypes>
-#include <cstdio>
 #include <cstring>
 #include <string>
 
@@ -26,6 +24,7 @@
 #include "fusefs/daemon/ioctl_args.h"
 #include "fusefs/daemon/reply.h"
 #include "fusefs/daemon/server.h"
+#include "lease/process.h"
 
 namespace leasefs::daemon {
 
@@ -67,23 +66,9 @@ int64_t FromXflags(uint32_t xflags, uint32_t old_flags) {
   return xflags == 0 ? int64_t{flags} : -1;
 }
 
-// The effective capabilities of thread `pid` (its CapEff line), or false if
-// they cannot be read (the caller is gone).
-bool ReadCapEff(pid_t pid, uint64_t* caps) {
-  const std::string path = "/proc/" + std::to_string(pid) + "/status";
-  FILE* f = std::fopen(path.c_str(), "re");
-  if (f == nullptr) return false;
-  char line[256];
-  bool found = false;
-  while (!found && std::fgets(line, sizeof line, f) != nullptr)
-    found = std::sscanf(line, "CapEff: %" SCNx64, caps) == 1;
-  std::fclose(f);
-  return found;
-}
-
 // Whether the caller may change FS_IMMUTABLE_FL and FS_APPEND_FL: uid 0
-// (leasefs's stand-in for every privilege) whose effective set holds
-// CAP_LINUX_IMMUTABLE. Root in a container without that capability is
+// (leasefs's stand-in for every privilege) holding CAP_LINUX_IMMUTABLE in
+// the daemon's user namespace. Root in a container without that capability is
 // refused, as Linux refuses it; a caller outside the daemon's pid namespace
 // (pid 0) is taken on its uid, which the kernel's own capable() check
 // already vetted before it sent the request.
@@ -91,8 +76,7 @@ bool MayFreeze(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
   if (ctx->uid != 0) return false;
   if (ctx->pid <= 0) return true;
-  uint64_t caps = 0;
-  return ReadCapEff(ctx->pid, &caps) && ((caps >> kCapLinuxImmutable) & 1) != 0;
+  return lease::HasCapability(ctx->pid, kCapLinuxImmutable);
 }
 
 }  // namespace

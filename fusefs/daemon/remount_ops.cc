@@ -6,13 +6,13 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <string>
 
 #include <linux/capability.h>
 
 #include "fusefs/daemon/ioctl_args.h"
 #include "fusefs/daemon/server.h"
+#include "lease/process.h"
 #include "leasefs/ioctl.h"
 
 namespace leasefs::daemon {
@@ -21,25 +21,12 @@ namespace {
 
 using ioctl_args::ReadArg;
 
-// Whether process `pid` (of the daemon's pid namespace) has `cap` in its
-// effective set, from /proc/PID/status.
-bool HasCapability(pid_t pid, int cap) {
-  if (pid <= 0) return false;  // outside our pid namespace
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("CapEff:", 0) != 0) continue;
-    const unsigned long long eff = std::strtoull(line.c_str() + 7, nullptr, 16);
-    return (eff >> cap) & 1;
-  }
-  return false;
-}
-
 // A remount changes the mount for everybody: only who may remount it in the
-// kernel (root with CAP_SYS_ADMIN) may change the daemon's part. The caller
-// is blocked in this ioctl, so its pid names it while we look.
+// kernel (root with CAP_SYS_ADMIN in the daemon's user namespace) may
+// change the daemon's part. The caller is blocked in this ioctl, so its
+// thread id names it while we look.
 bool MayRemount(const fuse_ctx& caller) {
-  return caller.uid == 0 && HasCapability(caller.pid, CAP_SYS_ADMIN);
+  return caller.uid == 0 && lease::HasCapability(caller.pid, CAP_SYS_ADMIN);
 }
 
 uint32_t AtimeAbi(const DaemonOptions& o) {
