@@ -2,6 +2,7 @@
 // ATTR_FLAGS feature a pool with flags needs, and the superblock states a
 // crash while adding that feature may leave (docs/pool_format.md, "Adding a
 // feature").
+#include <cerrno>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,24 @@ TEST_SUITE("check") {
     CHECK(img.super(0)->feature_ro_compat == kRoCompatAttrFlags);
     CHECK(img.super(1)->feature_ro_compat == kRoCompatAttrFlags);
     CHECK(img.inode(t.file)->flags == kInodeImmutable);
+  }
+
+  TEST_CASE(
+      "Attr flags: a read-only-compatible feature fsck does not know: checked, never "
+      "repaired") {
+    Image img;
+    BuildTree(img);
+    for (uint64_t copy : {0, 1})
+      *img.super(copy) = engine::WithFeatures(*img.super(copy), uint64_t{1} << 9, 0);
+    CHECK(Check(img).findings.empty());
+    check::CheckOptions opts;
+    opts.repair = true;
+    const auto refused = check::CheckPool(img.media(), opts);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.status().err() == EOPNOTSUPP);
+    CHECK(std::string(refused.status().message()) ==
+          "the pool has read-only-compatible features this fsck does not know: it may check "
+          "the pool but not repair it");
   }
 
   TEST_CASE("Attr flags: a crash while adding the feature leaves states fsck accepts") {
