@@ -535,6 +535,40 @@ TEST_SUITE("xattr") {
     }
   }
 
+  TEST_CASE("Xattr: fsck clears a damaged entry without the good entries after it") {
+    SimMedia* raw;
+    auto fs = MustMount(FormattedPool(), &raw);
+    const Ino f = MustCreate(*fs, 1, "f");
+    REQUIRE(fs->SetXattr(kRoot, f, "user.a", std::string(150, 'x'), 0).ok());  // slots 1-3
+    for (int i = 0; i < 20; ++i)
+      REQUIRE(fs->SetXattr(kRoot, f, "user.k" + std::to_string(i), "value " + std::to_string(i), 0)
+                  .ok());
+    const std::vector<char> img = Unmounted(fs, raw);
+    const Found a = FindEntry(img.data(), f, "user.a");
+    REQUIRE(a.entry != 0);
+    std::vector<char> bad = img;
+    std::string fsck_says;
+    // One damaged byte: the entry's slot_count.
+    SUBCASE("too many slots") {
+      bad[a.entry] = 40;
+      fsck_says = "spans 40 slots but needs 3";
+    }
+    SUBCASE("too few slots (its value's bytes then start the next slot)") {
+      bad[a.entry] = 1;
+      fsck_says = "spans 1 slots but needs 3";
+    }
+    CAPTURE(fsck_says);
+    const std::string errors = FsckErrors(bad);
+    CHECK_MESSAGE(errors.find(fsck_says) != std::string::npos, errors);
+    std::vector<char> fixed;
+    FsckErrors(bad, true, &fixed);
+    CHECK(FsckErrors(fixed) == "");
+    fs = MountImage(fixed, &raw);
+    CHECK(Get(*fs, f, "user.a") == "<" + std::to_string(ENODATA) + ">");
+    for (int i = 0; i < 20; ++i)
+      CHECK(Get(*fs, f, "user.k" + std::to_string(i)) == "value " + std::to_string(i));
+    CHECK(Names(*fs, f).size() == 20u);
+  }
 }
 
 }  // namespace
