@@ -123,10 +123,16 @@ void Journal::Commit(Tx& tx) {
   assert(bytes <= capacity_);
   const char* body = reinterpret_cast<const char*>(tx.body_.data());
 
-  // Step 1: body and header; one drain makes the transaction committed. If
-  // the header lands without all of the body, the body checksum fails and
-  // recovery treats the transaction as never written.
+  // Step 1: the body, a drain, then the header and the drain that commits.
+  // The first drain makes durable, before the header is even stored, the
+  // body and every block written in place for this transaction (fresh
+  // leaves, value, directory and extent blocks): a cache may write the
+  // header's line back at any moment once it is stored, and a flush is
+  // ordered before later stores only by a drain. (If the header lands
+  // without all of the body anyway, the body checksum fails and recovery
+  // treats the transaction as never written.)
   media_.CopyFlush(body_, body, bytes);
+  media_.Drain();
   JournalHeader h{};
   std::memcpy(h.magic, kJournalMagic, sizeof(kJournalMagic));
   h.seq = ++seq_;
