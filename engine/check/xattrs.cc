@@ -145,7 +145,19 @@ uint32_t Checker::CheckXattrEntry(InodeScan& s, uint64_t leaf, uint32_t slot,
   std::memcpy(&e, p, sizeof(e));
   if (e.slot_count == 0) return 1;
   const std::string where = "xattr leaf " + std::to_string(leaf) + " slot " + std::to_string(slot);
-  const uint32_t span = std::min<uint32_t>(e.slot_count, kXattrSlotsPerLeaf - slot);
+  // The slots a cleared entry gives up: its span when its slot_count agrees
+  // with its name, value and runs and stays in the leaf; else only its first
+  // slot, since a damaged count says nothing about where the next entry
+  // starts. The slots after it are then checked one by one (the bad entry's
+  // own bytes fail as entries of their own), and the good entries after it
+  // are kept: one damaged byte must not cost the rest of the leaf.
+  uint32_t span = 1;
+  {
+    const uint32_t bytes = (e.flags & kXattrRemote) ? XattrRemoteBytes(e.name_len, e.run_count)
+                                                    : XattrInlineBytes(e.name_len, e.value_len);
+    if (e.slot_count == XattrSlots(bytes) && slot + e.slot_count <= kXattrSlotsPerLeaf)
+      span = e.slot_count;
+  }
   auto clear = [&](const std::string& what) {
     Problem(InodeWhere(s.ino), where + " " + what, "cleared the entry; that attribute is lost",
             true);
