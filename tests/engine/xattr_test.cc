@@ -13,6 +13,7 @@
 #include <doctest/doctest.h>
 #include <sys/xattr.h>
 
+#include "engine/acl.h"
 #include "engine/check/check.h"
 #include "engine/layout.h"
 #include "engine/superblock.h"
@@ -568,6 +569,41 @@ TEST_SUITE("xattr") {
     for (int i = 0; i < 20; ++i)
       CHECK(Get(*fs, f, "user.k" + std::to_string(i)) == "value " + std::to_string(i));
     CHECK(Names(*fs, f).size() == 20u);
+  }
+
+  TEST_CASE("Xattr: fsck clearing a damaged access ACL gives the owning group nothing its mask held") {
+    SimMedia* raw;
+    auto fs = MustMount(FormattedPool(), &raw);
+    const Ino f = MustCreate(*fs, 1, "f", 0600);
+    // u::rw-,u:1000:rw-,g::---,m::rw-,o::---: the mode's group bits hold the
+    // mask (rw-); the owning group (gid 0) gets nothing.
+    const std::string list = acl::Encode({{acl::kUserObj, 6, acl::kUndefinedId},
+                                          {acl::kUser, 6, 1000},
+                                          {acl::kGroupObj, 0, acl::kUndefinedId},
+                                          {acl::kMask, 6, acl::kUndefinedId},
+                                          {acl::kOther, 0, acl::kUndefinedId}});
+    const std::string name(acl::kAccessXattr);
+    REQUIRE(fs->SetXattr(kRoot, f, name, list, 0).ok());
+    const Cred member(2000, 0);  // in the file's group, not named
+    REQUIRE(Err(fs->Access(member, f, W_OK)) == EACCES);
+    REQUIRE(fs->Access(Cred(1000, 1000), f, W_OK).ok());
+    std::vector<char> img = Unmounted(fs, raw);
+    const Found e = FindEntry(img.data(), f, name);
+    REQUIRE(e.entry != 0);
+    img[e.entry + sizeof(L::XattrLeafEntry) + name.size() + 4 + 8 + 2] ^= 0x01;  // u:1000's perm
+    // The daemon: a damaged list grants nothing.
+    fs = MountImage(img, &raw);
+    CHECK(Err(fs->Access(member, f, W_OK)) == EACCES);
+    img = Unmounted(fs, raw);
+    // fsck clears it; the group must not get the mask's bits for it.
+    std::vector<char> fixed;
+    const std::string errors = FsckErrors(img, true, &fixed);
+    CHECK_MESSAGE(errors.find("fails its value checksum") != std::string::npos, errors);
+    CHECK(FsckErrors(fixed) == "");
+    fs = MountImage(fixed, &raw);
+    CHECK(Err(fs->GetXattr(kRoot, f, name)) == ENODATA);
+    CHECK(Err(fs->Access(member, f, W_OK)) == EACCES);
+    CHECK(Err(fs->Access(member, f, R_OK)) == EACCES);
   }
 }
 
