@@ -6,12 +6,14 @@
 // entries (or an entry and anything else) name is caught. A bad leaf cuts
 // the chain there; a bad entry is cleared; a value whose bytes fail their
 // checksum is cleared too (the daemon answers EIO for it).
+#include <sys/stat.h>
 #include <xxhash.h>
 
 #include <algorithm>
 #include <cstring>
 #include <unordered_set>
 
+#include "engine/acl.h"
 #include "engine/check/checker.h"
 #include "engine/check/util.h"
 #include "engine/superblock.h"
@@ -168,16 +170,33 @@ uint32_t Checker::CheckXattrEntry(InodeScan& s, uint64_t leaf, uint32_t slot,
   const std::string name(p + sizeof(e), e.name_len);
   if (name.find('\0') != std::string::npos) return clear("has a name containing NUL");
   if (names->count(name)) return clear("holds a second attribute named " + Quote(name));
+  // The mode's group bits are an access ACL's mask (docs/acl.md): with the
+  // list gone they would go to the owning group, which the list may have
+  // given less. So they go too, and the repair grants nobody more than the
+  // daemon does with the damaged list (nothing beyond the owner's bits).
+  auto clear_named = [&](const std::string& what) {
+    const uint32_t n = clear(what);
+    if (name == engine::acl::kAccessXattr && (s.in.mode & S_IRWXG) != 0) {
+      const uint32_t mode = s.in.mode & ~uint32_t{S_IRWXG};
+      Problem(InodeWhere(s.ino),
+              "mode " + Octal(s.in.mode) + " holds the mask of the access ACL cleared above",
+              "cleared the group bits (mode " + Octal(mode) + "); the owner may grant them again",
+              true);
+      s.in.mode = mode;
+      writer_->Put(&s.at->mode, s.in.mode);
+    }
+    return n;
+  };
   std::vector<XattrRun> runs(e.run_count);
   if (!runs.empty()) std::memcpy(runs.data(), p + XattrRemoteBytes(e.name_len, 0), runs.size() * sizeof(XattrRun));
   if (std::string why = XattrRunsProblem(runs, e.value_len); !why.empty())
-    return clear(Quote(name) + " " + why);
+    return clear_named(Quote(name) + " " + why);
   const std::string value = XattrValueOf(e, p, runs);
   if (XXH64(value.data(), value.size(), 0) != e.value_xxh64)
-    return clear(Quote(name) + " fails its value checksum");
+    return clear_named(Quote(name) + " fails its value checksum");
   if (std::string why = AclProblem(info_[s.ino].type, name, value); !why.empty())
-    return clear(why);
-  if (!ClaimRuns(runs)) return clear(Quote(name) + " names value blocks other metadata uses");
+    return clear_named(why);
+  if (!ClaimRuns(runs)) return clear_named(Quote(name) + " names value blocks other metadata uses");
   for (size_t i = 0; i < runs.size(); ++i) {
     const uint64_t loc = Offset(p + XattrRemoteBytes(e.name_len, 0) + i * sizeof(XattrRun));
     s.meta.push_back({runs[i].pool_block, loc, runs[i].length, RefKind::kXattr});
