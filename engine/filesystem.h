@@ -475,8 +475,10 @@ class Filesystem {
   // GROUP_OBJ) and OTHER. Errors: ENODATA, EOPNOTSUPP, EACCES, EPERM, EIO
   // (a damaged ACL).
   Result<std::string> GetXattr(const Cred& c, Ino ino, std::string_view name);
-  // Names, each followed by a NUL (trusted.* only for root).
-  Result<std::string> ListXattr(const Cred& c, Ino ino);
+  // Names, each followed by a NUL (trusted.* only for root). Errors: ERANGE
+  // when they take more than `limit` bytes (they are not gathered past it:
+  // an inode may have millions of names, listxattr(2) returns 64 KiB).
+  Result<std::string> ListXattr(const Cred& c, Ino ino, size_t limit = SIZE_MAX);
   // Removing an ACL the inode lacks succeeds (as on ext4). Errors: as
   // GetXattr.
   Status RemoveXattr(const Cred& c, Ino ino, std::string_view name);

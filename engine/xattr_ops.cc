@@ -57,10 +57,13 @@ Status CheckAccess(const Filesystem::Impl& fs, const Cred& c, Ino ino, std::stri
 
 // Names come from the kernel NUL-terminated and at most 255 bytes long
 // (longer is ERANGE there too); a NUL inside one would break listxattr's
-// list, so the engine's own callers get EINVAL for it.
+// list, so the engine's own callers get EINVAL for it. A namespace prefix
+// with nothing after it names no attribute: EINVAL, as Linux's
+// xattr_resolve_name answers for ext4 and XFS (FUSE passes it through).
 Status CheckName(std::string_view name) {
   if (name.empty() || name.size() > kMaxName) return Status::Error(ERANGE);
   if (name.find('\0') != std::string_view::npos) return Status::Error(EINVAL);
+  if (name == "user." || name == "trusted." || name == "security.") return Status::Error(EINVAL);
   return Status::Ok();
 }
 
@@ -186,6 +189,7 @@ Status Filesystem::Impl::ConvertSingleXattrBlock(Ino ino) {
     auto v = old.ReadValue(name, *old.Find(name));
     if (!v.ok()) bad = v.status();
     if (bad.ok()) attrs.emplace_back(std::string(name), std::move(*v));
+    return bad.ok();
   });
   LFS_RETURN_IF_ERROR(bad);
   // Entry by entry into a fresh set, each reserved exactly before it is
@@ -346,17 +350,22 @@ Result<std::string> Filesystem::GetXattr(const Cred& c, Ino ino, std::string_vie
   return n->xattrs->ReadValue(name, *e);
 }
 
-Result<std::string> Filesystem::ListXattr(const Cred& c, Ino ino) {
+Result<std::string> Filesystem::ListXattr(const Cred& c, Ino ino, size_t limit) {
   Impl& fs = *impl_;
   ReaderLock l(&fs.mu_);
   LFS_ASSIGN_OR_RETURN(Node * n, fs.Get(ino));
   std::string out;
   if (!n->xattrs) return out;
+  bool over = false;
   n->xattrs->ForEachName([&](std::string_view name) {
-    if (HasPrefix(name, "trusted.") && !c.is_root()) return;
+    if (HasPrefix(name, "trusted.") && !c.is_root()) return true;
+    over = out.size() + name.size() + 1 > limit;
+    if (over) return false;
     out += name;
     out.push_back('\0');
+    return true;
   });
+  if (over) return Status::Error(ERANGE);
   return out;
 }
 

@@ -193,7 +193,7 @@ void XattrSet::ForEachBlock(const std::function<void(BlockRange)>& f) const {
     for (const BlockRange& r : e.runs) f(r);
 }
 
-void XattrSet::ForEachName(const std::function<void(std::string_view)>& f) const {
+void XattrSet::ForEachName(const std::function<bool(std::string_view)>& f) const {
   std::unordered_map<uint64_t, size_t> index;
   for (size_t i = 0; i < chain_.size(); ++i) index[chain_[i]] = i;
   std::vector<std::pair<std::pair<size_t, uint32_t>, const std::string*>> order;
@@ -201,7 +201,8 @@ void XattrSet::ForEachName(const std::function<void(std::string_view)>& f) const
   for (const auto& [name, e] : names_)
     order.push_back({{single_ ? 0 : index[e.block], e.pos}, &name});
   std::sort(order.begin(), order.end());
-  for (const auto& o : order) f(*o.second);
+  for (const auto& o : order)
+    if (!f(*o.second)) return;
 }
 
 Status XattrSet::Damaged(std::string_view name, const std::string& what) const {

@@ -70,8 +70,9 @@ class XattrSet {
   // checked against the index and the value's checksum.
   // Errors: EIO when the media disagree.
   Result<std::string> ReadValue(std::string_view name, const Entry& e) const;
-  // Calls f(name) for every name, in the order of the structure on media.
-  void ForEachName(const std::function<void(std::string_view)>& f) const;
+  // Calls f(name) for every name, in the order of the structure on media,
+  // until f returns false.
+  void ForEachName(const std::function<bool(std::string_view)>& f) const;
 
   // --- leaves only (REQUIRES: !single()) ------------------------------------
   // Slots a new entry takes (`runs` value runs, 0 for an inline value).

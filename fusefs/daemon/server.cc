@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <string>
 #include <string_view>
@@ -675,8 +676,17 @@ int Server::DoGetXattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t 
 }
 
 int Server::DoListXattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
-  auto names = fs_->ListXattr(CredOf(req), ino);
-  return names.ok() ? ReplyXattr(req, *names, size) : ErrnoOf(names.status());
+  // The kernel never takes more than XATTR_LIST_MAX of names, and answers a
+  // size probe with at most that: past it (or past the caller's buffer) the
+  // names are not gathered, and a probe learns "more than the limit".
+  constexpr size_t kListMax = 65536;  // XATTR_LIST_MAX, <linux/limits.h>
+  auto names = fs_->ListXattr(CredOf(req), ino, size == 0 ? kListMax : std::min(size, kListMax));
+  if (names.ok()) return ReplyXattr(req, *names, size);
+  if (size == 0 && names.status().err() == ERANGE) {
+    fuse_reply_xattr(req, kListMax + 1);
+    return 0;
+  }
+  return ErrnoOf(names.status());
 }
 
 int Server::DoRemoveXattr(fuse_req_t req, fuse_ino_t ino, const char* name) {

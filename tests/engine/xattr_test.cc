@@ -198,6 +198,13 @@ TEST_SUITE("xattr") {
     }
     CHECK(Err(fs->SetXattr(kRoot, f, "user.big", std::string(65537, 'v'), 0)) == E2BIG);
     CHECK(Get(*fs, f, "user.big") == "<" + std::to_string(ENODATA) + ">");
+    // A namespace with no name after it is no attribute (EINVAL, as ext4).
+    for (const char* bare : {"user.", "trusted.", "security."}) {
+      CAPTURE(bare);
+      CHECK(Err(fs->SetXattr(kRoot, f, bare, "v", 0)) == EINVAL);
+      CHECK(Get(*fs, f, bare) == "<" + std::to_string(EINVAL) + ">");
+      CHECK(Err(fs->RemoveXattr(kRoot, f, bare)) == EINVAL);
+    }
     const std::string n255 = "user." + std::string(250, 'n');
     CHECK(fs->SetXattr(kRoot, f, n255, Value(65536, 99), 0).ok());
     CHECK(Err(fs->SetXattr(kRoot, f, n255 + "x", "v", 0)) == ERANGE);
@@ -253,6 +260,13 @@ TEST_SUITE("xattr") {
     CHECK(std::set<std::string>(listed.begin(), listed.end()).size() == static_cast<size_t>(kCount));
     for (int i = 0; i < kCount; i += 7)
       CHECK(Get(*fs, f, name(i)) == (i % 97 == 0 ? Value(5000, i) : Value(i % 40, i)));
+    // A limit: the names are gathered up to it, and past it the answer is
+    // ERANGE (the daemon asks for at most listxattr(2)'s 64 KiB).
+    size_t bytes = 0;
+    for (const std::string& n : listed) bytes += n.size() + 1;
+    CHECK(fs->ListXattr(kRoot, f, bytes)->size() == bytes);
+    CHECK(fs->ListXattr(kRoot, f, bytes - 1).status().err() == ERANGE);
+    CHECK(fs->ListXattr(kRoot, f, 65536).status().err() == ERANGE);
     // The list order is the order on media: the same after a remount.
     std::vector<char> img = Unmounted(fs, raw);
     CHECK(FsckErrors(img) == "");
