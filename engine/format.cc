@@ -1,5 +1,6 @@
 #include "engine/format.h"
 
+#include <algorithm>
 #include <cstring>
 #include <random>
 
@@ -24,9 +25,18 @@ void FillUuid(uint8_t uuid[16]) {
   uuid[8] = static_cast<uint8_t>((uuid[8] & 0x3f) | 0x80);
 }
 
-// Zeroes `count` blocks from `start` (flushed, not drained).
-void ZeroBlocks(Media& m, uint64_t start, uint64_t count) {
-  m.SetFlush(m.base() + start * kBlockSize, 0, count * kBlockSize);
+// Zeroes `count` blocks from `start` (flushed, not drained), a piece at a
+// time, telling `progress` (if any) how far it got.
+void ZeroBlocks(Media& m, uint64_t start, uint64_t count,
+                const std::function<void(uint64_t, uint64_t)>& progress = nullptr) {
+  char* const from = m.base() + start * kBlockSize;
+  const uint64_t total = count * kBlockSize;
+  for (uint64_t done = 0; done < total;) {
+    const uint64_t n = std::min(total - done, kFormatPieceBytes);
+    m.SetFlush(from + done, 0, n);
+    done += n;
+    if (progress) progress(done, total);
+  }
 }
 
 }  // namespace
@@ -49,7 +59,7 @@ Status Format(Media& media, const FormatOptions& opts) {
   // 2. Metadata regions start zeroed: an empty journal, free inode slots,
   //    refcount 0 (free) for every data block, no quarantine entries.
   ZeroBlocks(media, sb.journal_start, 1);
-  ZeroBlocks(media, sb.inode_start, sb.data_start - sb.inode_start);
+  ZeroBlocks(media, sb.inode_start, sb.data_start - sb.inode_start, opts.progress);
 
   // 3. The root directory: empty, so it owns no blocks.
   const int64_t now = NowNs();

@@ -19,7 +19,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/result.h"
@@ -58,7 +60,15 @@ struct CheckOptions {
   bool verbose = false;
   // Findings kept in the report; the counts stay exact beyond it.
   size_t max_findings = 100000;
+  // Called as the walks that grow with the pool go: the phase ("inodes",
+  // "directories", "link counts", "refcounts"), and how many of its items
+  // (inode slots, data blocks) are done, every kProgressStep items and at
+  // its end. fsck.leasefs draws its progress line with it. May be empty.
+  std::function<void(std::string_view phase, uint64_t done, uint64_t total)> progress;
 };
+
+// How many items a phase walks between two calls of CheckOptions::progress.
+inline constexpr uint64_t kProgressStep = 4096;
 
 struct CheckReport {
   std::vector<Finding> findings;  // in the order found

@@ -132,6 +132,12 @@ class Checker {
   void Unfixable(std::string where, std::string what);
   void Note(std::string where, std::string what);
   void Add(Finding f);
+  // Item `done` of `total` of `phase` is reached: tells opts_.progress every
+  // kProgressStep items and at the end.
+  void Progress(const char* phase, uint64_t done, uint64_t total) const {
+    if (opts_.progress && (done % kProgressStep == 0 || done == total))
+      opts_.progress(phase, done, total);
+  }
 
   // --- superblock, journal, summary (check.cc)
   Status CheckSuperblock(bool* usable);

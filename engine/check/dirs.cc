@@ -22,6 +22,7 @@ bool NameValid(std::string_view name) {
 void Checker::CheckDirectories() {
   std::unordered_set<std::string_view> names;
   for (uint64_t dir = 1; dir < info_.size(); ++dir) {
+    Progress("directories", dir - 1, info_.size() - 1);
     if (info_[dir].type != DT_DIR) continue;
     names.clear();
     uint64_t index = 0;
@@ -35,6 +36,7 @@ void Checker::CheckDirectories() {
       for (std::string_view n : names) lf_names_.emplace(n);
     }
   }
+  Progress("directories", info_.size() - 1, info_.size() - 1);
 }
 
 // Walks the entries of one block. A malformed entry is removed slot by slot:

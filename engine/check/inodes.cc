@@ -29,10 +29,12 @@ void Checker::CheckInodes() {
   CheckSlotZero();
   CheckRoot();
   for (uint64_t ino = 1; ino < info_.size(); ++ino) {
+    Progress("inodes", ino - 1, info_.size() - 1);
     ref_begin_[ino] = refs_.size();
     if (ino == kRootIno && root_replaced_) continue;
     CheckInode(ino);
   }
+  Progress("inodes", info_.size() - 1, info_.size() - 1);
   ref_begin_[info_.size()] = refs_.size();
 }
 

@@ -405,6 +405,7 @@ uint64_t Checker::AllocateBlock() {
 
 void Checker::CheckLinkCounts() {
   for (uint64_t ino = 1; ino < info_.size(); ++ino) {
+    Progress("link counts", ino - 1, info_.size() - 1);
     InodeInfo& info = info_[ino];
     if (info.type == 0 || info.orphan || info.detached) continue;
     const bool dir = info.type == DT_DIR;
@@ -420,6 +421,7 @@ void Checker::CheckLinkCounts() {
     info.nlink = want;
     writer_->Put(&InodeAt(ino)->nlink, want);
   }
+  Progress("link counts", info_.size() - 1, info_.size() - 1);
 }
 
 }  // namespace leasefs::check::internal

@@ -123,7 +123,9 @@ void Checker::CheckRefcounts() {
   uint64_t first = 0, count = 0;
   uint32_t run_stored = 0, run_want = 0;
   bool run_expected = false;
-  for (uint64_t block = sb_.data_start; block < sb_.total_blocks; ++block) {
+  const uint64_t end = sb_.total_blocks;
+  for (uint64_t block = sb_.data_start; block < end; ++block) {
+    Progress("refcounts", block - sb_.data_start, end - sb_.data_start);
     for (; next_event < events.size() && events[next_event].first == block; ++next_event)
       released += events[next_event].second;
     const uint32_t stored = Read<uint32_t>(Offset(RefcountAt(block)));
@@ -143,6 +145,7 @@ void Checker::CheckRefcounts() {
     run_expected = expected;
   }
   if (count != 0) ReportRefcountRun(first, count, run_stored, run_want, run_expected);
+  Progress("refcounts", end - sb_.data_start, end - sb_.data_start);
 }
 
 void Checker::ReportRefcountRun(uint64_t first, uint64_t count, uint32_t stored, uint32_t want,

@@ -4,6 +4,10 @@
 #include <xxhash.h>
 
 #include <cstring>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include <doctest/doctest.h>
 #include <sys/stat.h>
@@ -321,6 +325,40 @@ TEST_SUITE("check") {
         CHECK(again.clean());
       }
     }
+  }
+
+  TEST_CASE("Progress: each walk that grows with the pool goes from 0 to its total by 4096s") {
+    Image img(128 << 20);  // 8192 inode slots, 30000-odd data blocks
+    std::vector<std::pair<std::string, std::pair<uint64_t, uint64_t>>> calls;
+    check::CheckOptions opts;
+    opts.progress = [&calls](std::string_view phase, uint64_t done, uint64_t total) {
+      calls.push_back({std::string(phase), {done, total}});
+    };
+    auto r = check::CheckPool(img.media(), opts);
+    REQUIRE(r.ok());
+    CHECK(r->clean());
+    // Each phase's calls, in order: 0, 4096, 8192, ... below its total, then
+    // the total; the three walks of the inode table share theirs.
+    std::vector<std::pair<std::string, std::pair<uint64_t, uint64_t>>> want;
+    auto phase = [&](const char* name, uint64_t total) {
+      for (uint64_t done = 0; done < total; done += check::kProgressStep)
+        want.push_back({name, {done, total}});
+      want.push_back({name, {total, total}});
+    };
+    REQUIRE(!calls.empty());
+    const uint64_t slots = calls[0].second.second;
+    CHECK(slots > check::kProgressStep);
+    CHECK(slots < img.sb().inode_count);
+    uint64_t blocks = 0;
+    for (const auto& c : calls)
+      if (c.first == "refcounts") blocks = c.second.second;
+    CHECK(blocks > check::kProgressStep);
+    CHECK(blocks <= img.sb().data_blocks);
+    phase("inodes", slots);
+    phase("directories", slots);
+    phase("link counts", slots);
+    phase("refcounts", blocks);
+    CHECK(calls == want);
   }
 
 }  // TEST_SUITE

@@ -3,9 +3,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <set>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include <doctest/doctest.h>
 #include <linux/falloc.h>
@@ -55,6 +59,43 @@ std::vector<char> Unmounted(std::unique_ptr<Filesystem>& fs, SimMedia* raw) {
 }
 
 TEST_SUITE("filesystem") {
+  TEST_CASE("Format: reports the metadata it zeroes, at most 64 MiB apart, and the end") {
+    // A sparse 8 GiB pool file with its inode table fixed (-N): 128 MiB of
+    // it to zero, skipped where the file has holes.
+    const std::string dir = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
+    const std::string path = dir + "/leasefs-format-test-" + std::to_string(getpid());
+    MapOptions o;
+    o.create = true;
+    o.create_size = uint64_t{8} << 30;
+    auto m = OpenPool(path, o);
+    unlink(path.c_str());
+    REQUIRE_MESSAGE(m.ok(), m.status().ToString());
+    std::vector<std::pair<uint64_t, uint64_t>> calls;
+    FormatOptions fo;
+    fo.geometry.inode_count = (uint64_t{8} << 30) / 16384 - 1;
+    fo.progress = [&calls](uint64_t done, uint64_t total) { calls.emplace_back(done, total); };
+    REQUIRE(Format(**m, fo).ok());
+    const uint64_t piece = uint64_t{64} << 20;
+    REQUIRE(calls.size() >= 3);
+    const uint64_t total = calls.back().second;
+    CHECK(total >= (uint64_t{128} << 20));
+    CHECK(calls.back().first == total);
+    uint64_t before = 0;
+    for (const auto& [done, of] : calls) {
+      CHECK(of == total);
+      CHECK(done > before);
+      CHECK(done - before <= piece);
+      before = done;
+    }
+    // A small pool: its end is reported too.
+    calls.clear();
+    FormatOptions small_opts;
+    small_opts.progress = fo.progress;
+    auto small = FormattedPool(8 << 20, small_opts);
+    REQUIRE(!calls.empty());
+    CHECK(calls.back().first == calls.back().second);
+  }
+
   TEST_CASE("Filesystem: everything survives unmount and remount byte for byte") {
     SimMedia* raw;
     auto fs = MustMount(FormattedPool(16 << 20), &raw);

@@ -8,6 +8,7 @@
 
 #include "engine/check/check.h"
 #include "engine/media.h"
+#include "tools/common/progress.h"
 
 namespace {
 
@@ -52,6 +53,11 @@ DESCRIPTION
   Each problem is printed as one line ("error: inode 12: nlink 3 but 2
   entries name it"), followed by a one-line summary.
 
+  While it walks the inode table, the directories and the reference counts,
+  a progress line on the terminal names the phase and how far it got; it is
+  erased before anything else is printed. There is none with -q, or when
+  stdout or stderr is not a terminal.
+
 OPTIONS
   -n         check only (the default)
   -p, -a     repair automatically, but only if no repair loses data;
@@ -60,7 +66,7 @@ OPTIONS
              repair everything that can be repaired
   -f         accepted for fsck(8); the whole pool is always checked
   -v         also describe the pool's geometry and state
-  -q         print only problems: no notes, no summary
+  -q         print only problems: no notes, no summary, no progress line
 
 EXIT STATUS
   0 no errors; 1 errors were corrected; 4 errors were left uncorrected;
@@ -128,7 +134,7 @@ int main(int argc, char** argv) {
   app.add_flag("-f,--force", force,
                "check even if the pool looks clean (always the case; for fsck(8))");
   app.add_flag("-v,--verbose", verbose, "also describe the pool's geometry and state");
-  app.add_flag("-q,--quiet", quiet, "print only problems, no notes or summary");
+  app.add_flag("-q,--quiet", quiet, "print only problems, no notes, summary or progress line");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -153,7 +159,13 @@ int main(int argc, char** argv) {
     if (errno == EWOULDBLOCK) return Fail(pool + " is in use (mounted?)");
     return Fail(Status::FromErrno("flock " + pool).ToString());
   }
+  tools::ProgressLine progress("fsck.leasefs", tools::ProgressLine::Wanted(quiet));
+  if (progress.enabled())
+    opts.progress = [&progress](std::string_view phase, uint64_t done, uint64_t total) {
+      progress.Update(phase, done, total);
+    };
   auto report = check::CheckPool(**media, opts);
+  progress.Clear();
   if (!report.ok()) {
     const Status& s = report.status();
     return Fail(pool + ": " + std::string(s.message().empty() ? s.ToString() : s.message()));

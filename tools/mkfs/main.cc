@@ -12,6 +12,7 @@
 #include "engine/format.h"
 #include "engine/layout.h"
 #include "engine/media.h"
+#include "tools/common/progress.h"
 #include "tools/common/size_arg.h"
 
 namespace {
@@ -31,6 +32,10 @@ DESCRIPTION
   overwritten with --force.
 
   SIZE takes K, M, G and T suffixes (powers of 1024).
+
+  While it writes the pool's metadata, a progress line on the terminal says
+  how far it got; it is erased when done. There is none with -q, or when
+  stdout or stderr is not a terminal.
 
 EXIT STATUS
   0 formatted; 1 bad arguments or POOL cannot be formatted.)";
@@ -56,7 +61,7 @@ int main(int argc, char** argv) {
   app.add_option("--root-owner", root_owner,
                  "UID:GID owning the root directory (default: the user running mkfs.leasefs)");
   app.add_flag("-f,--force", force, "overwrite an existing leasefs pool");
-  app.add_flag("-q,--quiet", quiet, "print nothing on success");
+  app.add_flag("-q,--quiet", quiet, "print nothing on success (no progress line either)");
   CLI11_PARSE(app, argc, argv);
 
   MapOptions mo;
@@ -102,7 +107,11 @@ int main(int argc, char** argv) {
   auto media = OpenPool(pool, mo);
   if (!media.ok()) return Fail(media.status().ToString());
   if (flock((*media)->fd(), LOCK_EX | LOCK_NB) != 0) return Fail(pool + " is in use (mounted?)");
-  if (Status s = Format(**media, fo); !s.ok()) return Fail(s.ToString());
+  tools::ProgressLine progress("mkfs.leasefs", tools::ProgressLine::Wanted(quiet));
+  fo.progress = progress.Hook("writing metadata", tools::ProgressUnit::kBytes);
+  const Status formatted = Format(**media, fo);
+  progress.Clear();
+  if (!formatted.ok()) return Fail(formatted.ToString());
 
   if (!quiet) {
     const auto* sb = reinterpret_cast<const layout::Superblock*>((*media)->base());
