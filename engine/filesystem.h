@@ -431,9 +431,17 @@ class Filesystem {
   // change). Before moving a piece it asks the layout guard (kUnmap over the
   // piece's bytes); a refusal ends the defrag with that error, and the
   // pieces moved before it stay moved (calling again goes on from there).
+  // Only file blocks [from_block, from_block + blocks) move (extents across
+  // either edge are cut there); the first piece goes right after the pool
+  // block that maps from_block - 1, when that space is free, so that a file
+  // defragmented a range after the other ends up as one run as the whole
+  // file at once would (leasectl defrag does that, to show its progress).
+  // The extent counts in the report are the whole file's.
   // Errors: ENOENT, EISDIR, EINVAL (not a regular file), EACCES, and what
   // the layout guard answers.
-  Result<DefragReport> Defrag(const Cred& c, Ino ino);
+  static constexpr uint64_t kToEnd = UINT64_MAX;
+  Result<DefragReport> Defrag(const Cred& c, Ino ino, uint64_t from_block = 0,
+                              uint64_t blocks = kToEnd);
 
   // EXT4_IOC_MOVE_EXT: moves orig's data for blocks [orig_block, +count)
   // into donor's blocks at donor_block and exchanges the two ranges' blocks.

@@ -797,8 +797,11 @@ Result<Filesystem::BlockMapView> Filesystem::BlockMap(Ino ino, uint64_t from_blo
 // ---------------------------------------------------------------------------
 // Defrag
 
-Result<Filesystem::DefragReport> Filesystem::Defrag(const Cred& c, Ino ino) {
+Result<Filesystem::DefragReport> Filesystem::Defrag(const Cred& c, Ino ino, uint64_t from_block,
+                                                    uint64_t blocks_asked) {
   DefragReport report;
+  const uint64_t end = blocks_asked > kToEnd - from_block ? kToEnd : from_block + blocks_asked;
+  uint64_t goal = 0;  // where the next piece should start in the pool (0: anywhere)
   {
     ReaderLock l(&impl_->mu_);
     LFS_ASSIGN_OR_RETURN(Node * n, impl_->Get(ino));
@@ -808,13 +811,21 @@ Result<Filesystem::DefragReport> Filesystem::Defrag(const Cred& c, Ino ino) {
     LFS_RETURN_IF_ERROR(impl_->CheckRewritable(ino));
     LFS_RETURN_IF_ERROR(impl_->Require(c, ino, W_OK));
     report.extents_before = n->extents.extent_count();
+    // Continue after the block before the range, as the loop below
+    // continues the previous piece.
+    if (from_block > 0 && from_block < end) {
+      if (const auto before = n->extents.Find(from_block - 1)) {
+        const uint64_t at = before->pool_block + (from_block - 1 - before->file_block);
+        if (!impl_->AnyShared(at, 1)) goal = at + 1;
+      }
+    }
   }
   // A piece at a time, each under the lock and in one transaction, so that
   // readers and writers of the file go on between pieces.
   constexpr uint64_t kPieceBlocks = 16384;
   constexpr size_t kPieceExtents = 1024;
-  uint64_t cursor = 0, goal = 0;
-  for (;;) {
+  uint64_t cursor = from_block;
+  while (cursor < end) {
     Impl& fs = *impl_;
     WriterLock l(&fs.mu_);
     Node* n = fs.N(ino);
@@ -825,7 +836,8 @@ Result<Filesystem::DefragReport> Filesystem::Defrag(const Cred& c, Ino ino) {
     // The next run of unshared extents from the cursor.
     std::vector<Mapping> piece;
     uint64_t blocks = 0;
-    for (auto m = n->extents.NextFrom(cursor); m; m = n->extents.NextFrom(m->file_end())) {
+    for (auto m = n->extents.NextFrom(cursor); m && m->file_block < end;
+         m = n->extents.NextFrom(m->file_end())) {
       Mapping mm = *m;
       if (mm.file_block < cursor) {
         const uint64_t cut = cursor - mm.file_block;
@@ -833,6 +845,7 @@ Result<Filesystem::DefragReport> Filesystem::Defrag(const Cred& c, Ino ino) {
         mm.pool_block += cut;
         mm.length -= cut;
       }
+      if (mm.file_end() > end) mm.length = end - mm.file_block;
       if (fs.AnyShared(mm.pool_block, mm.length)) {
         if (piece.empty()) {
           cursor = mm.file_end();

@@ -110,7 +110,7 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
     leasefs_version v{};
     v.abi_version = LEASEFS_ABI_VERSION;
     v.features = LEASEFS_FEATURE_BLOCK_MAP | LEASEFS_FEATURE_LEASES | LEASEFS_FEATURE_DAX |
-                 LEASEFS_FEATURE_REMOUNT;
+                 LEASEFS_FEATURE_REMOUNT | LEASEFS_FEATURE_DEFRAG_RANGE;
     if (pins_) v.features |= LEASEFS_FEATURE_PINS | LEASEFS_FEATURE_PIN_VERBS;
     fuse_reply_ioctl(req, 0, &v, sizeof(v));
     return 0;
@@ -196,8 +196,15 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
     case LEASEFS_IOC_DEFRAG: {
       leasefs_defrag d;
       if (!ReadArg(in, in_size, &d) || out_size < sizeof(d)) return EINVAL;
-      if (d.reserved[0] || d.reserved[1]) return EINVAL;
       if (!file->writable()) return EBADF;
+      // The blocks holding bytes [start, start + length); a range past the
+      // largest file holds none, and one running past it runs to the end.
+      const uint64_t from = d.start / kBlock;
+      uint64_t blocks = engine::Filesystem::kToEnd;
+      if (d.length != 0 && d.length <= UINT64_MAX - d.start) {
+        const uint64_t end = d.start + d.length;
+        blocks = end / kBlock + (end % kBlock != 0 ? 1 : 0) - from;
+      }
       // Defrag copies data a piece at a time: let a worker do it, so the
       // loop goes on serving everybody, including readers of this file. The
       // credentials go with it whole, supplementary groups read now.
@@ -205,9 +212,9 @@ int Server::DoIoctl(fuse_req_t req, fuse_ino_t ino, unsigned cmd, const fuse_fil
       // (waiting, on this worker already) and the defrag goes on.
       engine::Cred later = CredWithGroups(req);
       later.set_open_file(file->id());
-      Defer(req, [this, ino, later = std::move(later)](fuse_req_t r) {
-        LayoutCall defrag = [this, ino](fuse_req_t q, const engine::Cred& c) {
-          auto rep = fs_->Defrag(c, ino);
+      Defer(req, [this, ino, from, blocks, later = std::move(later)](fuse_req_t r) {
+        LayoutCall defrag = [this, ino, from, blocks](fuse_req_t q, const engine::Cred& c) {
+          auto rep = fs_->Defrag(c, ino, from, blocks);
           if (!rep.ok()) return ErrnoOf(rep.status());
           leasefs_defrag out{};
           out.extents_before = rep->extents_before;

@@ -63,6 +63,7 @@
 #define LEASEFS_FEATURE_PINS (1ull << 3)      /* pins: pin info, pin, unpin, pin list (docs/pins.md) */
 #define LEASEFS_FEATURE_PIN_VERBS (1ull << 4) /* PIN accepts LEASEFS_PIN_VERBS (docs/pins.md) */
 #define LEASEFS_FEATURE_REMOUNT (1ull << 5)   /* LEASEFS_IOC_REMOUNT (docs/mount.md) */
+#define LEASEFS_FEATURE_DEFRAG_RANGE (1ull << 6) /* LEASEFS_IOC_DEFRAG takes start and length */
 
 struct leasefs_version {
 	__u32 abi_version; /* out: LEASEFS_ABI_VERSION of the daemon */
@@ -111,12 +112,21 @@ struct leasefs_clone_range {
 
 /* --- defragmentation ---------------------------------------------------------
  * Relocates the file's extents into as few contiguous runs as free space
- * allows, online. Blocks shared with another file stay where they are. */
+ * allows, online. Blocks shared with another file stay where they are.
+ * start and length zero: the whole file. Otherwise only the blocks holding
+ * bytes [start, start + length) move (length 0: to the end of the file), the
+ * first of them after the block before `start` when there is room: a file
+ * done range after range, in order, ends up as the whole of it would (which
+ * lets a caller report its progress between calls). The extent counts are
+ * the whole file's, before and after the call. A daemon without
+ * LEASEFS_FEATURE_DEFRAG_RANGE took those two fields as reserved: EINVAL
+ * unless zero. */
 struct leasefs_defrag {
 	__u64 extents_before; /* out: extents (runs of the block map) before */
 	__u64 extents_after;  /* out: and after */
 	__u64 blocks_moved;   /* out */
-	__u64 reserved[2];    /* in: zero */
+	__u64 start;          /* in: file offset (rounded down to a block) */
+	__u64 length;         /* in: bytes from start; 0: to the end of the file */
 };
 #define LEASEFS_IOC_DEFRAG _IOWR(LEASEFS_IOC_MAGIC, 0x84, struct leasefs_defrag)
 

@@ -166,7 +166,7 @@ TEST_SUITE("client") {
       CHECK(version == LEASEFS_ABI_VERSION);
       CHECK(features == (LEASEFS_FEATURE_BLOCK_MAP | LEASEFS_FEATURE_LEASES | LEASEFS_FEATURE_DAX |
                          LEASEFS_FEATURE_PINS | LEASEFS_FEATURE_PIN_VERBS |
-                         LEASEFS_FEATURE_REMOUNT));
+                         LEASEFS_FEATURE_REMOUNT | LEASEFS_FEATURE_DEFRAG_RANGE));
       auto abi = client::QueryAbi(fd);
       REQUIRE(abi.ok());
       CHECK(abi->version == version);

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <doctest/doctest.h>
@@ -358,6 +359,60 @@ TEST_CASE("defrag makes a fragmented file one extent and keeps its bytes") {
   REQUIRE(rep.ok());
   CHECK(rep->blocks_moved == 0);
   CHECK(rep->extents_after == 1);
+}
+
+TEST_CASE("defrag of a range moves only the blocks in it; range after range makes one run") {
+  auto t = MustMount(FormattedPool(64 << 20));
+  Filesystem& fs = *t;
+  std::string data;
+  const Ino f = Fragmented(fs, "frag", 3000, &data);
+  // Blocks [1000, 2000): the extents on either side stay where they are.
+  const auto before = Map(fs, f);
+  auto rep = fs.Defrag(kRoot, f, 1000, 1000);
+  REQUIRE(rep.ok());
+  CHECK(rep->extents_before == 3000);
+  CHECK(rep->extents_after == 2001);  // 1000 + the new run + 1000
+  CHECK(rep->blocks_moved == 1000);
+  auto after = Map(fs, f);
+  REQUIRE(after.size() == 2001);
+  for (size_t i = 0; i < 1000; ++i) CHECK(after[i] == before[i]);
+  CHECK(after[1000].file_block == 1000);
+  CHECK(after[1000].length == 1000);
+  for (size_t i = 0; i < 1000; ++i) CHECK(after[1001 + i] == before[2000 + i]);
+  CHECK((ReadAll(fs, f) == data));
+  // A range past the end of file, and an empty one, move nothing.
+  for (auto [from, count] : {std::pair<uint64_t, uint64_t>{5000, 10}, {10, 0}}) {
+    rep = fs.Defrag(kRoot, f, from, count);
+    REQUIRE(rep.ok());
+    CHECK(rep->blocks_moved == 0);
+    CHECK(rep->extents_after == 2001);
+  }
+  CHECK(Map(fs, f) == after);
+}
+
+TEST_CASE("defrag range after range, in order, makes the file one run as a whole defrag does") {
+  auto t = MustMount(FormattedPool(64 << 20));
+  Filesystem& fs = *t;
+  std::string data;
+  const Ino f = Fragmented(fs, "frag", 3000, &data);
+  uint64_t moved = 0;
+  // The last range runs past the end of file. Each lands right after the
+  // one before (the pool block after the one mapping the range's first
+  // block - 1).
+  for (const auto& range : {std::pair<uint64_t, uint64_t>{0, 1000}, {1000, 1000}, {2000, 5000}}) {
+    const uint64_t from = range.first, count = range.second;
+    CAPTURE(from);
+    auto rep = fs.Defrag(kRoot, f, from, count);
+    REQUIRE(rep.ok());
+    CHECK(rep->blocks_moved == 1000);
+    moved += rep->blocks_moved;
+    CHECK(rep->extents_after == 1 + (3000 - from - 1000));
+  }
+  CHECK(moved == 3000);
+  const auto after = Map(fs, f);
+  REQUIRE(after.size() == 1);
+  CHECK(after[0].length == 3000);
+  CHECK((ReadAll(fs, f) == data));
 }
 
 TEST_CASE("defrag of preallocated extents in the inline slots keeps them unwritten") {
