@@ -89,25 +89,24 @@ bool PidfdExited(int pidfd) {
   return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) != 0;
 }
 
-bool MaySignal(uid_t sender, pid_t pid, int pidfd) {
-  if (sender == 0) return true;
-  const std::string path = "/proc/" + std::to_string(pid) + "/status";
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return false;
+namespace {
+
+// The value of field `key` ("Uid", "CapEff") in /proc/<pid>/status: what
+// follows its colon on its line; empty if it cannot be read.
+std::string StatusField(const std::string& proc_dir, const char* key) {
+  UniqueFd fd(::open((proc_dir + "/status").c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return {};
   char buf[4096];
   const ssize_t n = ::read(fd.get(), buf, sizeof(buf) - 1);
-  if (n <= 0) return false;
+  if (n <= 0) return {};
   buf[n] = '\0';
-  // "Uid:\treal\teffective\tsaved\tfs"
-  const char* line = std::strstr(buf, "\nUid:");
-  if (line == nullptr) return false;
-  unsigned long real = 0, effective = 0, saved = 0;
-  if (std::sscanf(line + 5, "%lu %lu %lu", &real, &effective, &saved) != 3) return false;
-  if (PidfdExited(pidfd)) return false;  // the pid may name another process now
-  return sender == real || sender == saved;
+  const std::string needle = std::string("\n") + key + ":";
+  const char* at = std::strstr(buf, needle.c_str());
+  if (at == nullptr) return {};
+  at += needle.size();
+  const char* eol = std::strchr(at, '\n');
+  return eol != nullptr ? std::string(at, eol) : std::string(at);
 }
-
-namespace {
 
 // Whether the two paths name the same namespace (the same nsfs inode).
 bool SameNamespace(const std::string& a, const std::string& b) {
@@ -118,21 +117,24 @@ bool SameNamespace(const std::string& a, const std::string& b) {
 
 }  // namespace
 
+bool MaySignal(uid_t sender, pid_t pid, int pidfd) {
+  if (sender == 0) return true;
+  // "Uid:\treal\teffective\tsaved\tfs"
+  const std::string uids = StatusField("/proc/" + std::to_string(pid), "Uid");
+  unsigned long real = 0, effective = 0, saved = 0;
+  if (std::sscanf(uids.c_str(), "%lu %lu %lu", &real, &effective, &saved) != 3) return false;
+  if (PidfdExited(pidfd)) return false;  // the pid may name another process now
+  return sender == real || sender == saved;
+}
+
 bool HasCapability(pid_t tid, int cap) {
   if (tid <= 0 || cap < 0 || cap > 63) return false;
   const std::string dir = "/proc/" + std::to_string(tid);
   if (!SameNamespace(dir + "/ns/user", "/proc/self/ns/user")) return false;
-  UniqueFd fd(::open((dir + "/status").c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return false;
-  char buf[4096];
-  const ssize_t n = ::read(fd.get(), buf, sizeof(buf) - 1);
-  if (n <= 0) return false;
-  buf[n] = '\0';
-  const char* line = std::strstr(buf, "\nCapEff:");
-  if (line == nullptr) return false;
+  const std::string eff_text = StatusField(dir, "CapEff");
   char* end = nullptr;
-  const unsigned long long eff = std::strtoull(line + 8, &end, 16);
-  if (end == line + 8) return false;
+  const unsigned long long eff = std::strtoull(eff_text.c_str(), &end, 16);
+  if (end == eff_text.c_str()) return false;
   return ((eff >> cap) & 1) != 0;
 }
 
