@@ -6,21 +6,27 @@
 
 namespace leasefs::engine {
 
-void BlockAllocator::Init(uint64_t first, uint64_t count, const uint32_t* refcounts) {
+void BlockAllocator::Init(uint64_t first, uint64_t count, const uint32_t* refcounts,
+                          uint64_t known) {
   first_ = first;
   count_ = count;
   free_ = 0;
   by_start_.clear();
   by_size_.clear();
+  known = std::min(known, count);
   uint64_t run = 0;
-  for (uint64_t i = 0; i <= count; ++i) {
-    if (i < count && refcounts[i] == 0) {
+  for (uint64_t i = 0; i < known; ++i) {
+    if (refcounts[i] == 0) {
       ++run;
       continue;
     }
     if (run) Insert(first + i - run, run);
     run = 0;
   }
+  // Every block past the known ones is free, joined to a free run ending
+  // at the last known block.
+  run += count - known;
+  if (run) Insert(first + count - run, run);
 }
 
 void BlockAllocator::Insert(uint64_t start, uint64_t count) {

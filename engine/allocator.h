@@ -29,14 +29,21 @@ struct BlockRange {
 class BlockAllocator {
  public:
   // Builds the free index of pool blocks [first, first + count) from their
-  // refcounts (refcounts[i] describes block first + i).
-  void Init(uint64_t first, uint64_t count, const uint32_t* refcounts);
+  // refcounts (refcounts[i] describes block first + i), of which only the
+  // first `known` are read: the blocks after them are free (a pool's
+  // refcount table is initialized only up to its mark). Reads `known`
+  // refcounts and makes one run of the free blocks after them.
+  void Init(uint64_t first, uint64_t count, const uint32_t* refcounts, uint64_t known);
 
   // Takes up to `count` blocks, appending the runs to *out in the order they
   // should be mapped. Prefers a run starting at `goal` (so files grow
-  // contiguously), then the smallest free run that holds everything, then the
-  // largest runs. Returns how many blocks were taken: fewer than `count` only
-  // when free space ran out.
+  // contiguously), then the smallest free run that holds everything (the
+  // lowest of equal ones), then the largest runs. Returns how many blocks
+  // were taken: fewer than `count` only when free space ran out. Best fit
+  // keeps allocations low: the run that reaches the end of the area is the
+  // largest, so it is cut only when no hole below holds the request, and
+  // then from its start; the pool's refcount mark follows the highest block
+  // in use.
   uint64_t Allocate(uint64_t count, uint64_t goal, std::vector<BlockRange>* out);
   // Returns blocks to the free index. REQUIRES: they are not free already.
   void Free(BlockRange r);

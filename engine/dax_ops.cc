@@ -70,10 +70,12 @@ Status Filesystem::Impl::LoadReach() {
       continue;
     }
     const char* why = !pool_.InData(r.pool_block, r.length) ? "lies outside the data area"
-                      : r.map_id == 0                        ? "has map id 0"
-                      : r.owner_pid <= 0                     ? "has no owner pid"
-                      : (r.flags & ~kKnownReachFlags) != 0   ? "has unknown flags"
-                                                             : nullptr;
+                      : r.pool_block + r.length > CoveredEnd()
+                          ? "lies past the refcount table's mark (no block there was ever used)"
+                      : r.map_id == 0                      ? "has map id 0"
+                      : r.owner_pid <= 0                   ? "has no owner pid"
+                      : (r.flags & ~kKnownReachFlags) != 0 ? "has unknown flags"
+                                                           : nullptr;
     if (why)
       return Status::Corruption("quarantine record " + std::to_string(slot) + " " + why +
                                 " (fsck.leasefs -y removes it)");

@@ -47,6 +47,7 @@ Status Op::Reserve(uint64_t count, uint64_t goal, std::vector<BlockRange>* out, 
   const uint64_t n = alloc().Allocate(count, goal, &got);
   reserved_.insert(reserved_.end(), got.begin(), got.end());
   if (n < count) return Status::Error(ENOSPC, "pool is full");
+  Cover(got);
   out->insert(out->end(), got.begin(), got.end());
   return Status::Ok();
 }
@@ -55,8 +56,15 @@ uint64_t Op::ReserveUpTo(uint64_t count, uint64_t goal, std::vector<BlockRange>*
   std::vector<BlockRange> got;
   const uint64_t n = alloc().Allocate(std::min(count, available()), goal, &got);
   reserved_.insert(reserved_.end(), got.begin(), got.end());
+  Cover(got);
   out->insert(out->end(), got.begin(), got.end());
   return n;
+}
+
+void Op::Cover(const std::vector<BlockRange>& got) {
+  uint64_t end = 0;
+  for (const BlockRange& r : got) end = std::max(end, r.end());
+  fs_.CoverRefcounts(end);
 }
 
 void Op::Claim(const BlockRange& r) {
@@ -329,7 +337,7 @@ void Filesystem::Impl::InsertEntry(Op& op, Ino dir, Inode* dir_img, const Direct
 // Impl: inode lifetime
 
 Result<Ino> Filesystem::Impl::AllocInode() {
-  if (free_inodes_.empty()) return Status::Error(ENOSPC, "no free inodes");
+  if (free_inodes_.empty()) LFS_RETURN_IF_ERROR(GrowInodeTable());
   const Ino ino = *free_inodes_.begin();
   free_inodes_.erase(free_inodes_.begin());
   return ino;
@@ -472,13 +480,13 @@ Status BadInode(Ino ino, const std::string& what) {
 
 // Checks what a single inode must satisfy by its type (docs/pool_format.md,
 // "Inodes").
-Status CheckInodeShape(Ino ino, const Inode& in, const ExtentMap& em, uint64_t inode_count) {
+Status CheckInodeShape(Ino ino, const Inode& in, const ExtentMap& em, uint64_t slots) {
   if (!KnownFileType(in.mode)) return BadInode(ino, "unknown file type");
   if (in.blocks != em.mapped_blocks()) return BadInode(ino, "block count does not match extents");
   if (in.size > kMaxFileSize) return BadInode(ino, "size beyond the maximum");
   const uint32_t type = in.mode & S_IFMT;
   if (type == S_IFDIR) {
-    if (in.parent == 0 || in.parent >= inode_count) return BadInode(ino, "bad parent");
+    if (in.parent == 0 || in.parent >= slots) return BadInode(ino, "bad parent");
     if (in.flags & ~kDirAttrFlags) return BadInode(ino, "flags a directory cannot carry");
     return Status::Ok();
   }
@@ -521,10 +529,13 @@ Status Filesystem::Impl::Load(MountReport* report) {
 
   journal_ = std::make_unique<Journal>(*media_, sb);
   LFS_ASSIGN_OR_RETURN(report->journal_replayed, journal_->Recover());
+  LFS_RETURN_IF_ERROR(LoadMarks());
+  // Only the initialized slots are read: what lies beyond the mark is free.
+  const uint64_t slots = marks_.inodes;
 
   // Inodes and their extents.
-  nodes_.resize(sb.inode_count);
-  for (Ino ino = 1; ino < sb.inode_count; ++ino) {
+  nodes_.resize(slots);
+  for (Ino ino = 1; ino < slots; ++ino) {
     const Inode& in = *I(ino);
     if (in.mode == 0) {
       free_inodes_.insert(free_inodes_.end(), ino);
@@ -533,7 +544,7 @@ Status Filesystem::Impl::Load(MountReport* report) {
     nodes_[ino] = std::make_unique<Node>();
     Node* n = nodes_[ino].get();
     LFS_RETURN_IF_ERROR(n->extents.Load(pool_, ino));
-    LFS_RETURN_IF_ERROR(CheckInodeShape(ino, in, n->extents, sb.inode_count));
+    LFS_RETURN_IF_ERROR(CheckInodeShape(ino, in, n->extents, slots));
     if (in.xattr_block != 0) {
       n->xattrs = std::make_unique<XattrSet>();
       LFS_RETURN_IF_ERROR(n->xattrs->Load(pool_, ino, in.xattr_block));
@@ -545,14 +556,19 @@ Status Filesystem::Impl::Load(MountReport* report) {
     return Status::Corruption("root inode is not a directory");
 
   // Directories, and the link counts they imply.
-  std::vector<uint32_t> names(sb.inode_count, 0);    // entries naming each inode
-  std::vector<uint32_t> subdirs(sb.inode_count, 0);  // subdirectories of each dir
-  for (Ino ino = 1; ino < sb.inode_count; ++ino) {
+  std::vector<uint32_t> names(slots, 0);    // entries naming each inode
+  std::vector<uint32_t> subdirs(slots, 0);  // subdirectories of each dir
+  for (Ino ino = 1; ino < slots; ++ino) {
     Node* n = N(ino);
     if (!n || !S_ISDIR(I(ino)->mode)) continue;
     n->dir = std::make_unique<Directory>();
     LFS_RETURN_IF_ERROR(n->dir->Load(pool_, ino, n->extents));
     for (auto e = n->dir->Next({0, 1}); e; e = n->dir->Next({e->pos.block, e->pos.slot + 1})) {
+      if (e->ino >= slots)
+        return Status::Corruption("directory " + std::to_string(ino) + ": entry '" +
+                                  std::string(e->name) + "' names inode " + std::to_string(e->ino) +
+                                  ", past the inode table's mark (" + std::to_string(slots) +
+                                  " slots): run fsck.leasefs -y");
       const Node* t = N(e->ino);
       if (!t || ModeToDtype(I(e->ino)->mode) != e->type || I(e->ino)->nlink == 0)
         return Status::Corruption("directory " + std::to_string(ino) + ": entry '" +
@@ -565,7 +581,7 @@ Status Filesystem::Impl::Load(MountReport* report) {
       }
     }
   }
-  for (Ino ino = 1; ino < sb.inode_count; ++ino) {
+  for (Ino ino = 1; ino < slots; ++ino) {
     if (!N(ino)) continue;
     const Inode& in = *I(ino);
     const bool dir = S_ISDIR(in.mode);
@@ -578,7 +594,8 @@ Status Filesystem::Impl::Load(MountReport* report) {
 
   LFS_RETURN_IF_ERROR(LoadReach());
   LFS_RETURN_IF_ERROR(CheckRefcounts());
-  alloc_.Init(sb.data_start, sb.data_blocks, pool_.refcount(sb.data_start));
+  alloc_.Init(sb.data_start, sb.data_blocks, pool_.refcount(sb.data_start),
+              CoveredEnd() - sb.data_start);
   // About 0.2% of the data area, as ext4 keeps reserved clusters for the
   // metadata that converting preallocated space needs.
   reserve_blocks_ =
@@ -589,19 +606,31 @@ Status Filesystem::Impl::Load(MountReport* report) {
     // A block-map change a crash interrupted is finished first: it may
     // still need the orphans' blocks (a clone from a deleted file).
     RecoverIntent();
-    for (Ino ino = 1; ino < sb.inode_count; ++ino) {
+    for (Ino ino = 1; ino < slots; ++ino) {
       if (N(ino) && I(ino)->nlink == 0) {
         FreeInode(ino);
         ++report->orphans_reclaimed;
       }
     }
   }
-  for (Ino ino = 1; ino < sb.inode_count; ++ino) report->inodes_in_use += N(ino) ? 1 : 0;
+  for (Ino ino = 1; ino < slots; ++ino) report->inodes_in_use += N(ino) ? 1 : 0;
 
-  if (!read_only_ && sb.version == kFormatVersionV1) {
-    UpgradeV1();
+  if (!read_only_ && sb.version < kFormatVersion) {
+    UpgradeFormat();
     report->upgraded = true;
+  } else if (!read_only_) {
+    // A copy of a mark that is damaged, or behind the other (a crash
+    // between the two stores of a raise), is evened out now.
+    const MarkCopies copies = ReadMarkCopies(media_->base(), sb);
+    for (int i = 0; i < 2; ++i)
+      if (copies.inodes[i] != marks_.inodes ||
+          copies.refcount_blocks[i] != marks_.refcount_blocks) {
+        StoreMarks(*media_, sb, marks_);
+        break;
+      }
   }
+  report->inode_mark = marks_.inodes;
+  report->refcount_mark = marks_.refcount_blocks;
   if (!read_only_) {
     auto* msb = reinterpret_cast<Superblock*>(media_->base());
     // The mutable area: single aligned 8-byte stores (state + reserved1
@@ -625,27 +654,25 @@ void Filesystem::Impl::FinishTornUpgrade() {
   WriteSuperblockCopy(*media_, kSuperBlock, *backup);
 }
 
-void Filesystem::Impl::UpgradeV1() {
-  // Only the version and the checksum change. The backup goes first: a crash
-  // before the primary's drain leaves a valid version-1 primary, which the
-  // next mount upgrades again, or a primary torn between the two words,
-  // which Load restores from the backup (IsTornUpgrade). fsck accepts both.
-  const Superblock v2 = UpgradedFromV1(*pool_.sb);
-  WriteSuperblockCopy(*media_, kBackupSuperBlock, v2);
-  WriteSuperblockCopy(*media_, kSuperBlock, v2);
-}
-
 Status Filesystem::Impl::CheckRefcounts() {
   // Every data block's refcount must equal the references to it. A pool
   // whose table disagrees would hand out blocks that are still in use.
+  // Only the blocks below the refcount mark can be referenced: the ones
+  // above it are free.
   const Superblock& sb = *pool_.sb;
-  std::vector<uint32_t> refs(sb.data_blocks, 0);
+  const uint64_t covered = CoveredEnd() - sb.data_start;
+  const uint64_t mark = marks_.refcount_blocks;
+  std::vector<uint32_t> refs(covered, 0);
   auto add = [&](uint64_t block, uint64_t count) -> Status {
     if (!pool_.InData(block, count)) return Status::Corruption("reference outside the data area");
+    if (block + count > sb.data_start + covered)
+      return Status::Corruption("block " + std::to_string(block + count - 1) +
+                                " is referenced but lies past the refcount table's mark (" +
+                                std::to_string(mark) + " refcount blocks): run fsck.leasefs -y");
     for (uint64_t b = block; b < block + count; ++b) ++refs[b - sb.data_start];
     return Status::Ok();
   };
-  for (Ino ino = 1; ino < sb.inode_count; ++ino) {
+  for (Ino ino = 1; ino < nodes_.size(); ++ino) {
     Node* n = N(ino);
     if (!n) continue;
     for (const Mapping& m : n->extents.All()) LFS_RETURN_IF_ERROR(add(m.pool_block, m.length));
@@ -661,7 +688,7 @@ Status Filesystem::Impl::CheckRefcounts() {
   // A block a reach record covers and no file references is quarantined:
   // the quarantine holds its one reference (LoadReach has indexed the
   // records).
-  for (const BlockRange& c : covered_.CoveredParts({sb.data_start, sb.data_blocks})) {
+  for (const BlockRange& c : covered_.CoveredParts({sb.data_start, covered})) {
     for (uint64_t b = c.start; b < c.end();) {
       if (refs[b - sb.data_start] != 0) {
         ++b;
@@ -674,7 +701,7 @@ Status Filesystem::Impl::CheckRefcounts() {
     }
   }
   const uint32_t* table = pool_.refcount(sb.data_start);
-  for (uint64_t i = 0; i < sb.data_blocks; ++i) {
+  for (uint64_t i = 0; i < covered; ++i) {
     if (table[i] != refs[i])
       return Status::Corruption("block " + std::to_string(sb.data_start + i) + ": refcount " +
                                 std::to_string(table[i]) + " but " + std::to_string(refs[i]) +
@@ -759,7 +786,8 @@ struct statvfs Filesystem::StatFs() {
   s.f_bfree = impl_->alloc_.free_blocks();
   s.f_bavail = impl_->AvailableBlocks();
   s.f_files = sb.inode_count - 1;
-  s.f_ffree = impl_->free_inodes_.size();
+  // The slots past the inode mark are free too.
+  s.f_ffree = impl_->free_inodes_.size() + (sb.inode_count - impl_->marks_.inodes);
   s.f_favail = s.f_ffree;
   uint64_t fsid;
   std::memcpy(&fsid, sb.uuid, sizeof(fsid));

@@ -68,6 +68,7 @@
 #include "base/result.h"
 #include "engine/layout_guard.h"
 #include "engine/media.h"
+#include "engine/superblock.h"
 
 namespace leasefs::engine {
 
@@ -194,8 +195,12 @@ struct MountReport {
   bool was_clean = true;  // the previous unmount was clean
   uint64_t orphans_reclaimed = 0;
   uint64_t inodes_in_use = 0;
-  bool upgraded = false;  // a version-1 pool was upgraded to the current format
-  double seconds = 0;     // time the mount took
+  bool upgraded = false;  // an older pool was upgraded to the current format
+  // The marks when the mount was done (docs/pool_format.md "Lazily
+  // initialized tables"): initialized inode slots and refcount blocks.
+  uint64_t inode_mark = 0;
+  uint64_t refcount_mark = 0;
+  double seconds = 0;  // time the mount took
 };
 
 class Filesystem {
@@ -227,6 +232,8 @@ class Filesystem {
   // mappings may stay).
   Status SetReadOnly(bool read_only, bool dry_run = false);
   bool read_only() const;
+  // How much of the inode and refcount tables is initialized now.
+  Marks TableMarks() const;
   // Changes MountOptions::atime and nodiratime while mounted.
   void SetAtime(AtimeMode atime, bool nodiratime);
 

@@ -31,6 +31,7 @@
 #include "engine/layout.h"
 #include "engine/pool.h"
 #include "engine/reach_index.h"
+#include "engine/superblock.h"
 #include "engine/xattr_set.h"
 
 namespace leasefs::engine {
@@ -58,10 +59,12 @@ class Filesystem::Impl {
   Impl(std::unique_ptr<Media> media, const MountOptions& opts);
 
   Status Load(MountReport* report);
-  // Checks every data block's refcount against the references to it (the
-  // files', and the quarantine's), and builds quarantined_.
+  // Checks every data block's refcount below the refcount mark against the
+  // references to it (the files', and the quarantine's), and builds
+  // quarantined_. Errors: EUCLEAN, naming the block (or a reference beyond
+  // the mark).
   Status CheckRefcounts() REQUIRES(mu_);
-  void MarkClean();
+  void MarkClean() REQUIRES(mu_);
 
   // --- lookups (any lock) ---------------------------------------------------
   layout::Inode* I(Ino ino) const { return pool_.inode(ino); }
@@ -126,7 +129,9 @@ class Filesystem::Impl {
   void AddPlannedSlots(Op& op, Ino ino);
 
   // --- inode lifetime -----------------------------------------------------------
-  // Takes a free inode number. Errors: ENOSPC.
+  // Takes a free inode number, the lowest, raising the inode mark first
+  // when every initialized slot is taken. Errors: ENOSPC (the whole table is
+  // in use).
   Result<Ino> AllocInode() REQUIRES(mu_);
   // Registers a newly staged inode in memory (its image is staged, not yet
   // in the pool).
@@ -361,7 +366,7 @@ class Filesystem::Impl {
   // mount_state.cc: marks the pool clean (unmounted: what reads left in
   // place, timestamps, persisted first) or mounted, in the superblock's
   // state word. REQUIRES: a writable mapping.
-  void WriteState(bool clean);
+  void WriteState(bool clean) REQUIRES(mu_);
   // Frees the inodes no link and no reference keeps (their last reference
   // went while the mount was read-only). REQUIRES: writable.
   void ReclaimUnreferenced() REQUIRES(mu_);
@@ -376,8 +381,38 @@ class Filesystem::Impl {
   // What every layout change asks first (engine/layout_guard.h); may be null.
   LayoutGuard* guard_ GUARDED_BY(mu_) = nullptr;
   BlockAllocator alloc_ GUARDED_BY(mu_);
-  std::set<Ino> free_inodes_ GUARDED_BY(mu_);
-  std::vector<std::unique_ptr<Node>> nodes_;  // by inode number; changed under mu_ only
+  std::set<Ino> free_inodes_ GUARDED_BY(mu_);  // free slots below the inode mark
+  // By inode number, one per slot below the inode mark; changed under mu_
+  // only.
+  std::vector<std::unique_ptr<Node>> nodes_;
+
+  // --- the lazily initialized tables (tables.cc; docs/pool_format.md "Lazily
+  // initialized tables") --------------------------------------------------------
+  // How much of the inode and refcount tables is initialized: a version-3
+  // pool's marks, or the whole tables of an older pool (until the upgrade).
+  // Raised under the writer lock, never lowered but by the upgrade.
+  Marks marks_ GUARDED_BY(mu_);
+  // At mount, after the journal's replay: reads the marks (the larger valid
+  // copy of each). Errors: EUCLEAN when neither copy of a mark is valid.
+  Status LoadMarks() REQUIRES(mu_);
+  // First pool block past the data blocks whose refcounts are initialized.
+  uint64_t CoveredEnd() const REQUIRES_SHARED(mu_);
+  // Initializes more inode slots (zeroed, persisted, then the mark stored
+  // and persisted): a quarter of the initialized slots, 64 to 65536 of them.
+  // Errors: ENOSPC when the whole table is initialized.
+  Status GrowInodeTable() REQUIRES(mu_);
+  // Makes sure the refcounts of every data block below pool block `end` are
+  // initialized, raising the refcount mark (by whole refcount blocks: what
+  // `end` needs, and at least a quarter of the initialized ones, 4 to 4096)
+  // when they are not. Cannot fail: `end` lies inside the data area.
+  void CoverRefcounts(uint64_t end) REQUIRES(mu_);
+  // Upgrades a version-1 or -2 pool to the current version at its first
+  // writable mount: the marks just past the highest inode slot and the
+  // highest data block ever used, stored in both copies, then the version,
+  // backup then primary (docs/pool_format.md "Upgrading an older pool").
+  // REQUIRES: loaded, orphans reclaimed; a version-1 pool's quarantine table
+  // is empty (LoadReach).
+  void UpgradeFormat() REQUIRES(mu_);
 
   // --- the quarantine: reach records (dax_ops.cc; docs/pool_format.md) -----
   // At mount, before the refcounts are checked: checks that a version-1
@@ -385,12 +420,9 @@ class Filesystem::Impl {
   // then validates and indexes every record. Errors: EUCLEAN naming the
   // record.
   Status LoadReach() REQUIRES(mu_);
-  // Rewrites a version-1 superblock as version 2, backup first (docs/
-  // pool_format.md "Upgrading a version-1 pool"). REQUIRES: LoadReach found
-  // the table empty; a writable mount.
-  void UpgradeV1() REQUIRES(mu_);
-  // Restores a primary superblock that a crash tore during UpgradeV1 from
-  // the backup (writable mounts only; anything else is left to validation).
+  // Restores a primary superblock that a crash tore during UpgradeFormat or
+  // AddFeatures from the backup (writable mounts only; anything else is
+  // left to validation).
   void FinishTornUpgrade();
   layout::QuarantineRecord* Record(uint64_t slot) const { return pool_.quarantine() + slot; }
   // Indexes a live record, or forgets one about to be cleared.
@@ -485,6 +517,9 @@ class Op {
   // fs_.covered_ and fs_.quarantined_, likewise.
   const Coverage& covered() NO_THREAD_SAFETY_ANALYSIS { return fs_.covered_; }
   BlockSet& quarantined() NO_THREAD_SAFETY_ANALYSIS { return fs_.quarantined_; }
+  // Raises the refcount mark over blocks just taken from the allocator,
+  // before anything stages their refcounts.
+  void Cover(const std::vector<BlockRange>& got) NO_THREAD_SAFETY_ANALYSIS;
 
  public:
   Tx tx;

@@ -26,20 +26,36 @@ void FillUuid(uint8_t uuid[16]) {
 }
 
 // Zeroes `count` blocks from `start` (flushed, not drained), a piece at a
-// time, telling `progress` (if any) how far it got.
-void ZeroBlocks(Media& m, uint64_t start, uint64_t count,
-                const std::function<void(uint64_t, uint64_t)>& progress = nullptr) {
+// time, telling opts.progress (if any) how far the whole format got: *done
+// of `total` bytes.
+void ZeroBlocks(Media& m, uint64_t start, uint64_t count, const FormatOptions& opts, uint64_t* done,
+                uint64_t total) {
   char* const from = m.base() + start * kBlockSize;
-  const uint64_t total = count * kBlockSize;
-  for (uint64_t done = 0; done < total;) {
-    const uint64_t n = std::min(total - done, kFormatPieceBytes);
-    m.SetFlush(from + done, 0, n);
-    done += n;
-    if (progress) progress(done, total);
+  const uint64_t bytes = count * kBlockSize;
+  for (uint64_t at = 0; at < bytes;) {
+    const uint64_t n = std::min(bytes - at, kFormatPieceBytes);
+    m.SetFlush(from + at, 0, n);
+    at += n;
+    *done += n;
+    if (opts.progress) opts.progress(*done, total);
   }
 }
 
+constexpr uint64_t DivRoundUp(uint64_t a, uint64_t b) { return (a + b - 1) / b; }
+
 }  // namespace
+
+Marks InitialMarks(const Superblock& sb, const FormatOptions& opts) {
+  const bool fixed = opts.geometry.inode_count != 0 || opts.geometry.bytes_per_inode != 0;
+  uint64_t inodes = opts.init_inodes ? opts.init_inodes
+                    : fixed          ? sb.inode_count
+                                     : kDefaultInitInodes;
+  inodes = std::min(DivRoundUp(inodes, kInodesPerBlock) * kInodesPerBlock, sb.inode_count);
+  const uint64_t data_per_block = uint64_t{kRefcountsPerBlock} * kBlockSize;
+  const uint64_t refcounts = opts.init_data_bytes ? DivRoundUp(opts.init_data_bytes, data_per_block)
+                                                  : kDefaultInitRefcountBlocks;
+  return Marks{inodes, std::clamp<uint64_t>(refcounts, 1, sb.refcount_blocks)};
+}
 
 bool LooksLikePool(const Media& media) {
   return media.size() >= sizeof(Superblock) &&
@@ -56,10 +72,19 @@ Status Format(Media& media, const FormatOptions& opts) {
   media.SetFlush(media.base(), 0, 2 * kBlockSize);
   media.Drain();
 
-  // 2. Metadata regions start zeroed: an empty journal, free inode slots,
-  //    refcount 0 (free) for every data block, no quarantine entries.
-  ZeroBlocks(media, sb.journal_start, 1);
-  ZeroBlocks(media, sb.inode_start, sb.data_start - sb.inode_start, opts.progress);
+  // 2. What the pool starts with is zeroed: an empty journal, no quarantine
+  //    records, free inode slots and refcount 0 (free) up to the marks.
+  //    Beyond the marks nothing is written: those slots and counts are
+  //    initialized when a mark first rises over them.
+  const Marks marks = InitialMarks(sb, opts);
+  const uint64_t inode_blocks = marks.inodes / kInodesPerBlock;
+  const uint64_t total =
+      (1 + sb.quarantine_blocks + inode_blocks + marks.refcount_blocks) * kBlockSize;
+  uint64_t done = 0;
+  ZeroBlocks(media, sb.journal_start, 1, opts, &done, total);
+  ZeroBlocks(media, sb.quarantine_start, sb.quarantine_blocks, opts, &done, total);
+  ZeroBlocks(media, sb.inode_start, inode_blocks, opts, &done, total);
+  ZeroBlocks(media, sb.refcount_start, marks.refcount_blocks, opts, &done, total);
 
   // 3. The root directory: empty, so it owns no blocks.
   const int64_t now = NowNs();
@@ -86,6 +111,8 @@ Status Format(Media& media, const FormatOptions& opts) {
   std::memcpy(sb.label, opts.label.data(), opts.label.size());
   sb.checksum = SuperblockChecksum(sb);
   sb.state = kStateClean;
+  sb.inode_mark = EncodeMark(sb, kInodeMarkField, marks.inodes);
+  sb.refcount_mark = EncodeMark(sb, kRefcountMarkField, marks.refcount_blocks);
   media.CopyFlush(media.base() + kBackupSuperBlock * kBlockSize, &sb, sizeof(sb));
   media.Drain();
   media.CopyFlush(media.base() + kSuperBlock * kBlockSize, &sb, sizeof(sb));

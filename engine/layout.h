@@ -24,9 +24,12 @@ inline constexpr uint32_t kBlockShift = 12;
 static_assert(1u << kBlockShift == kBlockSize);
 
 // Version 2 made the quarantine table a table of reach records (below).
-// A version-1 pool never had an entry in that table; mount upgrades it in
-// place (docs/pool_format.md "Upgrading a version-1 pool").
-inline constexpr uint32_t kFormatVersion = 2;
+// Version 3 initializes the inode and refcount tables lazily, up to two
+// marks in the superblock's mutable area (Superblock::inode_mark). A
+// writable mount upgrades an older pool in place (docs/pool_format.md
+// "Upgrading an older pool").
+inline constexpr uint32_t kFormatVersion = 3;
+inline constexpr uint32_t kFormatVersionV2 = 2;
 inline constexpr uint32_t kFormatVersionV1 = 1;
 
 // "\x89LEASEFS": the high-bit first byte marks the file as binary and catches
@@ -74,7 +77,25 @@ inline constexpr uint64_t kKnownIncompat = kIncompatXattrLeaves;
 // ---------------------------------------------------------------------------
 // Superblock (block 0, copy in block 1). Bytes [0, 248) are immutable after
 // mkfs and covered by `checksum`; the mutable area at 256 is updated in place
-// with single 8-byte stores and is only a hint.
+// with single 8-byte stores. Its state and times are only a hint; the two
+// marks (version 3) are not.
+
+// The marks (version 3): how much of the inode table and of the refcount
+// table is initialized. Everything below a mark holds valid slots or
+// counts; everything above it is unused (a free inode slot of generation
+// 0; a free data block) and its bytes are garbage until a mark rises over
+// them, which zeroes them first. Each mark is one 8-byte word in each
+// superblock copy's mutable area, stored with one store: bits [0, 44) hold
+// the value, bits [44, 64) a check code (MarkCheck in superblock.cc) so that
+// a damaged word is told from a real one. The valid copies' largest value is
+// the mark (docs/pool_format.md "Lazily initialized tables").
+inline constexpr uint32_t kMarkValueBits = 44;
+inline constexpr uint64_t kMarkValueMask = (uint64_t{1} << kMarkValueBits) - 1;
+// What mkfs initializes unless told otherwise: 1024 inode slots (64 blocks)
+// and 64 refcount blocks (the refcounts of 256 MiB of data), or the whole
+// table when it is smaller.
+inline constexpr uint64_t kDefaultInitInodes = 1024;
+inline constexpr uint64_t kDefaultInitRefcountBlocks = 64;
 
 enum SuperState : uint32_t {
   kStateClean = 1,    // cleanly unmounted (or never mounted)
@@ -115,7 +136,13 @@ struct Superblock {
   uint64_t mount_count;
   int64_t last_mount_ns;
   int64_t last_unmount_ns;
-  uint8_t reserved2[224];
+  // Version 3 (see kMarkValueBits): inode slots [0, value) are initialized
+  // (a multiple of 16, at least 16, at most inode_count) ...
+  uint64_t inode_mark;
+  // ... and refcount blocks [0, value) are (1 .. refcount_blocks): data
+  // blocks [data_start, data_start + min(value * 1024, data_blocks)).
+  uint64_t refcount_mark;
+  uint8_t reserved2[208];
 };
 static_assert(sizeof(Superblock) == 512);
 static_assert(offsetof(Superblock, version) == 8);
@@ -134,6 +161,8 @@ static_assert(offsetof(Superblock, checksum) == 248);
 static_assert(offsetof(Superblock, state) == 256);
 static_assert(offsetof(Superblock, mount_count) == 264);
 static_assert(offsetof(Superblock, last_unmount_ns) == 280);
+static_assert(offsetof(Superblock, inode_mark) == 288);
+static_assert(offsetof(Superblock, refcount_mark) == 296);
 inline constexpr size_t kSuperChecksummedBytes = offsetof(Superblock, checksum);
 
 // ---------------------------------------------------------------------------
@@ -230,7 +259,7 @@ struct Inode {
   int64_t btime_ns;       // creation time
   uint64_t parent;        // directories: parent directory (root: itself); else 0
   uint64_t rdev;          // device number of character/block special files
-  uint32_t generation;    // +1 each time the slot is reused
+  uint32_t generation;    // +1 each time the slot is reused (never 0 in use)
   uint32_t flags;         // InodeFlags
   uint64_t xattr_block;   // pool block of the xattr block, 0 = none
   uint64_t extent_block;  // first extent block of the chain, 0 = none

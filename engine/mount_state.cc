@@ -16,7 +16,8 @@ void Filesystem::Impl::WriteState(bool clean) {
   if (clean) {
     // Timestamps written in place by reads and overwrites become durable
     // here, before the pool says it needs no recovery.
-    media_->Flush(I(0), pool_.sb->inode_count * sizeof(Inode));
+    // (Only the initialized slots: nothing past the mark is ever written.)
+    media_->Flush(I(0), marks_.inodes * sizeof(Inode));
     msb->last_unmount_ns = NowNs();
     media_->Persist(&msb->last_unmount_ns, sizeof(int64_t));
   }

@@ -70,7 +70,9 @@ Inode Filesystem::Impl::NewInodeImage(const Cred& c, Ino parent, Ino ino, uint32
   const bool is_dir = S_ISDIR(mode);
   const Inode& pin = *I(parent);
   Inode img{};
+  // Never 0 (what a slot never allocated holds): past 2^32 - 1 it wraps to 1.
   img.generation = I(ino)->generation + 1;
+  if (img.generation == 0) img.generation = 1;
   img.mode = mode;
   img.nlink = is_dir ? 2 : 1;
   img.uid = c.uid();

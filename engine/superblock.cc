@@ -24,8 +24,12 @@ Status ComputeGeometry(uint64_t pool_bytes, const GeometryOptions& opts, Superbl
                                         : std::clamp<uint64_t>(total / 256, 64, 16384);
   if (journal < 16 || journal > (1u << 20))
     return Status::Error(EINVAL, "journal size must be between 64 KiB and 4 GiB");
+  if (opts.bytes_per_inode != 0 &&
+      (opts.bytes_per_inode < 1024 || opts.bytes_per_inode > (uint64_t{1} << 30)))
+    return Status::Error(EINVAL, "bytes per inode must be between 1 KiB and 1 GiB");
+  const uint64_t ratio = opts.bytes_per_inode ? opts.bytes_per_inode : 16384;
   uint64_t inodes =
-      opts.inode_count ? opts.inode_count + 1 : std::max<uint64_t>(pool_bytes / 16384, 64);
+      opts.inode_count ? opts.inode_count + 1 : std::max<uint64_t>(pool_bytes / ratio, 64);
   if (inodes < 16 || inodes > (uint64_t{1} << 32))
     return Status::Error(EINVAL, "inode count must be between 15 and 2^32-1");
   inodes = DivRoundUp(inodes, kInodesPerBlock) * kInodesPerBlock;
@@ -57,11 +61,11 @@ Status ComputeGeometry(uint64_t pool_bytes, const GeometryOptions& opts, Superbl
 
 uint64_t SuperblockChecksum(const Superblock& sb) { return XXH64(&sb, kSuperChecksummedBytes, 0); }
 
-Superblock UpgradedFromV1(const Superblock& v1) {
-  Superblock v2 = v1;
-  v2.version = kFormatVersion;
-  v2.checksum = SuperblockChecksum(v2);
-  return v2;
+Superblock Upgraded(const Superblock& old) {
+  Superblock now = old;
+  now.version = kFormatVersion;
+  now.checksum = SuperblockChecksum(now);
+  return now;
 }
 
 Superblock WithFeatures(const Superblock& sb, uint64_t ro_compat, uint64_t incompat) {
@@ -73,9 +77,10 @@ Superblock WithFeatures(const Superblock& sb, uint64_t ro_compat, uint64_t incom
 }
 
 bool IsTornUpgrade(const Superblock& primary, const Superblock& backup) {
-  if (backup.version != kFormatVersion || SuperblockChecksum(backup) != backup.checksum)
+  if (backup.version < kFormatVersionV2 || backup.version > kFormatVersion ||
+      SuperblockChecksum(backup) != backup.checksum)
     return false;
-  if (primary.version != kFormatVersionV1 && primary.version != kFormatVersion) return false;
+  if (primary.version < kFormatVersionV1 || primary.version > backup.version) return false;
   if ((primary.feature_ro_compat & ~backup.feature_ro_compat) != 0 ||
       (primary.feature_incompat & ~backup.feature_incompat) != 0)
     return false;
@@ -97,6 +102,84 @@ bool RegionOk(uint64_t start, uint64_t count, uint64_t total) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------
+// Marks
+
+namespace {
+
+// The check code of mark `value` at `field`: the top 20 bits of its XXH64,
+// seeded with the pool's uuid and the field's offset, so that a word from
+// another pool, another field or a stray store fails it.
+uint64_t MarkCheck(const Superblock& sb, size_t field, uint64_t value) {
+  uint64_t seed;
+  std::memcpy(&seed, sb.uuid, sizeof(seed));
+  return XXH64(&value, sizeof(value), seed + field) >> kMarkValueBits;
+}
+
+const uint64_t* MarkWord(const char* pool, uint64_t copy, size_t field) {
+  return reinterpret_cast<const uint64_t*>(pool + copy * kBlockSize + field);
+}
+
+std::optional<uint64_t> Larger(const std::optional<uint64_t> (&v)[2]) {
+  if (v[0] && v[1]) return std::max(*v[0], *v[1]);
+  return v[0] ? v[0] : v[1];
+}
+
+}  // namespace
+
+uint64_t CoveredDataBlocks(const Superblock& sb, uint64_t refcount_blocks) {
+  return std::min<uint64_t>(refcount_blocks * kRefcountsPerBlock, sb.data_blocks);
+}
+
+Marks WholeTables(const Superblock& sb) { return Marks{sb.inode_count, sb.refcount_blocks}; }
+
+uint64_t EncodeMark(const Superblock& sb, size_t field, uint64_t value) {
+  return (value & kMarkValueMask) | (MarkCheck(sb, field, value) << kMarkValueBits);
+}
+
+std::optional<uint64_t> DecodeMark(const Superblock& sb, size_t field, uint64_t word) {
+  const uint64_t value = word & kMarkValueMask;
+  if (word >> kMarkValueBits != MarkCheck(sb, field, value)) return std::nullopt;
+  if (field == kInodeMarkField) {
+    if (value < kInodesPerBlock || value % kInodesPerBlock != 0 || value > sb.inode_count)
+      return std::nullopt;
+  } else if (value < 1 || value > sb.refcount_blocks) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+std::optional<uint64_t> MarkCopies::inode_mark() const { return Larger(inodes); }
+std::optional<uint64_t> MarkCopies::refcount_mark() const { return Larger(refcount_blocks); }
+
+MarkCopies ReadMarkCopies(const char* pool, const Superblock& sb) {
+  MarkCopies c;
+  for (uint64_t copy : {kSuperBlock, kBackupSuperBlock}) {
+    const uint64_t i = copy == kSuperBlock ? 0 : 1;
+    c.inodes[i] =
+        DecodeMark(sb, kInodeMarkField,
+                   __atomic_load_n(MarkWord(pool, copy, kInodeMarkField), __ATOMIC_RELAXED));
+    c.refcount_blocks[i] =
+        DecodeMark(sb, kRefcountMarkField,
+                   __atomic_load_n(MarkWord(pool, copy, kRefcountMarkField), __ATOMIC_RELAXED));
+  }
+  return c;
+}
+
+void StoreMarks(Media& media, const Superblock& sb, const Marks& m) {
+  const uint64_t words[2] = {EncodeMark(sb, kInodeMarkField, m.inodes),
+                             EncodeMark(sb, kRefcountMarkField, m.refcount_blocks)};
+  for (uint64_t copy : {kSuperBlock, kBackupSuperBlock}) {
+    auto* at = reinterpret_cast<uint64_t*>(media.base() + copy * kBlockSize + kInodeMarkField);
+    static_assert(kRefcountMarkField == kInodeMarkField + 8);
+    // One aligned 8-byte store per word: a crash leaves each word old or new.
+    __atomic_store_n(&at[0], words[0], __ATOMIC_RELAXED);
+    __atomic_store_n(&at[1], words[1], __ATOMIC_RELAXED);
+    media.Flush(at, sizeof(words));
+  }
+  media.Drain();
+}
 
 void WriteSuperblockCopy(Media& media, uint64_t block, const Superblock& sb) {
   media.CopyFlush(media.base() + block * kBlockSize, &sb, kSuperChecksummedBytes + 8);

@@ -32,11 +32,37 @@ int CheckReport::ExitCode() const noexcept {
 
 namespace {
 
+// One check of the pool, in as many runs as it takes to find the inode mark
+// (a run that finds a live inode past it stops early and raises its floor;
+// the runs before the last write nothing that depends on what they could
+// not see).
 Result<CheckReport> RunOnce(engine::Media& media, const CheckOptions& opts) {
-  CheckReport report;
-  internal::Checker checker(media, opts, &report);
-  LFS_RETURN_IF_ERROR(checker.Run());
-  return report;
+  internal::MarkFloor floor;
+  std::vector<Finding> early;  // the first run's superblock and journal findings
+  bool replayed = false;
+  for (bool first = true;; first = false) {
+    CheckReport report;
+    internal::Checker checker(media, opts, &report, &floor);
+    LFS_RETURN_IF_ERROR(checker.Run());
+    if (first) {
+      // What the first run found and did before it read the marks (a
+      // replayed journal, a restored superblock) the later runs no longer
+      // see: their report carries it.
+      early.assign(
+          report.findings.begin(),
+          report.findings.begin() + static_cast<std::ptrdiff_t>(std::min(checker.early_findings(),
+                                                                         report.findings.size())));
+      replayed = report.journal_replayed;
+    } else {
+      report.findings.insert(report.findings.begin(), early.begin(), early.end());
+      for (const Finding& f : early)
+        ++(f.kind == Finding::kError      ? report.errors
+           : f.kind == Finding::kRepaired ? report.repaired
+                                          : report.notes);
+      report.journal_replayed |= replayed;
+    }
+    if (!checker.needs_rerun()) return report;
+  }
 }
 
 bool AnyLossy(const CheckReport& r) {
@@ -75,24 +101,36 @@ Result<CheckReport> CheckPool(engine::Media& media, const CheckOptions& opts) {
 
 namespace internal {
 
-Checker::Checker(engine::Media& media, const CheckOptions& opts, CheckReport* report)
-    : media_(media), opts_(opts), report_(report), now_ns_(NowNs()) {}
+Checker::Checker(engine::Media& media, const CheckOptions& opts, CheckReport* report,
+                 MarkFloor* floor)
+    : media_(media), opts_(opts), report_(report), floor_(floor), now_ns_(NowNs()) {}
 
 Status Checker::Run() {
   bool usable = false;
   LFS_RETURN_IF_ERROR(CheckSuperblock(&usable));
   if (!usable) return Status::Ok();
   CheckJournal();
-  blocks_ = std::make_unique<BlockRefs>(sb_.data_start, sb_.data_blocks);
-  info_.assign(sb_.inode_count, InodeInfo{});
-  ref_begin_.assign(sb_.inode_count + 1, 0);
+  // Only what the marks cover is read: the work and the memory follow what
+  // the pool holds, not its size.
+  early_findings_ = report_->findings.size();
+  CheckMarks();
+  if (opts_.verbose) DescribeMarks();
+  blocks_ =
+      std::make_unique<BlockRefs>(sb_.data_start, sb_.data_blocks, CoveredEnd() - sb_.data_start);
+  info_.assign(marks_.inodes, InodeInfo{});
+  ref_begin_.assign(marks_.inodes + 1, 0);
 
   CheckQuarantine();
   CheckInodes();
   ResolveSharedMetadata();
+  CheckRefcountMark();
   writer_->Commit();  // later phases read back directory blocks and inodes
 
   CheckDirectories();
+  // A live inode past the inode mark: nothing after this phase can be
+  // decided without it. What is staged is dropped; the next run reads the
+  // table up to it.
+  if (rerun_) return Status::Ok();
   ResolveDirectoryNames();
   CheckParentFields();
   HandleOrphans();
@@ -105,6 +143,7 @@ Status Checker::Run() {
   writer_->Commit();  // before the stored refcounts are compared
   CheckRefcounts();
   writer_->Commit();
+  StoreMarks();
   Summarize();
   return Status::Ok();
 }
@@ -181,15 +220,17 @@ Status Checker::PickSuperblock(const Superblock& primary, const Superblock& back
   }
   if (b.err() == EOPNOTSUPP) return b;
   if (b.ok() && engine::IsTornUpgrade(primary, backup)) {
-    // A crash in the middle of the mount's upgrade to version 2: the next
-    // mount finishes it the same way.
-    // Which update it was: the upgrade's primary still has version 1, or
-    // its checksum word does.
-    Superblock v1 = backup;
-    v1.version = kFormatVersionV1;
-    const bool upgrade =
-        primary.version == kFormatVersionV1 || primary.checksum == engine::SuperblockChecksum(v1);
-    Note("superblock", (upgrade ? "an upgrade to format version " + std::to_string(kFormatVersion) +
+    // A crash in the middle of the mount's upgrade (or of adding a
+    // feature): the next mount finishes it the same way.
+    // Which update it was: the upgrade's primary still has the older
+    // version, or its checksum word does.
+    bool upgrade = primary.version < backup.version;
+    for (uint32_t v = kFormatVersionV1; v < backup.version && !upgrade; ++v) {
+      Superblock older = backup;
+      older.version = v;
+      upgrade = primary.checksum == engine::SuperblockChecksum(older);
+    }
+    Note("superblock", (upgrade ? "an upgrade to format version " + std::to_string(backup.version) +
                                       " was interrupted"
                                 : std::string("adding a feature was interrupted")) +
                            "; the backup holds it" +
@@ -203,6 +244,7 @@ Status Checker::PickSuperblock(const Superblock& primary, const Superblock& back
   if (b.ok()) {
     Problem("superblock", "primary is invalid: " + std::string(p.message()),
             "restored it from the backup in block 1");
+    copy_damaged_[0] = true;
     if (opts_.repair) {
       // The journal cannot address the superblock. The primary is useless as
       // it is, so overwriting it in place cannot make anything worse.
@@ -240,10 +282,10 @@ void Checker::CheckBackup(const Superblock& primary, const Status& backup_status
       return;
     }
   }
-  if (primary.version == kFormatVersionV1) {
+  if (primary.version < kFormatVersion) {
     // The mount's upgrade writes the backup first: a crash before the
     // primary leaves this, and the next mount upgrades both.
-    const Superblock upgraded = engine::UpgradedFromV1(primary);
+    const Superblock upgraded = engine::Upgraded(primary);
     Superblock b;
     std::memcpy(&b, backup, sizeof(b));
     if (std::memcmp(&upgraded, &b, kSuperChecksummedBytes + 8) == 0 ||
@@ -253,6 +295,7 @@ void Checker::CheckBackup(const Superblock& primary, const Status& backup_status
       return;
     }
   }
+  copy_damaged_[1] = true;  // its mark words too, which StoreMarks rewrites
   Problem("superblock",
           backup_status.ok()
               ? "backup in block 1 differs from the primary"
@@ -290,6 +333,21 @@ void Checker::DescribeGeometry() {
            std::to_string(sb_.quarantine_blocks) + ", refcounts " +
            std::to_string(sb_.refcount_blocks) + ", data " + std::to_string(sb_.data_blocks) +
            " from block " + std::to_string(sb_.data_start));
+}
+
+void Checker::DescribeMarks() {
+  if (sb_.version < kFormatVersion) {
+    Note("superblock", "format version " + std::to_string(sb_.version) +
+                           ": both tables are initialized whole; the next writable mount "
+                           "upgrades the pool to version " +
+                           std::to_string(kFormatVersion));
+    return;
+  }
+  Note("superblock",
+       "initialized: " + std::to_string(marks_.inodes) + " of " + std::to_string(sb_.inode_count) +
+           " inode slots, " + std::to_string(marks_.refcount_blocks) + " of " +
+           std::to_string(sb_.refcount_blocks) + " refcount blocks (data blocks below " +
+           std::to_string(CoveredEnd()) + ")");
 }
 
 // ---------------------------------------------------------------------------
@@ -330,6 +388,8 @@ void Checker::CheckJournal() {
 
 void Checker::Summarize() {
   report_->inode_slots = sb_.inode_count - 1;
+  report_->inode_mark = marks_.inodes;
+  report_->refcount_mark = marks_.refcount_blocks;
   report_->data_blocks = sb_.data_blocks;
   report_->data_blocks_used = blocks_->used();
   for (uint64_t ino = 1; ino < info_.size(); ++ino) {

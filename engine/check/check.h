@@ -81,6 +81,10 @@ struct CheckReport {
   // Summary of the filesystem as it stands after the run. Orphans count as
   // in use unless repair reclaimed them.
   uint64_t inode_slots = 0;  // inode_count - 1
+  // What the pool's tables have initialized (version 3; an older pool: the
+  // whole tables), after any repair: inode slots and refcount blocks.
+  uint64_t inode_mark = 0;
+  uint64_t refcount_mark = 0;
   uint64_t inodes_in_use = 0;
   uint64_t directories = 0;
   uint64_t regular_files = 0;

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_set>
@@ -26,6 +27,7 @@
 #include "engine/journal.h"
 #include "engine/layout.h"
 #include "engine/media.h"
+#include "engine/superblock.h"
 
 namespace leasefs::check::internal {
 
@@ -112,14 +114,28 @@ struct Appender {
   uint8_t inline_used = 0;   // inline extent slots filled by this run
 };
 
+// What one run tells the next about the inode mark of a version-3 pool:
+// a directory names a live inode past it, so the mark is too low (damaged)
+// and the next run reads the table up to `inodes` slots. Only raised.
+struct MarkFloor {
+  uint64_t inodes = 0;  // slots; 0: no floor
+  uint64_t ino = 0;     // the highest such inode ...
+  std::string named;    // ... and what names it ("entry 'a' (block 0, slot 1) of inode 12")
+};
+
 class Checker {
  public:
-  Checker(engine::Media& media, const CheckOptions& opts, CheckReport* report);
+  Checker(engine::Media& media, const CheckOptions& opts, CheckReport* report, MarkFloor* floor);
   Checker(const Checker&) = delete;
   Checker& operator=(const Checker&) = delete;
 
   // Runs every phase. Errors: as CheckPool.
   Status Run();
+  // The run stopped after its directory phase because a directory names a
+  // live inode past the inode mark: run again, with the floor it raised.
+  bool needs_rerun() const noexcept { return rerun_; }
+  // How many of the report's findings were made before the marks were read.
+  size_t early_findings() const noexcept { return early_findings_; }
 
  private:
   enum class LostFound { kUnknown, kReady, kFailed };
@@ -146,8 +162,36 @@ class Checker {
   void CheckBackup(const layout::Superblock& primary, const Status& backup_status);
   void CheckState();
   void DescribeGeometry();
+  void DescribeMarks();
   void CheckJournal();
   void Summarize();
+
+  // --- the marks of version 3 (marks.cc)
+  // Reads both copies of each mark, reports a damaged copy, and sets marks_:
+  // the larger valid copy, raised to the floor an earlier run found.
+  void CheckMarks();
+  void CheckMarkCopies(const char* table, const std::optional<uint64_t> (&copies)[2],
+                       uint64_t* mark, uint64_t fallback);
+  // After the inode phase: raises the refcount mark over every block
+  // referenced past it (a damaged mark, or a damaged reference; fsck keeps
+  // the data either way and rewrites the refcounts it then covers).
+  void CheckRefcountMark();
+  // A directory entry naming inode h.ino past the inode mark: true (and the
+  // floor raised for the next run) when the slot holds an inode the entry
+  // may name, so that the mark, not the entry, is wrong.
+  bool LiveBeyondMark(uint64_t dir, const std::string& entry, const layout::DirEntryHeader& h);
+  // A free inode slot past the initialized ones for a repair (/lost+found):
+  // raises the inode mark by a block of slots, zeroed through the journal.
+  // 0 if the whole table is initialized.
+  uint64_t GrowInodeTable();
+  // Raises the refcount mark by one refcount block (zeroed through the
+  // journal) for a repair that needs a block. False if the table is whole.
+  bool GrowRefcounts();
+  // With repair: stores the marks this run settled on, if a copy differs.
+  void StoreMarks();
+  uint64_t CoveredEnd() const {
+    return sb_.data_start + engine::CoveredDataBlocks(sb_, marks_.refcount_blocks);
+  }
 
   // --- inodes, extents, xattrs (inodes.cc)
   void CheckInodes();
@@ -269,12 +313,26 @@ class Checker {
   engine::Media& media_;
   const CheckOptions& opts_;
   CheckReport* report_;
+  MarkFloor* floor_;
   const int64_t now_ns_;
 
   layout::Superblock sb_{};
   std::unique_ptr<engine::Journal> journal_;
   std::unique_ptr<Writer> writer_;
   std::unique_ptr<BlockRefs> blocks_;
+
+  // The marks the run reads the tables by: info_ covers the inode slots
+  // below marks_.inodes; blocks_ covers the data blocks below CoveredEnd()
+  // (and any it finds referenced past it, which raises the mark).
+  engine::Marks marks_{};
+  bool inode_mark_lost_ = false;     // both copies damaged
+  bool refcount_mark_lost_ = false;  // both copies damaged
+  bool rerun_ = false;
+  size_t early_findings_ = 0;
+  // A superblock copy found invalid (and rewritten from the other): the
+  // damage of its mark words is part of that finding.
+  bool copy_damaged_[2] = {false, false};
+  uint64_t fresh_slots_from_ = UINT64_MAX;  // GrowInodeTable: slots this run initializes
 
   std::vector<InodeInfo> info_;      // by inode number
   std::vector<Ref> refs_;            // grouped by inode, in inode order

@@ -125,8 +125,14 @@ void Checker::CheckEntry(uint64_t dir, uint64_t loc, const std::string& entry,
 bool Checker::CheckEntryTarget(uint64_t dir, uint64_t loc, const std::string& entry,
                                const DirEntryHeader& h) {
   std::string why;
-  if (h.ino >= info_.size()) {
+  if (h.ino >= sb_.inode_count) {
     why = "names inode " + std::to_string(h.ino) + ", beyond the inode table";
+  } else if (h.ino >= info_.size()) {
+    // Past the inode mark: the mark is too low (the next run raises it), or
+    // the entry names a slot no inode was ever made in.
+    if (LiveBeyondMark(dir, entry, h)) return false;
+    why = "names inode " + std::to_string(h.ino) + ", past the inode table's mark (" +
+          std::to_string(info_.size()) + " slots), where no inode was ever made";
   } else if (h.ino == kRootIno) {
     why = "names the root directory";
   } else if (info_[h.ino].type == 0) {

@@ -3,6 +3,7 @@
 // block headers; then metadata blocks that something else also references.
 #include <algorithm>
 #include <cstring>
+
 #include <sys/stat.h>
 
 #include "engine/check/checker.h"
@@ -59,7 +60,7 @@ void Checker::NoteIntent() {
   static constexpr const char* kNames[] = {"",           "clone",    "punch",
                                            "zero range", "collapse", "insert"};
   auto regular = [&](uint64_t ino) {
-    return ino > 0 && ino < sb_.inode_count && S_ISREG(InodeAt(ino)->mode);
+    return ino > 0 && ino < info_.size() && S_ISREG(InodeAt(ino)->mode);
   };
   const bool known = it.type <= kIntentInsert;
   if (!known || !regular(it.ino) || (it.type == kIntentClone && !regular(it.src_ino))) {

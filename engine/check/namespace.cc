@@ -165,7 +165,8 @@ bool Checker::EnsureLostFound(std::string* why) {
 bool Checker::CreateLostFound(std::string* why) {
   uint64_t ino = 2;
   while (ino < info_.size() && info_[ino].type != 0) ++ino;
-  if (ino == info_.size()) {
+  if (ino == info_.size()) ino = GrowInodeTable();
+  if (ino == 0) {
     *why = "no free inode to create it";
     return false;
   }
@@ -222,7 +223,10 @@ void Checker::WriteLostFound(uint64_t ino, uint64_t block) {
   in.blocks = 1;
   in.atime_ns = in.mtime_ns = in.ctime_ns = in.btime_ns = now_ns_;
   in.parent = kRootIno;
-  in.generation = InodeAt(ino)->generation + 1;
+  // A slot this run initialized holds garbage until the journal zeroes it:
+  // it was never allocated, so its first generation is 1.
+  in.generation = ino >= fresh_slots_from_ ? 1 : InodeAt(ino)->generation + 1;
+  if (in.generation == 0) in.generation = 1;
   const Extent e{0, block, 1, 0};
   std::memcpy(in.inline_area, &e, sizeof(e));
   writer_->Put(InodeAt(ino), in);
@@ -393,7 +397,9 @@ uint64_t Checker::AllocateBlock() {
     writer_->Fill32(RefcountAt(b), 1, 1);
     return b;
   }
-  const uint64_t b = blocks_->FindFree(sb_.data_start);
+  uint64_t b = blocks_->FindFree(sb_.data_start);
+  // Every block below the refcount mark is in use: initialize some more.
+  while (b == 0 && GrowRefcounts()) b = blocks_->FindFree(sb_.data_start);
   if (b == 0) return 0;
   blocks_->Increment(b);
   writer_->Fill32(RefcountAt(b), 1, 1);

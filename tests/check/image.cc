@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 
 #include "engine/format.h"
+#include "engine/superblock.h"
 
 namespace leasefs::testing {
 
@@ -23,11 +24,33 @@ void Require(bool ok, const char* what) {
 
 }  // namespace
 
-Image::Image(size_t bytes) : media_(engine::SimMedia::Create(bytes)) {
-  Require(engine::Format(*media_, engine::FormatOptions{}).ok(), "format");
+Image::Image(size_t bytes) : Image(bytes, engine::FormatOptions{}) {}
+
+Image::Image(size_t bytes, const engine::FormatOptions& fo)
+    : media_(engine::SimMedia::Create(bytes)) {
+  Require(engine::Format(*media_, fo).ok(), "format");
   std::memcpy(&sb_, media_->base(), sizeof(sb_));
   next_block_ = sb_.data_start;
 }
+
+void Image::SetMarks(uint64_t inodes, uint64_t refcount_blocks) {
+  for (uint64_t copy : {0, 1}) {
+    super(copy)->inode_mark = engine::EncodeMark(sb_, engine::kInodeMarkField, inodes);
+    super(copy)->refcount_mark =
+        engine::EncodeMark(sb_, engine::kRefcountMarkField, refcount_blocks);
+  }
+}
+
+namespace {
+
+// The marks a pool holds (a fresh SimMedia is zero past them: nothing
+// needs zeroing when they rise).
+engine::Marks MarksOf(const char* pool, const Superblock& sb) {
+  const engine::MarkCopies c = engine::ReadMarkCopies(pool, sb);
+  return {c.inode_mark().value_or(sb.inode_count), c.refcount_mark().value_or(sb.refcount_blocks)};
+}
+
+}  // namespace
 
 Image::Image(std::unique_ptr<engine::SimMedia> media) : media_(std::move(media)) {
   std::memcpy(&sb_, media_->base(), sizeof(sb_));
@@ -64,6 +87,10 @@ uint64_t Image::AllocBlocks(uint32_t count) {
   Require(next_block_ + count <= sb_.total_blocks, "out of blocks");
   const uint64_t b = next_block_;
   next_block_ += count;
+  const engine::Marks m = MarksOf(base(), sb_);
+  const uint64_t need =
+      (next_block_ - sb_.data_start + kRefcountsPerBlock - 1) / kRefcountsPerBlock;
+  if (sb_.version >= kFormatVersion && need > m.refcount_blocks) SetMarks(m.inodes, need);
   return b;
 }
 
@@ -71,6 +98,9 @@ uint64_t Image::NewInode(uint32_t mode) {
   while (next_ino_ < sb_.inode_count && inode(next_ino_)->mode != 0) ++next_ino_;
   Require(next_ino_ < sb_.inode_count, "out of inodes");
   const uint64_t ino = next_ino_++;
+  const engine::Marks m = MarksOf(base(), sb_);
+  if (sb_.version >= kFormatVersion && ino >= m.inodes)
+    SetMarks((ino / kInodesPerBlock + 1) * kInodesPerBlock, m.refcount_blocks);
   Inode* in = inode(ino);
   *in = Inode{};
   in->mode = mode;

@@ -15,6 +15,7 @@
 #include <doctest/doctest.h>
 
 #include "engine/check/check.h"
+#include "engine/format.h"
 #include "engine/layout.h"
 #include "engine/sim_media.h"
 
@@ -34,8 +35,9 @@ namespace leasefs::testing {
 
 class Image {
  public:
-  // A freshly formatted in-memory pool of `bytes`.
+  // A freshly formatted in-memory pool of `bytes` (formatted with `fo`).
   explicit Image(size_t bytes = 8 << 20);
+  Image(size_t bytes, const engine::FormatOptions& fo);
   // A pool holding `bytes` (e.g. a crash image), as volatile and durable
   // contents alike. REQUIRES: its superblock is valid.
   static Image Load(const std::vector<char>& bytes);
@@ -52,10 +54,15 @@ class Image {
   // The pool offset of `p`, which points into the pool.
   uint64_t offset(const void* p) const;
 
-  // Unused data blocks, contiguous; their refcounts are left alone.
+  // Unused data blocks, contiguous; their refcounts are left alone. The
+  // refcount mark rises over them as the engine would raise it.
   uint64_t AllocBlocks(uint32_t count = 1);
-  // An allocated inode of `mode`, nlink 0, no entry (raw).
+  // An allocated inode of `mode`, nlink 0, no entry (raw). The inode mark
+  // rises over it as the engine would raise it.
   uint64_t NewInode(uint32_t mode);
+  // Stores `inodes` and `refcount_blocks` as the marks in both superblock
+  // copies, valid words whatever they say (raw).
+  void SetMarks(uint64_t inodes, uint64_t refcount_blocks);
 
   uint64_t Mkdir(uint64_t parent, const std::string& name);
   // A regular file; with `blocks`, one extent of that many fresh blocks at

@@ -434,27 +434,27 @@ TEST_SUITE("check") {
       CHECK(e->reason == 0);
     }
     SUBCASE("a backup already upgraded is the first step of the mount's upgrade") {
-      *img.super(1) = engine::UpgradedFromV1(*img.super(0));
+      *img.super(1) = engine::Upgraded(*img.super(0));
       const check::CheckReport r = Check(img);
       CHECK(Problems(r).empty());
       CHECK(Notes(r) == std::vector<std::string>{
                             "superblock: the backup is upgraded (or part way) to format version "
-                            "2; the next mount finishes the upgrade"});
+                            "3; the next mount finishes the upgrade"});
     }
     SUBCASE("a backup torn between the version and the checksum is part of it too") {
-      *img.super(1) = engine::UpgradedFromV1(*img.super(0));
+      *img.super(1) = engine::Upgraded(*img.super(0));
       img.super(1)->checksum = img.super(0)->checksum;
       const check::CheckReport r = Check(img);
       CHECK(Problems(r).empty());
       CHECK(Notes(r).size() == 1);
     }
     SUBCASE("a primary torn between the version and the checksum is restored from the backup") {
-      *img.super(1) = engine::UpgradedFromV1(*img.super(0));
+      *img.super(1) = engine::Upgraded(*img.super(0));
       img.super(0)->version = kFormatVersion;  // the checksum did not land
       const check::CheckReport r = Check(img);
       CHECK(Problems(r).empty());
       CHECK(Notes(r) == std::vector<std::string>{
-                            "superblock: an upgrade to format version 2 was interrupted; the "
+                            "superblock: an upgrade to format version 3 was interrupted; the "
                             "backup holds it"});
       const check::CheckReport fixed = Check(img, /*repair=*/true);
       CHECK(Problems(fixed).empty());

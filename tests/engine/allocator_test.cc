@@ -13,7 +13,7 @@ BlockAllocator WithUsed(std::initializer_list<std::pair<uint64_t, uint64_t>> use
   for (auto [b, n] : used)
     for (uint64_t i = b; i < b + n; ++i) rc[i - 1000] = 1;
   BlockAllocator a;
-  a.Init(1000, 100, rc.data());
+  a.Init(1000, 100, rc.data(), 100);
   return a;
 }
 
@@ -24,6 +24,33 @@ TEST_SUITE("allocator") {
     CHECK(a.free_runs() == 2);
     CHECK(a.IsFree({1010, 40}));
     CHECK_FALSE(a.IsFree({1049, 2}));
+  }
+
+  TEST_CASE("BlockAllocator: reads only the known refcounts; the blocks after them are free") {
+    // Refcounts past `known` are garbage (beyond the pool's refcount mark).
+    std::vector<uint32_t> rc(100, 7);
+    for (uint64_t i = 0; i < 30; ++i) rc[i] = i < 10 || (i >= 20 && i < 25) ? 1 : 0;
+    BlockAllocator a;
+    a.Init(1000, 100, rc.data(), 30);
+    CHECK(a.free_blocks() == 10 + 5 + 70);
+    // [1010, 1020) and [1025, 1100): the free tail of the known part joins
+    // the unknown rest.
+    CHECK(a.free_runs() == 2);
+    CHECK(a.IsFree({1025, 75}));
+    CHECK_FALSE(a.IsFree({1024, 2}));
+    // Best fit: a request the hole holds goes there, a bigger one to the
+    // start of the tail, so allocations stay low.
+    std::vector<BlockRange> out;
+    CHECK(a.Allocate(8, 0, &out) == 8);
+    CHECK(out == std::vector<BlockRange>{{1010, 8}});
+    out.clear();
+    CHECK(a.Allocate(12, 0, &out) == 12);
+    CHECK(out == std::vector<BlockRange>{{1025, 12}});
+    // Nothing known: one run of everything.
+    BlockAllocator b;
+    b.Init(1000, 100, nullptr, 0);
+    CHECK(b.free_runs() == 1);
+    CHECK(b.IsFree({1000, 100}));
   }
 
   TEST_CASE("BlockAllocator: continues at the goal so files stay contiguous") {

@@ -867,8 +867,8 @@ TEST_SUITE("dax") {
       MountReport report;
       auto fs = MustMount(SimMedia::FromImage(image), &raw, &report);
       CHECK(report.upgraded);
-      CHECK(Version(raw->base(), 0) == 2);
-      CHECK(Version(raw->base(), 1) == 2);
+      CHECK(Version(raw->base(), 0) == 3);
+      CHECK(Version(raw->base(), 1) == 3);
       CHECK(ReadAll(*fs, MustLookup(*fs, 1, "f")) == Pattern(3 * B, '1'));
       CHECK(fs->Quarantine().capacity == 128);
       CHECK(Fsck(raw) == "");
@@ -914,8 +914,8 @@ TEST_SUITE("dax") {
         }
         SimMedia* after = nullptr;
         auto fs = MustMount(SimMedia::FromImage(crashed), &after);
-        CHECK(Version(after->base(), 0) == 2);
-        CHECK(Version(after->base(), 1) == 2);
+        CHECK(Version(after->base(), 0) == 3);
+        CHECK(Version(after->base(), 1) == 3);
         CHECK(ReadAll(*fs, MustLookup(*fs, 1, "f")) == Pattern(3 * B, '1'));
         fs->Unmount();
         CHECK(Fsck(after) == "");

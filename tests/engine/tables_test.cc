@@ -1,0 +1,404 @@
+// The lazily initialized inode and refcount tables of format version 3
+// (docs/pool_format.md "Lazily initialized tables", docs/scaling.md): what
+// mkfs initializes and writes, how the marks rise, damaged marks, and the
+// upgrade of a version-2 pool.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+
+#include "engine/check/check.h"
+#include "engine/layout.h"
+#include "engine/superblock.h"
+#include "tests/engine/test_pool.h"
+
+namespace leasefs::engine {
+namespace {
+
+using namespace testing;
+using layout::kBlockSize;
+
+layout::Superblock SuperOf(const char* pool, uint64_t copy = 0) {
+  layout::Superblock sb;
+  std::memcpy(&sb, pool + copy * kBlockSize, sizeof(sb));
+  return sb;
+}
+
+// The marks both copies hold; a damaged copy reads as 0.
+std::vector<uint64_t> MarkWords(const char* pool) {
+  const MarkCopies c = ReadMarkCopies(pool, SuperOf(pool));
+  return {c.inodes[0].value_or(0), c.inodes[1].value_or(0), c.refcount_blocks[0].value_or(0),
+          c.refcount_blocks[1].value_or(0)};
+}
+
+std::string FsckProblems(Media& m, bool repair = false) {
+  check::CheckOptions o;
+  o.repair = repair;
+  auto r = check::CheckPool(m, o);
+  REQUIRE_MESSAGE(r.ok(), r.status().ToString());
+  std::string out;
+  for (const auto& f : r->findings)
+    if (f.kind != check::Finding::kNote) out += f.ToString() + "\n";
+  return out;
+}
+
+// A sparse pool file in /dev/shm, removed when the test ends.
+struct SparsePool {
+  std::string path;
+  explicit SparsePool(uint64_t bytes) {
+    path = "/dev/shm/leasefs-tables-test-" + std::to_string(getpid()) + "-" +
+           std::to_string(bytes >> 30);
+    unlink(path.c_str());
+    MapOptions mo;
+    mo.create = true;
+    mo.create_size = bytes;
+    auto m = OpenPool(path, mo);
+    REQUIRE_MESSAGE(m.ok(), m.status().ToString());
+  }
+  ~SparsePool() { unlink(path.c_str()); }
+  std::unique_ptr<PoolMedia> Open() const {
+    auto m = OpenPool(path, MapOptions{});
+    REQUIRE_MESSAGE(m.ok(), m.status().ToString());
+    return std::move(m).value();
+  }
+  uint64_t AllocatedBytes() const {
+    struct stat st {};
+    REQUIRE(stat(path.c_str(), &st) == 0);
+    return static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+};
+
+TEST_SUITE("tables") {
+  TEST_CASE("Tables: mkfs of a big sparse pool writes 259 blocks, whatever its size") {
+    for (const uint64_t gib : {64, 1024}) {
+      CAPTURE(gib);
+      SparsePool pool(gib << 30);
+      REQUIRE(pool.AllocatedBytes() == 0);
+      {
+        auto m = pool.Open();
+        REQUIRE(Format(*m, FormatOptions{}).ok());
+      }
+      // The two superblock copies, the journal header, the quarantine table
+      // (128 blocks), the first 1024 inode slots (64 blocks) and the first
+      // 64 refcount blocks: nothing else.
+      CHECK(pool.AllocatedBytes() == (2 + 1 + 128 + 64 + 64) * kBlockSize);
+      auto m = pool.Open();
+      const layout::Superblock sb = SuperOf(m->base());
+      CHECK(sb.version == 3);
+      CHECK(sb.inode_count == (gib << 30) / 16384);
+      CHECK(MarkWords(m->base()) == std::vector<uint64_t>{1024, 1024, 64, 64});
+      CHECK(FsckProblems(*m) == "");
+      MountReport report;
+      auto fs = Filesystem::Mount(std::move(m), MountOptions{}, &report);
+      REQUIRE(fs.ok());
+      CHECK(report.inode_mark == 1024);
+      CHECK(report.refcount_mark == 64);
+      const struct statvfs st = (*fs)->StatFs();
+      CHECK(st.f_files == sb.inode_count - 1);
+      CHECK(st.f_ffree == sb.inode_count - 2);  // all but the root
+      CHECK(st.f_blocks == sb.data_blocks);
+      (*fs)->Unmount();
+      // The mount wrote the superblock's mutable area only.
+      CHECK(pool.AllocatedBytes() == (2 + 1 + 128 + 64 + 64) * kBlockSize);
+    }
+  }
+
+  TEST_CASE("Tables: the marks of a big pool rise as files and blocks are used") {
+    SparsePool pool(uint64_t{64} << 30);
+    {
+      auto m = pool.Open();
+      FormatOptions fo;
+      fo.init_inodes = 16;  // (the default 1024 would take 1023 creates to fill)
+      REQUIRE(Format(*m, fo).ok());
+    }
+    {
+      auto fs = Filesystem::Mount(pool.Open(), MountOptions{});
+      REQUIRE(fs.ok());
+      Filesystem& f = **fs;
+      // Slots 2-15 fill the initialized part; the next create raises the
+      // mark by 64 slots (a quarter, at least 64).
+      for (int i = 2; i < 16; ++i) MustCreate(f, 1, "f" + std::to_string(i));
+      CHECK(f.TableMarks() == Marks{16, 64});
+      CHECK(MustCreate(f, 1, "f16") == 16);
+      CHECK(f.TableMarks() == Marks{80, 64});
+      // 300 MiB of preallocated blocks reach past the first 256 MiB: the
+      // refcount mark rises by what they need, and at least a quarter.
+      const Ino big = MustCreate(f, 1, "big");
+      REQUIRE(f.Fallocate(kRoot, big, 0, 0, uint64_t{300} << 20).ok());
+      CHECK(f.TableMarks() == Marks{80, 80});
+      const struct statvfs st = f.StatFs();
+      CHECK(st.f_ffree == st.f_files - 17);
+      f.Unmount();
+    }
+    auto m = pool.Open();
+    CHECK(MarkWords(m->base()) == std::vector<uint64_t>{80, 80, 80, 80});
+    CHECK(FsckProblems(*m) == "");
+    MountReport report;
+    auto fs = Filesystem::Mount(std::move(m), MountOptions{}, &report);
+    REQUIRE(fs.ok());
+    CHECK(report.inode_mark == 80);
+    CHECK(report.refcount_mark == 80);
+    CHECK(report.inodes_in_use == 17);
+    (*fs)->Unmount();
+  }
+
+  TEST_CASE("Tables: the inode mark rises by a quarter, at least 64 slots, to the table's end") {
+    FormatOptions fo;
+    fo.init_inodes = 16;
+    SUBCASE("geometrically") {
+      SimMedia* raw = nullptr;
+      auto fs = MustMount(FormattedPool(64 << 20, fo), &raw);
+      std::vector<uint64_t> seen{fs->TableMarks().inodes};
+      for (int i = 0; i < 700; ++i) {
+        MustCreate(*fs, 1, "f" + std::to_string(i));
+        if (fs->TableMarks().inodes != seen.back()) seen.push_back(fs->TableMarks().inodes);
+      }
+      CHECK(seen == std::vector<uint64_t>{16, 80, 144, 208, 272, 352, 448, 560, 704});
+      CHECK(MarkWords(raw->base())[0] == 704);
+      CHECK(MarkWords(raw->base())[1] == 704);
+    }
+    SUBCASE("until the table is full: ENOSPC") {
+      auto fs = MustMount(FormattedPool(8 << 20, fo));  // 512 slots
+      for (int i = 2; i < 512; ++i) MustCreate(*fs, 1, "f" + std::to_string(i));
+      CHECK(fs->TableMarks().inodes == 512);
+      CHECK(fs->StatFs().f_ffree == 0);
+      auto r = fs->Create(kRoot, 1, "one-more", 0644, O_RDWR);
+      CHECK(r.status().err() == ENOSPC);
+    }
+  }
+
+  TEST_CASE("Tables: mkfs options fix the inode table, initialized whole") {
+    auto marks = [](const FormatOptions& fo) {
+      auto m = FormattedPool(64 << 20, fo);
+      return MarkWords(m->base());
+    };
+    FormatOptions fo;
+    CHECK(marks(fo) == std::vector<uint64_t>{1024, 1024, 16, 16});
+    fo.geometry.inode_count = 2000;  // -N 2000: 2001 slots, rounded up to 2016
+    CHECK(marks(fo) == std::vector<uint64_t>{2016, 2016, 16, 16});
+    fo.geometry.inode_count = 0;
+    fo.geometry.bytes_per_inode = 4096;  // -i 4096
+    CHECK(marks(fo) == std::vector<uint64_t>{16384, 16384, 15, 15});
+    fo.init_inodes = 100;  // -i 4096 --initial-inodes 100
+    fo.init_data_bytes = 5 << 20;
+    CHECK(marks(fo) == std::vector<uint64_t>{112, 112, 2, 2});
+    fo.geometry.bytes_per_inode = 512;
+    auto m = SimMedia::Create(64 << 20);
+    CHECK(Format(*m, fo).err() == EINVAL);
+  }
+
+  TEST_CASE("Tables: a slot is handed out with generation 1 first, and never 0") {
+    FormatOptions fo;
+    fo.init_inodes = 16;
+    SimMedia* raw = nullptr;
+    auto fs = MustMount(FormattedPool(8 << 20, fo), &raw);
+    for (int i = 2; i < 16; ++i) MustCreate(*fs, 1, "f" + std::to_string(i));
+    const Ino a = MustCreate(*fs, 1, "a");  // past the first mark: a zeroed slot
+    REQUIRE(a == 16);
+    const uint32_t salt = fs->GetAttr(1)->generation ^ 1;  // the root's is 1
+    CHECK((fs->GetAttr(a)->generation ^ salt) == 1);
+    REQUIRE(fs->Unlink(kRoot, 1, "a").ok());
+    fs->Forget(a, 1);
+    // The freed slot keeps its generation; the next owner takes the next.
+    CHECK(MustCreate(*fs, 1, "b") == a);
+    CHECK((fs->GetAttr(a)->generation ^ salt) == 2);
+    REQUIRE(fs->Unlink(kRoot, 1, "b").ok());
+    fs->Forget(a, 1);
+    fs->Unmount();
+    // A slot freed at generation 2^32 - 1 wraps to 1, not to 0 (which
+    // would read as a slot never allocated).
+    std::vector<char> img = raw->Snapshot();
+    const layout::Superblock sb = SuperOf(img.data());
+    auto* in = reinterpret_cast<layout::Inode*>(img.data() + sb.inode_start * kBlockSize) + a;
+    in->generation = UINT32_MAX;
+    fs.reset();
+    auto again = MountImage(img);
+    CHECK(MustCreate(*again, 1, "c") == a);
+    CHECK((again->GetAttr(a)->generation ^ salt) == 1);
+  }
+
+  TEST_CASE("Tables: a damaged copy of a mark is read past, and mended by a writable mount") {
+    SimMedia* raw = nullptr;
+    auto fs = MustMount(FormattedPool(64 << 20), &raw);
+    MustCreate(*fs, 1, "f");
+    fs->Unmount();
+    std::vector<char> img = raw->Snapshot();
+    fs.reset();
+    auto* primary = reinterpret_cast<layout::Superblock*>(img.data());
+    auto* backup = reinterpret_cast<layout::Superblock*>(img.data() + kBlockSize);
+    SUBCASE("the primary's inode mark") {
+      primary->inode_mark ^= uint64_t{1} << 50;  // the check code no longer holds
+      CHECK(MarkWords(img.data()) == std::vector<uint64_t>{0, 1024, 16, 16});
+      {
+        MountOptions ro;
+        ro.read_only = true;
+        auto m = SimMedia::FromImage(img);
+        SimMedia* r = m.get();
+        auto f = Filesystem::Mount(std::move(m), ro);
+        REQUIRE(f.ok());
+        CHECK((*f)->TableMarks() == Marks{1024, 16});
+        CHECK(r->Snapshot() == img);
+      }
+      SimMedia* r = nullptr;
+      auto f = MustMount(SimMedia::FromImage(img), &r);
+      CHECK(MarkWords(r->base()) == std::vector<uint64_t>{1024, 1024, 16, 16});
+    }
+    SUBCASE("a backup behind the primary (a crash between the two stores of a raise)") {
+      backup->inode_mark = EncodeMark(*backup, kInodeMarkField, 16);
+      SimMedia* r = nullptr;
+      auto f = MustMount(SimMedia::FromImage(img), &r);
+      CHECK(f->TableMarks() == Marks{1024, 16});
+      CHECK(MarkWords(r->base()) == std::vector<uint64_t>{1024, 1024, 16, 16});
+    }
+    SUBCASE("both copies: refused, naming the command") {
+      primary->refcount_mark = backup->refcount_mark = 0;
+      auto f = Filesystem::Mount(SimMedia::FromImage(img), MountOptions{});
+      REQUIRE_FALSE(f.ok());
+      CHECK(f.status().err() == EUCLEAN);
+      CHECK(std::string(f.status().message()) ==
+            "superblock: the refcount table's mark is damaged in both copies: run "
+            "fsck.leasefs -y");
+      auto m = SimMedia::FromImage(img);
+      CHECK(FsckProblems(*m, /*repair=*/true) ==
+            "repaired: superblock: the refcount table's mark is damaged in both copies (set it "
+            "to 1 refcount blocks, past every block referenced)\n");
+      CHECK(FsckProblems(*m) == "");
+      CHECK(MarkWords(m->base()) == std::vector<uint64_t>{1024, 1024, 1, 1});
+    }
+  }
+
+  TEST_CASE("Tables: a mount refuses what lies past a mark, and fsck -y raises the mark") {
+    FormatOptions fo;
+    fo.init_inodes = 16;
+    fo.init_data_bytes = 4 << 20;
+    SimMedia* raw = nullptr;
+    auto fs = MustMount(FormattedPool(64 << 20, fo), &raw);
+    const Ino f = MustCreate(*fs, 1, "f");
+    MustWrite(*fs, f, 0, std::string(kBlockSize, 'x'));
+    fs->Unmount();
+    std::vector<char> img = raw->Snapshot();
+    fs.reset();
+    const layout::Superblock sb = SuperOf(img.data());
+    SUBCASE("an extent past the refcount mark") {
+      auto* in = reinterpret_cast<layout::Inode*>(img.data() + sb.inode_start * kBlockSize) + f;
+      auto* e = reinterpret_cast<layout::Extent*>(in->inline_area);
+      const uint64_t old = e->pool_block, moved = sb.data_start + 3000;
+      e->pool_block = moved;
+      std::memcpy(img.data() + moved * kBlockSize, img.data() + old * kBlockSize, kBlockSize);
+      auto m = Filesystem::Mount(SimMedia::FromImage(img), MountOptions{});
+      REQUIRE_FALSE(m.ok());
+      CHECK(std::string(m.status().message()) ==
+            "block " + std::to_string(moved) +
+                " is referenced but lies past the refcount table's mark (1 refcount blocks): run "
+                "fsck.leasefs -y");
+      auto media = SimMedia::FromImage(img);
+      const std::string b = std::to_string(sb.data_start);
+      CHECK(FsckProblems(*media, true) ==
+            "repaired: superblock: block " + std::to_string(moved) +
+                " is referenced but lies past the refcount table's mark (1 refcount blocks: "
+                "blocks " +
+                b + "-" + std::to_string(sb.data_start + 1023) +
+                ") (raised it to 3 refcount blocks; the refcounts it then covers are checked)\n"
+                "repaired: block " +
+                std::to_string(old) +
+                ": refcount 1 but nothing references it (leaked) (set it to 0)\n"
+                "repaired: block " +
+                std::to_string(moved) +
+                ": refcount 0 but 1 reference (in use but marked free) (set it to 1)\n");
+      CHECK(FsckProblems(*media) == "");
+      auto again = MustMount(SimMedia::FromImage(media->Snapshot()));
+      CHECK(again->TableMarks() == Marks{16, 3});
+      CHECK(ReadAll(*again, f) == std::string(kBlockSize, 'x'));
+    }
+    SUBCASE("an entry naming a slot past the inode mark") {
+      const uint64_t dir_block =
+          reinterpret_cast<layout::Extent*>(
+              reinterpret_cast<layout::Inode*>(img.data() + sb.inode_start * kBlockSize)[1]
+                  .inline_area)
+              ->pool_block;
+      auto* entry = reinterpret_cast<layout::DirEntryHeader*>(img.data() + dir_block * kBlockSize +
+                                                              layout::kDirSlotSize);
+      REQUIRE(entry->ino == f);
+      entry->ino = 100;
+      auto m = Filesystem::Mount(SimMedia::FromImage(img), MountOptions{});
+      REQUIRE_FALSE(m.ok());
+      CHECK(std::string(m.status().message()) ==
+            "directory 1: entry 'f' names inode 100, past the inode table's mark (16 slots): run "
+            "fsck.leasefs -y");
+    }
+  }
+
+  // A version-2 pool: what the previous leasefs made (both tables
+  // initialized whole; no marks; version 2 in both copies).
+  std::vector<char> V2(const std::vector<char>& v3) {
+    std::vector<char> img = v3;
+    for (uint64_t copy : {0, 1}) {
+      auto* sb = reinterpret_cast<layout::Superblock*>(img.data() + copy * kBlockSize);
+      sb->version = layout::kFormatVersionV2;
+      sb->inode_mark = sb->refcount_mark = 0;
+      sb->checksum = SuperblockChecksum(*sb);
+    }
+    return img;
+  }
+
+  TEST_CASE(
+      "Tables: a version-2 pool is upgraded at its first writable mount, marks just past use") {
+    FormatOptions whole;
+    whole.init_inodes = uint64_t{1} << 40;
+    whole.init_data_bytes = uint64_t{1} << 50;
+    SimMedia* raw = nullptr;
+    auto fs = MustMount(FormattedPool(64 << 20, whole), &raw);
+    for (int i = 2; i < 1102; ++i) MustCreate(*fs, 1, "f" + std::to_string(i));
+    // Slots 1050-1101 were used and are free again: they keep their
+    // generation, so the mark must stay past them.
+    for (int i = 1050; i < 1102; ++i) {
+      REQUIRE(fs->Unlink(kRoot, 1, "f" + std::to_string(i)).ok());
+      fs->Forget(static_cast<Ino>(i), 1);
+    }
+    const std::string tree = Observe(*fs);
+    fs->Unmount();
+    const std::vector<char> v2 = V2(raw->Snapshot());
+    fs.reset();
+    {
+      auto m = SimMedia::FromImage(v2);
+      CHECK(FsckProblems(*m) == "");
+    }
+    SUBCASE("read-only: nothing is written") {
+      MountOptions ro;
+      ro.read_only = true;
+      auto m = SimMedia::FromImage(v2);
+      SimMedia* r = m.get();
+      MountReport report;
+      auto f = Filesystem::Mount(std::move(m), ro, &report);
+      REQUIRE(f.ok());
+      CHECK_FALSE(report.upgraded);
+      CHECK((*f)->TableMarks() == Marks{4096, 16});
+      CHECK(Observe(**f) == tree);
+      CHECK(r->Snapshot() == v2);
+    }
+    SUBCASE("writable") {
+      SimMedia* r = nullptr;
+      MountReport report;
+      auto f = MustMount(SimMedia::FromImage(v2), &r, &report);
+      CHECK(report.upgraded);
+      CHECK(SuperOf(r->base(), 0).version == 3);
+      CHECK(SuperOf(r->base(), 1).version == 3);
+      CHECK(f->TableMarks() == Marks{1104, 16});
+      CHECK(MarkWords(r->base()) == std::vector<uint64_t>{1104, 1104, 16, 16});
+      CHECK(Observe(*f) == tree);
+      CHECK(f->StatFs().f_ffree == 4095 - 1049);
+      CHECK(MustCreate(*f, 1, "new") == 1050);
+      f->Unmount();
+      CHECK(FsckProblems(*r) == "");
+    }
+  }
+}
+
+}  // namespace
+}  // namespace leasefs::engine
