@@ -18,8 +18,6 @@
 #include "fusefs/daemon/pool_lock.h"
 #include "fusefs/daemon/remount.h"
 #include "fusefs/daemon/server.h"
-#include "engine/filesystem.h"
-#include "engine/media.h"
 
 #ifndef LEASEFS_VERSION
 #define LEASEFS_VERSION "unknown"
@@ -322,6 +320,9 @@ void LogMounted(const DaemonOptions& opts, const std::string& mnt, const Filesys
                r.journal_replayed ? "journal replayed" : "nothing to replay",
                static_cast<unsigned long long>(r.orphans_reclaimed), r.seconds * 1e3,
                fs.media().describe().c_str(), opts.threads, opts.threads == 1 ? "" : "s");
+  if (r.upgraded)
+    std::fprintf(stderr, "leasefs: %s upgraded in place to pool format version %u\n",
+                 opts.pool.c_str(), layout::kFormatVersion);
   std::fflush(stderr);
 }
 

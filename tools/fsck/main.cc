@@ -45,10 +45,18 @@ DESCRIPTION
   Removing a damaged reach record of the quarantine table (one outside the
   data area, with no map id or owner, or covering metadata) loses no data.
 
+  Only the initialized part of the inode and reference count tables is read
+  (format version 3 initializes them as the pool fills; both superblock
+  copies hold how far, each with a check code), so a check costs what the
+  pool holds, not its size. A damaged copy of such a mark is rewritten from
+  the other; a mark below a live inode that a directory names, or below a
+  block something references, is raised over it (the directories are then
+  read again, one run per level of directories past the mark).
+
   The summary counts the reach records (blocks handed out for DAX that a
   process may still reach) and the blocks only the quarantine holds, when
-  there are any. A format version 1 pool is checked as version 1; the next
-  writable mount upgrades it to version 2.
+  there are any. A format version 1 or 2 pool is checked as such; the next
+  writable mount upgrades it to version 3.
 
   Each problem is printed as one line ("error: inode 12: nlink 3 but 2
   entries name it"), followed by a one-line summary.

@@ -23,7 +23,7 @@ using namespace leasefs::engine;
 constexpr const char* kDescription = R"(mkfs.leasefs - format a leasefs pool
 
 SYNOPSIS
-  mkfs.leasefs [-s SIZE] [-N INODES] [-J SIZE] [-L LABEL] [-f] [-q] POOL
+  mkfs.leasefs [-s SIZE] [-N INODES | -i BYTES] [-J SIZE] [-L LABEL] [-f] [-q] POOL
 
 DESCRIPTION
   Writes an empty leasefs filesystem onto POOL: a regular file (created or
@@ -31,7 +31,15 @@ DESCRIPTION
   Everything on POOL is lost. A pool that already holds leasefs is only
   overwritten with --force.
 
-  SIZE takes K, M, G and T suffixes (powers of 1024).
+  The inode table has one slot per 16 KiB of pool unless -N or -i says
+  otherwise. By default mkfs initializes only its first 1024 slots and the
+  reference counts of the first 256 MiB of data; the rest is initialized as
+  files are made and blocks first used, so formatting costs the same
+  whatever the size (docs/scaling.md). With -N or -i the whole inode table is
+  written now (a fixed table, as mke2fs makes); --initial-inodes and
+  --initial-data choose how much is written now.
+
+  SIZE and BYTES take K, M, G and T suffixes (powers of 1024).
 
   While it writes the pool's metadata, a progress line on the terminal says
   how far it got; it is erased when done. There is none with -q, or when
@@ -49,12 +57,21 @@ int Fail(const std::string& msg) {
 
 int main(int argc, char** argv) {
   CLI::App app(kDescription, "mkfs.leasefs");
-  std::string pool, size_arg, journal_arg, label, root_owner;
-  uint64_t inodes = 0;
+  std::string pool, size_arg, journal_arg, label, root_owner, ratio_arg, init_data_arg;
+  uint64_t inodes = 0, init_inodes = 0;
   bool force = false, quiet = false;
   app.add_option("POOL", pool, "pool file or pmem/DAX device")->required();
   app.add_option("-s,--size", size_arg, "pool size; creates or resizes a regular file");
-  app.add_option("-N,--inodes", inodes, "number of inodes (default: one per 16 KiB)");
+  auto* n_opt = app.add_option("-N,--inodes", inodes,
+                               "number of inodes, all initialized now (default: one per 16 KiB)");
+  app.add_option("-i,--bytes-per-inode", ratio_arg,
+                 "one inode per BYTES of pool (1K to 1G), all initialized now")
+      ->excludes(n_opt);
+  app.add_option("--initial-inodes", init_inodes,
+                 "inode slots initialized now (default: 1024, or all with -N or -i)");
+  app.add_option("--initial-data", init_data_arg,
+                 "data whose reference counts are initialized now, in 4 MiB steps "
+                 "(default: 256M)");
   app.add_option("-J,--journal-size", journal_arg,
                  "journal size (default: 1/256 of the pool, 256 KiB to 64 MiB)");
   app.add_option("-L,--label", label, "volume label (up to 63 bytes)");
@@ -75,6 +92,17 @@ int main(int argc, char** argv) {
   FormatOptions fo;
   fo.label = label;
   fo.geometry.inode_count = inodes;
+  if (!ratio_arg.empty()) {
+    auto r = tools::ParseSize(ratio_arg);
+    if (!r || *r == 0) return Fail("cannot parse bytes per inode '" + ratio_arg + "'");
+    fo.geometry.bytes_per_inode = *r;
+  }
+  fo.init_inodes = init_inodes;
+  if (!init_data_arg.empty()) {
+    auto d = tools::ParseSize(init_data_arg);
+    if (!d || *d == 0) return Fail("cannot parse initial data size '" + init_data_arg + "'");
+    fo.init_data_bytes = *d;
+  }
   if (!journal_arg.empty()) {
     auto j = tools::ParseSize(journal_arg);
     if (!j) return Fail("cannot parse journal size '" + journal_arg + "'");
@@ -115,12 +143,14 @@ int main(int argc, char** argv) {
 
   if (!quiet) {
     const auto* sb = reinterpret_cast<const layout::Superblock*>((*media)->base());
+    const Marks marks = InitialMarks(*sb, fo);
     std::printf(
-        "leasefs pool %s: %llu MiB, %llu data blocks of 4 KiB, %llu inodes, "
+        "leasefs pool %s: %llu MiB, %llu data blocks of 4 KiB, %llu inodes (%llu initialized), "
         "journal %llu KiB (%s)\n",
         pool.c_str(), static_cast<unsigned long long>(sb->pool_bytes >> 20),
         static_cast<unsigned long long>(sb->data_blocks),
         static_cast<unsigned long long>(sb->inode_count - 1),
+        static_cast<unsigned long long>(marks.inodes - 1),
         static_cast<unsigned long long>(sb->journal_blocks * 4), (*media)->describe().c_str());
   }
   return 0;
