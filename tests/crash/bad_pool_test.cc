@@ -392,6 +392,16 @@ TEST_SUITE("crash") {
       PutSb(img, sb);
       ExpectRefused(img);
     }
+    SUBCASE("both copies of the inode table's mark damaged") {
+      // The mutable area is not checksummed: each mark word carries its own
+      // check (docs/pool_format.md "Lazily initialized tables").
+      for (uint64_t copy : {0, 1}) {
+        L::Superblock c = Get<L::Superblock>(img, copy * L::kBlockSize);
+        c.inode_mark ^= uint64_t{1} << 60;
+        Put(img, copy * L::kBlockSize, c);
+      }
+      ExpectRefused(img, "inode table's mark is damaged in both copies: run fsck.leasefs -y");
+    }
   }
 
   TEST_CASE(

@@ -21,6 +21,7 @@
 #include <sys/wait.h>
 #include <sys/xattr.h>
 
+#include "engine/layout.h"
 #include "tests/crash/crash_loop.h"
 #include "tests/crash/fuse_util.h"
 #include "tests/crash/workload.h"
@@ -194,6 +195,9 @@ TEST_SUITE("crash") {
   TEST_CASE("FullPool: SIGKILL while writes fail with ENOSPC loses nothing and leaks nothing") {
     testing::MountOptions mo;
     mo.pool_size = "8M";
+    // The smallest initial tables: the first fill raises both marks (the
+    // refcount one to the whole table), and every later round runs on them.
+    mo.mkfs_args = {"--initial-inodes", "16", "--initial-data", "4M"};
     MountSweeper sweep;
     TestMount m(mo);
     sweep.path = m.mnt();
@@ -302,6 +306,17 @@ TEST_SUITE("crash") {
     REQUIRE(m.Unmount() == 0);
     CheckFsck(m);
     munmap(sh, sizeof(Shared));
+    layout::Superblock sb{};
+    {
+      const int fd = open(m.pool().c_str(), O_RDONLY);
+      REQUIRE(fd >= 0);
+      REQUIRE(pread(fd, &sb, sizeof(sb), 0) == static_cast<ssize_t>(sizeof(sb)));
+      close(fd);
+    }
+    // 40 files and more: past the first 16 slots; a full pool: every
+    // refcount block (2 for 8 MiB).
+    CHECK((sb.inode_mark & layout::kMarkValueMask) > 16);
+    CHECK((sb.refcount_mark & layout::kMarkValueMask) == 2);
   }
 
 }  // TEST_SUITE
