@@ -63,12 +63,12 @@ Status Filesystem::Impl::LoadReach() {
           "format version 1 pool with a non-empty quarantine table (nothing writes it in that "
           "version): run fsck.leasefs -y, then mount again");
   }
+  uint64_t free_from = 0;  // the run of free slots before `slot`
   for (uint64_t slot = 0; slot < slots; ++slot) {
     const QuarantineRecord& r = *Record(slot);
-    if (r.length == 0) {
-      free_records_.insert(free_records_.end(), slot);
-      continue;
-    }
+    if (r.length == 0) continue;
+    free_records_.Insert({free_from, slot - free_from});
+    free_from = slot + 1;
     const char* why = !pool_.InData(r.pool_block, r.length) ? "lies outside the data area"
                       : r.pool_block + r.length > CoveredEnd()
                           ? "lies past the refcount table's mark (no block there was ever used)"
@@ -82,6 +82,7 @@ Status Filesystem::Impl::LoadReach() {
     IndexRecord(r);
     records_by_map_.emplace(r.map_id, slot);
   }
+  free_records_.Insert({free_from, slots - free_from});
   return Status::Ok();
 }
 
@@ -270,8 +271,8 @@ Result<Filesystem::DaxMapping> Filesystem::MapForDax(const Cred& c, Ino ino, uin
   StageDaxSteps(fs, op, ino, steps);
   for (const DaxRun& r : out.runs) {
     if (r.hole) continue;
-    const uint64_t slot = *fs.free_records_.begin();
-    fs.free_records_.erase(fs.free_records_.begin());
+    const uint64_t slot = fs.free_records_.first();
+    fs.free_records_.Erase({slot, 1});
     QuarantineRecord rec{};
     rec.pool_block = r.pool_block;
     rec.length = static_cast<uint32_t>(r.length);
@@ -326,7 +327,7 @@ void Filesystem::Impl::ClearRecords(const std::vector<uint64_t>& slots) {
       ranges.push_back({rec->pool_block, rec->length});
       UnindexRecord(*rec);
       op.tx.Put(rec, QuarantineRecord{});
-      free_records_.insert(slots[done]);
+      free_records_.Insert({slots[done], 1});
     }
     for (const BlockRange& r : ranges)
       for (const BlockRange& q : quarantined_.Parts(r))

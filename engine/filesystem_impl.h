@@ -455,7 +455,7 @@ class Filesystem::Impl {
   Coverage covered_ GUARDED_BY(mu_);
   Coverage writable_ GUARDED_BY(mu_);
   BlockSet quarantined_ GUARDED_BY(mu_);
-  std::set<uint64_t> free_records_ GUARDED_BY(mu_);
+  BlockSet free_records_ GUARDED_BY(mu_);  // runs of slots, not blocks
   std::multimap<uint64_t, uint64_t> records_by_map_ GUARDED_BY(mu_);
   // Records of read-only mappings that ended while the mount was live
   // read-only (DropReach): still in the pool, cleared by SetReadOnly(false).

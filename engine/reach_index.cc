@@ -94,7 +94,7 @@ void BlockSet::Insert(BlockRange r) {
   }
   if (it != runs_.end() && it->first == end) {
     end = it->second;
-    runs_.erase(it);
+    it = runs_.erase(it);  // (the assert below must not read an erased node)
   }
   assert(it == runs_.end() || it->first >= end);
   runs_.emplace(start, end);

@@ -65,6 +65,8 @@ class BlockSet {
   uint64_t CountIn(BlockRange r) const;
   bool Contains(uint64_t block) const;
   uint64_t size() const noexcept { return blocks_; }
+  // The lowest block in the set. REQUIRES: size() > 0.
+  uint64_t first() const { return runs_.begin()->first; }
 
  private:
   std::map<uint64_t, uint64_t> runs_;  // start -> end

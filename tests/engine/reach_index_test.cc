@@ -76,6 +76,19 @@ TEST_SUITE("dax") {
     s.Erase({0, 100});
     CHECK(s.size() == 0);
   }
+
+  TEST_CASE("BlockSet: a run inserted just before another joins it; first() is the lowest") {
+    BlockSet s;
+    s.Insert({1, 127});
+    s.Insert({200, 5});
+    CHECK(s.first() == 1);
+    s.Insert({0, 1});  // (read a node it had erased, before)
+    CHECK(s.Parts({0, 1000}) == Parts{{0, 128}, {200, 5}});
+    CHECK(s.first() == 0);
+    s.Insert({128, 72});  // joins both
+    CHECK(s.Parts({0, 1000}) == Parts{{0, 205}});
+    CHECK(s.size() == 205);
+  }
 }
 
 }  // namespace
