@@ -1,7 +1,6 @@
 #include "engine/directory.h"
 
 #include <dirent.h>
-#include <xxhash.h>
 
 #include <cassert>
 #include <cstring>
@@ -31,25 +30,11 @@ bool KnownType(unsigned t) {
   }
 }
 
-constexpr uint64_t kAllSlots = ~uint64_t{0};
-
-// Bit i set iff slots i .. i+k-1 are all free in `used`.
-uint64_t RunStarts(uint64_t used, uint32_t k) {
-  const uint64_t free = ~used;
-  uint64_t m = free;
-  for (uint32_t i = 1; i < k; ++i) m &= free >> i;
-  return m;
-}
-
 }  // namespace
 
 bool ValidName(std::string_view name) {
   if (name.empty() || name.size() > kMaxName || name == "." || name == "..") return false;
   return name.find('/') == std::string_view::npos && name.find('\0') == std::string_view::npos;
-}
-
-size_t Directory::Hash::operator()(std::string_view s) const noexcept {
-  return XXH3_64bits(s.data(), s.size());
 }
 
 char* Directory::SlotPtr(DirPos p) const {
@@ -112,8 +97,8 @@ Status Directory::LoadBlock(uint32_t index) {
 }
 
 void Directory::MarkUsed(DirPos p, uint32_t slots, bool used) {
-  Bits& b = blocks_[p.block];
-  const uint64_t mask = (slots == 64 ? kAllSlots : ((uint64_t{1} << slots) - 1)) << p.slot;
+  SlotBits& b = blocks_[p.block];
+  const uint64_t mask = SlotMask(p.slot, slots);
   if (used) {
     b.used |= mask;
     b.starts |= uint64_t{1} << p.slot;
@@ -154,7 +139,7 @@ void Directory::AddBlock(uint64_t pool_block) {
   std::memcpy(block, &h, sizeof(h));
   pool_.media->Flush(block, kBlockSize);
   nonfull_.insert(block_count());
-  blocks_.push_back(Bits{});
+  blocks_.push_back(SlotBits{});
   pool_blocks_.push_back(pool_block);
 }
 

@@ -22,6 +22,7 @@
 #include "engine/extent_map.h"
 #include "engine/journal.h"
 #include "engine/pool.h"
+#include "engine/slot_bits.h"
 
 namespace leasefs::engine {
 
@@ -89,18 +90,6 @@ class Directory {
   const std::vector<uint64_t>& pool_blocks() const noexcept { return pool_blocks_; }
 
  private:
-  struct Bits {
-    uint64_t used = 1;    // slot 0 is the block header
-    uint64_t starts = 0;  // slots where an entry starts
-  };
-  struct Hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const noexcept;
-  };
-  struct Eq {
-    using is_transparent = void;
-    bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
-  };
 
   char* SlotPtr(DirPos p) const;
   Status LoadBlock(uint32_t index);
@@ -108,8 +97,8 @@ class Directory {
 
   PoolView pool_;
   uint64_t ino_ = 0;
-  std::unordered_map<std::string, Entry, Hash, Eq> names_;
-  std::vector<Bits> blocks_;
+  std::unordered_map<std::string, Entry, NameHash, NameEq> names_;
+  std::vector<SlotBits> blocks_;
   std::vector<uint64_t> pool_blocks_;
   std::set<uint32_t> nonfull_;  // blocks with at least one free slot
 };

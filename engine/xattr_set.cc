@@ -13,20 +13,6 @@ using namespace layout;
 
 namespace {
 
-constexpr uint64_t kAllSlots = ~uint64_t{0};
-
-// Bit i set iff slots i .. i+k-1 are all free in `used`.
-uint64_t RunStarts(uint64_t used, uint32_t k) {
-  const uint64_t free = ~used;
-  uint64_t m = free;
-  for (uint32_t i = 1; i < k; ++i) m &= free >> i;
-  return m;
-}
-
-uint64_t SlotMask(uint32_t slot, uint32_t slots) {
-  return (slots >= 64 ? kAllSlots : ((uint64_t{1} << slots) - 1)) << slot;
-}
-
 uint64_t BlocksFor(uint64_t bytes) { return (bytes + kBlockSize - 1) / kBlockSize; }
 
 // Bytes of an entry of the single block (header, name, value, padding).
@@ -37,10 +23,6 @@ uint32_t SingleEntryBytes(uint32_t name_len, uint32_t value_len) {
 std::string Quoted(std::string_view name) { return "'" + std::string(name) + "'"; }
 
 }  // namespace
-
-size_t XattrSet::Hash::operator()(std::string_view s) const noexcept {
-  return XXH3_64bits(s.data(), s.size());
-}
 
 // ---------------------------------------------------------------------------
 // Loading
@@ -113,7 +95,7 @@ Status XattrSet::LoadChain(uint64_t block) {
       return Status::Corruption(where + " has a bad magic");
     if (h.owner_ino != ino_) return Status::Corruption(where + " belongs to another inode");
     chain_.push_back(leaf);
-    leaves_[leaf] = Bits{};
+    leaves_[leaf] = SlotBits{};
     LFS_RETURN_IF_ERROR(LoadLeaf(leaf));
     leaf = h.next_block;
   }
@@ -310,12 +292,12 @@ void XattrSet::AddLeaf(Tx& tx, uint64_t block) {
   pool_.media->Flush(p, kBlockSize);
   tx.Put(LinkTo(chain_.size()), block);
   chain_.push_back(block);
-  leaves_[block] = Bits{};
+  leaves_[block] = SlotBits{};
   nonfull_.insert(block);
 }
 
 void XattrSet::MarkUsed(uint64_t leaf, uint32_t slot, uint32_t slots, bool used) {
-  Bits& b = leaves_.at(leaf);
+  SlotBits& b = leaves_.at(leaf);
   const uint64_t mask = SlotMask(slot, slots);
   if (used) {
     b.used |= mask;

@@ -30,6 +30,7 @@
 #include "engine/allocator.h"
 #include "engine/journal.h"
 #include "engine/pool.h"
+#include "engine/slot_bits.h"
 
 namespace leasefs::engine {
 
@@ -112,19 +113,7 @@ class XattrSet {
   void RemoveFromSingle(Tx& tx, std::string_view name, std::vector<BlockRange>* freed);
 
  private:
-  struct Bits {
-    uint64_t used = 1;    // slot 0 is the header
-    uint64_t starts = 0;  // slots where an entry starts
-  };
-  struct Hash {
-    using is_transparent = void;
-    size_t operator()(std::string_view s) const noexcept;
-  };
-  struct Eq {
-    using is_transparent = void;
-    bool operator()(std::string_view a, std::string_view b) const noexcept { return a == b; }
-  };
-  using Names = std::unordered_map<std::string, Entry, Hash, Eq>;
+  using Names = std::unordered_map<std::string, Entry, NameHash, NameEq>;
 
   Status LoadSingle(uint64_t block);
   Status LoadChain(uint64_t block);
@@ -143,7 +132,7 @@ class XattrSet {
   uint64_t single_ = 0;  // the single block, or 0
   Names names_;
   std::vector<uint64_t> chain_;                 // leaves in chain order
-  std::unordered_map<uint64_t, Bits> leaves_;   // by pool block
+  std::unordered_map<uint64_t, SlotBits> leaves_;  // by pool block
   std::set<uint64_t> nonfull_;                  // leaves with a free slot
 };
 
