@@ -78,6 +78,14 @@ std::string FsckErrors(const std::vector<char>& image, bool repair = false,
   return errors;
 }
 
+// `image` as fsck -y leaves it, which must then check clean.
+std::vector<char> Repaired(const std::vector<char>& image) {
+  std::vector<char> fixed;
+  FsckErrors(image, true, &fixed);
+  CHECK(FsckErrors(fixed) == "");
+  return fixed;
+}
+
 L::Superblock Sb(const char* pool) {
   L::Superblock sb;
   std::memcpy(&sb, pool, sizeof(sb));
@@ -432,10 +440,7 @@ TEST_SUITE("xattr") {
     const std::string errors = FsckErrors(img);
     CHECK(errors.find("'user.big' fails its value checksum") != std::string::npos);
     CHECK(errors.find("'user.inline' fails its value checksum") != std::string::npos);
-    std::vector<char> fixed;
-    FsckErrors(img, true, &fixed);
-    CHECK(FsckErrors(fixed) == "");
-    fs = MountImage(fixed, &raw);
+    fs = MountImage(Repaired(img), &raw);
     CHECK(Names(*fs, f) == std::vector<std::string>{"user.small"});
   }
 
@@ -505,10 +510,7 @@ TEST_SUITE("xattr") {
                   m.status().ToString());
     const std::string errors = FsckErrors(bad);
     CHECK_MESSAGE(errors.find(fsck_says) != std::string::npos, errors);
-    std::vector<char> fixed;
-    FsckErrors(bad, true, &fixed);
-    CHECK(FsckErrors(fixed) == "");
-    fs = MountImage(fixed, &raw);
+    fs = MountImage(Repaired(bad), &raw);
     CHECK(Get(*fs, g, "user.g") == "small");
     CHECK(fs->SetXattr(kRoot, f, "user.c", Value(7000, 3), 0).ok());
     CHECK(Get(*fs, f, "user.c") == Value(7000, 3));
@@ -575,10 +577,7 @@ TEST_SUITE("xattr") {
     CAPTURE(fsck_says);
     const std::string errors = FsckErrors(bad);
     CHECK_MESSAGE(errors.find(fsck_says) != std::string::npos, errors);
-    std::vector<char> fixed;
-    FsckErrors(bad, true, &fixed);
-    CHECK(FsckErrors(fixed) == "");
-    fs = MountImage(fixed, &raw);
+    fs = MountImage(Repaired(bad), &raw);
     CHECK(Get(*fs, f, "user.a") == "<" + std::to_string(ENODATA) + ">");
     for (int i = 0; i < 20; ++i)
       CHECK(Get(*fs, f, "user.k" + std::to_string(i)) == "value " + std::to_string(i));
