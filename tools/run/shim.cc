@@ -521,8 +521,19 @@ void* ShimMmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
 // --- fork, exec, start -----------------------------------------------------------------------
 
 void BeforeFork() { pthread_mutex_lock(&g_mu); }
+// In the parent: a leased open file is now shared with the child, and
+// either may release its lease when it breaks. The watcher, asleep in a poll
+// without timeout built before the fork, is woken to poll again with the
+// shared files' periodic check: a POLLPRI that the child answers first is
+// gone by the time the parent's poll asks the daemon for it.
 void AfterForkParent() {
-  for (Inode& n : g_state.inodes) n.shared = n.shared || (n.used && n.lease_type != 0);
+  bool shared_now = false;
+  for (Inode& n : g_state.inodes) {
+    const bool shared = n.shared || (n.used && n.lease_type != 0);
+    shared_now = shared_now || (shared && !n.shared);
+    n.shared = shared;
+  }
+  if (shared_now) WakeWatcher();
   pthread_mutex_unlock(&g_mu);
 }
 
