@@ -374,6 +374,10 @@ int Server::PinOnWorker(fuse_req_t req, const PinArgs& a) {
     (void)pins_->Unpin(a.context, a.token, a.uid, pinned->id);
     return EAGAIN;  // the holder changed the range meanwhile: ask again
   }
+  // From here the pin's region is the only owner of the blocks: an UNPIN
+  // that follows the reply at once must drop the records, not find this
+  // worker still holding them on its way out.
+  blocks.reset();
   leasefs_pin out{};
   out.context = a.context;
   std::memcpy(out.token, a.token.data(), sizeof(out.token));

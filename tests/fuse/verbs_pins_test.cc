@@ -87,6 +87,29 @@ TEST_CASE("a VERBS pin through the ioctl: flags checked, a writable file needed,
   close(fd);
 }
 
+TEST_CASE("a pin's records are gone when UNPIN answers, every time") {
+  // The worker that answered PIN may still be returning when UNPIN comes:
+  // whatever it holds of the pin must not keep the records past UNPIN's
+  // reply. Many rounds, each checked at once.
+  if (!CanMountFuse()) return;
+  Mounted t;
+  const int fd = MakeFile(t.m.path("f"), std::string(4 * B, 'a'));
+  REQUIRE(Lease(fd, 0, 4 * B, LEASEFS_LEASE_WRITE, LEASEFS_LEASE_EXCLUSIVE) == 0);
+  leasefs_pin_context c;
+  REQUIRE(leasefs_pin_context_open(fd, &c) == 0);
+  leasefs_dax_list l;
+  int left = 0;
+  for (int round = 0; round < 300; ++round) {
+    uint64_t id = 0;
+    REQUIRE(leasefs_pin_register(fd, &c, 0, 4 * B, LEASEFS_PIN_VERBS, kRW, &id, nullptr) == 0);
+    REQUIRE(leasefs_pin_unregister(fd, &c, id) == 0);
+    if (!RecordOwners(fd, &l).empty()) ++left;
+  }
+  CHECK(left == 0);
+  leasefs_pin_context_close(&c);
+  close(fd);
+}
+
 TEST_CASE("a VERBS pin under fence: its context gets FENCED; the blocks stay quarantined until UNPIN") {
   if (!CanMountFuse()) return;
   Mounted t("pinned_break=fence");
