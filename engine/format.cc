@@ -47,14 +47,19 @@ constexpr uint64_t DivRoundUp(uint64_t a, uint64_t b) { return (a + b - 1) / b; 
 
 Marks InitialMarks(const Superblock& sb, const FormatOptions& opts) {
   const bool fixed = opts.geometry.inode_count != 0 || opts.geometry.bytes_per_inode != 0;
-  uint64_t inodes = opts.init_inodes ? opts.init_inodes
-                    : fixed          ? sb.inode_count
-                                     : kDefaultInitInodes;
-  inodes = std::min(DivRoundUp(inodes, kInodesPerBlock) * kInodesPerBlock, sb.inode_count);
+  const uint64_t inodes = opts.init_inodes ? opts.init_inodes
+                          : fixed          ? sb.inode_count
+                                           : kDefaultInitInodes;
+  // Clamped to the table before rounding up: a request near 2^64 would
+  // overflow the rounding and leave a mark of 0, which no mount accepts.
+  // (inode_count is a multiple of kInodesPerBlock.)
+  const uint64_t slots = std::min(inodes, sb.inode_count);
   const uint64_t data_per_block = uint64_t{kRefcountsPerBlock} * kBlockSize;
-  const uint64_t refcounts = opts.init_data_bytes ? DivRoundUp(opts.init_data_bytes, data_per_block)
-                                                  : kDefaultInitRefcountBlocks;
-  return Marks{inodes, std::clamp<uint64_t>(refcounts, 1, sb.refcount_blocks)};
+  const uint64_t data = std::min(opts.init_data_bytes, sb.refcount_blocks * data_per_block);
+  const uint64_t refcounts =
+      opts.init_data_bytes ? DivRoundUp(data, data_per_block) : kDefaultInitRefcountBlocks;
+  return Marks{DivRoundUp(slots, kInodesPerBlock) * kInodesPerBlock,
+               std::clamp<uint64_t>(refcounts, 1, sb.refcount_blocks)};
 }
 
 bool LooksLikePool(const Media& media) {

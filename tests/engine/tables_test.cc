@@ -193,6 +193,22 @@ TEST_SUITE("tables") {
     CHECK(Format(*m, fo).err() == EINVAL);
   }
 
+  TEST_CASE("Tables: asked to initialize more than the tables hold, mkfs initializes them whole") {
+    // Near 2^64 the rounding up to a block of slots overflowed: a mark of
+    // 0 slots (and 1 refcount block), which no mount accepts.
+    FormatOptions fo;
+    fo.init_inodes = UINT64_MAX;
+    fo.init_data_bytes = UINT64_MAX;
+    SimMedia* raw = nullptr;
+    auto fs = MustMount(FormattedPool(64 << 20, fo), &raw);
+    CHECK(fs->TableMarks() == Marks{4096, 16});
+    CHECK(MarkWords(raw->base()) == std::vector<uint64_t>{4096, 4096, 16, 16});
+    fo.init_inodes = UINT64_MAX - 14;  // rounds up to 2^64 exactly
+    fo.init_data_bytes = 5000;         // under one refcount block's data
+    auto m = FormattedPool(64 << 20, fo);
+    CHECK(MarkWords(m->base()) == std::vector<uint64_t>{4096, 4096, 1, 1});
+  }
+
   TEST_CASE("Tables: a slot is handed out with generation 1 first, and never 0") {
     FormatOptions fo;
     fo.init_inodes = 16;
