@@ -646,7 +646,9 @@ Status Filesystem::Impl::Load(MountReport* report) {
 }
 
 void Filesystem::Impl::FinishTornUpgrade() {
-  if (read_only_) return;
+  // Read-only too: the pool is then mapped privately, so the restored
+  // primary stays in this process, as a replayed journal does. (Refusing
+  // it would leave a pool that only a writable mount or fsck -y reads.)
   const auto* primary = reinterpret_cast<const Superblock*>(media_->base());
   const auto* backup =
       reinterpret_cast<const Superblock*>(media_->base() + kBackupSuperBlock * kBlockSize);

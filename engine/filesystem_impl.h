@@ -421,8 +421,8 @@ class Filesystem::Impl {
   // record.
   Status LoadReach() REQUIRES(mu_);
   // Restores a primary superblock that a crash tore during UpgradeFormat or
-  // AddFeatures from the backup (writable mounts only; anything else is
-  // left to validation).
+  // AddFeatures from the backup (in the private mapping of a read-only
+  // mount; anything else is left to validation).
   void FinishTornUpgrade();
   layout::QuarantineRecord* Record(uint64_t slot) const { return pool_.quarantine() + slot; }
   // Indexes a live record, or forgets one about to be cleared.

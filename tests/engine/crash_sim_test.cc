@@ -1169,6 +1169,14 @@ TEST_SUITE("crash") {
           auto img = SimMedia::FromImage(image);
           CHECK(FsckErrors(*img) == "");
         }
+        {
+          // A read-only mount reads every one of these states too.
+          MountOptions ro;
+          ro.read_only = true;
+          auto f = Filesystem::Mount(SimMedia::FromImage(image), ro);
+          REQUIRE_MESSAGE(f.ok(), f.status().ToString());
+          CHECK(Observe(**f) == tree);
+        }
         SimMedia* after = nullptr;
         MountReport report;
         auto again = MustMount(SimMedia::FromImage(image), &after, &report);

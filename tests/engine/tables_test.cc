@@ -398,6 +398,27 @@ TEST_SUITE("tables") {
       CHECK(Observe(**f) == tree);
       CHECK(r->Snapshot() == v2);
     }
+    SUBCASE("read-only, the primary torn by a crash in the upgrade: read by its backup") {
+      std::vector<char> torn;
+      {
+        SimMedia* r = nullptr;
+        auto f = MustMount(SimMedia::FromImage(v2), &r);
+        f->Unmount();
+        torn = r->Snapshot();
+      }
+      // The crash kept the primary's old version word and its new checksum
+      // (each 8-byte word is old or new): a writable mount restores it from
+      // the backup, and so must a read-only one, in memory.
+      reinterpret_cast<layout::Superblock*>(torn.data())->version = layout::kFormatVersionV2;
+      MountOptions ro;
+      ro.read_only = true;
+      MountReport report;
+      auto f = Filesystem::Mount(SimMedia::FromImage(torn), ro, &report);
+      REQUIRE_MESSAGE(f.ok(), f.status().ToString());
+      CHECK_FALSE(report.upgraded);
+      CHECK((*f)->TableMarks() == Marks{1104, 16});
+      CHECK(Observe(**f) == tree);
+    }
     SUBCASE("writable") {
       SimMedia* r = nullptr;
       MountReport report;
