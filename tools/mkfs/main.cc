@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <optional>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -37,7 +38,9 @@ DESCRIPTION
   files are made and blocks first used, so formatting costs the same
   whatever the size (docs/scaling.md). With -N or -i the whole inode table is
   written now (a fixed table, as mke2fs makes); --initial-inodes and
-  --initial-data choose how much is written now.
+  --initial-data choose how much is written now, up to the whole table
+  (asking for more slots than the table has, or more data than the pool,
+  is an error). -i takes any ratio from 1K to 1G, as mke2fs -i does.
 
   SIZE and BYTES take K, M, G and T suffixes (powers of 1024).
 
@@ -53,6 +56,34 @@ int Fail(const std::string& msg) {
   return 1;
 }
 
+// Checks the options against the geometry they give a pool of `bytes`,
+// before anything is created, resized or written. Format itself clamps
+// what it initializes to the tables; asked for more, mkfs says so instead.
+Status CheckOptions(uint64_t bytes, const FormatOptions& fo) {
+  layout::Superblock sb{};
+  LFS_RETURN_IF_ERROR(ComputeGeometry(bytes, fo.geometry, &sb));
+  if (fo.init_inodes > sb.inode_count)
+    return Status::Error(EINVAL, "--initial-inodes " + std::to_string(fo.init_inodes) +
+                                     " is more than the inode table's " +
+                                     std::to_string(sb.inode_count) + " slots");
+  if (fo.init_data_bytes > sb.pool_bytes)
+    return Status::Error(EINVAL, "--initial-data " + std::to_string(fo.init_data_bytes) +
+                                     " is more than the pool's " + std::to_string(sb.pool_bytes) +
+                                     " bytes");
+  return Status::Ok();
+}
+
+// The size POOL will have: --size, or what it has now (nullopt if it
+// cannot be opened; OpenPool then says why).
+std::optional<uint64_t> PoolBytes(const std::string& pool, const MapOptions& mo) {
+  if (mo.create) return mo.create_size;
+  MapOptions probe;
+  probe.read_only = true;
+  auto m = OpenPool(pool, probe);
+  if (!m.ok()) return std::nullopt;
+  return (*m)->size();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -62,13 +93,17 @@ int main(int argc, char** argv) {
   bool force = false, quiet = false;
   app.add_option("POOL", pool, "pool file or pmem/DAX device")->required();
   app.add_option("-s,--size", size_arg, "pool size; creates or resizes a regular file");
+  // (CLI11 would take "-3" for an unsigned option as 2^64 - 3.)
   auto* n_opt = app.add_option("-N,--inodes", inodes,
-                               "number of inodes, all initialized now (default: one per 16 KiB)");
+                               "number of inodes, all initialized now (default: one per 16 KiB)")
+                    ->check(CLI::NonNegativeNumber);
   app.add_option("-i,--bytes-per-inode", ratio_arg,
                  "one inode per BYTES of pool (1K to 1G), all initialized now")
       ->excludes(n_opt);
-  app.add_option("--initial-inodes", init_inodes,
-                 "inode slots initialized now (default: 1024, or all with -N or -i)");
+  auto* init_opt =
+      app.add_option("--initial-inodes", init_inodes,
+                     "inode slots initialized now (default: 1024, or all with -N or -i)")
+          ->check(CLI::NonNegativeNumber);
   app.add_option("--initial-data", init_data_arg,
                  "data whose reference counts are initialized now, in 4 MiB steps "
                  "(default: 256M)");
@@ -79,7 +114,16 @@ int main(int argc, char** argv) {
                  "UID:GID owning the root directory (default: the user running mkfs.leasefs)");
   app.add_flag("-f,--force", force, "overwrite an existing leasefs pool");
   app.add_flag("-q,--quiet", quiet, "print nothing on success (no progress line either)");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // CLI11's own codes (105 and up) are not what EXIT STATUS documents.
+    return app.exit(e) == 0 ? 0 : 1;
+  }
+  // 0 would mean "the default" to Format: given, it is a mistake.
+  if (n_opt->count() != 0 && inodes == 0) return Fail("inode count must be between 15 and 2^32-1");
+  if (init_opt->count() != 0 && init_inodes == 0)
+    return Fail("--initial-inodes must be at least 1");
 
   MapOptions mo;
   if (!size_arg.empty()) {
@@ -131,6 +175,9 @@ int main(int argc, char** argv) {
     auto m = OpenPool(pool, probe);
     if (m.ok() && LooksLikePool(**m))
       return Fail(pool + " already holds a leasefs pool; use --force to overwrite it");
+  }
+  if (auto bytes = PoolBytes(pool, mo)) {
+    if (Status s = CheckOptions(*bytes, fo); !s.ok()) return Fail(std::string(s.message()));
   }
   auto media = OpenPool(pool, mo);
   if (!media.ok()) return Fail(media.status().ToString());
