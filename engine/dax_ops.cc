@@ -69,13 +69,18 @@ Status Filesystem::Impl::LoadReach() {
     if (r.length == 0) continue;
     free_records_.Insert({free_from, slot - free_from});
     free_from = slot + 1;
+    // Past the mark the record may be sound and the mark damaged: fsck -y
+    // raises the mark over it rather than removing it.
+    if (pool_.InData(r.pool_block, r.length) && r.pool_block + r.length > CoveredEnd())
+      return Status::Corruption(
+          "quarantine record " + std::to_string(slot) + " covers block " +
+          std::to_string(r.pool_block + r.length - 1) + ", past the refcount table's mark (" +
+          std::to_string(marks_.refcount_blocks) + " refcount blocks): run fsck.leasefs -y");
     const char* why = !pool_.InData(r.pool_block, r.length) ? "lies outside the data area"
-                      : r.pool_block + r.length > CoveredEnd()
-                          ? "lies past the refcount table's mark (no block there was ever used)"
-                      : r.map_id == 0                      ? "has map id 0"
-                      : r.owner_pid <= 0                   ? "has no owner pid"
-                      : (r.flags & ~kKnownReachFlags) != 0 ? "has unknown flags"
-                                                           : nullptr;
+                      : r.map_id == 0                       ? "has map id 0"
+                      : r.owner_pid <= 0                    ? "has no owner pid"
+                      : (r.flags & ~kKnownReachFlags) != 0  ? "has unknown flags"
+                                                            : nullptr;
     if (why)
       return Status::Corruption("quarantine record " + std::to_string(slot) + " " + why +
                                 " (fsck.leasefs -y removes it)");

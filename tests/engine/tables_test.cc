@@ -446,6 +446,35 @@ TEST_SUITE("tables") {
       CHECK(again->TableMarks() == Marks{16, 3});
       CHECK(ReadAll(*again, f) == std::string(kBlockSize, 'x'));
     }
+    SUBCASE("a reach record past the refcount mark: kept, the mark raised over it") {
+      auto* rec = reinterpret_cast<layout::QuarantineRecord*>(img.data() +
+                                                              sb.quarantine_start * kBlockSize);
+      const uint64_t at = sb.data_start + 3000;
+      *rec = layout::QuarantineRecord{at, 2, 0, 7, f, 0, 1, 0, 0, 0};
+      auto m = Filesystem::Mount(SimMedia::FromImage(img), MountOptions{});
+      REQUIRE_FALSE(m.ok());
+      CHECK(std::string(m.status().message()) ==
+            "quarantine record 0 covers block " + std::to_string(at + 1) +
+                ", past the refcount table's mark (1 refcount blocks): run fsck.leasefs -y");
+      auto media = SimMedia::FromImage(img);
+      const std::string b = std::to_string(sb.data_start);
+      CHECK(FsckProblems(*media, true) ==
+            "repaired: superblock: block " + std::to_string(at + 1) +
+                " is referenced but lies past the refcount table's mark (1 refcount blocks: "
+                "blocks " +
+                b + "-" + std::to_string(sb.data_start + 1023) +
+                ") (raised it to 3 refcount blocks; the refcounts it then covers are checked)\n"
+                "repaired: blocks " +
+                std::to_string(at) + "-" + std::to_string(at + 1) +
+                ": refcount 0 but 1 reference (in use but marked free) (set it to 1)\n");
+      CHECK(FsckProblems(*media) == "");
+      auto again = MustMount(SimMedia::FromImage(media->Snapshot()));
+      CHECK(again->TableMarks() == Marks{16, 3});
+      const auto* kept = reinterpret_cast<const layout::QuarantineRecord*>(
+          media->base() + sb.quarantine_start * kBlockSize);
+      CHECK(kept->pool_block == at);
+      CHECK(kept->length == 2);
+    }
     SUBCASE("an entry naming a slot past the inode mark") {
       const uint64_t dir_block =
           reinterpret_cast<layout::Extent*>(
