@@ -577,6 +577,48 @@ TEST_SUITE("tables") {
       f->Unmount();
       CHECK(FsckProblems(*r) == "");
     }
+    SUBCASE("fsck -y repairs it as version 2; the next writable mount upgrades it") {
+      // The root's entry for f2 names inode 0: fsck removes it and moves
+      // inode 2 to a new /lost+found, in slot 1050 (free, generation 1).
+      std::vector<char> img = v2;
+      const layout::Superblock sb = SuperOf(img.data());
+      auto* inodes = reinterpret_cast<layout::Inode*>(img.data() + sb.inode_start * kBlockSize);
+      const uint64_t dir_block =
+          reinterpret_cast<layout::Extent*>(inodes[1].inline_area)->pool_block;
+      auto* entry = reinterpret_cast<layout::DirEntryHeader*>(img.data() + dir_block * kBlockSize +
+                                                              layout::kDirSlotSize);
+      REQUIRE(entry->ino == 2);
+      entry->ino = 0;
+      auto m = SimMedia::FromImage(img);
+      CHECK(FsckProblems(*m, /*repair=*/true) != "");
+      CHECK(FsckProblems(*m) == "");
+      // Still version 2 in both copies, the words that are marks in
+      // version 3 untouched (reserved: 0).
+      for (uint64_t copy : {0, 1}) {
+        CAPTURE(copy);
+        CHECK(SuperOf(m->base(), copy).version == layout::kFormatVersionV2);
+        CHECK(SuperOf(m->base(), copy).inode_mark == 0);
+        CHECK(SuperOf(m->base(), copy).refcount_mark == 0);
+      }
+      const std::vector<char> repaired = m->Snapshot();
+      {
+        MountOptions ro;
+        ro.read_only = true;
+        auto f = Filesystem::Mount(SimMedia::FromImage(repaired), ro);
+        REQUIRE_MESSAGE(f.ok(), f.status().ToString());
+        const Ino lf = MustLookup(**f, 1, "lost+found");
+        CHECK(lf == 1050);
+        CHECK(MustLookup(**f, lf, "#2") == 2);
+      }
+      SimMedia* r = nullptr;
+      MountReport report;
+      auto f = MustMount(SimMedia::FromImage(repaired), &r, &report);
+      CHECK(report.upgraded);
+      CHECK(f->TableMarks() == Marks{1104, 16});
+      CHECK(MustLookup(*f, MustLookup(*f, 1, "lost+found"), "#2") == 2);
+      f->Unmount();
+      CHECK(FsckProblems(*r) == "");
+    }
   }
 }
 
