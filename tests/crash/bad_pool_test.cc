@@ -404,6 +404,38 @@ TEST_SUITE("crash") {
     }
   }
 
+  // A crash while a mount's upgrade (or a feature's addition) writes the
+  // primary superblock can leave its version word old and its checksum new
+  // (docs/pool_format.md "Upgrading an older pool"): the backup holds the
+  // whole new copy. A read-only mount reads the pool by it, in its private
+  // mapping, writing nothing; a writable one restores the primary.
+  TEST_CASE("BadPool: a primary superblock torn by an upgrade mounts read-only, writing nothing") {
+    std::string img = Base().bytes;
+    L::Superblock sb = Sb(img);
+    sb.version = L::kFormatVersionV2;
+    PutSb(img, sb, /*fix=*/false);
+    PoolFile pool(img);
+    {
+      ScratchDir mnt;
+      DaemonProcess d(pool.path(), mnt.path(), {"-o", "ro"});
+      REQUIRE_MESSAGE(d.Await(kMountLimit) == DaemonProcess::State::kMounted, d.output());
+      CHECK(ReadWhole(mnt.path() + "/file") == Base().file_data);
+      CHECK(d.Unmount() == 0);
+    }
+    CHECK_MESSAGE(ReadWhole(pool.path()) == img, "the read-only mount changed the pool file");
+    {
+      ScratchDir mnt;
+      DaemonProcess d(pool.path(), mnt.path());
+      REQUIRE_MESSAGE(d.Await(kMountLimit) == DaemonProcess::State::kMounted, d.output());
+      CHECK(ReadWhole(mnt.path() + "/file") == Base().file_data);
+      CHECK(d.Unmount() == 0);
+    }
+    // The primary's checksummed bytes are the backup's again.
+    const std::string after = ReadWhole(pool.path());
+    CHECK(after.compare(0, L::kSuperChecksummedBytes + 8, Base().bytes, 0,
+                        L::kSuperChecksummedBytes + 8) == 0);
+  }
+
   TEST_CASE(
       "BadPool: a committed journal transaction that writes outside the metadata is refused") {
     std::string img = Base().bytes;
