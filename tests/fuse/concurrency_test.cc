@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <fstream>
 #include <map>
 #include <string>
 #include <thread>
@@ -130,6 +131,67 @@ TEST_SUITE("fuse.concurrency") {
       CAPTURE(n);
       const uid_t owner = static_cast<uid_t>(std::stoul(n.substr(1, 4)));
       CHECK(Lstat(fs.path("tmp/" + n)).st_uid == owner);
+    }
+  }
+
+  TEST_CASE(
+      "Concurrency: processes of several users creating while the inode and refcount marks rise") {
+    // 16 inode slots and the refcounts of 4 MiB initialized at mkfs (format
+    // version 3): the creates of each user raise both marks while the
+    // others create and unlink (docs/pool_format.md "Lazily initialized
+    // tables"). No slot or block may be handed out twice.
+    TestFs fs(
+        {.pool_size = "64M", .mkfs_args = {"--initial-inodes", "16", "--initial-data", "4M"}});
+    REQUIRE(mkdir(fs.path("tmp").c_str(), 0700) == 0);
+    REQUIRE(chmod(fs.path("tmp").c_str(), 01777) == 0);
+    constexpr int kUsers = 4, kFiles = 150;
+    auto name = [&fs](uid_t uid, int i) {
+      return fs.path("tmp/u" + std::to_string(uid) + "-" + std::to_string(i));
+    };
+    // 4 blocks each: the 300 kept files alone need more than 1024 blocks.
+    auto data = [](uid_t uid, int i) {
+      return Pattern(3 * 4096 + 1 + static_cast<size_t>(i), uid * 1000 + static_cast<uint64_t>(i));
+    };
+    std::vector<std::thread> users;
+    std::vector<std::string> failures(kUsers);
+    for (int u = 0; u < kUsers; ++u) {
+      users.emplace_back([&, u] {
+        const uid_t uid = 1000 + static_cast<uid_t>(u);
+        failures[static_cast<size_t>(u)] = AsUser(uid, uid, {}, [&](ChildChecks& k) {
+          for (int i = 0; i < kFiles; ++i) {
+            KEQ(k, WriteFile(name(uid, i), data(uid, i), 0644), "");
+            // Every other file goes again: its slot and blocks are reused.
+            if (i % 2 == 1) KEQ(k, SYS(unlink(name(uid, i - 1).c_str())), "OK");
+          }
+        });
+      });
+    }
+    for (auto& t : users) t.join();
+    for (const auto& f : failures) CHECK(f == "");
+    auto check_files = [&] {
+      CHECK(ListDir(fs.path("tmp")).size() == static_cast<size_t>(kUsers * kFiles / 2));
+      std::map<ino_t, std::string> owners;
+      for (int u = 0; u < kUsers; ++u) {
+        const uid_t uid = 1000 + static_cast<uid_t>(u);
+        for (int i = 1; i < kFiles; i += 2) {
+          CAPTURE(name(uid, i));
+          CHECK(ReadFile(name(uid, i)) == data(uid, i));
+          CHECK(owners.emplace(Lstat(name(uid, i)).st_ino, name(uid, i)).second);
+        }
+      }
+    };
+    check_files();
+    if (!fs.reference()) {
+      // Both marks rose (each word's low 44 bits hold its value): 600
+      // creates from 16 slots, more than 1024 blocks in use.
+      std::ifstream pool(fs.mount()->pool(), std::ios::binary);
+      uint64_t marks[2] = {};
+      pool.seekg(288);
+      pool.read(reinterpret_cast<char*>(marks), sizeof(marks));
+      CHECK((marks[0] & ((uint64_t{1} << 44) - 1)) > 300);
+      CHECK((marks[1] & ((uint64_t{1} << 44) - 1)) > 1);
+      CHECK(fs.UnmountFsckRemount() == "");
+      check_files();
     }
   }
 
