@@ -182,7 +182,8 @@ class Checker {
   bool LiveBeyondMark(uint64_t dir, const std::string& entry, const layout::DirEntryHeader& h);
   // A free inode slot past the initialized ones for a repair (/lost+found):
   // raises the inode mark by a block of slots, zeroed through the journal.
-  // 0 if the whole table is initialized.
+  // 0 if the whole table is initialized. Grows info_ and ref_begin_: no
+  // reference into them may be held across it.
   uint64_t GrowInodeTable();
   // Raises the refcount mark by one refcount block (zeroed through the
   // journal) for a repair that needs a block. False if the table is whole.

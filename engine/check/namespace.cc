@@ -96,9 +96,12 @@ std::vector<std::pair<uint64_t, std::string>> Checker::FindDisconnected() {
 }
 
 void Checker::Reattach(uint64_t ino, const std::string& what) {
-  InodeInfo& t = info_[ino];
   std::string why;
-  if (!EnsureLostFound(&why)) {
+  // Before any reference into info_: making /lost+found may raise the inode
+  // mark, which grows info_ (GrowInodeTable) and moves its elements.
+  const bool ready = EnsureLostFound(&why);
+  InodeInfo& t = info_[ino];
+  if (!ready) {
     Unfixable(InodeWhere(ino), what + "; cannot move it to /lost+found: " + why);
     t.detached = true;
     return;

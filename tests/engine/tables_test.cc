@@ -493,6 +493,65 @@ TEST_SUITE("tables") {
     }
   }
 
+  // fsck -y needs a slot and a block for /lost+found where every
+  // initialized one is taken: it initializes more, over whatever the pool
+  // held there (here: garbage, as on a device formatted over an older
+  // filesystem), and stores the raised marks.
+  TEST_CASE("Tables: fsck -y makes /lost+found past both marks, over garbage") {
+    FormatOptions fo;
+    fo.init_inodes = 16;
+    fo.init_data_bytes = 4 << 20;  // 1024 data blocks
+    SimMedia* raw = nullptr;
+    auto fs = MustMount(FormattedPool(64 << 20, fo), &raw);
+    for (int i = 2; i < 16; ++i) MustCreate(*fs, 1, "f" + std::to_string(i));
+    // The root's directory block and these 1023 take every covered block.
+    REQUIRE(fs->Fallocate(kRoot, 15, 0, 0, 1023 * kBlockSize).ok());
+    REQUIRE(fs->TableMarks() == Marks{16, 1});
+    REQUIRE(fs->StatFs().f_ffree == fs->StatFs().f_files - 15);
+    fs->Unmount();
+    std::vector<char> img = raw->Snapshot();
+    fs.reset();
+    const layout::Superblock sb = SuperOf(img.data());
+    std::memset(img.data() + sb.inode_start * kBlockSize + 16 * sizeof(layout::Inode), 0xa5,
+                (sb.inode_count - 16) * sizeof(layout::Inode));
+    std::memset(img.data() + (sb.refcount_start + 1) * kBlockSize, 0xa5,
+                (sb.refcount_blocks - 1) * kBlockSize);
+    std::memset(img.data() + (sb.data_start + 1024) * kBlockSize, 0xa5,
+                (sb.data_blocks - 1024) * kBlockSize);
+    // The root's entry for f2 names inode 0: fsck removes it, and inode 2
+    // goes to /lost+found.
+    auto* inodes = reinterpret_cast<layout::Inode*>(img.data() + sb.inode_start * kBlockSize);
+    const uint64_t dir_block = reinterpret_cast<layout::Extent*>(inodes[1].inline_area)->pool_block;
+    auto* entry = reinterpret_cast<layout::DirEntryHeader*>(img.data() + dir_block * kBlockSize +
+                                                            layout::kDirSlotSize);
+    REQUIRE(entry->ino == 2);
+    entry->ino = 0;
+    {
+      auto n = SimMedia::FromImage(img);
+      // (-n creates /lost+found only in its count, past the mark too.)
+      CHECK(FsckProblems(*n) ==
+            "error: inode 1: free slot (block 0, slot 1) has slot_count 1\n"
+            "error: inode 2: nlink 1 but no directory entry names it\n");
+    }
+    auto m = SimMedia::FromImage(img);
+    CHECK(FsckProblems(*m, /*repair=*/true) ==
+          "repaired: inode 1: free slot (block 0, slot 1) has slot_count 1 (zeroed the slot)\n"
+          "repaired: inode 2: nlink 1 but no directory entry names it (moved it to /lost+found "
+          "as #2)\n");
+    CHECK(FsckProblems(*m) == "");
+    CHECK(MarkWords(m->base()) == std::vector<uint64_t>{32, 32, 2, 2});
+    SimMedia* r = nullptr;
+    auto again = MustMount(SimMedia::FromImage(m->Snapshot()), &r);
+    const Ino lf = MustLookup(*again, 1, "lost+found");
+    CHECK(lf == 16);
+    CHECK(MustLookup(*again, lf, "#2") == 2);
+    CHECK(again->TableMarks() == Marks{32, 2});
+    // The slots the raise initialized are free: the next creates take them.
+    CHECK(MustCreate(*again, 1, "g") == 17);
+    again->Unmount();
+    CHECK(FsckProblems(*r) == "");
+  }
+
   // A version-2 pool: what the previous leasefs made (both tables
   // initialized whole; no marks; version 2 in both copies).
   std::vector<char> V2(const std::vector<char>& v3) {
