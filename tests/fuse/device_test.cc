@@ -70,6 +70,24 @@ TEST_SUITE("fuse.device") {
     CHECK(Slurp(m.path("data")) == data);
     CHECK(Slurp(m.path("small")) == "hello");
   }
+
+  TEST_CASE("Device: mkfs.leasefs checks its options against the device's size, not --size") {
+    // --size makes or resizes a regular file; a device keeps its own size,
+    // and the inode table is what that size gives.
+    LoopDevice loop(32 << 20);
+    REQUIRE_MESSAGE(!loop.device().empty(), "losetup --find --show failed: " << loop.output());
+    // A 4 MiB pool could not hold 20000 inodes (5 MiB of table); the 32 MiB
+    // device can.
+    ProcessResult r = Run({MkfsBin(), "--force", "-s", "4M", "-N", "20000", loop.device()});
+    CHECK(r.exit_code == 0);
+    CHECK(r.output.find(": 32 MiB, ") != std::string::npos);
+    CHECK(r.output.find(" 20015 inodes (20015 initialized), ") != std::string::npos);
+    // A 256 MiB pool would have 16384 slots; the device's table has 2048.
+    r = Run({MkfsBin(), "--force", "-s", "256M", "--initial-inodes", "3000", loop.device()});
+    CHECK(r.exit_code == 1);
+    CHECK(r.output ==
+          "mkfs.leasefs: --initial-inodes 3000 is more than the inode table's 2048 slots\n");
+  }
 }
 
 }  // namespace

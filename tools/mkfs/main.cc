@@ -73,10 +73,13 @@ Status CheckOptions(uint64_t bytes, const FormatOptions& fo) {
   return Status::Ok();
 }
 
-// The size POOL will have: --size, or what it has now (nullopt if it
-// cannot be opened; OpenPool then says why).
-std::optional<uint64_t> PoolBytes(const std::string& pool, const MapOptions& mo) {
-  if (mo.create) return mo.create_size;
+// The size POOL will have: --size for a regular file (made or resized to
+// it), else what it has now: a device's own size (nullopt if it cannot be
+// opened; OpenPool then says why). `st` is POOL's, null if it does not
+// exist.
+std::optional<uint64_t> PoolBytes(const std::string& pool, const MapOptions& mo,
+                                  const struct stat* st) {
+  if (mo.create && (st == nullptr || S_ISREG(st->st_mode))) return mo.create_size;
   MapOptions probe;
   probe.read_only = true;
   auto m = OpenPool(pool, probe);
@@ -176,7 +179,7 @@ int main(int argc, char** argv) {
     if (m.ok() && LooksLikePool(**m))
       return Fail(pool + " already holds a leasefs pool; use --force to overwrite it");
   }
-  if (auto bytes = PoolBytes(pool, mo)) {
+  if (auto bytes = PoolBytes(pool, mo, exists ? &st : nullptr)) {
     if (Status s = CheckOptions(*bytes, fo); !s.ok()) return Fail(std::string(s.message()));
   }
   auto media = OpenPool(pool, mo);
