@@ -92,7 +92,9 @@ class Directory {
  private:
 
   char* SlotPtr(DirPos p) const;
-  Status LoadBlock(uint32_t index);
+  // Checks block `index` and marks its slots; appends its entries to *found
+  // (names pointing into the pool).
+  Status LoadBlock(uint32_t index, std::vector<Listed>* found);
   void MarkUsed(DirPos p, uint32_t slots, bool used);
 
   PoolView pool_;
