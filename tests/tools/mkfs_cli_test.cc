@@ -112,6 +112,8 @@ TEST_SUITE("mkfs_cli") {
         {{"--initial-data", "16777216T"}, "cannot parse initial data size '16777216T'"},
         {{"-s", "16777216T"}, "cannot parse size '16777216T'"},
         {{"-J", "18446744073709551615"}, "journal size must be between 64 KiB and 4 GiB"},
+        // (With --size the pool file was cut to 4 MiB before this too.)
+        {{"-L", std::string(64, 'x'), "-s", "4M"}, "label longer than 63 bytes"},
     };
     for (const Case& c : cases) {
       CAPTURE(c.line);

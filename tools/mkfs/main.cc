@@ -60,6 +60,8 @@ int Fail(const std::string& msg) {
 // before anything is created, resized or written. Format itself clamps
 // what it initializes to the tables; asked for more, mkfs says so instead.
 Status CheckOptions(uint64_t bytes, const FormatOptions& fo) {
+  if (fo.label.size() >= sizeof(layout::Superblock::label))
+    return Status::Error(EINVAL, "label longer than 63 bytes");
   layout::Superblock sb{};
   LFS_RETURN_IF_ERROR(ComputeGeometry(bytes, fo.geometry, &sb));
   if (fo.init_inodes > sb.inode_count)
