@@ -502,7 +502,7 @@ TEST_SUITE("tables") {
     fo.init_inodes = 16;
     fo.init_data_bytes = 4 << 20;  // 1024 data blocks
     SimMedia* raw = nullptr;
-    auto fs = MustMount(FormattedPool(64 << 20, fo), &raw);
+    auto fs = MustMount(FormattedPool(16 << 20, fo), &raw);
     for (int i = 2; i < 16; ++i) MustCreate(*fs, 1, "f" + std::to_string(i));
     // The root's directory block and these 1023 take every covered block.
     REQUIRE(fs->Fallocate(kRoot, 15, 0, 0, 1023 * kBlockSize).ok());
