@@ -12,6 +12,26 @@
 #define LFS_TSA(x)
 #endif
 
+// abseil (absl::btree_map, engine/extent_map.h) still defines some of these
+// names in absl/base/internal/thread_annotations.h, with the same attributes:
+// ours replace them, whichever header comes first (a later redefinition in a
+// system header is not diagnosed).
+#undef CAPABILITY
+#undef SCOPED_CAPABILITY
+#undef GUARDED_BY
+#undef PT_GUARDED_BY
+#undef ACQUIRED_BEFORE
+#undef ACQUIRED_AFTER
+#undef REQUIRES
+#undef REQUIRES_SHARED
+#undef ACQUIRE
+#undef ACQUIRE_SHARED
+#undef RELEASE
+#undef RELEASE_SHARED
+#undef RELEASE_GENERIC
+#undef EXCLUDES
+#undef NO_THREAD_SAFETY_ANALYSIS
+
 #define CAPABILITY(x) LFS_TSA(capability(x))
 #define SCOPED_CAPABILITY LFS_TSA(scoped_lockable)
 #define GUARDED_BY(x) LFS_TSA(guarded_by(x))

@@ -256,10 +256,10 @@ ExtentMap::Index::iterator ExtentMap::Put(Tx& tx, uint64_t file_block, Rec r) {
   return index_.emplace(file_block, r).first;
 }
 
-void ExtentMap::Drop(Tx& tx, Index::iterator it) {
+ExtentMap::Index::iterator ExtentMap::Drop(Tx& tx, Index::iterator it) {
   StageFree(tx, it->second.slot);
   mapped_ -= it->second.length;
-  index_.erase(it);
+  return index_.erase(it);
 }
 
 void ExtentMap::Insert(Tx& tx, const Mapping& m) {
@@ -277,14 +277,16 @@ void ExtentMap::Insert(Tx& tx, const Mapping& m) {
       prev->second.length += m.length;
       mapped_ += m.length;
       // Absorb the right neighbour too if the new run bridges the gap.
-      if (next != index_.end() &&
-          continues(prev->first, prev->second, next->first, next->second.pool_block,
-                    next->second.length, next->second.flags)) {
+      const bool bridges =
+          next != index_.end() && continues(prev->first, prev->second, next->first,
+                                            next->second.pool_block, next->second.length,
+                                            next->second.flags);
+      if (bridges) {
         prev->second.length += next->second.length;  // still mapped: mapped_ unchanged
         StageFree(tx, next->second.slot);
-        index_.erase(next);
       }
       StageSlot(tx, prev->second.slot, prev->first, prev->second);
+      if (bridges) index_.erase(next);  // last: it invalidates prev
       return;
     }
   }
@@ -315,9 +317,7 @@ void ExtentMap::Remove(Tx& tx, uint64_t file_block, uint64_t count, std::vector<
     const uint64_t cut_b = std::max(f, file_block), cut_e = std::min(rend, end);
     removed->push_back({cut_b, r.pool_block + (cut_b - f), cut_e - cut_b, r.flags});
     if (cut_b == f && cut_e == rend) {  // the whole extent goes
-      auto next = std::next(it);
-      Drop(tx, it);
-      it = next;
+      it = Drop(tx, it);
       continue;
     }
     mapped_ -= cut_e - cut_b;

@@ -3,7 +3,10 @@
 // On media the extents sit unordered in the inode's six inline slots and in a
 // chain of extent blocks (docs/pool_format.md "Extents"). In memory they are
 // indexed by file block, so every lookup is O(log n) however many extents a
-// file has.
+// file has. The index is a B-tree (abseil's btree_map) rather than std::map:
+// a lookup among 100,000 extents visits about 6 nodes of 256 bytes (7 records
+// each) instead of 17 tree nodes scattered in memory, each a likely cache miss. Its iterators do not
+// survive an insert or erase: no code here keeps one across a change.
 //
 // Mutators stage their slot writes into a Tx and update the index at once;
 // the caller commits the Tx before anyone else can look (writer lock). They
@@ -14,9 +17,10 @@
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <optional>
 #include <vector>
+
+#include <absl/container/btree_map.h>
 
 #include "base/status.h"
 #include "engine/journal.h"
@@ -102,7 +106,7 @@ class ExtentMap {
     uint32_t flags;
     uint32_t slot;
   };
-  using Index = std::map<uint64_t, Rec>;
+  using Index = absl::btree_map<uint64_t, Rec>;
 
   // Forgets everything and attaches to inode `ino` of `pool`.
   void Reset(const PoolView& pool, uint64_t ino);
@@ -112,7 +116,7 @@ class ExtentMap {
   uint32_t TakeSlot();
   Status LoadSlot(uint32_t slot, const layout::Extent& e);
   Index::iterator Put(Tx& tx, uint64_t file_block, Rec r);  // new or reused slot
-  void Drop(Tx& tx, Index::iterator it);
+  Index::iterator Drop(Tx& tx, Index::iterator it);  // the one after it
   static Mapping ToMapping(Index::const_iterator it);
 
   // Free slots as a bitmap (slot s is bit s): a few bytes per file where a
