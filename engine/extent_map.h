@@ -5,8 +5,9 @@
 // indexed by file block, so every lookup is O(log n) however many extents a
 // file has. The index is a B-tree (abseil's btree_map) rather than std::map:
 // a lookup among 100,000 extents visits about 6 nodes of 256 bytes (7 records
-// each) instead of 17 tree nodes scattered in memory, each a likely cache miss. Its iterators do not
-// survive an insert or erase: no code here keeps one across a change.
+// each) instead of 17 tree nodes scattered in memory, each a likely cache
+// miss. Its iterators do not survive an insert or erase: no code here keeps
+// one across a change.
 //
 // Mutators stage their slot writes into a Tx and update the index at once;
 // the caller commits the Tx before anyone else can look (writer lock). They
