@@ -104,12 +104,9 @@ TEST_SUITE("fuse.concurrency") {
     TestFs fs;
     REQUIRE(mkdir(fs.path("tmp").c_str(), 0700) == 0);
     REQUIRE(chmod(fs.path("tmp").c_str(), 01777) == 0);
-    std::vector<std::thread> users;
-    std::vector<std::string> failures(3);
-    for (int u = 0; u < 3; ++u) {
-      users.emplace_back([&, u] {
-        const uid_t uid = 1000 + static_cast<uid_t>(u);
-        failures[static_cast<size_t>(u)] = AsUser(uid, uid, {}, [&](ChildChecks& k) {
+    const std::vector<std::string> failures =
+        AsUsersAtOnce({1000, 1001, 1002}, [&](size_t u, ChildChecks& k) {
+          const uid_t uid = 1000 + static_cast<uid_t>(u);
           for (int i = 0; i < 100; ++i) {
             const std::string name =
                 fs.path("tmp/u" + std::to_string(uid) + "-" + std::to_string(i));
@@ -121,9 +118,6 @@ TEST_SUITE("fuse.concurrency") {
             KTRUE(k, r == "EPERM" || r == "ENOENT");
           }
         });
-      });
-    }
-    for (auto& t : users) t.join();
     for (const auto& f : failures) CHECK(f == "");
     std::vector<std::string> names = ListDir(fs.path("tmp"));
     CHECK(names.size() == 300u);
@@ -152,21 +146,16 @@ TEST_SUITE("fuse.concurrency") {
     auto data = [](uid_t uid, int i) {
       return Pattern(3 * 4096 + 1 + static_cast<size_t>(i), uid * 1000 + static_cast<uint64_t>(i));
     };
-    std::vector<std::thread> users;
-    std::vector<std::string> failures(kUsers);
-    for (int u = 0; u < kUsers; ++u) {
-      users.emplace_back([&, u] {
-        const uid_t uid = 1000 + static_cast<uid_t>(u);
-        failures[static_cast<size_t>(u)] = AsUser(uid, uid, {}, [&](ChildChecks& k) {
-          for (int i = 0; i < kFiles; ++i) {
-            KEQ(k, WriteFile(name(uid, i), data(uid, i), 0644), "");
-            // Every other file goes again: its slot and blocks are reused.
-            if (i % 2 == 1) KEQ(k, SYS(unlink(name(uid, i - 1).c_str())), "OK");
-          }
-        });
-      });
-    }
-    for (auto& t : users) t.join();
+    std::vector<uid_t> uids;
+    for (int u = 0; u < kUsers; ++u) uids.push_back(1000 + static_cast<uid_t>(u));
+    const std::vector<std::string> failures = AsUsersAtOnce(uids, [&](size_t u, ChildChecks& k) {
+      const uid_t uid = uids[u];
+      for (int i = 0; i < kFiles; ++i) {
+        KEQ(k, WriteFile(name(uid, i), data(uid, i), 0644), "");
+        // Every other file goes again: its slot and blocks are reused.
+        if (i % 2 == 1) KEQ(k, SYS(unlink(name(uid, i - 1).c_str())), "OK");
+      }
+    });
     for (const auto& f : failures) CHECK(f == "");
     auto check_files = [&] {
       CHECK(ListDir(fs.path("tmp")).size() == static_cast<size_t>(kUsers * kFiles / 2));

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -20,6 +21,7 @@
 
 #include <linux/magic.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 
@@ -348,38 +350,105 @@ void ChildChecks::True(bool ok, const char* what, int line) {
   if (!ok) failures_ += "line " + std::to_string(line) + ": " + what + " is false\n";
 }
 
-std::string AsUser(uid_t uid, gid_t gid, const std::vector<gid_t>& groups,
-                   const std::function<void(ChildChecks&)>& fn) {
-  int p[2];
-  if (pipe(p) != 0) return "pipe failed";
-  const int rc = RunAs(uid, gid, groups, [&]() {
-    close(p[0]);
-    umask(022);
-    ChildChecks k;
-    fn(k);
-    // Keep well under the pipe's capacity: the parent reads only after we exit.
-    std::string f = k.failures().substr(0, 16384);
-    size_t done = 0;
-    while (done < f.size()) {
-      ssize_t n = write(p[1], f.data() + done, f.size() - done);
-      if (n <= 0) break;
-      done += static_cast<size_t>(n);
-    }
-    return f.empty() ? 0 : 1;
-  });
-  close(p[1]);
+namespace {
+
+// In a child: switches credentials (exit 126 if it cannot), runs `fn` with
+// umask 022 and writes its failures to `out`; never returns.
+[[noreturn]] void RunChildChecks(uid_t uid, gid_t gid, const std::vector<gid_t>& groups, int out,
+                                 const std::function<void(ChildChecks&)>& fn) {
+  if (setgroups(groups.size(), groups.data()) != 0 || setgid(gid) != 0 || setuid(uid) != 0)
+    _exit(126);
+  umask(022);
+  ChildChecks k;
+  fn(k);
+  // Keep well under the pipe's capacity: the parent reads only after we exit.
+  std::string f = k.failures().substr(0, 16384);
+  size_t done = 0;
+  while (done < f.size()) {
+    ssize_t n = write(out, f.data() + done, f.size() - done);
+    if (n <= 0) break;
+    done += static_cast<size_t>(n);
+  }
+  _exit(f.empty() ? 0 : 1);
+}
+
+// In the parent: reads what the child `pid` wrote to `in` (closing it),
+// reaps it, and says what failed ("" if nothing).
+std::string CollectChildChecks(pid_t pid, int in, uid_t uid, gid_t gid) {
   std::string out;
   char buf[4096];
   for (;;) {
-    ssize_t n = read(p[0], buf, sizeof buf);
+    ssize_t n = read(in, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     out.append(buf, static_cast<size_t>(n));
   }
-  close(p[0]);
+  close(in);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  const int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   const std::string who = "as uid " + std::to_string(uid) + " gid " + std::to_string(gid) + ": ";
   if (rc == 126) return who + "could not switch credentials\n";
   if (rc != 0 && out.empty()) return who + "child exited " + std::to_string(rc) + "\n";
   return out.empty() ? "" : who + "\n" + out;
+}
+
+}  // namespace
+
+std::string AsUser(uid_t uid, gid_t gid, const std::vector<gid_t>& groups,
+                   const std::function<void(ChildChecks&)>& fn) {
+  int p[2];
+  if (pipe(p) != 0) return "pipe failed";
+  const pid_t pid = fork();
+  if (pid < 0) {
+    close(p[0]);
+    close(p[1]);
+    return "fork failed";
+  }
+  if (pid == 0) {
+    close(p[0]);
+    RunChildChecks(uid, gid, groups, p[1], fn);
+  }
+  close(p[1]);
+  return CollectChildChecks(pid, p[0], uid, gid);
+}
+
+std::vector<std::string> AsUsersAtOnce(const std::vector<uid_t>& uids,
+                                       const std::function<void(size_t, ChildChecks&)>& fn) {
+  struct Child {
+    pid_t pid = -1;
+    int in = -1;
+  };
+  std::vector<Child> children(uids.size());
+  std::vector<std::string> failures(uids.size());
+  // Every fork from this thread, before any child is waited for: nothing of
+  // ours allocates while a fork copies the allocator's state.
+  for (size_t i = 0; i < uids.size(); ++i) {
+    int p[2];
+    if (pipe(p) != 0) {
+      failures[i] = "pipe failed";
+      continue;
+    }
+    const pid_t pid = fork();
+    if (pid < 0) {
+      close(p[0]);
+      close(p[1]);
+      failures[i] = "fork failed";
+      continue;
+    }
+    if (pid == 0) {
+      close(p[0]);
+      RunChildChecks(uids[i], uids[i], {}, p[1], [&fn, i](ChildChecks& k) { fn(i, k); });
+    }
+    close(p[1]);  // before the next fork: only child i may hold it
+    children[i] = {pid, p[0]};
+  }
+  for (size_t i = 0; i < uids.size(); ++i) {
+    if (children[i].pid > 0)
+      failures[i] = CollectChildChecks(children[i].pid, children[i].in, uids[i], uids[i]);
+  }
+  return failures;
 }
 
 // --- main ------------------------------------------------------------------------

@@ -198,6 +198,14 @@ class ChildChecks {
 std::string AsUser(uid_t uid, gid_t gid, const std::vector<gid_t>& groups,
                    const std::function<void(ChildChecks&)>& fn);
 
+// Runs fn(i, k) in one child per uids[i] (its gid the same number, no
+// supplementary groups), all at once, and returns each child's failures.
+// Use it rather than AsUser from several threads: a child forked while
+// another thread of the test holds an allocator lock (the sanitizer build's
+// allocator does not take its locks around fork) waits for it forever.
+std::vector<std::string> AsUsersAtOnce(const std::vector<uid_t>& uids,
+                                       const std::function<void(size_t, ChildChecks&)>& fn);
+
 // Runs AsUser(uid, gid, groups, fn) and fails the test with the child's
 // failures, if any. `groups` must not contain a top-level comma: use {} or {g}.
 #define CHECK_AS(uid, gid, groups, ...)                                \
