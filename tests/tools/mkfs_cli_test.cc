@@ -14,36 +14,10 @@
 #include <sys/stat.h>
 
 #include "tests/support/mount.h"
+#include "tests/support/pool_file.h"
 
 namespace leasefs::testing {
 namespace {
-
-// A pool file name in /dev/shm, removed at the end of the test.
-class PoolFile {
- public:
-  PoolFile() {
-    char tmpl[] = "/dev/shm/leasefs-mkfs-cli-XXXXXX";
-    const int fd = mkstemp(tmpl);
-    REQUIRE(fd >= 0);
-    close(fd);
-    unlink(tmpl);  // mkfs.leasefs creates it
-    path_ = tmpl;
-  }
-  ~PoolFile() { unlink(path_.c_str()); }
-  PoolFile(const PoolFile&) = delete;
-  PoolFile& operator=(const PoolFile&) = delete;
-  const std::string& path() const { return path_; }
-  std::string Bytes() const {
-    std::ifstream in(path_, std::ios::binary | std::ios::ate);
-    std::string bytes(static_cast<size_t>(in.tellg()), '\0');
-    in.seekg(0);
-    in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    return bytes;
-  }
-
- private:
-  std::string path_;
-};
 
 ProcessResult Mkfs(std::vector<std::string> args) {
   args.insert(args.begin(), MkfsBin());
@@ -52,7 +26,7 @@ ProcessResult Mkfs(std::vector<std::string> args) {
 
 TEST_SUITE("mkfs_cli") {
   TEST_CASE("mkfs.leasefs: every usage error exits 1, as EXIT STATUS says; --help exits 0") {
-    PoolFile pool;
+    PoolFile pool("mkfs-cli");
     const ProcessResult help = Mkfs({"--help"});
     CHECK(help.exit_code == 0);
     CHECK(help.output.find("EXIT STATUS\n  0 formatted; 1 bad arguments or POOL cannot be "
@@ -79,7 +53,7 @@ TEST_SUITE("mkfs_cli") {
   }
 
   TEST_CASE("mkfs.leasefs: values no pool can have are refused with one line, losing nothing") {
-    PoolFile pool;
+    PoolFile pool("mkfs-cli");
     REQUIRE(Mkfs({"-q", "-s", "8M", pool.path()}).exit_code == 0);
     const std::string before = pool.Bytes();
     REQUIRE(before.size() == 8 << 20);
@@ -129,7 +103,7 @@ TEST_SUITE("mkfs_cli") {
   }
 
   TEST_CASE("mkfs.leasefs: any ratio from 1 KiB to 1 GiB, a power of two or not, as mke2fs -i") {
-    PoolFile pool;
+    PoolFile pool("mkfs-cli");
     // 8 MiB / 3000 = 2796 inodes, rounded up to a block of 16 slots: 2800
     // slots, slot 0 unused, all initialized (-i fixes the table).
     const ProcessResult r = Mkfs({"-i", "3000", "-s", "8M", pool.path()});

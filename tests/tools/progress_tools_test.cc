@@ -18,30 +18,11 @@
 #include <doctest/doctest.h>
 
 #include "tests/support/mount.h"
+#include "tests/support/pool_file.h"
 #include "tests/tools/tty_run.h"
 
 namespace leasefs::testing {
 namespace {
-
-// A pool file name in /dev/shm, removed at the end of the test.
-class PoolFile {
- public:
-  PoolFile() {
-    char tmpl[] = "/dev/shm/leasefs-progress-XXXXXX";
-    const int fd = mkstemp(tmpl);
-    REQUIRE(fd >= 0);
-    close(fd);
-    unlink(tmpl);  // mkfs.leasefs creates it
-    path_ = tmpl;
-  }
-  ~PoolFile() { unlink(path_.c_str()); }
-  PoolFile(const PoolFile&) = delete;
-  PoolFile& operator=(const PoolFile&) = delete;
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 std::vector<std::string> Mkfs(const PoolFile& pool, const std::string& size,
                               std::vector<std::string> extra = {}) {
@@ -89,7 +70,7 @@ TEST_SUITE("progress_tools") {
       const std::string& size = run.first;
       const std::vector<std::string>& extra = run.second;
       CAPTURE(size);
-      PoolFile pool;
+      PoolFile pool("progress");
       const TtyRun tty = RunWithOutput(Mkfs(pool, size, extra), Output::kTerminal);
       REQUIRE(tty.code == 0);
       const ProgressDraws d = ParseProgress(tty.terminal);
@@ -107,7 +88,7 @@ TEST_SUITE("progress_tools") {
   }
 
   TEST_CASE("mkfs.leasefs: no progress line with -q, on pipes, or with stdout captured") {
-    PoolFile pool;
+    PoolFile pool("progress");
     TtyRun r = RunWithOutput(Mkfs(pool, "8G", {"-q"}), Output::kTerminal);
     CHECK(r.code == 0);
     CHECK(r.terminal.empty());
@@ -124,7 +105,7 @@ TEST_SUITE("progress_tools") {
   }
 
   TEST_CASE("mkfs.leasefs: an error is printed on a clean line") {
-    PoolFile pool;
+    PoolFile pool("progress");
     REQUIRE(RunWithOutput(Mkfs(pool, "64M"), Output::kPipes).code == 0);
     // Formatted already, no --force: refused before any metadata is written.
     const TtyRun r = RunWithOutput(Mkfs(pool, "64M"), Output::kTerminal);
@@ -134,7 +115,7 @@ TEST_SUITE("progress_tools") {
   }
 
   TEST_CASE("fsck.leasefs on a terminal: each phase drawn from 0, erased before the summary") {
-    PoolFile pool;
+    PoolFile pool("progress");
     REQUIRE(RunWithOutput(Mkfs(pool, "64M"), Output::kPipes).code == 0);
     const TtyRun tty = RunWithOutput({FsckBin(), pool.path()}, Output::kTerminal);
     REQUIRE(tty.code == 0);
@@ -162,7 +143,7 @@ TEST_SUITE("progress_tools") {
   }
 
   TEST_CASE("fsck.leasefs: no progress line with -q, on pipes, or with stdout captured") {
-    PoolFile pool;
+    PoolFile pool("progress");
     REQUIRE(RunWithOutput(Mkfs(pool, "64M"), Output::kPipes).code == 0);
     TtyRun r = RunWithOutput({FsckBin(), "-q", pool.path()}, Output::kTerminal);
     CHECK(r.code == 0);
@@ -179,7 +160,7 @@ TEST_SUITE("progress_tools") {
   }
 
   TEST_CASE("fsck.leasefs: an operational error is printed on a clean line") {
-    PoolFile pool;
+    PoolFile pool("progress");
     // Not a pool: 8 MiB of zeros.
     const int fd = open(pool.path().c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
     REQUIRE(fd >= 0);
